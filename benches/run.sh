@@ -1,0 +1,556 @@
+#!/usr/bin/env bash
+# benches/run.sh: one-command benchmark of tandem-proxy against direct, nginx and HAProxy.
+#
+# Starts bench-upstream, tandem-proxy, nginx and HAProxy on 127.0.0.1, then, for each
+# target, measures HTTP/1.1 closed-loop throughput (wrk), HTTP/2 closed-loop throughput
+# (h2load), fixed-rate latency percentiles (bench-load, open loop) and each proxy's CPU time
+# per request and RSS. Every measurement is repeated (--runs, default 3) and the medians are
+# reported with ratios to direct and to the better of nginx and HAProxy.
+# See docs/benchmarks.md for what is measured and why.
+#
+# Usage: benches/run.sh [--quick] [--runs N] [--targets direct,tandem,nginx,haproxy]
+#                       [--duration S] [--lat-duration S] [--rate N] [--no-install]
+set -euo pipefail
+
+# ---------------------------------------------------------------- settings
+RUNS=3
+DURATION=10          # closed-loop runs (wrk, h2load), seconds
+LAT_DURATION=15      # fixed-rate latency run, seconds (after LAT_WARMUP)
+LAT_WARMUP=2
+WARMUP=2             # closed-loop warm-up per target before the first round, seconds
+RATE=2000            # fixed rate for the latency run, requests/s
+LAT_CONNS=16         # keep-alive connections the latency generator spreads the rate over
+H1_THREADS=2         # wrk threads
+H1_CONNS=50          # wrk connections
+H2_THREADS=2         # h2load threads
+H2_CONNS=10          # h2load connections ...
+H2_STREAMS=10        # ... times concurrent streams each
+WORKERS=2            # worker processes/threads for each proxy and the upstream (= cores)
+HOST=bench           # Host / :authority sent to every target; tandem's service name
+TARGETS=direct,tandem,nginx,haproxy
+INSTALL=1
+
+usage() {
+    sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
+    exit "${1:-0}"
+}
+
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --quick) RUNS=1; DURATION=3; LAT_DURATION=4; LAT_WARMUP=1; WARMUP=1 ;;
+        --runs) RUNS=$2; shift ;;
+        --targets) TARGETS=$2; shift ;;
+        --duration) DURATION=$2; shift ;;
+        --lat-duration) LAT_DURATION=$2; shift ;;
+        --rate) RATE=$2; shift ;;
+        --no-install) INSTALL=0 ;;
+        -h|--help) usage 0 ;;
+        *) echo "run.sh: unknown argument $1" >&2; usage 2 ;;
+    esac
+    shift
+done
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+STAMP=$(date +%Y%m%d-%H%M%S)
+OUT="$ROOT/benches/results/$STAMP"
+RAW="$OUT/raw"
+WORK=$(mktemp -d /tmp/tandem-bench.XXXXXX)
+chmod 755 "$WORK"
+mkdir -p "$RAW"
+TSV="$OUT/results.tsv"
+printf 'round\ttarget\tmetric\tvalue\n' >"$TSV"
+CLK_TCK=$(getconf CLK_TCK)
+IFS=, read -r -a TARGET_LIST <<<"$TARGETS"
+
+log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+has_target() { [[ ",$TARGETS," == *",$1,"* ]]; }
+
+for t in "${TARGET_LIST[@]}"; do
+    case "$t" in direct|tandem|nginx|haproxy) ;; *) die "unknown target '$t'" ;; esac
+done
+
+# ---------------------------------------------------------------- cleanup
+PIDS=()
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    local p
+    for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+    for _ in $(seq 30); do
+        local alive=0
+        for p in "${PIDS[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+        [[ $alive == 0 ]] && break
+        sleep 0.1
+    done
+    for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    cp -r "$WORK"/*.log "$WORK"/*.conf "$WORK"/*.cfg "$WORK"/*.yaml "$RAW"/ 2>/dev/null || true
+    rm -rf "$WORK"
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# ---------------------------------------------------------------- tools
+ensure_tools() {
+    local missing=() pkgs=()
+    command -v wrk >/dev/null || { missing+=(wrk); pkgs+=(wrk); }
+    command -v h2load >/dev/null || { missing+=(h2load); pkgs+=(nghttp2-client); }
+    command -v curl >/dev/null || { missing+=(curl); pkgs+=(curl); }
+    if has_target nginx; then command -v nginx >/dev/null || { missing+=(nginx); pkgs+=(nginx); }; fi
+    if has_target haproxy; then command -v haproxy >/dev/null || { missing+=(haproxy); pkgs+=(haproxy); }; fi
+    [[ ${#missing[@]} == 0 ]] && return 0
+    [[ $INSTALL == 1 ]] || die "missing ${missing[*]} (run without --no-install, or apt-get install ${pkgs[*]})"
+    [[ $(id -u) == 0 ]] || die "missing ${missing[*]}: run as root or apt-get install ${pkgs[*]}"
+    log "installing ${pkgs[*]} from Debian packages"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkgs[@]}" >/dev/null
+}
+
+# ---------------------------------------------------------------- helpers
+# wait_line FILE REGEX SECONDS: the first line of FILE matching REGEX, once it appears.
+wait_line() {
+    local file=$1 re=$2 limit=$3 i line
+    for ((i = 0; i < limit * 20; i++)); do
+        line=$(grep -m1 -E "$re" "$file" 2>/dev/null || true)
+        if [[ -n $line ]]; then printf '%s\n' "$line"; return 0; fi
+        sleep 0.05
+    done
+    return 1
+}
+
+# wait_http URL SECONDS [h2]: until the URL answers 200.
+wait_http() {
+    local url=$1 limit=$2 proto=${3:-h1} i code opt=()
+    [[ $proto == h2 ]] && opt=(--http2-prior-knowledge)
+    for ((i = 0; i < limit * 10; i++)); do
+        code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "${opt[@]}" -H "Host: $HOST" "$url" || true)
+        [[ $code == 200 ]] && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+# free_port: a port below the ephemeral range (so no client socket can hold it) that no
+# socket uses. nginx and HAProxy cannot report a port-0 bind back, so they get one of these.
+free_port() {
+    local p low
+    low=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+    for _ in $(seq 200); do
+        p=$((10000 + RANDOM % (low - 10000)))
+        if command -v ss >/dev/null; then
+            [[ -z $(ss -Htan "sport = :$p" 2>/dev/null) ]] && { echo "$p"; return 0; }
+        elif ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+            echo "$p"; return 0
+        fi
+    done
+    die "no free port found"
+}
+
+# pids_of TARGET: the processes whose CPU and memory count for that target.
+pids_of() {
+    local main=${MAIN_PID[$1]:-}
+    [[ -n $main ]] || return 0
+    echo "$main"
+    pgrep -P "$main" 2>/dev/null || true   # nginx workers
+}
+
+# cpu_ticks PID...: utime+stime summed over the processes (all threads), in clock ticks.
+cpu_ticks() {
+    local total=0 p stat rest
+    for p in "$@"; do
+        stat=$(cat "/proc/$p/stat" 2>/dev/null) || continue
+        rest=${stat##*) }
+        # shellcheck disable=SC2086
+        set -- $rest
+        total=$((total + ${12} + ${13}))
+    done
+    echo "$total"
+}
+
+# mem_kb FIELD PID...: VmRSS (from status) or Pss (from smaps_rollup) summed, in kB.
+mem_kb() {
+    local field=$1 total=0 p v
+    shift
+    for p in "$@"; do
+        if [[ $field == Pss ]]; then
+            v=$(awk '/^Pss:/{print $2; exit}' "/proc/$p/smaps_rollup" 2>/dev/null || true)
+        else
+            v=$(awk '/^VmRSS:/{print $2; exit}' "/proc/$p/status" 2>/dev/null || true)
+        fi
+        total=$((total + ${v:-0}))
+    done
+    echo "$total"
+}
+
+record() { printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" >>"$TSV"; }
+
+# ---------------------------------------------------------------- targets
+declare -A URL H2URL MAIN_PID
+
+start_upstream() {
+    "$BIN/bench-upstream" --addr 127.0.0.1:0 --workers "$WORKERS" \
+        >"$WORK/upstream.log" 2>"$WORK/upstream.err.log" &
+    PIDS+=($!)
+    MAIN_PID[upstream]=$!
+    UPSTREAM=$(wait_line "$WORK/upstream.log" '^[0-9.]+:[0-9]+$' 10) || die "bench-upstream did not start"
+    URL[direct]="http://$UPSTREAM/"
+    H2URL[direct]="http://$UPSTREAM/"
+    wait_http "${URL[direct]}" 5 || die "bench-upstream does not answer"
+    log "upstream at $UPSTREAM (pid ${MAIN_PID[upstream]})"
+}
+
+start_tandem() {
+    cat >"$WORK/tandem.yaml" <<EOF
+service: bench-client
+services:
+  - name: $HOST
+    endpoints:
+      - $UPSTREAM
+timeouts:
+  shutdown_grace: 1s
+EOF
+    "$TANDEM" --config "$WORK/tandem.yaml" --outbound-addr 127.0.0.1:0 \
+        --inbound-addr 127.0.0.1:0 --admin-addr 127.0.0.1:0 --log warn \
+        >"$WORK/tandem.log" 2>"$WORK/tandem.err.log" &
+    PIDS+=($!)
+    MAIN_PID[tandem]=$!
+    local ready out
+    ready=$(wait_line "$WORK/tandem.log" '^tandem-proxy ready' 15) \
+        || { cat "$WORK/tandem.err.log" >&2; die "tandem-proxy printed no ready line"; }
+    out=$(sed -E 's/.* outbound=([^ ]+).*/\1/' <<<"$ready")
+    URL[tandem]="http://$out/"
+    H2URL[tandem]="http://$out/"
+    wait_http "${URL[tandem]}" 5 || die "tandem-proxy does not proxy to the upstream (GET ${URL[tandem]} with Host: $HOST)"
+    log "tandem-proxy outbound at $out (pid ${MAIN_PID[tandem]})"
+}
+
+start_nginx() {
+    local p1 p2
+    p1=$(free_port); p2=$(free_port)
+    mkdir -p "$WORK/nginx-tmp"
+    chmod 1777 "$WORK/nginx-tmp"
+    cat >"$WORK/nginx.conf" <<EOF
+# Generated by benches/run.sh: nginx as a plain reverse proxy to bench-upstream.
+daemon off;
+master_process on;
+worker_processes $WORKERS;
+pid $WORK/nginx.pid;
+error_log $WORK/nginx.err.log warn;
+events {
+    worker_connections 4096;
+}
+http {
+    access_log off;
+    client_body_temp_path $WORK/nginx-tmp/body;
+    proxy_temp_path $WORK/nginx-tmp/proxy;
+    fastcgi_temp_path $WORK/nginx-tmp/fastcgi;
+    uwsgi_temp_path $WORK/nginx-tmp/uwsgi;
+    scgi_temp_path $WORK/nginx-tmp/scgi;
+    keepalive_requests 1000000;
+    keepalive_timeout 75s;
+    upstream bench_upstream {
+        server $UPSTREAM;
+        keepalive 64;
+        keepalive_requests 1000000;
+        keepalive_timeout 60s;
+    }
+    server {
+        listen 127.0.0.1:$p1;
+        listen 127.0.0.1:$p2 http2;
+        location / {
+            proxy_pass http://bench_upstream;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+}
+EOF
+    nginx -t -q -p "$WORK" -e "$WORK/nginx.err.log" -c "$WORK/nginx.conf" \
+        || die "nginx rejected its config (see $WORK/nginx.err.log)"
+    nginx -p "$WORK" -e "$WORK/nginx.err.log" -c "$WORK/nginx.conf" \
+        >"$WORK/nginx.log" 2>&1 &
+    PIDS+=($!)
+    MAIN_PID[nginx]=$!
+    URL[nginx]="http://127.0.0.1:$p1/"
+    H2URL[nginx]="http://127.0.0.1:$p2/"
+    wait_http "${URL[nginx]}" 10 || die "nginx does not answer on :$p1"
+    wait_http "${H2URL[nginx]}" 5 h2 || die "nginx does not answer h2c on :$p2"
+    log "nginx at :$p1 (h1) :$p2 (h2c) (master pid ${MAIN_PID[nginx]}, $WORKERS workers)"
+}
+
+start_haproxy() {
+    local p1 p2
+    p1=$(free_port); p2=$(free_port)
+    cat >"$WORK/haproxy.cfg" <<EOF
+# Generated by benches/run.sh: HAProxy as a plain reverse proxy to bench-upstream.
+# No 'log' lines: logging is off.
+global
+    nbthread $WORKERS
+    maxconn 8000
+defaults
+    mode http
+    option http-keep-alive
+    timeout connect 2s
+    timeout client 60s
+    timeout server 60s
+    timeout http-keep-alive 60s
+frontend fe_h1
+    bind 127.0.0.1:$p1
+    default_backend be_upstream
+frontend fe_h2
+    bind 127.0.0.1:$p2 proto h2
+    default_backend be_upstream
+backend be_upstream
+    server up1 $UPSTREAM
+EOF
+    haproxy -c -q -f "$WORK/haproxy.cfg" || die "haproxy rejected its config"
+    haproxy -db -f "$WORK/haproxy.cfg" >"$WORK/haproxy.log" 2>&1 &
+    PIDS+=($!)
+    MAIN_PID[haproxy]=$!
+    URL[haproxy]="http://127.0.0.1:$p1/"
+    H2URL[haproxy]="http://127.0.0.1:$p2/"
+    wait_http "${URL[haproxy]}" 10 || die "haproxy does not answer on :$p1"
+    wait_http "${H2URL[haproxy]}" 5 h2 || die "haproxy does not answer h2c on :$p2"
+    log "haproxy at :$p1 (h1) :$p2 (h2c) (pid ${MAIN_PID[haproxy]}, $WORKERS threads)"
+}
+
+# ---------------------------------------------------------------- measurements
+# The CPU time and requests of a closed-loop run: records <prefix>_cpu_us (per request)
+# for the target's own processes (none for direct) and for the upstream.
+# run_closed ROUND TARGET KIND(h1|h2)
+run_closed() {
+    local round=$1 t=$2 kind=$3
+    local raw="$RAW/$kind-$t-r$round.txt"
+    local pids up_pids c0 c1 u0 u1 sampler reqs rps errs
+    # shellcheck disable=SC2207
+    pids=($(pids_of "$t"))
+    # shellcheck disable=SC2207
+    up_pids=($(pids_of upstream))
+    [[ $t == direct ]] && pids=()
+    : >"$WORK/rss-samples"
+    (
+        while :; do
+            [[ ${#pids[@]} -gt 0 ]] && mem_kb VmRSS "${pids[@]}" >>"$WORK/rss-samples"
+            sleep 0.5
+        done
+    ) &
+    sampler=$!
+    PIDS+=("$sampler")
+    c0=$(cpu_ticks "${pids[@]}"); u0=$(cpu_ticks "${up_pids[@]}")
+    if [[ $kind == h1 ]]; then
+        timeout $((DURATION + 30)) wrk -t"$H1_THREADS" -c"$H1_CONNS" -d"${DURATION}s" \
+            -H "Host: $HOST" "${URL[$t]}" >"$raw" 2>&1 || true
+    else
+        timeout $((DURATION + 30)) h2load -t"$H2_THREADS" -c"$H2_CONNS" -m"$H2_STREAMS" \
+            -D "$DURATION" -H ":authority: $HOST" "${H2URL[$t]}" >"$raw" 2>&1 || true
+    fi
+    c1=$(cpu_ticks "${pids[@]}"); u1=$(cpu_ticks "${up_pids[@]}")
+    kill "$sampler" 2>/dev/null || true
+    wait "$sampler" 2>/dev/null || true
+    if [[ $kind == h1 ]]; then
+        reqs=$(awk '/requests in/{print $1}' "$raw")
+        rps=$(awk '/^Requests\/sec:/{print $2}' "$raw")
+        errs=$(awk '/Non-2xx or 3xx/{n+=$NF} /Socket errors/{gsub(",", ""); n+=$4+$6+$8+$10} END{print n+0}' "$raw")
+    else
+        reqs=$(awk '/^requests:/{print $8}' "$raw")
+        rps=$(awk '/^finished in/{print $4}' "$raw")
+        # failed + errored + timeout; failed already counts 4xx/5xx answers.
+        errs=$(awk '/^requests:/{n+=$10+$12+$14} /^status codes:/{s+=$7+$9} END{print (n > 0 ? n : s)}' "$raw")
+    fi
+    if [[ -z $reqs || -z $rps || $reqs == 0 ]]; then
+        log "  $kind $t: no result (see $raw)"
+        record "$round" "$t" "${kind}_errors" 1
+        return 0
+    fi
+    record "$round" "$t" "${kind}_rps" "$rps"
+    record "$round" "$t" "${kind}_errors" "$errs"
+    local cpu_us up_us rss_max=""
+    up_us=$(awk -v d=$((u1 - u0)) -v n="$reqs" -v hz="$CLK_TCK" 'BEGIN{printf "%.2f", d * 1e6 / hz / n}')
+    record "$round" "$t" "${kind}_upstream_cpu_us" "$up_us"
+    if [[ ${#pids[@]} -gt 0 ]]; then
+        cpu_us=$(awk -v d=$((c1 - c0)) -v n="$reqs" -v hz="$CLK_TCK" 'BEGIN{printf "%.2f", d * 1e6 / hz / n}')
+        rss_max=$(sort -n "$WORK/rss-samples" | tail -1)
+        record "$round" "$t" "${kind}_cpu_us" "$cpu_us"
+        [[ -n $rss_max ]] && record "$round" "$t" "${kind}_rss_load_kb" "$rss_max"
+    fi
+    log "  $kind $t: ${rps} req/s, errors=$errs, proxy cpu/req=${cpu_us:-n/a} µs, upstream cpu/req=$up_us µs, rss under load=${rss_max:-n/a} kB"
+}
+
+run_latency() {
+    local round=$1 t=$2 line k v
+    local raw="$RAW/lat-$t-r$round.txt"
+    timeout $((LAT_WARMUP + LAT_DURATION + 30)) "$BIN/bench-load" --url "${URL[$t]}" \
+        --host "$HOST" --rate "$RATE" --duration "$LAT_DURATION" --warmup "$LAT_WARMUP" \
+        --connections "$LAT_CONNS" >"$raw" 2>&1 || true
+    line=$(grep -m1 '^scheduled=' "$raw" || true)
+    if [[ -z $line ]]; then
+        log "  latency $t: no result (see $raw)"
+        record "$round" "$t" lat_errors 1
+        return 0
+    fi
+    for kv in $line; do
+        k=${kv%%=*}; v=${kv#*=}
+        case $k in
+            p50_us|p99_us|p999_us|max_us|lag_p50_us|lag_p99_us) record "$round" "$t" "lat_$k" "$v" ;;
+        esac
+    done
+    local errs
+    errs=$(awk '{for (i = 1; i <= NF; i++) {split($i, a, "="); if (a[1] == "errors" || a[1] == "non2xx" || a[1] == "late") n += a[2]}} END{print n+0}' <<<"$line")
+    record "$round" "$t" lat_errors "$errs"
+    log "  latency $t @ $RATE/s: $line"
+}
+
+# ---------------------------------------------------------------- summary
+# Medians per (target, metric) over rounds, as "target metric median" lines.
+medians() {
+    tail -n +2 "$TSV" | sort -t$'\t' -k2,2 -k3,3 -k4,4g | awk -F'\t' '
+        function flush() { if (n) printf "%s %s %s\n", key_t, key_m, (n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2) }
+        { k = $2 SUBSEP $3; if (k != prev) { flush(); n = 0; prev = k; key_t = $2; key_m = $3 } v[++n] = $4 }
+        END { flush() }'
+}
+
+summarize() {
+    medians >"$OUT/medians.txt"
+    awk -v targets="$TARGETS" -v runs="$RUNS" -v rate="$RATE" '
+        { m[$1, $2] = $3; seen[$1, $2] = 1 }
+        function has(t, k) { return ((t, k) in seen) }
+        function fmt(x, d) { return sprintf("%." d "f", x) }
+        function cell(t, k, d, scale) { return has(t, k) ? fmt(m[t, k] / scale, d) : "—" }
+        function ratio(t, k, base) { return (base != "" && has(t, k) && has(base, k) && m[base, k] > 0) ? fmt(m[t, k] / m[base, k], 2) "×" : "—" }
+        # The better of nginx and HAProxy for a metric (higher is better), or "".
+        function best_of(k,    b) {
+            b = ""
+            if (has("nginx", k)) b = "nginx"
+            if (has("haproxy", k) && (b == "" || m["haproxy", k] > m[b, k])) b = "haproxy"
+            return b
+        }
+        END {
+            n = split(targets, T, ",")
+            print "Medians of " runs " run(s). Throughput: closed loop; latency: open loop at " rate " req/s; CPU: the proxy'"'"'s own processes per request."
+            print ""
+            bh1 = best_of("h1_rps"); bh2 = best_of("h2_rps")
+            print "| target | HTTP/1.1 req/s | vs direct | vs best proxy | HTTP/2 req/s | vs direct | vs best proxy | CPU µs/req h1 | CPU µs/req h2 | p50 ms | p99 ms | p99.9 ms | added p99 ms | RSS idle MB | RSS load MB | errors |"
+            print "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+            for (i = 1; i <= n; i++) {
+                t = T[i]
+                added = (has(t, "lat_p99_us") && has("direct", "lat_p99_us") && t != "direct") ? fmt((m[t, "lat_p99_us"] - m["direct", "lat_p99_us"]) / 1000, 3) : "—"
+                errs = m[t, "h1_errors"] + m[t, "h2_errors"] + m[t, "lat_errors"]
+                printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %d |\n", t,
+                    cell(t, "h1_rps", 0, 1), ratio(t, "h1_rps", "direct"), (t == "direct" ? "—" : ratio(t, "h1_rps", bh1)),
+                    cell(t, "h2_rps", 0, 1), ratio(t, "h2_rps", "direct"), (t == "direct" ? "—" : ratio(t, "h2_rps", bh2)),
+                    cell(t, "h1_cpu_us", 1, 1), cell(t, "h2_cpu_us", 1, 1),
+                    cell(t, "lat_p50_us", 3, 1000), cell(t, "lat_p99_us", 3, 1000), cell(t, "lat_p999_us", 3, 1000), added,
+                    cell(t, "rss_idle_kb", 1, 1024), cell(t, "h1_rss_load_kb", 1, 1024), errs
+            }
+            print ""
+            print "Upstream CPU per request (h1, µs): " cell("direct", "h1_upstream_cpu_us", 1, 1) " direct; latency generator lag p50/p99 (µs, direct): " cell("direct", "lat_lag_p50_us", 0, 1) "/" cell("direct", "lat_lag_p99_us", 0, 1) "."
+            # Targets from the issue: tandem against the better of nginx and HAProxy.
+            if (!has("tandem", "h1_rps")) exit
+            best = bh1
+            bestadd = ""
+            for (j = 1; j <= 2; j++) {
+                p = (j == 1) ? "nginx" : "haproxy"
+                if (has(p, "lat_p99_us") && has("direct", "lat_p99_us")) {
+                    a = m[p, "lat_p99_us"] - m["direct", "lat_p99_us"]
+                    if (bestadd == "" || a < bestadd) { bestadd = a; bestaddp = p }
+                }
+            }
+            print ""
+            print "| target (issue) | tandem | bar | result |"
+            print "| --- | ---: | ---: | --- |"
+            if (best != "") {
+                r = m["tandem", "h1_rps"] / m[best, "h1_rps"]
+                printf "| HTTP/1.1 throughput ≥ 1.2× best of nginx/HAProxy (%s) | %s× | 1.20× | %s |\n", best, fmt(r, 2), (r >= 1.2 ? "pass" : "FAIL")
+            }
+            if (has("tandem", "h1_cpu_us"))
+                printf "| CPU per proxied request ≤ 20 µs | %s µs | 20 µs | %s |\n", fmt(m["tandem", "h1_cpu_us"], 1), (m["tandem", "h1_cpu_us"] <= 20 ? "pass" : "FAIL")
+            if (bestadd != "" && has("tandem", "lat_p99_us")) {
+                a = m["tandem", "lat_p99_us"] - m["direct", "lat_p99_us"]
+                printf "| added p99 at %d req/s ≤ best of nginx/HAProxy (%s) | %s ms | %s ms | %s |\n", rate, bestaddp, fmt(a / 1000, 3), fmt(bestadd / 1000, 3), (a <= bestadd ? "pass" : "FAIL")
+            }
+            if (has("tandem", "rss_idle_kb"))
+                printf "| idle RSS ≤ 10 MB | %s MB | 10 MB | %s |\n", fmt(m["tandem", "rss_idle_kb"] / 1024, 1), (m["tandem", "rss_idle_kb"] <= 10240 ? "pass" : "FAIL")
+        }' "$OUT/medians.txt" >"$OUT/summary.md"
+}
+
+# ---------------------------------------------------------------- main
+ensure_tools
+
+cd "$ROOT"
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+BIN="$TARGET_DIR/release"
+TANDEM="$BIN/tandem-proxy"
+log "building (release)"
+if has_target tandem; then
+    cargo build --release -q -p tandem-proxy -p tandem-benches \
+        || die "cargo build failed; to benchmark without tandem-proxy: $0 --targets direct,nginx,haproxy"
+else
+    cargo build --release -q -p tandem-benches
+fi
+
+busy=$(ps -eo comm= | grep -cE '^(rustc|clippy-driver|cc1|cc1plus|ld|cargo)$' || true)
+{
+    echo "date: $(date -Is)"
+    echo "command: $0 --runs $RUNS --targets $TARGETS --duration $DURATION --lat-duration $LAT_DURATION --rate $RATE"
+    echo "git: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo none) $(git -C "$ROOT" status --porcelain 2>/dev/null | wc -l) uncommitted paths"
+    echo "kernel: $(uname -sr)"
+    echo "cpu: $(nproc) × $(awk -F': ' '/model name/{print $2; exit}' /proc/cpuinfo)"
+    echo "memory: $(awk '/MemTotal/{printf "%.1f GiB", $2 / 1048576}' /proc/meminfo)"
+    echo "loadavg before: $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "compilers running before: $busy"
+    echo "nginx: $(nginx -v 2>&1 | sed 's/.*\///')"
+    echo "haproxy: $(haproxy -v 2>/dev/null | awk 'NR==1{print $3}')"
+    echo "wrk: $(wrk -v 2>&1 | awk 'NR==1{print $2}')"
+    echo "h2load: $(h2load --version 2>/dev/null | awk '{print $NF}')"
+    echo "rustc: $(rustc --version)"
+    echo "settings: wrk -t$H1_THREADS -c$H1_CONNS; h2load -t$H2_THREADS -c$H2_CONNS -m$H2_STREAMS; latency $RATE req/s over $LAT_CONNS connections, ${LAT_DURATION}s after ${LAT_WARMUP}s warm-up; $WORKERS workers per proxy and upstream"
+} >"$OUT/meta.txt"
+[[ $busy == 0 ]] || log "warning: $busy compiler processes are running; figures will be skewed"
+
+start_upstream
+has_target tandem && start_tandem
+has_target nginx && start_nginx
+has_target haproxy && start_haproxy
+
+sleep 1
+for t in "${TARGET_LIST[@]}"; do
+    [[ $t == direct ]] && continue
+    # shellcheck disable=SC2207
+    pids=($(pids_of "$t"))
+    record 0 "$t" rss_idle_kb "$(mem_kb VmRSS "${pids[@]}")"
+    record 0 "$t" pss_idle_kb "$(mem_kb Pss "${pids[@]}")"
+    log "$t idle: RSS $(mem_kb VmRSS "${pids[@]}") kB, PSS $(mem_kb Pss "${pids[@]}") kB over ${#pids[@]} process(es)"
+done
+
+log "warm-up: ${WARMUP}s per target"
+for t in "${TARGET_LIST[@]}"; do
+    timeout $((WARMUP + 20)) wrk -t"$H1_THREADS" -c"$H1_CONNS" -d"${WARMUP}s" -H "Host: $HOST" "${URL[$t]}" >/dev/null 2>&1 || true
+    timeout $((WARMUP + 20)) h2load -t"$H2_THREADS" -c"$H2_CONNS" -m"$H2_STREAMS" -D "$WARMUP" -H ":authority: $HOST" "${H2URL[$t]}" >/dev/null 2>&1 || true
+done
+
+for ((r = 1; r <= RUNS; r++)); do
+    log "round $r/$RUNS"
+    for t in "${TARGET_LIST[@]}"; do
+        run_closed "$r" "$t" h1
+        run_closed "$r" "$t" h2
+        run_latency "$r" "$t"
+    done
+done
+
+sleep 2
+for t in "${TARGET_LIST[@]}"; do
+    [[ $t == direct ]] && continue
+    # shellcheck disable=SC2207
+    pids=($(pids_of "$t"))
+    record 0 "$t" rss_after_kb "$(mem_kb VmRSS "${pids[@]}")"
+done
+echo "loadavg after: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/meta.txt"
+
+summarize
+ln -sfn "$STAMP" "$ROOT/benches/results/latest"
+echo
+cat "$OUT/summary.md"
+echo
+log "raw results in $OUT"

@@ -1,0 +1,142 @@
+//! The admin port: liveness, readiness, config dump, metrics, and drain.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::UNIX_EPOCH;
+
+use bytes::Bytes;
+use http::{header, Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+
+use crate::listener::ServiceListeners;
+use crate::metrics::Metrics;
+use crate::snapshot::Store;
+
+/// What the admin endpoints report on.
+#[derive(Debug)]
+pub struct AdminState {
+    /// Config snapshots.
+    pub store: Arc<Store>,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Set once config is loaded and listeners bound; cleared when draining.
+    pub ready: AtomicBool,
+    /// The config file, for the dump.
+    pub source: Option<PathBuf>,
+    /// The fixed listeners, by role.
+    pub listeners: BTreeMap<&'static str, SocketAddr>,
+    /// Per-service listeners.
+    pub service_listeners: Arc<ServiceListeners>,
+    /// Why the last reload was rejected, if it was.
+    pub last_error: Mutex<Option<String>>,
+    /// Asks the process to drain and exit.
+    pub drain_tx: mpsc::Sender<()>,
+}
+
+/// Serves the admin API on `listener` until the process exits.
+pub async fn serve(listener: TcpListener, state: Arc<AdminState>) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "admin accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let state = state.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| {
+                let state = state.clone();
+                async move { Ok::<_, Infallible>(route(&state, peer, req)) }
+            });
+            let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), svc);
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "admin connection ended with an error");
+            }
+        });
+    }
+}
+
+fn route(state: &AdminState, peer: SocketAddr, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    match (req.method(), req.uri().path()) {
+        (&Method::GET, "/live") => text(StatusCode::OK, "live\n"),
+        (&Method::GET, "/ready") => {
+            if state.ready.load(Ordering::Acquire) {
+                text(StatusCode::OK, "ready\n")
+            } else {
+                text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+            }
+        }
+        (&Method::GET, "/metrics") => {
+            let mut r = Response::new(Full::new(Bytes::from(state.metrics.render())));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("text/plain; version=0.0.4"),
+            );
+            r
+        }
+        (&Method::GET, "/config_dump") => json(config_dump(state)),
+        // Mutating calls answer only on loopback, even if the admin port is exposed.
+        (&Method::POST, "/drain") if !peer.ip().is_loopback() => {
+            text(StatusCode::FORBIDDEN, "drain is only accepted from loopback\n")
+        }
+        (&Method::POST, "/drain") => {
+            let _ = state.drain_tx.try_send(());
+            text(StatusCode::ACCEPTED, "draining\n")
+        }
+        (_, "/live" | "/ready" | "/metrics" | "/config_dump" | "/drain") => {
+            text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
+        }
+        _ => text(StatusCode::NOT_FOUND, "not found: try /live, /ready, /metrics, /config_dump\n"),
+    }
+}
+
+fn config_dump(state: &AdminState) -> serde_json::Value {
+    let snapshot = state.store.load();
+    let loaded_at = snapshot
+        .loaded_at
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
+    let last_error = state.last_error.lock().ok().and_then(|e| e.clone());
+    serde_json::json!({
+        "version": snapshot.version,
+        "loaded_at_unix": loaded_at,
+        "source": state.source.as_ref().map(|p| p.display().to_string()),
+        "listeners": {
+            "fixed": state.listeners,
+            "services": state.service_listeners.addresses(),
+        },
+        "last_reload_error": last_error,
+        "config": snapshot.config,
+    })
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain"));
+    r
+}
+
+fn json(value: serde_json::Value) -> Response<Full<Bytes>> {
+    let body = serde_json::to_vec_pretty(&value).unwrap_or_default();
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    r
+}

@@ -1,0 +1,39 @@
+//! Command-line flags; each is also readable from a `TANDEM_*` environment variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+
+/// Tandem's sidecar proxy.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "tandem-proxy", version, about)]
+pub struct Args {
+    /// Static YAML config file; watched for changes and reloaded on SIGHUP.
+    #[arg(long, env = "TANDEM_CONFIG")]
+    pub config: PathBuf,
+
+    /// Outbound listener (app → mesh).
+    #[arg(long, env = "TANDEM_OUTBOUND_ADDR", default_value = "127.0.0.1:15001")]
+    pub outbound_addr: SocketAddr,
+
+    /// Inbound listener (mesh → app).
+    #[arg(long, env = "TANDEM_INBOUND_ADDR", default_value = "0.0.0.0:15006")]
+    pub inbound_addr: SocketAddr,
+
+    /// Admin listener: /live, /ready, /metrics, /config_dump, /drain.
+    #[arg(long, env = "TANDEM_ADMIN_ADDR", default_value = "127.0.0.1:15000")]
+    pub admin_addr: SocketAddr,
+
+    /// Port of the local app, which receives inbound traffic on 127.0.0.1.
+    #[arg(long, env = "TANDEM_APP_PORT", default_value_t = 8080)]
+    pub app_port: u16,
+
+    /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `tandem_proxy=debug`.
+    #[arg(long, env = "TANDEM_LOG", default_value = "info")]
+    pub log: String,
+
+    /// Runtime worker threads (default: one per CPU).
+    #[arg(long, env = "TANDEM_WORKERS")]
+    pub workers: Option<usize>,
+}

@@ -1,0 +1,272 @@
+//! The upstream side: connection pools per endpoint and protocol, and request sending.
+//!
+//! HTTP/1 connections are pooled (most recently used first, so the pool shrinks to what
+//! the load needs) and handed back only once their response body has been read to the
+//! end. HTTP/2 keeps one multiplexed connection per endpoint. A request that a pooled
+//! connection refused before writing anything is re-sent on another connection: this is
+//! the keep-alive race that makes other proxies answer 503.
+
+mod connect;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::time::Instant;
+
+use crate::errors::ProxyError;
+
+pub use connect::connect;
+
+/// The wire protocol used towards an endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WireProtocol {
+    /// HTTP/1.1.
+    Http1,
+    /// HTTP/2 with prior knowledge.
+    Http2,
+}
+
+/// Per-request connection settings, taken from the request's snapshot.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectSettings {
+    /// TCP connect timeout.
+    pub connect_timeout: Duration,
+    /// How long an idle pooled connection may be reused.
+    pub idle_timeout: Duration,
+}
+
+/// Most idle HTTP/1 connections kept per endpoint.
+const MAX_IDLE_PER_ENDPOINT: usize = 256;
+
+/// Pools of upstream connections, shared by all listeners.
+#[derive(Debug, Clone, Default)]
+pub struct Client {
+    inner: Arc<Pools>,
+}
+
+#[derive(Debug, Default)]
+struct Pools {
+    h1: Mutex<HashMap<SocketAddr, Vec<Idle>>>,
+    h2: Mutex<HashMap<SocketAddr, http2::SendRequest<Incoming>>>,
+}
+
+#[derive(Debug)]
+struct Idle {
+    tx: http1::SendRequest<Incoming>,
+    since: Instant,
+}
+
+/// An HTTP/1 connection lent to one response; [`Reusable::release`] returns it.
+#[derive(Debug)]
+pub struct Reusable {
+    pools: Weak<Pools>,
+    addr: SocketAddr,
+    tx: http1::SendRequest<Incoming>,
+}
+
+impl Reusable {
+    /// Gives the connection back to the pool for the next request.
+    pub fn release(self) {
+        if let Some(pools) = self.pools.upgrade() {
+            if self.tx.is_closed() {
+                return;
+            }
+            if let Ok(mut h1) = pools.h1.lock() {
+                let idle = h1.entry(self.addr).or_default();
+                if idle.len() < MAX_IDLE_PER_ENDPOINT {
+                    idle.push(Idle {
+                        tx: self.tx,
+                        since: Instant::now(),
+                    });
+                }
+            }
+        }
+    }
+}
+
+impl Client {
+    /// Sends `req` to `addr` over `proto`. The request must already be in the form that
+    /// protocol needs (origin-form URI for HTTP/1, absolute for HTTP/2).
+    ///
+    /// Returns the response and, for HTTP/1, the connection to release when its body ends.
+    pub async fn send(
+        &self,
+        addr: SocketAddr,
+        proto: WireProtocol,
+        req: Request<Incoming>,
+        settings: ConnectSettings,
+    ) -> Result<(Response<Incoming>, Option<Reusable>), ProxyError> {
+        match proto {
+            WireProtocol::Http1 => {
+                let (resp, reuse) = self.send_h1(addr, req, settings).await?;
+                Ok((resp, Some(reuse)))
+            }
+            WireProtocol::Http2 => Ok((self.send_h2(addr, req, settings).await?, None)),
+        }
+    }
+
+    fn checkout_h1(&self, addr: SocketAddr, idle_timeout: Duration) -> Option<http1::SendRequest<Incoming>> {
+        let mut h1 = self.inner.h1.lock().ok()?;
+        let idle = h1.get_mut(&addr)?;
+        while let Some(conn) = idle.pop() {
+            if conn.since.elapsed() < idle_timeout && !conn.tx.is_closed() {
+                return Some(conn.tx);
+            }
+        }
+        None
+    }
+
+    async fn send_h1(
+        &self,
+        addr: SocketAddr,
+        mut req: Request<Incoming>,
+        settings: ConnectSettings,
+    ) -> Result<(Response<Incoming>, Reusable), ProxyError> {
+        while let Some(mut tx) = self.checkout_h1(addr, settings.idle_timeout) {
+            if tx.ready().await.is_err() {
+                continue;
+            }
+            match tx.try_send_request(req).await {
+                Ok(resp) => return Ok((resp, self.reusable(addr, tx))),
+                Err(mut e) => match e.take_message() {
+                    // Never written: safe to send on another connection.
+                    Some(back) => req = back,
+                    None => {
+                        return Err(ProxyError::Upstream {
+                            addr,
+                            source: e.into_error(),
+                        })
+                    }
+                },
+            }
+        }
+        let io = connect(addr, settings.connect_timeout).await?;
+        let (mut tx, conn) = http1::Builder::new()
+            .handshake(TokioIo::new(io))
+            .await
+            .map_err(|source| ProxyError::Handshake { addr, source })?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                tracing::debug!(%addr, error = %e, "upstream HTTP/1 connection ended");
+            }
+        });
+        let resp = tx
+            .send_request(req)
+            .await
+            .map_err(|source| ProxyError::Upstream { addr, source })?;
+        Ok((resp, self.reusable(addr, tx)))
+    }
+
+    fn reusable(&self, addr: SocketAddr, tx: http1::SendRequest<Incoming>) -> Reusable {
+        Reusable {
+            pools: Arc::downgrade(&self.inner),
+            addr,
+            tx,
+        }
+    }
+
+    async fn send_h2(
+        &self,
+        addr: SocketAddr,
+        mut req: Request<Incoming>,
+        settings: ConnectSettings,
+    ) -> Result<Response<Incoming>, ProxyError> {
+        // One retry: a shared connection may have received GOAWAY since it was stored.
+        for _ in 0..2 {
+            let mut tx = match self.h2_conn(addr) {
+                Some(tx) => tx,
+                None => self.connect_h2(addr, settings).await?,
+            };
+            if tx.ready().await.is_err() {
+                self.forget_h2(addr, &tx);
+                continue;
+            }
+            match tx.try_send_request(req).await {
+                Ok(resp) => return Ok(resp),
+                Err(mut e) => match e.take_message() {
+                    Some(back) => {
+                        self.forget_h2(addr, &tx);
+                        req = back;
+                    }
+                    None => {
+                        return Err(ProxyError::Upstream {
+                            addr,
+                            source: e.into_error(),
+                        })
+                    }
+                },
+            }
+        }
+        let mut tx = self.connect_h2(addr, settings).await?;
+        tx.send_request(req)
+            .await
+            .map_err(|source| ProxyError::Upstream { addr, source })
+    }
+
+    fn h2_conn(&self, addr: SocketAddr) -> Option<http2::SendRequest<Incoming>> {
+        let h2 = self.inner.h2.lock().ok()?;
+        h2.get(&addr).filter(|tx| !tx.is_closed()).cloned()
+    }
+
+    fn forget_h2(&self, addr: SocketAddr, _tx: &http2::SendRequest<Incoming>) {
+        if let Ok(mut h2) = self.inner.h2.lock() {
+            if h2.get(&addr).is_some_and(|t| t.is_closed() || !t.is_ready()) {
+                h2.remove(&addr);
+            }
+        }
+    }
+
+    async fn connect_h2(
+        &self,
+        addr: SocketAddr,
+        settings: ConnectSettings,
+    ) -> Result<http2::SendRequest<Incoming>, ProxyError> {
+        let io = connect(addr, settings.connect_timeout).await?;
+        let (tx, conn) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            // Pings keep idle multiplexed connections honest and detect dead peers.
+            .keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_timeout(Duration::from_secs(10))
+            .handshake(TokioIo::new(io))
+            .await
+            .map_err(|source| ProxyError::Handshake { addr, source })?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%addr, error = %e, "upstream HTTP/2 connection ended");
+            }
+        });
+        if let Ok(mut h2) = self.inner.h2.lock() {
+            h2.insert(addr, tx.clone());
+        }
+        Ok(tx)
+    }
+
+    /// Closes pooled HTTP/1 connections idle longer than `idle_timeout` and forgets closed
+    /// HTTP/2 connections; run periodically so idle sockets do not linger without traffic.
+    pub fn reap(&self, idle_timeout: Duration) {
+        if let Ok(mut h1) = self.inner.h1.lock() {
+            h1.retain(|_, idle| {
+                idle.retain(|c| c.since.elapsed() < idle_timeout && !c.tx.is_closed());
+                !idle.is_empty()
+            });
+        }
+        if let Ok(mut h2) = self.inner.h2.lock() {
+            h2.retain(|_, tx| !tx.is_closed());
+        }
+    }
+
+    /// Number of idle pooled HTTP/1 connections (for tests and the config dump).
+    pub fn idle_h1(&self) -> usize {
+        self.inner
+            .h1
+            .lock()
+            .map(|h1| h1.values().map(Vec::len).sum())
+            .unwrap_or(0)
+    }
+}

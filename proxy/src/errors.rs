@@ -1,0 +1,130 @@
+//! Everything that can go wrong with a proxied request, and the one place it becomes a status.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode};
+
+use crate::body::ProxyBody;
+
+/// The header on every response the proxy answers itself.
+pub const ERROR_HEADER: &str = "tandem-proxy-error";
+
+/// A request the proxy could not carry through.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// The request names no destination.
+    #[error("request has no Host header or authority to name a service")]
+    NoAuthority,
+    /// The request is malformed in a way the proxy must not forward.
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
+    /// `Host` names no configured service.
+    #[error("unknown service {0:?}")]
+    UnknownService(String),
+    /// The service exists but has no endpoints.
+    #[error("service {0:?} has no endpoints")]
+    NoEndpoints(String),
+    /// TCP connect to the chosen endpoint failed.
+    #[error("connect to {addr} failed: {source}")]
+    Connect {
+        /// The endpoint.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// TCP connect did not finish in time.
+    #[error("connect to {0} timed out after {1:?}")]
+    ConnectTimeout(SocketAddr, Duration),
+    /// The HTTP handshake with the endpoint failed.
+    #[error("handshake with {addr} failed: {source}")]
+    Handshake {
+        /// The endpoint.
+        addr: SocketAddr,
+        /// Why.
+        source: hyper::Error,
+    },
+    /// The exchange with the endpoint broke before response headers.
+    #[error("upstream {addr} failed: {source}")]
+    Upstream {
+        /// The endpoint.
+        addr: SocketAddr,
+        /// Why.
+        source: hyper::Error,
+    },
+    /// No response headers within the request timeout.
+    #[error("no response within {0:?}")]
+    Timeout(Duration),
+    /// The request target exceeds the limit.
+    #[error("request target of {len} bytes exceeds the {max} byte limit")]
+    UriTooLong {
+        /// Actual length.
+        len: usize,
+        /// Configured limit.
+        max: usize,
+    },
+    /// Too many or too large request headers.
+    #[error("request headers exceed the limit: {0}")]
+    HeadersTooLarge(String),
+}
+
+impl ProxyError {
+    /// The status this error is answered with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::NoAuthority | ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::UnknownService(_) | ProxyError::NoEndpoints(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ProxyError::Connect { .. }
+            | ProxyError::ConnectTimeout(..)
+            | ProxyError::Handshake { .. }
+            | ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
+            ProxyError::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        }
+    }
+
+    /// The response sent to the client: status, error header and a one-line body.
+    pub fn into_response(self) -> Response<ProxyBody> {
+        let status = self.status();
+        let reason = one_line(&self.to_string());
+        let header = HeaderValue::from_str(&reason)
+            .unwrap_or_else(|_| HeaderValue::from_static("invalid reason"));
+        let mut resp = Response::new(ProxyBody::full(Bytes::from(format!("{reason}\n"))));
+        *resp.status_mut() = status;
+        let h = resp.headers_mut();
+        h.insert(ERROR_HEADER, header);
+        h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        resp
+    }
+}
+
+/// Keeps a reason printable in a header: visible ASCII, bounded length.
+fn one_line(text: &str) -> String {
+    text.chars()
+        .take(300)
+        .map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '?' })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_and_headers() {
+        let r = ProxyError::UnknownService("nope\r\nx: y".into()).into_response();
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let h = r.headers()[ERROR_HEADER].to_str().unwrap();
+        assert!(h.starts_with("unknown service"), "{h}");
+        assert!(!h.contains('\n'));
+        assert_eq!(ProxyError::Timeout(Duration::from_secs(1)).status(), StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(ProxyError::UriTooLong { len: 9, max: 8 }.status(), StatusCode::URI_TOO_LONG);
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        let addr = SocketAddr::from(([127, 0, 0, 1], 1));
+        assert_eq!(ProxyError::Connect { addr, source: refused }.status(), StatusCode::BAD_GATEWAY);
+    }
+}

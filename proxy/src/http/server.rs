@@ -1,0 +1,82 @@
+//! Serving one client connection as HTTP/1.1 or HTTP/2, with graceful drain.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use hyper::server::conn::{http1, http2};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::forward::{ConnContext, Forwarder};
+use crate::client::WireProtocol;
+use crate::config::{Limits, Timeouts};
+
+/// hyper's default header count; asking for it explicitly costs a heap allocation per request.
+const HYPER_DEFAULT_MAX_HEADERS: usize = 100;
+
+/// Serves HTTP on `io` until the client leaves or a drain completes.
+///
+/// On drain, HTTP/1 finishes the response in flight with `Connection: close` and HTTP/2
+/// sends `GOAWAY` and lets open streams finish.
+pub async fn serve<I>(
+    io: I,
+    fwd: Arc<Forwarder>,
+    ctx: ConnContext,
+    limits: Limits,
+    timeouts: Timeouts,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut watch = ctx.watch.clone();
+    let protocol = ctx.client_protocol;
+    let ctx = Arc::new(ctx);
+    let service = service_fn(move |req| {
+        let fwd = fwd.clone();
+        let ctx = ctx.clone();
+        async move { Ok::<_, Infallible>(fwd.handle(&ctx, req).await) }
+    });
+    let io = TokioIo::new(io);
+    let result = match protocol {
+        WireProtocol::Http1 => {
+            let mut builder = http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .keep_alive(true)
+                .max_header_size(limits.max_header_bytes)
+                // Starts as soon as the connection waits for a request, so it also closes
+                // idle keep-alive connections.
+                .header_read_timeout(timeouts.idle);
+            if limits.max_headers != HYPER_DEFAULT_MAX_HEADERS {
+                builder.max_headers(limits.max_headers);
+            }
+            let conn = builder.serve_connection(io, service).with_upgrades();
+            tokio::pin!(conn);
+            tokio::select! {
+                r = conn.as_mut() => r,
+                _ = watch.signaled() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            }
+        }
+        WireProtocol::Http2 => {
+            let mut builder = http2::Builder::new(TokioExecutor::new());
+            builder
+                .timer(TokioTimer::new())
+                .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
+            let conn = builder.serve_connection(io, service);
+            tokio::pin!(conn);
+            tokio::select! {
+                r = conn.as_mut() => r,
+                _ = watch.signaled() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            }
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "client connection ended with an error");
+    }
+}

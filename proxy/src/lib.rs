@@ -1,0 +1,24 @@
+//! `tandem-proxy`: Tandem's sidecar proxy.
+//!
+//! The request path, in the order a request takes it: [`listener`] accepts and detects
+//! the protocol ([`detect`]); [`http::server`] serves HTTP/1 or HTTP/2; [`http::forward`]
+//! picks the destination from the current [`snapshot`] and an endpoint, and sends through
+//! the [`client`] pools; opaque connections go through [`tcp`]. Around it: [`config`] and
+//! [`reload`] produce snapshots, [`admin`] and [`metrics`] report, [`drain`] shuts down.
+
+pub mod admin;
+pub mod body;
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod detect;
+pub mod drain;
+pub mod errors;
+pub mod http;
+pub mod listener;
+pub mod metrics;
+pub mod process_stats;
+pub mod reload;
+pub mod run;
+pub mod snapshot;
+pub mod tcp;

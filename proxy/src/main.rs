@@ -1,0 +1,34 @@
+//! `tandem-proxy` binary: parse flags, set up logging and the runtime, run.
+
+use clap::Parser;
+use tandem_proxy::cli::Args;
+use tracing_subscriber::EnvFilter;
+
+fn main() {
+    let args = Args::parse();
+    let filter = EnvFilter::try_new(&args.log).unwrap_or_else(|e| {
+        eprintln!("tandem-proxy: invalid --log filter {:?}: {e}", args.log);
+        std::process::exit(2);
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    if let Some(n) = args.workers {
+        builder.worker_threads(n.max(1));
+    }
+    let runtime = match builder.build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tandem-proxy: cannot start the runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = runtime.block_on(tandem_proxy::run::run(args)) {
+        eprintln!("tandem-proxy: {e}");
+        std::process::exit(2);
+    }
+}

@@ -1,0 +1,260 @@
+//! Prometheus metrics: one registry, names and label sets fixed here.
+//!
+//! Labels stay bounded: `dst_service` is always a configured name or `unknown`, never a raw
+//! `Host` value, and codes are HTTP status codes.
+
+use std::time::Duration;
+
+use prometheus::{
+    Counter, Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+use crate::process_stats;
+
+/// Which listener a request or connection came through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Mesh → local app.
+    Inbound,
+    /// Local app → mesh.
+    Outbound,
+}
+
+impl Direction {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Inbound => "inbound",
+            Direction::Outbound => "outbound",
+        }
+    }
+}
+
+/// Every metric the proxy exports.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    duration: HistogramVec,
+    tcp_open: IntGaugeVec,
+    tcp_total: IntCounterVec,
+    tcp_bytes: IntCounterVec,
+    detect: IntCounterVec,
+    reloads: IntCounterVec,
+    config_version: IntGauge,
+    rss: Gauge,
+    cpu: Counter,
+    fds: Gauge,
+}
+
+/// Latency buckets in seconds: fine below 10 ms where a proxy's own overhead lives.
+const BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+impl Metrics {
+    /// Registers every metric. Fails only on a programming error (duplicate names).
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new("tandem_requests_total", "HTTP requests by response status."),
+            &["direction", "dst_service", "code"],
+        )?;
+        let duration = HistogramVec::new(
+            HistogramOpts::new(
+                "tandem_request_duration_seconds",
+                "Time from request received to response headers sent.",
+            )
+            .buckets(BUCKETS.to_vec()),
+            &["direction", "dst_service"],
+        )?;
+        let tcp_open = IntGaugeVec::new(
+            Opts::new("tandem_tcp_connections_open", "Client connections currently open."),
+            &["direction"],
+        )?;
+        let tcp_total = IntCounterVec::new(
+            Opts::new("tandem_tcp_connections_total", "Client connections accepted."),
+            &["direction"],
+        )?;
+        let tcp_bytes = IntCounterVec::new(
+            Opts::new(
+                "tandem_tcp_bytes_total",
+                "Bytes proxied on opaque TCP connections, by the side that sent them.",
+            ),
+            &["direction", "peer"],
+        )?;
+        let detect = IntCounterVec::new(
+            Opts::new("tandem_protocol_detect_total", "Protocol detection outcomes."),
+            &["result"],
+        )?;
+        let reloads = IntCounterVec::new(
+            Opts::new("tandem_config_reloads_total", "Config reload attempts."),
+            &["result"],
+        )?;
+        let config_version = IntGauge::new("tandem_config_version", "Version of the snapshot in use.")?;
+        let rss = Gauge::new("process_resident_memory_bytes", "Resident memory size in bytes.")?;
+        let cpu = Counter::new("process_cpu_seconds_total", "User and system CPU time spent in seconds.")?;
+        let fds = Gauge::new("process_open_fds", "Number of open file descriptors.")?;
+        let start_time = Gauge::new(
+            "process_start_time_seconds",
+            "Start time of the process since unix epoch in seconds.",
+        )?;
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(duration.clone()))?;
+        registry.register(Box::new(tcp_open.clone()))?;
+        registry.register(Box::new(tcp_total.clone()))?;
+        registry.register(Box::new(tcp_bytes.clone()))?;
+        registry.register(Box::new(detect.clone()))?;
+        registry.register(Box::new(reloads.clone()))?;
+        registry.register(Box::new(config_version.clone()))?;
+        registry.register(Box::new(rss.clone()))?;
+        registry.register(Box::new(cpu.clone()))?;
+        registry.register(Box::new(fds.clone()))?;
+        registry.register(Box::new(start_time.clone()))?;
+        start_time.set(process_stats::start_time_seconds());
+        // Pre-create the series people alert on, so they read 0 rather than absent.
+        for dir in [Direction::Inbound, Direction::Outbound] {
+            tcp_open.with_label_values(&[dir.as_str()]);
+        }
+        for result in ["ok", "error"] {
+            reloads.with_label_values(&[result]);
+        }
+        Ok(Metrics {
+            registry,
+            requests,
+            duration,
+            tcp_open,
+            tcp_total,
+            tcp_bytes,
+            detect,
+            reloads,
+            config_version,
+            rss,
+            cpu,
+            fds,
+        })
+    }
+
+    /// Records one finished request (response headers sent).
+    pub fn request(&self, dir: Direction, dst: &str, status: u16, elapsed: Duration) {
+        let code = CodeText::new(status);
+        self.requests
+            .with_label_values(&[dir.as_str(), dst, code.as_str()])
+            .inc();
+        self.duration
+            .with_label_values(&[dir.as_str(), dst])
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// A client connection opened; the guard closes it in the gauge when dropped.
+    pub fn connection(&self, dir: Direction) -> ConnectionGuard {
+        self.tcp_total.with_label_values(&[dir.as_str()]).inc();
+        let gauge = self.tcp_open.with_label_values(&[dir.as_str()]);
+        gauge.inc();
+        ConnectionGuard { gauge }
+    }
+
+    /// Bytes proxied on an opaque connection.
+    pub fn tcp_bytes(&self, dir: Direction, from_client: u64, from_server: u64) {
+        self.tcp_bytes
+            .with_label_values(&[dir.as_str(), "client"])
+            .inc_by(from_client);
+        self.tcp_bytes
+            .with_label_values(&[dir.as_str(), "server"])
+            .inc_by(from_server);
+    }
+
+    /// One protocol detection outcome.
+    pub fn detected(&self, result: &'static str) {
+        self.detect.with_label_values(&[result]).inc();
+    }
+
+    /// One reload attempt.
+    pub fn reload(&self, ok: bool) {
+        self.reloads
+            .with_label_values(&[if ok { "ok" } else { "error" }])
+            .inc();
+    }
+
+    /// The snapshot version now serving.
+    pub fn set_config_version(&self, version: u64) {
+        self.config_version.set(i64::try_from(version).unwrap_or(i64::MAX));
+    }
+
+    /// Renders every metric in the Prometheus text format, refreshing process stats first.
+    pub fn render(&self) -> String {
+        if let Some(stats) = process_stats::read() {
+            self.rss.set(stats.rss_bytes as f64);
+            self.fds.set(stats.open_fds as f64);
+            let delta = stats.cpu_seconds - self.cpu.get();
+            if delta > 0.0 {
+                self.cpu.inc_by(delta);
+            }
+        }
+        TextEncoder::new()
+            .encode_to_string(&self.registry.gather())
+            .unwrap_or_else(|e| format!("# encoding failed: {e}\n"))
+    }
+}
+
+/// Decrements the open-connections gauge when the connection ends.
+#[derive(Debug)]
+pub struct ConnectionGuard {
+    gauge: IntGauge,
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.gauge.dec();
+    }
+}
+
+/// Status codes as label text without allocating for the common ones.
+struct CodeText {
+    buf: [u8; 3],
+}
+
+impl CodeText {
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.buf).unwrap_or("000")
+    }
+
+    fn new(status: u16) -> Self {
+        let s = status.min(999);
+        CodeText {
+            buf: [
+                b'0' + (s / 100) as u8,
+                b'0' + (s / 10 % 10) as u8,
+                b'0' + (s % 10) as u8,
+            ],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_counts_appear_in_text_output() {
+        let m = Metrics::new().unwrap();
+        m.request(Direction::Outbound, "echo", 200, Duration::from_millis(3));
+        m.request(Direction::Outbound, "echo", 200, Duration::from_millis(3));
+        m.request(Direction::Outbound, "echo", 503, Duration::from_millis(1));
+        let text = m.render();
+        assert!(text.contains(r#"tandem_requests_total{code="200",direction="outbound",dst_service="echo"} 2"#), "{text}");
+        assert!(text.contains(r#"tandem_requests_total{code="503",direction="outbound",dst_service="echo"} 1"#));
+        assert!(text.contains(r#"tandem_request_duration_seconds_count{direction="outbound",dst_service="echo"} 3"#));
+        assert!(text.contains("process_resident_memory_bytes"));
+    }
+
+    #[test]
+    fn connection_guard_tracks_open_connections() {
+        let m = Metrics::new().unwrap();
+        let g = m.connection(Direction::Inbound);
+        assert!(m.render().contains(r#"tandem_tcp_connections_open{direction="inbound"} 1"#));
+        drop(g);
+        assert!(m.render().contains(r#"tandem_tcp_connections_open{direction="inbound"} 0"#));
+    }
+}

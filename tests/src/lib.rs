@@ -1,0 +1,68 @@
+//! Support library for Tandem's integration tests.
+//!
+//! The tests start the real `tandem-proxy` binary ([`proxy::Proxy`]) in front of real
+//! servers bound to `127.0.0.1:0` ([`upstream`], [`tcp`], [`grpc`]) and talk to it with
+//! ordinary clients ([`client`], [`raw`]). Nothing listens on a fixed port, every wait is
+//! bounded, and readiness is signalled (the proxy's ready line, request counters), never
+//! guessed with sleeps.
+//!
+//! Helpers panic with context instead of returning errors: a failed helper is a failed
+//! test, and the message says what was expected.
+
+// Test support: panicking with a message is how a helper reports a failed expectation.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+pub mod client;
+pub mod grpc;
+pub mod metrics;
+pub mod proxy;
+pub mod raw;
+pub mod tcp;
+pub mod upstream;
+
+use std::future::Future;
+use std::time::Duration;
+
+pub use proxy::Proxy;
+
+/// Default bound for a single exchange in a test (connect, request, response).
+pub const STEP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Awaits `fut` for at most `limit`, panicking with `what` when it takes longer.
+pub async fn within<F: Future>(limit: Duration, what: &str, fut: F) -> F::Output {
+    match tokio::time::timeout(limit, fut).await {
+        Ok(out) => out,
+        Err(_) => panic!("timed out after {limit:?}: {what}"),
+    }
+}
+
+/// Polls `check` every 20 ms until it returns `Some`, for at most `limit`.
+///
+/// Panics with `what` and the last observation (formatted by `check` as `Err`) on timeout.
+pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let last = match check().await {
+            Ok(v) => return v,
+            Err(last) => last,
+        };
+        if tokio::time::Instant::now() >= deadline {
+            panic!("timed out after {limit:?}: {what}; last observation: {last}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A spawned task that is aborted when this handle is dropped.
+#[derive(Debug)]
+pub struct AbortOnDrop(pub tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
