@@ -9,7 +9,8 @@
 # See docs/benchmarks.md for what is measured and why.
 #
 # Usage: benches/run.sh [--quick] [--runs N] [--targets direct,tandem,nginx,haproxy]
-#                       [--duration S] [--lat-duration S] [--rate N] [--no-install]
+#                       [--duration S] [--lat-duration S] [--rate N] [--wait-idle S]
+#                       [--no-install]
 set -euo pipefail
 
 # ---------------------------------------------------------------- settings
@@ -29,9 +30,10 @@ WORKERS=2            # worker processes/threads for each proxy and the upstream 
 HOST=bench           # Host / :authority sent to every target; tandem's service name
 TARGETS=direct,tandem,nginx,haproxy
 INSTALL=1
+WAIT_IDLE=120        # before each measurement, wait up to this long for compilers to finish
 
 usage() {
-    sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
     exit "${1:-0}"
 }
 
@@ -43,6 +45,7 @@ while [[ $# -gt 0 ]]; do
         --duration) DURATION=$2; shift ;;
         --lat-duration) LAT_DURATION=$2; shift ;;
         --rate) RATE=$2; shift ;;
+        --wait-idle) WAIT_IDLE=$2; shift ;;
         --no-install) INSTALL=0 ;;
         -h|--help) usage 0 ;;
         *) echo "run.sh: unknown argument $1" >&2; usage 2 ;;
@@ -184,6 +187,41 @@ mem_kb() {
     echo "$total"
 }
 
+# compilers: how many compiler/linker processes run now (other work on this shared machine).
+compilers() { ps -eo comm= | grep -cE '^(rustc|clippy-driver|cc1|cc1plus|ld|cargo)$' || true; }
+
+# wait_quiet: wait (bounded by WAIT_IDLE) until no compiler runs, so figures are not skewed.
+wait_quiet() {
+    local i
+    for ((i = 0; i < WAIT_IDLE; i++)); do
+        [[ $(compilers) == 0 ]] && { [[ $i == 0 ]] || log "  (waited ${i}s for compilers to finish)"; return 0; }
+        sleep 1
+    done
+    log "  warning: compilers still running after ${WAIT_IDLE}s; measuring anyway (flagged)"
+}
+
+# start_sampler PID...: every second, append "<rss kB> <compilers>" to $WORK/samples.
+start_sampler() {
+    : >"$WORK/samples"
+    (
+        while :; do
+            if [[ $# -gt 0 ]]; then rss=$(mem_kb VmRSS "$@"); else rss=0; fi
+            echo "$rss $(compilers)" >>"$WORK/samples"
+            sleep 1
+        done
+    ) &
+    SAMPLER=$!
+    PIDS+=("$SAMPLER")
+}
+
+# stop_sampler: stops it; sets RSS_MAX (kB, max sample) and BUSY_MAX (max compilers seen).
+stop_sampler() {
+    kill "$SAMPLER" 2>/dev/null || true
+    wait "$SAMPLER" 2>/dev/null || true
+    RSS_MAX=$(awk 'BEGIN{m=0} $1>m{m=$1} END{print m}' "$WORK/samples")
+    BUSY_MAX=$(awk 'BEGIN{m=0} $2>m{m=$2} END{print m}' "$WORK/samples")
+}
+
 record() { printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" >>"$TSV"; }
 
 # ---------------------------------------------------------------- targets
@@ -323,21 +361,14 @@ EOF
 run_closed() {
     local round=$1 t=$2 kind=$3
     local raw="$RAW/$kind-$t-r$round.txt"
-    local pids up_pids c0 c1 u0 u1 sampler reqs rps errs
+    local pids up_pids c0 c1 u0 u1 reqs rps errs
     # shellcheck disable=SC2207
     pids=($(pids_of "$t"))
     # shellcheck disable=SC2207
     up_pids=($(pids_of upstream))
     [[ $t == direct ]] && pids=()
-    : >"$WORK/rss-samples"
-    (
-        while :; do
-            [[ ${#pids[@]} -gt 0 ]] && mem_kb VmRSS "${pids[@]}" >>"$WORK/rss-samples"
-            sleep 0.5
-        done
-    ) &
-    sampler=$!
-    PIDS+=("$sampler")
+    wait_quiet
+    start_sampler "${pids[@]}"
     c0=$(cpu_ticks "${pids[@]}"); u0=$(cpu_ticks "${up_pids[@]}")
     if [[ $kind == h1 ]]; then
         timeout $((DURATION + 30)) wrk -t"$H1_THREADS" -c"$H1_CONNS" -d"${DURATION}s" \
@@ -347,8 +378,8 @@ run_closed() {
             -D "$DURATION" -H ":authority: $HOST" "${H2URL[$t]}" >"$raw" 2>&1 || true
     fi
     c1=$(cpu_ticks "${pids[@]}"); u1=$(cpu_ticks "${up_pids[@]}")
-    kill "$sampler" 2>/dev/null || true
-    wait "$sampler" 2>/dev/null || true
+    stop_sampler
+    record "$round" "$t" "${kind}_busy" "$BUSY_MAX"
     if [[ $kind == h1 ]]; then
         reqs=$(awk '/requests in/{print $1}' "$raw")
         rps=$(awk '/^Requests\/sec:/{print $2}' "$raw")
@@ -366,24 +397,28 @@ run_closed() {
     fi
     record "$round" "$t" "${kind}_rps" "$rps"
     record "$round" "$t" "${kind}_errors" "$errs"
-    local cpu_us up_us rss_max=""
+    local cpu_us up_us rss_max=$RSS_MAX
     up_us=$(awk -v d=$((u1 - u0)) -v n="$reqs" -v hz="$CLK_TCK" 'BEGIN{printf "%.2f", d * 1e6 / hz / n}')
     record "$round" "$t" "${kind}_upstream_cpu_us" "$up_us"
     if [[ ${#pids[@]} -gt 0 ]]; then
         cpu_us=$(awk -v d=$((c1 - c0)) -v n="$reqs" -v hz="$CLK_TCK" 'BEGIN{printf "%.2f", d * 1e6 / hz / n}')
-        rss_max=$(sort -n "$WORK/rss-samples" | tail -1)
         record "$round" "$t" "${kind}_cpu_us" "$cpu_us"
-        [[ -n $rss_max ]] && record "$round" "$t" "${kind}_rss_load_kb" "$rss_max"
+        record "$round" "$t" "${kind}_rss_load_kb" "$rss_max"
     fi
-    log "  $kind $t: ${rps} req/s, errors=$errs, proxy cpu/req=${cpu_us:-n/a} µs, upstream cpu/req=$up_us µs, rss under load=${rss_max:-n/a} kB"
+    [[ $t == direct ]] && rss_max=n/a
+    log "  $kind $t: ${rps} req/s, errors=$errs, proxy cpu/req=${cpu_us:-n/a} µs, upstream cpu/req=$up_us µs, rss under load=$rss_max kB, compilers=$BUSY_MAX"
 }
 
 run_latency() {
     local round=$1 t=$2 line k v
     local raw="$RAW/lat-$t-r$round.txt"
+    wait_quiet
+    start_sampler
     timeout $((LAT_WARMUP + LAT_DURATION + 30)) "$BIN/bench-load" --url "${URL[$t]}" \
         --host "$HOST" --rate "$RATE" --duration "$LAT_DURATION" --warmup "$LAT_WARMUP" \
         --connections "$LAT_CONNS" >"$raw" 2>&1 || true
+    stop_sampler
+    record "$round" "$t" lat_busy "$BUSY_MAX"
     line=$(grep -m1 '^scheduled=' "$raw" || true)
     if [[ -z $line ]]; then
         log "  latency $t: no result (see $raw)"
@@ -399,7 +434,7 @@ run_latency() {
     local errs
     errs=$(awk '{for (i = 1; i <= NF; i++) {split($i, a, "="); if (a[1] == "errors" || a[1] == "non2xx" || a[1] == "late") n += a[2]}} END{print n+0}' <<<"$line")
     record "$round" "$t" lat_errors "$errs"
-    log "  latency $t @ $RATE/s: $line"
+    log "  latency $t @ $RATE/s: $line compilers=$BUSY_MAX"
 }
 
 # ---------------------------------------------------------------- summary
@@ -413,6 +448,8 @@ medians() {
 
 summarize() {
     medians >"$OUT/medians.txt"
+    local busy_runs
+    busy_runs=$(awk -F'\t' '$3 ~ /_busy$/ && $4 > 0 {printf "%s%s r%s %s", sep, $2, $1, $3; sep = ", "}' "$TSV")
     awk -v targets="$TARGETS" -v runs="$RUNS" -v rate="$RATE" '
         { m[$1, $2] = $3; seen[$1, $2] = 1 }
         function has(t, k) { return ((t, k) in seen) }
@@ -473,6 +510,9 @@ summarize() {
             if (has("tandem", "rss_idle_kb"))
                 printf "| idle RSS ≤ 10 MB | %s MB | 10 MB | %s |\n", fmt(m["tandem", "rss_idle_kb"] / 1024, 1), (m["tandem", "rss_idle_kb"] <= 10240 ? "pass" : "FAIL")
         }' "$OUT/medians.txt" >"$OUT/summary.md"
+    if [[ -n $busy_runs ]]; then
+        printf '\n**Warning:** compilers ran during: %s. Those figures are skewed by other work on the machine.\n' "$busy_runs" >>"$OUT/summary.md"
+    fi
 }
 
 # ---------------------------------------------------------------- main
@@ -490,7 +530,7 @@ else
     cargo build --release -q -p tandem-benches
 fi
 
-busy=$(ps -eo comm= | grep -cE '^(rustc|clippy-driver|cc1|cc1plus|ld|cargo)$' || true)
+busy=$(compilers)
 {
     echo "date: $(date -Is)"
     echo "command: $0 --runs $RUNS --targets $TARGETS --duration $DURATION --lat-duration $LAT_DURATION --rate $RATE"

@@ -249,8 +249,7 @@ async fn run(args: Args) -> Result<(), String> {
     let warmup = (args.warmup * args.rate).round() as u64;
     let measured = (args.duration * args.rate).round() as u64;
     let start = Instant::now() + Duration::from_millis(20);
-    let hard_deadline =
-        start + Duration::from_secs_f64(args.warmup + args.duration) + DRAIN_GRACE;
+    let hard_deadline = start + Duration::from_secs_f64(args.warmup + args.duration) + DRAIN_GRACE;
 
     let (tx, rx) = mpsc::unbounded_channel();
     let rx = Arc::new(Mutex::new(rx));
@@ -339,7 +338,8 @@ mod tests {
 
     #[test]
     fn url_parsing() {
-        let (addr, path) = parse_url("http://127.0.0.1:8080/x?y=1").unwrap_or_else(|e| panic!("{e}"));
+        let (addr, path) =
+            parse_url("http://127.0.0.1:8080/x?y=1").unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(addr, SocketAddr::from(([127, 0, 0, 1], 8080)));
         assert_eq!(path, "/x?y=1");
         let (_, path) = parse_url("http://127.0.0.1:1").unwrap_or_else(|e| panic!("{e}"));

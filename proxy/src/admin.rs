@@ -88,9 +88,10 @@ fn route(state: &AdminState, peer: SocketAddr, req: Request<Incoming>) -> Respon
         }
         (&Method::GET, "/config_dump") => json(config_dump(state)),
         // Mutating calls answer only on loopback, even if the admin port is exposed.
-        (&Method::POST, "/drain") if !peer.ip().is_loopback() => {
-            text(StatusCode::FORBIDDEN, "drain is only accepted from loopback\n")
-        }
+        (&Method::POST, "/drain") if !peer.ip().is_loopback() => text(
+            StatusCode::FORBIDDEN,
+            "drain is only accepted from loopback\n",
+        ),
         (&Method::POST, "/drain") => {
             let _ = state.drain_tx.try_send(());
             text(StatusCode::ACCEPTED, "draining\n")
@@ -98,7 +99,10 @@ fn route(state: &AdminState, peer: SocketAddr, req: Request<Incoming>) -> Respon
         (_, "/live" | "/ready" | "/metrics" | "/config_dump" | "/drain") => {
             text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
         }
-        _ => text(StatusCode::NOT_FOUND, "not found: try /live, /ready, /metrics, /config_dump\n"),
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "not found: try /live, /ready, /metrics, /config_dump\n",
+        ),
     }
 }
 
@@ -126,8 +130,10 @@ fn config_dump(state: &AdminState) -> serde_json::Value {
 fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
     *r.status_mut() = status;
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain"),
+    );
     r
 }
 

@@ -56,7 +56,11 @@ pub fn classify(buf: &[u8]) -> Option<Detected> {
     }
     for (i, &b) in buf.iter().enumerate() {
         if b == b' ' {
-            return Some(if i > 0 { Detected::Http1 } else { Detected::Opaque });
+            return Some(if i > 0 {
+                Detected::Http1
+            } else {
+                Detected::Opaque
+            });
         }
         if !is_tchar(b) || i >= MAX_METHOD_LEN {
             return Some(Detected::Opaque);
@@ -133,7 +137,11 @@ impl<T: AsyncRead> AsyncRead for Prefixed<T> {
 }
 
 impl<T: AsyncWrite> AsyncWrite for Prefixed<T> {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         self.project().io.poll_write(cx, buf)
     }
 
@@ -168,12 +176,23 @@ mod tests {
         assert_eq!(classify(b"GET / HTTP/1.1\r\n"), Some(Detected::Http1));
         assert_eq!(classify(b"M-SEARCH * HTTP/1.1"), Some(Detected::Http1));
         assert_eq!(classify(b"GE"), None);
-        assert_eq!(classify(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), Some(Detected::Http2));
+        assert_eq!(
+            classify(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"),
+            Some(Detected::Http2)
+        );
         assert_eq!(classify(b"PRI * HT"), None, "h2 preface still arriving");
-        assert_eq!(classify(b"\x16\x03\x01\x02\x00"), Some(Detected::Opaque), "TLS hello");
+        assert_eq!(
+            classify(b"\x16\x03\x01\x02\x00"),
+            Some(Detected::Opaque),
+            "TLS hello"
+        );
         assert_eq!(classify(b"\x00\x01hello"), Some(Detected::Opaque));
         assert_eq!(classify(b" GET"), Some(Detected::Opaque));
-        assert_eq!(classify(&[b'A'; 40]), Some(Detected::Opaque), "no space in sight");
+        assert_eq!(
+            classify(&[b'A'; 40]),
+            Some(Detected::Opaque),
+            "no space in sight"
+        );
     }
 
     #[tokio::test]
@@ -199,7 +218,9 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn silence_times_out_as_opaque() {
         let (_client, mut server) = tokio::io::duplex(64);
-        let (d, prefix) = detect(&mut server, Duration::from_millis(100)).await.unwrap();
+        let (d, prefix) = detect(&mut server, Duration::from_millis(100))
+            .await
+            .unwrap();
         assert_eq!(d, Detected::Timeout);
         assert!(prefix.is_empty());
     }

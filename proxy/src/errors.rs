@@ -97,7 +97,10 @@ impl ProxyError {
         *resp.status_mut() = status;
         let h = resp.headers_mut();
         h.insert(ERROR_HEADER, header);
-        h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        h.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain"),
+        );
         resp
     }
 }
@@ -106,7 +109,13 @@ impl ProxyError {
 fn one_line(text: &str) -> String {
     text.chars()
         .take(300)
-        .map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '?' })
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                '?'
+            }
+        })
         .collect()
 }
 
@@ -121,10 +130,23 @@ mod tests {
         let h = r.headers()[ERROR_HEADER].to_str().unwrap();
         assert!(h.starts_with("unknown service"), "{h}");
         assert!(!h.contains('\n'));
-        assert_eq!(ProxyError::Timeout(Duration::from_secs(1)).status(), StatusCode::GATEWAY_TIMEOUT);
-        assert_eq!(ProxyError::UriTooLong { len: 9, max: 8 }.status(), StatusCode::URI_TOO_LONG);
+        assert_eq!(
+            ProxyError::Timeout(Duration::from_secs(1)).status(),
+            StatusCode::GATEWAY_TIMEOUT
+        );
+        assert_eq!(
+            ProxyError::UriTooLong { len: 9, max: 8 }.status(),
+            StatusCode::URI_TOO_LONG
+        );
         let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
         let addr = SocketAddr::from(([127, 0, 0, 1], 1));
-        assert_eq!(ProxyError::Connect { addr, source: refused }.status(), StatusCode::BAD_GATEWAY);
+        assert_eq!(
+            ProxyError::Connect {
+                addr,
+                source: refused
+            }
+            .status(),
+            StatusCode::BAD_GATEWAY
+        );
     }
 }

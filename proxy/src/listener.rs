@@ -66,7 +66,12 @@ pub async fn accept_loop(
         match accepted {
             Ok((stream, _peer)) => {
                 let conn_watch = watch.clone();
-                tokio::spawn(serve_connection(stream, kind.clone(), fwd.clone(), conn_watch));
+                tokio::spawn(serve_connection(
+                    stream,
+                    kind.clone(),
+                    fwd.clone(),
+                    conn_watch,
+                ));
             }
             Err(e) => {
                 // Typically EMFILE: back off briefly instead of spinning on the error.
@@ -78,7 +83,12 @@ pub async fn accept_loop(
 }
 
 /// Detects the protocol of one connection and serves it as HTTP or opaque TCP.
-async fn serve_connection(mut stream: TcpStream, kind: ListenerKind, fwd: Arc<Forwarder>, watch: Watch) {
+async fn serve_connection(
+    mut stream: TcpStream,
+    kind: ListenerKind,
+    fwd: Arc<Forwarder>,
+    watch: Watch,
+) {
     let dir = kind.direction();
     let _open = fwd.metrics.connection(dir);
     let _ = stream.set_nodelay(true);
@@ -126,7 +136,9 @@ async fn serve_connection(mut stream: TcpStream, kind: ListenerKind, fwd: Arc<Fo
                     drop(snapshot);
                     tcp::forward(io, target, timeout, dir, &fwd.metrics).await;
                 }
-                None => tracing::debug!("opaque connection on a listener without a TCP destination; closing"),
+                None => tracing::debug!(
+                    "opaque connection on a listener without a TCP destination; closing"
+                ),
             }
             return;
         }
@@ -182,7 +194,11 @@ impl ServiceListeners {
             .collect();
         let mut prepared = Prepared::default();
         for key in wanted {
-            let exists = self.active.lock().map(|a| a.contains_key(&key)).unwrap_or(false);
+            let exists = self
+                .active
+                .lock()
+                .map(|a| a.contains_key(&key))
+                .unwrap_or(false);
             if exists {
                 continue;
             }
@@ -215,8 +231,20 @@ impl ServiceListeners {
             let (stop_tx, stop_rx) = oneshot::channel();
             let kind = ListenerKind::Service(key.0.as_str().into());
             tracing::info!(service = %key.0, addr = %local, "service listener started");
-            tokio::spawn(accept_loop(listener, kind, self.fwd.clone(), watch.clone(), Some(stop_rx)));
-            active.insert(key, Active { local, _stop: stop_tx });
+            tokio::spawn(accept_loop(
+                listener,
+                kind,
+                self.fwd.clone(),
+                watch.clone(),
+                Some(stop_rx),
+            ));
+            active.insert(
+                key,
+                Active {
+                    local,
+                    _stop: stop_tx,
+                },
+            );
         }
     }
 
@@ -224,7 +252,11 @@ impl ServiceListeners {
     pub fn addresses(&self) -> BTreeMap<String, SocketAddr> {
         self.active
             .lock()
-            .map(|a| a.iter().map(|((name, _), act)| (name.clone(), act.local)).collect())
+            .map(|a| {
+                a.iter()
+                    .map(|((name, _), act)| (name.clone(), act.local))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 

@@ -70,11 +70,17 @@ impl Metrics {
             &["direction", "dst_service"],
         )?;
         let tcp_open = IntGaugeVec::new(
-            Opts::new("tandem_tcp_connections_open", "Client connections currently open."),
+            Opts::new(
+                "tandem_tcp_connections_open",
+                "Client connections currently open.",
+            ),
             &["direction"],
         )?;
         let tcp_total = IntCounterVec::new(
-            Opts::new("tandem_tcp_connections_total", "Client connections accepted."),
+            Opts::new(
+                "tandem_tcp_connections_total",
+                "Client connections accepted.",
+            ),
             &["direction"],
         )?;
         let tcp_bytes = IntCounterVec::new(
@@ -85,16 +91,26 @@ impl Metrics {
             &["direction", "peer"],
         )?;
         let detect = IntCounterVec::new(
-            Opts::new("tandem_protocol_detect_total", "Protocol detection outcomes."),
+            Opts::new(
+                "tandem_protocol_detect_total",
+                "Protocol detection outcomes.",
+            ),
             &["result"],
         )?;
         let reloads = IntCounterVec::new(
             Opts::new("tandem_config_reloads_total", "Config reload attempts."),
             &["result"],
         )?;
-        let config_version = IntGauge::new("tandem_config_version", "Version of the snapshot in use.")?;
-        let rss = Gauge::new("process_resident_memory_bytes", "Resident memory size in bytes.")?;
-        let cpu = Counter::new("process_cpu_seconds_total", "User and system CPU time spent in seconds.")?;
+        let config_version =
+            IntGauge::new("tandem_config_version", "Version of the snapshot in use.")?;
+        let rss = Gauge::new(
+            "process_resident_memory_bytes",
+            "Resident memory size in bytes.",
+        )?;
+        let cpu = Counter::new(
+            "process_cpu_seconds_total",
+            "User and system CPU time spent in seconds.",
+        )?;
         let fds = Gauge::new("process_open_fds", "Number of open file descriptors.")?;
         let start_time = Gauge::new(
             "process_start_time_seconds",
@@ -179,7 +195,8 @@ impl Metrics {
 
     /// The snapshot version now serving.
     pub fn set_config_version(&self, version: u64) {
-        self.config_version.set(i64::try_from(version).unwrap_or(i64::MAX));
+        self.config_version
+            .set(i64::try_from(version).unwrap_or(i64::MAX));
     }
 
     /// Renders every metric in the Prometheus text format, refreshing process stats first.
@@ -243,9 +260,18 @@ mod tests {
         m.request(Direction::Outbound, "echo", 200, Duration::from_millis(3));
         m.request(Direction::Outbound, "echo", 503, Duration::from_millis(1));
         let text = m.render();
-        assert!(text.contains(r#"tandem_requests_total{code="200",direction="outbound",dst_service="echo"} 2"#), "{text}");
-        assert!(text.contains(r#"tandem_requests_total{code="503",direction="outbound",dst_service="echo"} 1"#));
-        assert!(text.contains(r#"tandem_request_duration_seconds_count{direction="outbound",dst_service="echo"} 3"#));
+        assert!(
+            text.contains(
+                r#"tandem_requests_total{code="200",direction="outbound",dst_service="echo"} 2"#
+            ),
+            "{text}"
+        );
+        assert!(text.contains(
+            r#"tandem_requests_total{code="503",direction="outbound",dst_service="echo"} 1"#
+        ));
+        assert!(text.contains(
+            r#"tandem_request_duration_seconds_count{direction="outbound",dst_service="echo"} 3"#
+        ));
         assert!(text.contains("process_resident_memory_bytes"));
     }
 
@@ -253,8 +279,12 @@ mod tests {
     fn connection_guard_tracks_open_connections() {
         let m = Metrics::new().unwrap();
         let g = m.connection(Direction::Inbound);
-        assert!(m.render().contains(r#"tandem_tcp_connections_open{direction="inbound"} 1"#));
+        assert!(m
+            .render()
+            .contains(r#"tandem_tcp_connections_open{direction="inbound"} 1"#));
         drop(g);
-        assert!(m.render().contains(r#"tandem_tcp_connections_open{direction="inbound"} 0"#));
+        assert!(m
+            .render()
+            .contains(r#"tandem_tcp_connections_open{direction="inbound"} 0"#));
     }
 }

@@ -25,7 +25,12 @@ pub struct Reloader {
 
 impl Reloader {
     /// A reloader for `path`, whose current content `text` is already serving.
-    pub fn new(path: PathBuf, text: String, state: Arc<AdminState>, listeners: Arc<ServiceListeners>) -> Self {
+    pub fn new(
+        path: PathBuf,
+        text: String,
+        state: Arc<AdminState>,
+        listeners: Arc<ServiceListeners>,
+    ) -> Self {
         Reloader {
             path,
             state,

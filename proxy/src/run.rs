@@ -59,10 +59,11 @@ pub enum StartupError {
 /// Runs the proxy until SIGTERM/SIGINT or `POST /drain`, then drains and returns.
 pub async fn run(args: Args) -> Result<(), StartupError> {
     let path = args.config.display().to_string();
-    let text = std::fs::read_to_string(&args.config).map_err(|source| StartupError::ReadConfig {
-        path: path.clone(),
-        source,
-    })?;
+    let text =
+        std::fs::read_to_string(&args.config).map_err(|source| StartupError::ReadConfig {
+            path: path.clone(),
+            source,
+        })?;
     let config = config::parse(&text).map_err(|source| StartupError::Config {
         path: path.clone(),
         source,
@@ -83,13 +84,14 @@ pub async fn run(args: Args) -> Result<(), StartupError> {
     let inbound = bind("inbound", args.inbound_addr).await?;
     let admin_listener = bind("admin", args.admin_addr).await?;
     let service_listeners = Arc::new(ServiceListeners::new(fwd.clone(), drain.watch()));
-    let prepared = service_listeners
-        .prepare(&config)
-        .await
-        .map_err(|source| StartupError::Config {
-            path: path.clone(),
-            source,
-        })?;
+    let prepared =
+        service_listeners
+            .prepare(&config)
+            .await
+            .map_err(|source| StartupError::Config {
+                path: path.clone(),
+                source,
+            })?;
     service_listeners.commit(&config, prepared);
 
     let mut listeners = BTreeMap::new();
@@ -109,10 +111,30 @@ pub async fn run(args: Args) -> Result<(), StartupError> {
         drain_tx,
     });
 
-    tokio::spawn(accept_loop(outbound, ListenerKind::Outbound, fwd.clone(), drain.watch(), None));
-    tokio::spawn(accept_loop(inbound, ListenerKind::Inbound, fwd.clone(), drain.watch(), None));
+    tokio::spawn(accept_loop(
+        outbound,
+        ListenerKind::Outbound,
+        fwd.clone(),
+        drain.watch(),
+        None,
+    ));
+    tokio::spawn(accept_loop(
+        inbound,
+        ListenerKind::Inbound,
+        fwd.clone(),
+        drain.watch(),
+        None,
+    ));
     tokio::spawn(admin::serve(admin_listener, state.clone()));
-    tokio::spawn(Reloader::new(args.config.clone(), text, state.clone(), service_listeners.clone()).run());
+    tokio::spawn(
+        Reloader::new(
+            args.config.clone(),
+            text,
+            state.clone(),
+            service_listeners.clone(),
+        )
+        .run(),
+    );
     tokio::spawn(reap_idle(client, store.clone()));
 
     state.ready.store(true, Ordering::Release);
@@ -131,7 +153,10 @@ pub async fn run(args: Args) -> Result<(), StartupError> {
     if drain.drain(grace).await {
         tracing::info!("drained; exiting");
     } else {
-        tracing::warn!(?grace, "grace period over with work still in flight; exiting");
+        tracing::warn!(
+            ?grace,
+            "grace period over with work still in flight; exiting"
+        );
     }
     Ok(())
 }

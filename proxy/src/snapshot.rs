@@ -133,11 +133,17 @@ mod tests {
 
     #[test]
     fn publish_swaps_whole_snapshot_and_keeps_old_one_alive_for_holders() {
-        let store = Store::new(parse("services:\n  - name: a\n    endpoints: [\"127.0.0.1:1\"]\n").unwrap());
+        let store = Store::new(
+            parse("services:\n  - name: a\n    endpoints: [\"127.0.0.1:1\"]\n").unwrap(),
+        );
         let held = store.load();
-        let v = store.publish(parse("services:\n  - name: b\n    endpoints: [\"127.0.0.1:2\"]\n").unwrap());
+        let v = store
+            .publish(parse("services:\n  - name: b\n    endpoints: [\"127.0.0.1:2\"]\n").unwrap());
         assert_eq!(v, 2);
-        assert!(held.destination("a").is_some(), "in-flight holder keeps its snapshot");
+        assert!(
+            held.destination("a").is_some(),
+            "in-flight holder keeps its snapshot"
+        );
         let now = store.load();
         assert!(now.destination("a").is_none());
         assert!(now.destination("b").is_some());
@@ -145,12 +151,16 @@ mod tests {
 
     #[test]
     fn round_robin_visits_every_endpoint() {
-        let eps: Vec<SocketAddr> = (1..=3).map(|p| SocketAddr::from(([127, 0, 0, 1], p))).collect();
+        let eps: Vec<SocketAddr> = (1..=3)
+            .map(|p| SocketAddr::from(([127, 0, 0, 1], p)))
+            .collect();
         let d = Destination::new("x", Protocol::Detect, eps.clone());
         let picked: Vec<_> = (0..6).filter_map(|_| d.pick()).collect();
         for e in &eps {
             assert_eq!(picked.iter().filter(|p| *p == e).count(), 2);
         }
-        assert!(Destination::new("y", Protocol::Detect, vec![]).pick().is_none());
+        assert!(Destination::new("y", Protocol::Detect, vec![])
+            .pick()
+            .is_none());
     }
 }

@@ -260,6 +260,11 @@ impl Proxy {
         self.signal(Signal::SIGTERM);
     }
 
+    /// Sends `SIGINT` (same as `SIGTERM`).
+    pub fn sigint(&self) {
+        self.signal(Signal::SIGINT);
+    }
+
     fn signal(&self, sig: Signal) {
         kill(self.pid, sig).unwrap_or_else(|e| panic!("kill({}, {sig}): {e}", self.pid));
     }

@@ -111,7 +111,11 @@ impl Client {
         }
     }
 
-    fn checkout_h1(&self, addr: SocketAddr, idle_timeout: Duration) -> Option<http1::SendRequest<Incoming>> {
+    fn checkout_h1(
+        &self,
+        addr: SocketAddr,
+        idle_timeout: Duration,
+    ) -> Option<http1::SendRequest<Incoming>> {
         let mut h1 = self.inner.h1.lock().ok()?;
         let idle = h1.get_mut(&addr)?;
         while let Some(conn) = idle.pop() {
@@ -216,7 +220,10 @@ impl Client {
 
     fn forget_h2(&self, addr: SocketAddr, _tx: &http2::SendRequest<Incoming>) {
         if let Ok(mut h2) = self.inner.h2.lock() {
-            if h2.get(&addr).is_some_and(|t| t.is_closed() || !t.is_ready()) {
+            if h2
+                .get(&addr)
+                .is_some_and(|t| t.is_closed() || !t.is_ready())
+            {
                 h2.remove(&addr);
             }
         }

@@ -35,7 +35,13 @@ pub fn parse(text: &str) -> Result<Config, ConfigError> {
         serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
             let path = if path == "." { "(root)".into() } else { path };
-            ConfigError::new(path, e.into_inner().to_string())
+            let message = e.into_inner().to_string();
+            // serde_yaml sometimes prefixes its own (shorter) path; keep one.
+            let message = match message.split_once(": ") {
+                Some((head, rest)) if path.starts_with(head) => rest.to_string(),
+                _ => message,
+            };
+            ConfigError::new(path, message)
         })?
     };
     validate(file)
@@ -160,7 +166,10 @@ fn duration(path: &str, text: Option<String>, default: Duration) -> Result<Durat
         return Ok(default);
     };
     let d = humantime::parse_duration(text.trim()).map_err(|e| {
-        ConfigError::new(path, format!("invalid duration {text:?}: {e} (e.g. 250ms, 1s, 2m)"))
+        ConfigError::new(
+            path,
+            format!("invalid duration {text:?}: {e} (e.g. 250ms, 1s, 2m)"),
+        )
     })?;
     if d.is_zero() {
         return Err(ConfigError::new(path, "must be greater than zero"));
@@ -176,11 +185,21 @@ fn timeouts(t: FileTimeouts) -> Result<Timeouts, ConfigError> {
         detect: duration("timeouts.detect", t.detect, d.detect)?,
         idle: duration("timeouts.idle", t.idle, d.idle)?,
         upstream_idle: duration("timeouts.upstream_idle", t.upstream_idle, d.upstream_idle)?,
-        shutdown_grace: duration("timeouts.shutdown_grace", t.shutdown_grace, d.shutdown_grace)?,
+        shutdown_grace: duration(
+            "timeouts.shutdown_grace",
+            t.shutdown_grace,
+            d.shutdown_grace,
+        )?,
     })
 }
 
-fn bounded(path: &str, v: Option<u64>, default: usize, min: u64, max: u64) -> Result<usize, ConfigError> {
+fn bounded(
+    path: &str,
+    v: Option<u64>,
+    default: usize,
+    min: u64,
+    max: u64,
+) -> Result<usize, ConfigError> {
     match v {
         None => Ok(default),
         Some(v) if (min..=max).contains(&v) => Ok(v as usize),
@@ -195,9 +214,21 @@ fn limits(l: FileLimits) -> Result<Limits, ConfigError> {
     let d = Limits::default();
     Ok(Limits {
         // hyper's HTTP/1 parser needs at least 8 KiB of buffer.
-        max_header_bytes: bounded("limits.max_header_bytes", l.max_header_bytes, d.max_header_bytes, 1024, 1 << 20)?,
+        max_header_bytes: bounded(
+            "limits.max_header_bytes",
+            l.max_header_bytes,
+            d.max_header_bytes,
+            1024,
+            1 << 20,
+        )?,
         max_headers: bounded("limits.max_headers", l.max_headers, d.max_headers, 1, 1000)?,
-        max_uri_bytes: bounded("limits.max_uri_bytes", l.max_uri_bytes, d.max_uri_bytes, 16, 64 * 1024)?,
+        max_uri_bytes: bounded(
+            "limits.max_uri_bytes",
+            l.max_uri_bytes,
+            d.max_uri_bytes,
+            16,
+            64 * 1024,
+        )?,
     })
 }
 
@@ -247,22 +278,33 @@ limits: { max_headers: 50 }
             err("services:\n  - name: a\n    endpoints: [\"127.0.0.1:1\"]\n  - name: b\n    endpoints: [\"10.0.0.1\"]\n"),
             "services[1].endpoints[0]: invalid socket address \"10.0.0.1\": expected ip:port"
         );
-        assert!(err("timeouts: { request: soon }").starts_with("timeouts.request: invalid duration"));
+        assert!(
+            err("timeouts: { request: soon }").starts_with("timeouts.request: invalid duration")
+        );
         assert!(err("timeouts: { request: 0s }").starts_with("timeouts.request: must be greater"));
-        assert!(err("services:\n  - name: Bad_Name\n").starts_with("services[0].name: invalid name"));
+        assert!(
+            err("services:\n  - name: Bad_Name\n").starts_with("services[0].name: invalid name")
+        );
         assert!(err("inbound: { protocol: tls }").starts_with("inbound.protocol: unknown protocol"));
-        assert!(err("limits: { max_headers: 0 }").starts_with("limits.max_headers: 0 is out of range"));
+        assert!(
+            err("limits: { max_headers: 0 }").starts_with("limits.max_headers: 0 is out of range")
+        );
     }
 
     #[test]
     fn unknown_and_mistyped_fields_are_rejected_with_their_path() {
-        assert!(err("services:\n  - name: a\n    endpoint: x\n").starts_with("services[0]: unknown field `endpoint`"));
-        assert!(err("limits: { max_headers: many }").starts_with("limits.max_headers: invalid type"));
+        assert!(err("services:\n  - name: a\n    endpoint: x\n")
+            .starts_with("services[0].endpoint: unknown field `endpoint`"));
+        assert!(
+            err("limits: { max_headers: many }").starts_with("limits.max_headers: invalid type")
+        );
     }
 
     #[test]
     fn duplicates_are_rejected() {
-        assert!(err("services:\n  - name: a\n  - name: a\n").starts_with("services[1].name: duplicate"));
+        assert!(
+            err("services:\n  - name: a\n  - name: a\n").starts_with("services[1].name: duplicate")
+        );
         assert!(err("services:\n  - name: a\n    listen: 127.0.0.1:9000\n  - name: b\n    listen: 127.0.0.1:9000\n")
             .starts_with("services[1].listen"));
     }

@@ -64,8 +64,12 @@ impl Forwarder {
             WireProtocol::Http2 => Version::HTTP_2,
         };
         let dst = label.as_deref().unwrap_or(UNKNOWN);
-        self.metrics
-            .request(conn.kind.direction(), dst, resp.status().as_u16(), start.elapsed());
+        self.metrics.request(
+            conn.kind.direction(),
+            dst,
+            resp.status().as_u16(),
+            start.elapsed(),
+        );
         resp
     }
 
@@ -135,9 +139,10 @@ impl Forwarder {
             idle_timeout: snapshot.config.timeouts.upstream_idle,
         };
         let timeout = snapshot.config.timeouts.request;
-        let (mut resp, reuse) = tokio::time::timeout(timeout, self.client.send(target, wire, req, settings))
-            .await
-            .map_err(|_| ProxyError::Timeout(timeout))??;
+        let (mut resp, reuse) =
+            tokio::time::timeout(timeout, self.client.send(target, wire, req, settings))
+                .await
+                .map_err(|_| ProxyError::Timeout(timeout))??;
         let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
         if let (true, Some(client_upgrade)) = (switching, client_upgrade) {
             let upstream_upgrade = hyper::upgrade::on(&mut resp);
@@ -153,7 +158,10 @@ impl Forwarder {
         strip_hop_by_hop(&mut parts.headers, switching && upgrading);
         // An upgraded connection is no longer HTTP: it must not return to the pool.
         let reuse = if switching { None } else { reuse };
-        Ok(Response::from_parts(parts, ProxyBody::upstream(body, reuse)))
+        Ok(Response::from_parts(
+            parts,
+            ProxyBody::upstream(body, reuse),
+        ))
     }
 }
 
@@ -204,8 +212,13 @@ mod tests {
         };
         let ok = Request::get("/short").header("a", "1").body(()).unwrap();
         assert!(check_limits(&ok, &limits).is_ok());
-        let long = Request::get(format!("/{}", "x".repeat(40))).body(()).unwrap();
-        assert_eq!(check_limits(&long, &limits).unwrap_err().status(), StatusCode::URI_TOO_LONG);
+        let long = Request::get(format!("/{}", "x".repeat(40)))
+            .body(())
+            .unwrap();
+        assert_eq!(
+            check_limits(&long, &limits).unwrap_err().status(),
+            StatusCode::URI_TOO_LONG
+        );
         let mut many = Request::get("/").body(()).unwrap();
         for i in 0..4 {
             many.headers_mut().insert(
@@ -217,7 +230,10 @@ mod tests {
             check_limits(&many, &limits).unwrap_err().status(),
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
         );
-        let big = Request::get("/").header("a", "v".repeat(2000)).body(()).unwrap();
+        let big = Request::get("/")
+            .header("a", "v".repeat(2000))
+            .body(())
+            .unwrap();
         assert_eq!(
             check_limits(&big, &limits).unwrap_err().status(),
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE

@@ -10,7 +10,13 @@ use crate::metrics::{Direction, Metrics};
 /// Joins the client's and the upstream's upgraded connections and copies bytes both ways
 /// until either side closes. Runs detached from the request; `watch` keeps shutdown
 /// waiting for it.
-pub fn tunnel(client: OnUpgrade, upstream: OnUpgrade, dir: Direction, metrics: Metrics, watch: Watch) {
+pub fn tunnel(
+    client: OnUpgrade,
+    upstream: OnUpgrade,
+    dir: Direction,
+    metrics: Metrics,
+    watch: Watch,
+) {
     tokio::spawn(async move {
         let _watch = watch;
         let (client, upstream) = tokio::join!(client, upstream);

@@ -1,0 +1,3 @@
+//! Sans-io ADS state machines (server and client), tested with plain synchronous tests.
+//!
+//! Empty until the control-plane issue.
