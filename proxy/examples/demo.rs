@@ -21,10 +21,12 @@ async fn sample_instance(name: &'static str) -> std::io::Result<SocketAddr> {
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
             tokio::spawn(async move {
-                let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| async move {
-                    let body = format!("hello from {name}: {} {}\n", req.method(), req.uri());
-                    Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from(body))))
-                });
+                let svc = service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| async move {
+                        let body = format!("hello from {name}: {} {}\n", req.method(), req.uri());
+                        Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from(body))))
+                    },
+                );
                 let _ = http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), svc)
                     .await;
@@ -59,7 +61,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("config: {} (edit it: the proxy reloads)", config.display());
     println!();
     println!("try:");
-    println!("  curl -H 'Host: hello' http://127.0.0.1:15001/     # outbound listener, round robin");
+    println!(
+        "  curl -H 'Host: hello' http://127.0.0.1:15001/     # outbound listener, round robin"
+    );
     println!("  curl -x http://127.0.0.1:15001 http://hello/x      # as an http_proxy");
     println!("  curl -H 'Host: nope' -i http://127.0.0.1:15001/    # 503 + tandem-proxy-error");
     println!("  curl http://127.0.0.1:15000/metrics | grep tandem_  # metrics");

@@ -15,6 +15,7 @@ pub mod detect;
 pub mod drain;
 pub mod errors;
 pub mod http;
+pub mod idle;
 pub mod listener;
 pub mod metrics;
 pub mod process_stats;

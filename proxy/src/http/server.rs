@@ -11,6 +11,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use super::forward::{ConnContext, Forwarder};
 use crate::client::WireProtocol;
 use crate::config::{Limits, Timeouts};
+use crate::idle::Tracked;
 
 /// hyper's default header count; asking for it explicitly costs a heap allocation per request.
 const HYPER_DEFAULT_MAX_HEADERS: usize = 100;
@@ -61,6 +62,8 @@ pub async fn serve<I>(
             }
         }
         WireProtocol::Http2 => {
+            let (io, activity) = Tracked::new(io.into_inner());
+            let io = TokioIo::new(io);
             let mut builder = http2::Builder::new(TokioExecutor::new());
             builder
                 .timer(TokioTimer::new())
@@ -70,6 +73,11 @@ pub async fn serve<I>(
             tokio::select! {
                 r = conn.as_mut() => r,
                 _ = watch.signaled() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+                _ = activity.idle_for(timeouts.idle) => {
+                    tracing::debug!("closing idle HTTP/2 client connection");
                     conn.as_mut().graceful_shutdown();
                     conn.await
                 }
