@@ -195,6 +195,40 @@ mod tests {
         );
     }
 
+    /// Arbitrary bytes never panic and a verdict, once given, never changes as more arrive.
+    #[test]
+    fn classify_is_total_and_stable_on_random_input() {
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let alphabet = b"GETPOSTPRI *HTTP/2.0\r\nSM \x00\x16abc";
+        for _ in 0..20_000 {
+            let len = (next() % 40) as usize;
+            let buf: Vec<u8> = (0..len)
+                .map(|_| {
+                    let r = next();
+                    if r % 4 == 0 {
+                        r as u8
+                    } else {
+                        alphabet[(r >> 8) as usize % alphabet.len()]
+                    }
+                })
+                .collect();
+            let mut first = None;
+            for end in 0..=buf.len() {
+                match (first, classify(&buf[..end])) {
+                    (None, Some(v)) => first = Some(v),
+                    (Some(f), v) => assert_eq!(Some(f), v, "verdict changed for {:?}", &buf[..end]),
+                    (None, None) => {}
+                }
+            }
+        }
+    }
+
     #[tokio::test]
     async fn detect_waits_for_split_preface_and_replays_bytes() {
         let (mut client, mut server) = tokio::io::duplex(64);

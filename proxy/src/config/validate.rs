@@ -34,7 +34,11 @@ pub fn parse(text: &str) -> Result<Config, ConfigError> {
         let de = serde_yaml::Deserializer::from_str(text);
         serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
-            let path = if path == "." { "(root)".into() } else { path };
+            let path = if path.is_empty() || path == "." {
+                "(root)".into()
+            } else {
+                path
+            };
             let message = e.into_inner().to_string();
             // serde_yaml sometimes prefixes its own (shorter) path; keep one.
             let message = match message.split_once(": ") {
@@ -298,6 +302,44 @@ limits: { max_headers: 50 }
         assert!(
             err("limits: { max_headers: many }").starts_with("limits.max_headers: invalid type")
         );
+    }
+
+    /// Any mangling of a valid file yields a config or a path-carrying error, never a panic.
+    #[test]
+    fn mangled_files_never_panic() {
+        let base = "service: web\ninbound: { protocol: detect }\nservices:\n  - name: echo\n    protocol: http2\n    endpoints: [\"127.0.0.1:8081\"]\n    listen: 127.0.0.1:0\ntimeouts: { connect: 1s, request: 2s }\nlimits: { max_headers: 50 }\n";
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let junk = [
+            ":", "-", "[", "{", "}", "\n", " ", "0", "x", "\"", "!!", "&a", "*a", "~", "-1",
+        ];
+        for _ in 0..3_000 {
+            let mut text = base.to_string();
+            for _ in 0..(next() % 4 + 1) {
+                let at = (next() as usize) % text.len();
+                let at = (0..=at)
+                    .rev()
+                    .find(|i| text.is_char_boundary(*i))
+                    .unwrap_or(0);
+                if next() % 2 == 0 {
+                    text.insert_str(at, junk[(next() as usize) % junk.len()]);
+                } else {
+                    let end = (at + (next() as usize % 8)).min(text.len());
+                    let end = (end..=text.len())
+                        .find(|i| text.is_char_boundary(*i))
+                        .unwrap_or(text.len());
+                    text.replace_range(at..end, "");
+                }
+            }
+            if let Err(e) = parse(&text) {
+                assert!(!e.path.is_empty(), "error without a path for {text:?}: {e}");
+            }
+        }
     }
 
     #[test]
