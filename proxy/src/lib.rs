@@ -23,3 +23,4 @@ pub mod reload;
 pub mod run;
 pub mod snapshot;
 pub mod tcp;
+pub mod workers;

@@ -18,6 +18,7 @@ use crate::http::forward::{ConnContext, Forwarder};
 use crate::http::server;
 use crate::metrics::Direction;
 use crate::tcp;
+use crate::workers::Workers;
 
 /// Which listener a connection came through; decides where its traffic goes.
 #[derive(Debug, Clone)]
@@ -40,11 +41,11 @@ impl ListenerKind {
     }
 }
 
-/// Accepts connections until a drain starts (or `stop` fires), serving each on its own task.
+/// Accepts connections until a drain starts (or `stop` fires), handing each to a worker.
 pub async fn accept_loop(
     listener: TcpListener,
     kind: ListenerKind,
-    fwd: Arc<Forwarder>,
+    workers: Arc<Workers>,
     mut watch: Watch,
     stop: Option<oneshot::Receiver<()>>,
 ) {
@@ -64,15 +65,7 @@ pub async fn accept_loop(
             a = listener.accept() => a,
         };
         match accepted {
-            Ok((stream, _peer)) => {
-                let conn_watch = watch.clone();
-                tokio::spawn(serve_connection(
-                    stream,
-                    kind.clone(),
-                    fwd.clone(),
-                    conn_watch,
-                ));
-            }
+            Ok((stream, _peer)) => workers.dispatch(stream, kind.clone(), watch.clone()),
             Err(e) => {
                 // Typically EMFILE: back off briefly instead of spinning on the error.
                 tracing::warn!(error = %e, "accept failed");
@@ -83,7 +76,7 @@ pub async fn accept_loop(
 }
 
 /// Detects the protocol of one connection and serves it as HTTP or opaque TCP.
-async fn serve_connection(
+pub async fn serve_connection(
     mut stream: TcpStream,
     kind: ListenerKind,
     fwd: Arc<Forwarder>,
@@ -157,7 +150,7 @@ async fn serve_connection(
 /// The per-service listeners (`services[].listen`), kept in step with the config.
 #[derive(Debug)]
 pub struct ServiceListeners {
-    fwd: Arc<Forwarder>,
+    workers: Arc<Workers>,
     active: Mutex<HashMap<(String, SocketAddr), Active>>,
     watch: Mutex<Option<Watch>>,
 }
@@ -176,9 +169,9 @@ pub struct Prepared {
 
 impl ServiceListeners {
     /// No listeners yet; `watch` is cloned into each accept loop.
-    pub fn new(fwd: Arc<Forwarder>, watch: Watch) -> Self {
+    pub fn new(workers: Arc<Workers>, watch: Watch) -> Self {
         ServiceListeners {
-            fwd,
+            workers,
             active: Mutex::new(HashMap::new()),
             watch: Mutex::new(Some(watch)),
         }
@@ -234,7 +227,7 @@ impl ServiceListeners {
             tokio::spawn(accept_loop(
                 listener,
                 kind,
-                self.fwd.clone(),
+                self.workers.clone(),
                 watch.clone(),
                 Some(stop_rx),
             ));

@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use prometheus::{
-    Counter, Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Counter, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 
 use crate::process_stats;
@@ -171,14 +171,12 @@ impl Metrics {
         ConnectionGuard { gauge }
     }
 
-    /// Bytes proxied on an opaque connection.
-    pub fn tcp_bytes(&self, dir: Direction, from_client: u64, from_server: u64) {
-        self.tcp_bytes
-            .with_label_values(&[dir.as_str(), "client"])
-            .inc_by(from_client);
-        self.tcp_bytes
-            .with_label_values(&[dir.as_str(), "server"])
-            .inc_by(from_server);
+    /// Counters for the bytes of one tunnel: (read from the client, read from the server).
+    pub fn tcp_byte_counters(&self, dir: Direction) -> (IntCounter, IntCounter) {
+        (
+            self.tcp_bytes.with_label_values(&[dir.as_str(), "client"]),
+            self.tcp_bytes.with_label_values(&[dir.as_str(), "server"]),
+        )
     }
 
     /// One protocol detection outcome.

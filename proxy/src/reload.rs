@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::signal::unix::Signal;
 
 use crate::admin::AdminState;
 use crate::config;
@@ -39,15 +39,11 @@ impl Reloader {
         }
     }
 
-    /// Runs until the process exits.
-    pub async fn run(mut self) {
-        let mut hup = match signal(SignalKind::hangup()) {
-            Ok(s) => Some(s),
-            Err(e) => {
-                tracing::warn!(error = %e, "SIGHUP reload unavailable");
-                None
-            }
-        };
+    /// Runs until the process exits; `hup` (if any) forces a reload on SIGHUP.
+    pub async fn run(mut self, mut hup: Option<Signal>) {
+        if hup.is_none() {
+            tracing::warn!("SIGHUP reload unavailable");
+        }
         let mut tick = tokio::time::interval(POLL_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {

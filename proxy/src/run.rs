@@ -5,7 +5,6 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
@@ -13,7 +12,6 @@ use tokio::sync::mpsc;
 
 use crate::admin::{self, AdminState};
 use crate::cli::Args;
-use crate::client::Client;
 use crate::config::{self, ConfigError};
 use crate::drain::Drain;
 use crate::http::forward::Forwarder;
@@ -21,6 +19,7 @@ use crate::listener::{accept_loop, ListenerKind, ServiceListeners};
 use crate::metrics::Metrics;
 use crate::reload::Reloader;
 use crate::snapshot::Store;
+use crate::workers::Workers;
 
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +50,9 @@ pub enum StartupError {
         /// Why.
         source: std::io::Error,
     },
+    /// Worker threads could not be started.
+    #[error("cannot start worker threads: {0}")]
+    Workers(std::io::Error),
     /// Metrics registration failed (a programming error).
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
@@ -58,6 +60,11 @@ pub enum StartupError {
 
 /// Runs the proxy until SIGTERM/SIGINT or `POST /drain`, then drains and returns.
 pub async fn run(args: Args) -> Result<(), StartupError> {
+    // Handlers first: a signal that arrives once the ready line is out must be handled,
+    // not take the default action of killing the process.
+    let mut term = signal(SignalKind::terminate()).ok();
+    let mut int = signal(SignalKind::interrupt()).ok();
+    let hup = signal(SignalKind::hangup()).ok();
     let path = args.config.display().to_string();
     let text =
         std::fs::read_to_string(&args.config).map_err(|source| StartupError::ReadConfig {
@@ -71,19 +78,24 @@ pub async fn run(args: Args) -> Result<(), StartupError> {
     let metrics = Metrics::new()?;
     metrics.set_config_version(1);
     let store = Arc::new(Store::new(config.clone()));
-    let client = Client::default();
-    let fwd = Arc::new(Forwarder {
-        store: store.clone(),
-        client: client.clone(),
-        metrics: metrics.clone(),
-        app_addr: SocketAddr::from(([127, 0, 0, 1], args.app_port)),
-    });
+    let app_addr = SocketAddr::from(([127, 0, 0, 1], args.app_port));
+    let workers = Arc::new(
+        Workers::start(args.workers.unwrap_or_else(default_workers), |client| {
+            Forwarder {
+                store: store.clone(),
+                client,
+                metrics: metrics.clone(),
+                app_addr,
+            }
+        })
+        .map_err(StartupError::Workers)?,
+    );
     let drain = Drain::new();
 
     let outbound = bind("outbound", args.outbound_addr).await?;
     let inbound = bind("inbound", args.inbound_addr).await?;
     let admin_listener = bind("admin", args.admin_addr).await?;
-    let service_listeners = Arc::new(ServiceListeners::new(fwd.clone(), drain.watch()));
+    let service_listeners = Arc::new(ServiceListeners::new(workers.clone(), drain.watch()));
     let prepared =
         service_listeners
             .prepare(&config)
@@ -114,14 +126,14 @@ pub async fn run(args: Args) -> Result<(), StartupError> {
     tokio::spawn(accept_loop(
         outbound,
         ListenerKind::Outbound,
-        fwd.clone(),
+        workers.clone(),
         drain.watch(),
         None,
     ));
     tokio::spawn(accept_loop(
         inbound,
         ListenerKind::Inbound,
-        fwd.clone(),
+        workers.clone(),
         drain.watch(),
         None,
     ));
@@ -133,15 +145,12 @@ pub async fn run(args: Args) -> Result<(), StartupError> {
             state.clone(),
             service_listeners.clone(),
         )
-        .run(),
+        .run(hup),
     );
-    tokio::spawn(reap_idle(client, store.clone()));
 
     state.ready.store(true, Ordering::Release);
     announce(&listeners, &service_listeners.addresses());
 
-    let mut term = signal(SignalKind::terminate()).ok();
-    let mut int = signal(SignalKind::interrupt()).ok();
     tokio::select! {
         Some(()) = recv_opt(&mut term) => tracing::info!("SIGTERM: draining"),
         Some(()) = recv_opt(&mut int) => tracing::info!("SIGINT: draining"),
@@ -195,11 +204,7 @@ fn announce(fixed: &BTreeMap<&'static str, SocketAddr>, services: &BTreeMap<Stri
     tracing::info!("{line}");
 }
 
-/// Periodically closes upstream connections idle past the configured timeout.
-async fn reap_idle(client: Client, store: Arc<Store>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    loop {
-        tick.tick().await;
-        client.reap(store.load().config.timeouts.upstream_idle);
-    }
+/// One worker per CPU the process may use.
+fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }

@@ -43,7 +43,8 @@ pub fn empty() -> Body {
 pub fn channel_body() -> (mpsc::Sender<Bytes>, Body) {
     let (tx, mut rx) = mpsc::channel::<Bytes>(16);
     let stream = futures_util::stream::poll_fn(move |cx| {
-        rx.poll_recv(cx).map(|chunk| chunk.map(|b| Ok::<_, BoxError>(Frame::data(b))))
+        rx.poll_recv(cx)
+            .map(|chunk| chunk.map(|b| Ok::<_, BoxError>(Frame::data(b))))
     });
     (tx, StreamBody::new(stream).boxed())
 }
@@ -106,7 +107,11 @@ pub async fn collect(resp: Response<Incoming>) -> Result<Response<Bytes>, BoxErr
 }
 
 /// One `GET path` with `Host: host` on a fresh HTTP/1.1 connection to `addr`.
-pub async fn get_once(addr: SocketAddr, host: &str, path: &str) -> Result<Response<Bytes>, BoxError> {
+pub async fn get_once(
+    addr: SocketAddr,
+    host: &str,
+    path: &str,
+) -> Result<Response<Bytes>, BoxError> {
     let mut sender = h1_connect(addr).await?;
     let req = Request::builder()
         .uri(path)
@@ -118,7 +123,9 @@ pub async fn get_once(addr: SocketAddr, host: &str, path: &str) -> Result<Respon
 
 /// A single HTTP/1.1 connection to `addr` (the request URI is sent as given, so give an
 /// origin-form path plus a `Host` header, or an absolute URI for absolute-form).
-pub async fn h1_connect(addr: SocketAddr) -> Result<hyper::client::conn::http1::SendRequest<Body>, BoxError> {
+pub async fn h1_connect(
+    addr: SocketAddr,
+) -> Result<hyper::client::conn::http1::SendRequest<Body>, BoxError> {
     let stream = TcpStream::connect(addr).await?;
     let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(async move {
@@ -129,7 +136,9 @@ pub async fn h1_connect(addr: SocketAddr) -> Result<hyper::client::conn::http1::
 
 /// A single HTTP/2 prior-knowledge connection to `addr`; clone the sender for
 /// concurrent streams on that one connection.
-pub async fn h2_connect(addr: SocketAddr) -> Result<hyper::client::conn::http2::SendRequest<Body>, BoxError> {
+pub async fn h2_connect(
+    addr: SocketAddr,
+) -> Result<hyper::client::conn::http2::SendRequest<Body>, BoxError> {
     let stream = TcpStream::connect(addr).await?;
     let (sender, conn) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await?;
@@ -156,4 +165,91 @@ pub fn echoed_headers<B>(resp: &Response<B>) -> HashMap<String, Vec<String>> {
         )
     });
     serde_json::from_str(raw).expect("x-echo-headers is a JSON object of string arrays")
+}
+
+/// The header on every response the proxy makes itself.
+pub const ERROR_HEADER: &str = "tandem-proxy-error";
+
+/// Asserts a proxy-made error: `status`, the [`ERROR_HEADER`], and a one-line body.
+pub fn assert_proxy_error<B: AsRef<[u8]>>(resp: &Response<B>, status: u16) {
+    let body = String::from_utf8_lossy(resp.body().as_ref()).into_owned();
+    assert_eq!(
+        resp.status(),
+        status,
+        "headers {:?}, body {body:?}",
+        resp.headers()
+    );
+    assert!(
+        resp.headers().contains_key(ERROR_HEADER),
+        "no {ERROR_HEADER} header: {:?}",
+        resp.headers()
+    );
+    assert!(!body.trim().is_empty(), "error body names the reason");
+    assert_eq!(
+        body.trim_end().lines().count(),
+        1,
+        "one-line body: {body:?}"
+    );
+}
+
+/// Reads body frames until `want.len()` bytes arrived (bounded); they must equal `want`.
+pub async fn expect_body_bytes(body: &mut Incoming, want: &[u8]) {
+    let mut got = Vec::new();
+    crate::within(std::time::Duration::from_secs(5), "echoed chunk", async {
+        while got.len() < want.len() {
+            match body.frame().await {
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        got.extend_from_slice(&data);
+                    }
+                }
+                Some(Err(e)) => panic!("response body error: {e}"),
+                None => panic!(
+                    "response body ended after {:?}",
+                    String::from_utf8_lossy(&got)
+                ),
+            }
+        }
+    })
+    .await;
+    assert_eq!(got, want, "echoed bytes");
+}
+
+/// Streams a request body to the echo upstream at `uri` in chunks, reading each chunk's
+/// echo before sending the next: passes only if nothing on the path buffers the whole
+/// body (in either direction).
+pub async fn assert_streaming_echo(client: &ProxyClient, uri: &str) {
+    let (tx, body) = channel_body();
+    let req = request("POST", uri, body);
+    tx.send(Bytes::from_static(b"chunk-one;"))
+        .await
+        .expect("body open");
+    let resp = crate::within(
+        crate::STEP_TIMEOUT,
+        "response headers while the body streams",
+        client.request(req),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{uri}: {e}"));
+    assert_eq!(resp.status(), 200, "{uri}");
+    let mut body = resp.into_body();
+    expect_body_bytes(&mut body, b"chunk-one;").await;
+    tx.send(Bytes::from_static(b"chunk-two;"))
+        .await
+        .expect("body open");
+    expect_body_bytes(&mut body, b"chunk-two;").await;
+    tx.send(Bytes::from_static(b"chunk-three"))
+        .await
+        .expect("body open");
+    drop(tx);
+    expect_body_bytes(&mut body, b"chunk-three").await;
+    let rest = crate::within(
+        std::time::Duration::from_secs(5),
+        "end of body",
+        body.collect(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{uri}: {e}"))
+    .to_bytes();
+    assert!(rest.is_empty(), "{uri}: unexpected trailing bytes {rest:?}");
 }

@@ -7,16 +7,25 @@
 //! guessed with sleeps.
 //!
 //! Helpers panic with context instead of returning errors: a failed helper is a failed
-//! test, and the message says what was expected.
+//! test, and the message says what was expected. A test that panics while a [`Proxy`] is
+//! alive prints the proxy's stderr.
+//!
+//! Run with `cargo nextest run -p tandem-tests` (or `cargo test -p tandem-tests`). The
+//! first proxy started in a test process runs `cargo build -p tandem-proxy` so a stale
+//! binary is never tested. Environment:
+//! - `TANDEM_PROXY_BIN=PATH`: test this binary instead (nothing is built);
+//! - `TANDEM_TEST_LOG=FILTER`: pass `--log FILTER` to every proxy (e.g. `debug`).
 
 // Test support: panicking with a message is how a helper reports a failed expectation.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod admin;
 pub mod client;
 pub mod grpc;
 pub mod metrics;
 pub mod proxy;
 pub mod raw;
+pub mod ready;
 pub mod tcp;
 pub mod upstream;
 

@@ -34,7 +34,11 @@ impl Metrics {
 
     /// Samples named `name` whose labels include every pair in `labels` (other labels and
     /// label order do not matter).
-    pub fn matching<'a>(&'a self, name: &'a str, labels: &'a [(&'a str, &'a str)]) -> impl Iterator<Item = &'a Sample> + 'a {
+    pub fn matching<'a>(
+        &'a self,
+        name: &'a str,
+        labels: &'a [(&'a str, &'a str)],
+    ) -> impl Iterator<Item = &'a Sample> + 'a {
         self.samples.iter().filter(move |s| {
             s.name == name
                 && labels
@@ -90,7 +94,10 @@ fn parse_labels(s: &str) -> Result<(BTreeMap<String, String>, usize), String> {
     let mut labels = BTreeMap::new();
     let mut chars = s.char_indices().peekable();
     loop {
-        while chars.next_if(|(_, c)| *c == ',' || c.is_whitespace()).is_some() {}
+        while chars
+            .next_if(|(_, c)| *c == ',' || c.is_whitespace())
+            .is_some()
+        {}
         match chars.peek() {
             Some((i, '}')) => return Ok((labels, i + 1)),
             None => return Err("unterminated labels".into()),
@@ -136,9 +143,16 @@ mod tests {
              tandem_requests_total{direction=\"inbound\",dst_service=\"a\\\"b\",code=\"200\"} 1\n\
              process_resident_memory_bytes 1.5e7\n",
         );
-        let labels = [("direction", "outbound"), ("dst_service", "echo"), ("code", "200")];
+        let labels = [
+            ("direction", "outbound"),
+            ("dst_service", "echo"),
+            ("code", "200"),
+        ];
         assert_eq!(m.get("tandem_requests_total", &labels), Some(5.0));
-        assert_eq!(m.get("tandem_requests_total", &[("dst_service", "a\"b")]), Some(1.0));
+        assert_eq!(
+            m.get("tandem_requests_total", &[("dst_service", "a\"b")]),
+            Some(1.0)
+        );
         assert_eq!(m.get("tandem_requests_total", &[("code", "500")]), None);
         assert_eq!(m.get("process_resident_memory_bytes", &[]), Some(1.5e7));
     }

@@ -8,14 +8,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use http::StatusCode;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::{Child, ChildStdout, Command};
 
-use crate::metrics::Metrics;
-use crate::{client, within, AbortOnDrop, STEP_TIMEOUT};
+use crate::ready::parse_ready_line;
+use crate::AbortOnDrop;
 
 /// How long the proxy may take to print its ready line.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
@@ -37,10 +36,15 @@ static NEXT_DIR: AtomicU64 = AtomicU64::new(0);
 /// `CARGO_TARGET_DIR`) is honoured without reading it. Blocking: call it from
 /// `spawn_blocking` in async code.
 pub fn binary() -> PathBuf {
-    match BINARY.get_or_init(build_binary) {
-        Ok(path) => path.clone(),
+    match try_binary() {
+        Ok(path) => path,
         Err(e) => panic!("{e}"),
     }
+}
+
+/// Like [`binary`], returning the build failure instead of panicking.
+pub fn try_binary() -> Result<PathBuf, String> {
+    BINARY.get_or_init(build_binary).clone()
 }
 
 fn build_binary() -> Result<PathBuf, String> {
@@ -66,7 +70,14 @@ fn build_binary() -> Result<PathBuf, String> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let out = std::process::Command::new(cargo)
         .current_dir(workspace)
-        .args(["build", "--quiet", "-p", "tandem-proxy", "--bin", "tandem-proxy"])
+        .args([
+            "build",
+            "--quiet",
+            "-p",
+            "tandem-proxy",
+            "--bin",
+            "tandem-proxy",
+        ])
         .arg("--profile")
         .arg(profile)
         .arg("--target-dir")
@@ -85,7 +96,10 @@ fn build_binary() -> Result<PathBuf, String> {
     }
     let bin = profile_dir.join("tandem-proxy");
     if !bin.exists() {
-        return Err(format!("built tandem-proxy but {} is missing", bin.display()));
+        return Err(format!(
+            "built tandem-proxy but {} is missing",
+            bin.display()
+        ));
     }
     Ok(bin)
 }
@@ -104,6 +118,7 @@ pub struct Proxy {
     admin: SocketAddr,
     services: HashMap<String, SocketAddr>,
     stderr: Arc<Mutex<Vec<u8>>>,
+    stdout_extra: Arc<Mutex<Vec<u8>>>,
     _readers: Vec<AbortOnDrop>,
 }
 
@@ -114,9 +129,32 @@ impl Proxy {
     /// `extra_args` are appended to the command line; unless they contain `--app-port`,
     /// `--app-port 1` (where nothing listens) is used.
     pub async fn start(config_yaml: &str, extra_args: &[&str]) -> Proxy {
-        let bin = tokio::task::spawn_blocking(binary)
-            .await
-            .expect("building tandem-proxy panicked");
+        match Self::try_start(config_yaml, extra_args).await {
+            Ok(proxy) => proxy,
+            Err(failure) => panic!("{failure}"),
+        }
+    }
+
+    /// Like [`Proxy::start`], but a proxy that exits (or stays silent) instead of printing
+    /// its ready line is returned as a [`StartFailure`] rather than a panic.
+    pub async fn try_start(config_yaml: &str, extra_args: &[&str]) -> Result<Proxy, StartFailure> {
+        Self::try_start_with_env(config_yaml, extra_args, &[]).await
+    }
+
+    /// Like [`Proxy::try_start`], with extra environment variables. A default flag
+    /// (`--outbound-addr 127.0.0.1:0`, …, `--app-port 1`) is left out when `extra_args`
+    /// has the flag or `env` has its variable (`TANDEM_OUTBOUND_ADDR`, …), so tests can
+    /// check the environment fallbacks. Inherited `TANDEM_*` variables are removed.
+    pub async fn try_start_with_env(
+        config_yaml: &str,
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Proxy, StartFailure> {
+        let bin = match tokio::task::spawn_blocking(try_binary).await {
+            Ok(Ok(bin)) => bin,
+            Ok(Err(e)) => panic!("{e}"),
+            Err(e) => panic!("building tandem-proxy: {e}"),
+        };
         let dir = std::env::temp_dir().join(format!(
             "tandem-tests-{}-{}-{}",
             std::process::id(),
@@ -131,16 +169,22 @@ impl Proxy {
         std::fs::write(&config, config_yaml).expect("write config");
 
         let mut cmd = Command::new(&bin);
-        cmd.arg("--config").arg(&config);
-        for (flag, value) in [
-            ("--outbound-addr", "127.0.0.1:0"),
-            ("--inbound-addr", "127.0.0.1:0"),
-            ("--admin-addr", "127.0.0.1:0"),
-        ] {
-            cmd.args([flag, value]);
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("TANDEM_") {
+                cmd.env_remove(name);
+            }
         }
-        if !extra_args.contains(&"--app-port") {
-            cmd.args(["--app-port", "1"]);
+        cmd.envs(env.iter().copied());
+        cmd.arg("--config").arg(&config);
+        for (flag, var, value) in [
+            ("--outbound-addr", "TANDEM_OUTBOUND_ADDR", "127.0.0.1:0"),
+            ("--inbound-addr", "TANDEM_INBOUND_ADDR", "127.0.0.1:0"),
+            ("--admin-addr", "TANDEM_ADMIN_ADDR", "127.0.0.1:0"),
+            ("--app-port", "TANDEM_APP_PORT", "1"),
+        ] {
+            if !extra_args.contains(&flag) && !env.iter().any(|(k, _)| *k == var) {
+                cmd.args([flag, value]);
+            }
         }
         if let Ok(filter) = std::env::var(LOG_ENV) {
             cmd.args(["--log", &filter]);
@@ -166,30 +210,52 @@ impl Proxy {
                 if n == 0 {
                     break;
                 }
-                sink.lock().expect("stderr lock").extend_from_slice(&buf[..n]);
+                sink.lock()
+                    .expect("stderr lock")
+                    .extend_from_slice(&buf[..n]);
             }
         }));
 
         let mut stdout = BufReader::new(child.stdout.take().expect("stdout piped"));
-        let line = tokio::time::timeout(READY_TIMEOUT, read_ready_line(&mut stdout)).await;
+        let stdout_extra = Arc::new(Mutex::new(Vec::new()));
+        let line =
+            tokio::time::timeout(READY_TIMEOUT, read_ready_line(&mut stdout, &stdout_extra)).await;
         let line = match line {
             Ok(Ok(line)) => line,
             Ok(Err(why)) => {
-                let status = tokio::time::timeout(Duration::from_secs(2), child.wait()).await;
-                let log = wait_for_stderr(&stderr).await;
-                panic!("tandem-proxy did not become ready: {why}; exit: {status:?}\nstderr:\n{log}");
+                let status = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
+                let stderr = wait_for_stderr(&stderr).await;
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(StartFailure {
+                    reason: why,
+                    status: status.ok().and_then(Result::ok),
+                    stderr,
+                });
             }
             Err(_) => {
-                let log = String::from_utf8_lossy(&stderr.lock().expect("lock")).into_owned();
-                panic!("tandem-proxy printed no ready line within {READY_TIMEOUT:?}\nstderr:\n{log}");
+                let stderr = String::from_utf8_lossy(&stderr.lock().expect("lock")).into_owned();
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(StartFailure {
+                    reason: format!("no ready line within {READY_TIMEOUT:?}"),
+                    status: None,
+                    stderr,
+                });
             }
         };
+        let sink = stdout_extra.clone();
         let out_reader = AbortOnDrop(tokio::spawn(async move {
-            let mut rest = Vec::new();
-            let _ = stdout.read_to_end(&mut rest).await;
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stdout.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .expect("stdout lock")
+                    .extend_from_slice(&buf[..n]);
+            }
         }));
         let ready = parse_ready_line(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
-        Proxy {
+        Ok(Proxy {
             child,
             pid,
             dir,
@@ -198,8 +264,9 @@ impl Proxy {
             admin: ready.admin,
             services: ready.services,
             stderr,
+            stdout_extra,
             _readers: vec![err_reader, out_reader],
-        }
+        })
     }
 
     /// The outbound (app → mesh) listener.
@@ -290,60 +357,14 @@ impl Proxy {
         String::from_utf8_lossy(&self.stderr.lock().expect("stderr lock")).into_owned()
     }
 
-    /// `GET path` on the admin port: status and body.
-    pub async fn admin_get(&self, path: &str) -> (StatusCode, String) {
-        let resp = within(
-            STEP_TIMEOUT,
-            &format!("admin GET {path}"),
-            client::get_once(self.admin, "admin", path),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("admin GET {path}: {e}"));
-        let body = String::from_utf8_lossy(resp.body()).into_owned();
-        (resp.status(), body)
+    /// Whether the proxy's stdout reached EOF (all of it has been read).
+    pub fn stdout_closed(&self) -> bool {
+        self._readers.get(1).is_some_and(|r| r.0.is_finished())
     }
 
-    /// The `/metrics` text; panics unless it answers 200.
-    pub async fn metrics_text(&self) -> String {
-        let (status, body) = self.admin_get("/metrics").await;
-        assert_eq!(status, StatusCode::OK, "/metrics status; body: {body}");
-        body
-    }
-
-    /// `/metrics`, parsed.
-    pub async fn metrics(&self) -> Metrics {
-        Metrics::parse(&self.metrics_text().await)
-    }
-
-    /// `/config_dump` as JSON; panics unless it answers 200 with JSON.
-    pub async fn config_dump(&self) -> serde_json::Value {
-        let (status, body) = self.admin_get("/config_dump").await;
-        assert_eq!(status, StatusCode::OK, "/config_dump status; body: {body}");
-        serde_json::from_str(&body).unwrap_or_else(|e| panic!("/config_dump is not JSON ({e}): {body}"))
-    }
-
-    /// The snapshot version from `/config_dump` (field `version`, number or string),
-    /// rendered as a string: versions are opaque and only compared for equality.
-    pub async fn config_version(&self) -> String {
-        let dump = self.config_dump().await;
-        match dump.get("version") {
-            Some(serde_json::Value::String(s)) => s.clone(),
-            Some(v @ serde_json::Value::Number(_)) => v.to_string(),
-            _ => panic!("/config_dump has no top-level `version` (number or string): {dump}"),
-        }
-    }
-
-    /// Polls `/config_dump` until its version differs from `old`; returns the new one.
-    pub async fn wait_version_change(&self, old: &str, limit: Duration) -> String {
-        crate::eventually(limit, "config version change", || async {
-            let v = self.config_version().await;
-            if v != old {
-                Ok(v)
-            } else {
-                Err(format!("version still {v}"))
-            }
-        })
-        .await
+    /// Everything the proxy wrote to stdout so far except the ready line.
+    pub fn stdout_extra(&self) -> String {
+        String::from_utf8_lossy(&self.stdout_extra.lock().expect("stdout lock")).into_owned()
     }
 }
 
@@ -363,55 +384,31 @@ impl Drop for Proxy {
     }
 }
 
-/// The addresses announced by the ready line.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReadyLine {
-    /// `outbound=`
-    pub outbound: SocketAddr,
-    /// `inbound=`
-    pub inbound: SocketAddr,
-    /// `admin=`
-    pub admin: SocketAddr,
-    /// `service.NAME=` entries.
-    pub services: HashMap<String, SocketAddr>,
+/// Why a proxy did not become ready.
+#[derive(Debug)]
+pub struct StartFailure {
+    /// What went wrong (stdout closed, timeout).
+    pub reason: String,
+    /// The exit status, if the process exited.
+    pub status: Option<ExitStatus>,
+    /// Everything it wrote to stderr.
+    pub stderr: String,
 }
 
-/// Parses `tandem-proxy ready outbound=A inbound=A admin=A [service.NAME=A ...]`.
-pub fn parse_ready_line(line: &str) -> Result<ReadyLine, String> {
-    let rest = line
-        .trim_end()
-        .strip_prefix("tandem-proxy ready ")
-        .ok_or("not a ready line")?;
-    let (mut outbound, mut inbound, mut admin) = (None, None, None);
-    let mut services = HashMap::new();
-    for token in rest.split_whitespace() {
-        let (key, value) = token
-            .split_once('=')
-            .ok_or_else(|| format!("token {token:?} is not key=value"))?;
-        let addr: SocketAddr = value
-            .parse()
-            .map_err(|e| format!("{key}: bad address {value:?}: {e}"))?;
-        match key {
-            "outbound" => outbound = Some(addr),
-            "inbound" => inbound = Some(addr),
-            "admin" => admin = Some(addr),
-            _ => match key.strip_prefix("service.") {
-                Some(name) => {
-                    services.insert(name.to_owned(), addr);
-                }
-                None => return Err(format!("unknown key {key:?}")),
-            },
-        }
+impl std::fmt::Display for StartFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "tandem-proxy did not become ready: {}; exit: {:?}\nstderr:\n{}",
+            self.reason, self.status, self.stderr
+        )
     }
-    Ok(ReadyLine {
-        outbound: outbound.ok_or("no outbound=")?,
-        inbound: inbound.ok_or("no inbound=")?,
-        admin: admin.ok_or("no admin=")?,
-        services,
-    })
 }
 
-async fn read_ready_line(stdout: &mut BufReader<ChildStdout>) -> Result<String, String> {
+async fn read_ready_line(
+    stdout: &mut BufReader<ChildStdout>,
+    extra: &Mutex<Vec<u8>>,
+) -> Result<String, String> {
     let mut seen = Vec::new();
     loop {
         let mut line = String::new();
@@ -420,11 +417,17 @@ async fn read_ready_line(stdout: &mut BufReader<ChildStdout>) -> Result<String, 
             .await
             .map_err(|e| format!("reading stdout: {e}"))?;
         if n == 0 {
-            return Err(format!("stdout closed before the ready line; stdout was {seen:?}"));
+            return Err(format!(
+                "stdout closed before the ready line; stdout was {seen:?}"
+            ));
         }
         if line.starts_with("tandem-proxy ready ") {
             return Ok(line);
         }
+        extra
+            .lock()
+            .expect("stdout lock")
+            .extend_from_slice(line.as_bytes());
         seen.push(line);
     }
 }
@@ -441,22 +444,4 @@ async fn wait_for_stderr(stderr: &Arc<Mutex<Vec<u8>>>) -> String {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     String::from_utf8_lossy(&stderr.lock().expect("lock")).into_owned()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_ready_line_with_services() {
-        let r = parse_ready_line(
-            "tandem-proxy ready outbound=127.0.0.1:1 inbound=0.0.0.0:2 admin=127.0.0.1:3 service.db=127.0.0.1:4\n",
-        )
-        .unwrap();
-        assert_eq!(r.outbound.port(), 1);
-        assert_eq!(r.inbound.port(), 2);
-        assert_eq!(r.admin.port(), 3);
-        assert_eq!(r.services["db"].port(), 4);
-        assert!(parse_ready_line("tandem-proxy ready outbound=127.0.0.1:1").is_err());
-    }
 }

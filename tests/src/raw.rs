@@ -31,6 +31,27 @@ impl RawResponse {
             .map(|(_, v)| v.as_str())
     }
 
+    /// Asserts a proxy-made error: `status`, the `tandem-proxy-error` header, and a
+    /// one-line body.
+    pub fn assert_proxy_error(&self, status: u16) {
+        assert_eq!(self.status, status, "{self:?}");
+        assert!(
+            self.header(crate::client::ERROR_HEADER).is_some(),
+            "no {} header: {self:?}",
+            crate::client::ERROR_HEADER
+        );
+        let text = self.text();
+        assert!(
+            !text.trim().is_empty(),
+            "error body names the reason: {self:?}"
+        );
+        assert_eq!(
+            text.trim_end().lines().count(),
+            1,
+            "one-line body: {text:?}"
+        );
+    }
+
     /// The body as (lossy) UTF-8.
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
@@ -48,7 +69,9 @@ pub async fn exchange(addr: SocketAddr, request: &[u8]) -> io::Result<Option<Raw
 
 /// Reads one response from `stream`, leaving the connection open after it.
 /// `Ok(None)` means the peer closed or reset before sending a whole response head.
-pub async fn read_response<S: AsyncRead + Unpin>(stream: &mut S) -> io::Result<Option<RawResponse>> {
+pub async fn read_response<S: AsyncRead + Unpin>(
+    stream: &mut S,
+) -> io::Result<Option<RawResponse>> {
     let mut buf = Vec::new();
     let (status, headers, head_len) = loop {
         let mut hdrs = [httparse::EMPTY_HEADER; 128];
@@ -73,7 +96,12 @@ pub async fn read_response<S: AsyncRead + Unpin>(stream: &mut S) -> io::Result<O
                 break (status, headers, n);
             }
             Ok(httparse::Status::Partial) => {}
-            Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, format!("bad response head: {e}"))),
+            Err(e) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("bad response head: {e}"),
+                ))
+            }
         }
         match read_more(stream, &mut buf).await {
             Ok(0) => return Ok(None),
@@ -91,7 +119,9 @@ pub async fn read_response<S: AsyncRead + Unpin>(stream: &mut S) -> io::Result<O
     let chunked = resp
         .header("transfer-encoding")
         .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
-    let length = resp.header("content-length").and_then(|v| v.trim().parse::<usize>().ok());
+    let length = resp
+        .header("content-length")
+        .and_then(|v| v.trim().parse::<usize>().ok());
     if status == 101 || status == 204 || status == 304 {
         return Ok(Some(resp));
     }
@@ -100,7 +130,10 @@ pub async fn read_response<S: AsyncRead + Unpin>(stream: &mut S) -> io::Result<O
     } else if let Some(len) = length {
         while buf.len() < len {
             if read_more(stream, &mut buf).await? == 0 {
-                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "body shorter than content-length"));
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "body shorter than content-length",
+                ));
             }
         }
         buf.truncate(len);
@@ -112,7 +145,10 @@ pub async fn read_response<S: AsyncRead + Unpin>(stream: &mut S) -> io::Result<O
     Ok(Some(resp))
 }
 
-async fn read_chunked<S: AsyncRead + Unpin>(stream: &mut S, mut buf: Vec<u8>) -> io::Result<Vec<u8>> {
+async fn read_chunked<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    mut buf: Vec<u8>,
+) -> io::Result<Vec<u8>> {
     let mut body = Vec::new();
     loop {
         let line_end = loop {
@@ -120,13 +156,20 @@ async fn read_chunked<S: AsyncRead + Unpin>(stream: &mut S, mut buf: Vec<u8>) ->
                 break i;
             }
             if read_more(stream, &mut buf).await? == 0 {
-                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "eof in chunk size"));
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "eof in chunk size",
+                ));
             }
         };
         let size_line = String::from_utf8_lossy(&buf[..line_end]).into_owned();
         let size_hex = size_line.split(';').next().unwrap_or("").trim();
-        let size = usize::from_str_radix(size_hex, 16)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("chunk size {size_line:?}: {e}")))?;
+        let size = usize::from_str_radix(size_hex, 16).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("chunk size {size_line:?}: {e}"),
+            )
+        })?;
         buf.drain(..line_end + 2);
         if size == 0 {
             // Trailers (if any) end with an empty line.
@@ -163,7 +206,9 @@ async fn read_more<S: AsyncRead + Unpin>(stream: &mut S, buf: &mut Vec<u8>) -> i
 pub fn is_reset(e: &io::Error) -> bool {
     matches!(
         e.kind(),
-        io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted | io::ErrorKind::BrokenPipe
+        io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe
     )
 }
 

@@ -10,8 +10,12 @@ use tokio::task::JoinSet;
 
 use crate::AbortOnDrop;
 
-/// A TCP server: echoes every byte back; when the client half-closes, it finishes echoing
-/// and half-closes too. Optionally speaks first (a banner, like SMTP or MySQL).
+/// What [`TcpEchoServer`] sends after it has read EOF, just before closing: its arrival
+/// proves that data the server sends after the client's half-close still reaches the client.
+pub const FAREWELL: &[u8] = b"\n-- server saw EOF --\n";
+
+/// A TCP server: echoes every byte back; when the client half-closes, it finishes echoing,
+/// sends [`FAREWELL`] and closes. Optionally speaks first (a banner, like SMTP or MySQL).
 #[derive(Debug)]
 pub struct TcpEchoServer {
     addr: SocketAddr,
@@ -27,7 +31,9 @@ impl TcpEchoServer {
 
     /// An echo server that sends `banner` as soon as a connection is accepted.
     pub async fn with_banner(banner: Vec<u8>) -> TcpEchoServer {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind tcp echo");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind tcp echo");
         let addr = listener.local_addr().expect("local addr");
         let (conn_tx, connections) = watch::channel(0u64);
         let task = tokio::spawn(async move {
@@ -68,7 +74,8 @@ async fn echo(mut stream: TcpStream, banner: Vec<u8>) {
     let mut buf = vec![0u8; 16 * 1024];
     loop {
         match stream.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
+            Ok(0) => break,
+            Err(_) => return,
             Ok(n) => {
                 if stream.write_all(&buf[..n]).await.is_err() {
                     return;
@@ -76,6 +83,7 @@ async fn echo(mut stream: TcpStream, banner: Vec<u8>) {
             }
         }
     }
+    let _ = stream.write_all(FAREWELL).await;
     let _ = stream.shutdown().await;
 }
 
@@ -83,20 +91,25 @@ async fn echo(mut stream: TcpStream, banner: Vec<u8>) {
 #[derive(Debug)]
 pub struct WsEchoServer {
     addr: SocketAddr,
+    connections: watch::Receiver<u64>,
     _task: AbortOnDrop,
 }
 
 impl WsEchoServer {
     /// Binds `127.0.0.1:0` and starts serving.
     pub async fn start() -> WsEchoServer {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind ws echo");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind ws echo");
         let addr = listener.local_addr().expect("local addr");
+        let (conn_tx, connections) = watch::channel(0u64);
         let task = tokio::spawn(async move {
             let mut conns = JoinSet::new();
             loop {
                 tokio::select! {
                     accepted = listener.accept() => {
                         let Ok((stream, _)) = accepted else { continue };
+                        conn_tx.send_modify(|n| *n += 1);
                         conns.spawn(ws_echo(stream));
                     }
                     Some(_) = conns.join_next(), if !conns.is_empty() => {}
@@ -105,6 +118,7 @@ impl WsEchoServer {
         });
         WsEchoServer {
             addr,
+            connections,
             _task: AbortOnDrop(task),
         }
     }
@@ -112,6 +126,11 @@ impl WsEchoServer {
     /// The bound address.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Connections accepted so far (each WebSocket is one).
+    pub fn connections(&self) -> u64 {
+        *self.connections.borrow()
     }
 }
 
@@ -137,4 +156,89 @@ pub async fn refused_addr() -> SocketAddr {
     let addr = listener.local_addr().expect("local addr");
     drop(listener);
     addr
+}
+
+/// A TCP server that reads whatever arrives first and then closes the connection without
+/// answering: an upstream that breaks the exchange.
+#[derive(Debug)]
+pub struct HangupServer {
+    addr: SocketAddr,
+    connections: watch::Receiver<u64>,
+    _task: AbortOnDrop,
+}
+
+impl HangupServer {
+    /// Binds `127.0.0.1:0` and starts serving.
+    pub async fn start() -> HangupServer {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind hangup");
+        let addr = listener.local_addr().expect("local addr");
+        let (conn_tx, connections) = watch::channel(0u64);
+        let task = tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                conn_tx.send_modify(|n| *n += 1);
+                let mut buf = [0u8; 4096];
+                let _ = stream.read(&mut buf).await;
+                drop(stream);
+            }
+        });
+        HangupServer {
+            addr,
+            connections,
+            _task: AbortOnDrop(task),
+        }
+    }
+
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> u64 {
+        *self.connections.borrow()
+    }
+}
+
+/// A loopback address where TCP connects hang (the listener's accept queue is full and
+/// never drained, so further SYNs are dropped). Keep the guard alive while using it.
+#[derive(Debug)]
+pub struct Blackhole {
+    addr: SocketAddr,
+    _listener: TcpListener,
+    _fillers: Vec<TcpStream>,
+}
+
+impl Blackhole {
+    /// Binds with a backlog of 0 and fills the accept queue.
+    pub async fn start() -> Blackhole {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind("127.0.0.1:0".parse().expect("addr"))
+            .expect("bind blackhole");
+        let listener = socket.listen(0).expect("listen");
+        let addr = listener.local_addr().expect("local addr");
+        let mut fillers = Vec::new();
+        // Fill the queue: connects succeed until it is full, then hang.
+        for _ in 0..8 {
+            match tokio::time::timeout(
+                std::time::Duration::from_millis(200),
+                TcpStream::connect(addr),
+            )
+            .await
+            {
+                Ok(Ok(s)) => fillers.push(s),
+                _ => break,
+            }
+        }
+        Blackhole {
+            addr,
+            _listener: listener,
+            _fillers: fillers,
+        }
+    }
+
+    /// The address whose connects hang.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
 }

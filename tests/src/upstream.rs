@@ -50,6 +50,7 @@ pub struct HttpServer {
     name: String,
     requests: watch::Receiver<u64>,
     connections: watch::Receiver<u64>,
+    open: watch::Receiver<u64>,
     _task: AbortOnDrop,
 }
 
@@ -76,10 +77,14 @@ impl HttpServerBuilder {
 
     /// Binds `127.0.0.1:0` and starts serving.
     pub async fn start(self) -> HttpServer {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind upstream");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind upstream");
         let addr = listener.local_addr().expect("local addr");
         let (req_tx, requests) = watch::channel(0u64);
         let (conn_tx, connections) = watch::channel(0u64);
+        let (open_tx, open) = watch::channel(0u64);
+        let open_tx = Arc::new(open_tx);
         let opts = Arc::new(self.clone());
         let req_tx = Arc::new(req_tx);
         let task = tokio::spawn(async move {
@@ -89,9 +94,11 @@ impl HttpServerBuilder {
                     accepted = listener.accept() => {
                         let Ok((stream, _)) = accepted else { continue };
                         conn_tx.send_modify(|n| *n += 1);
+                        open_tx.send_modify(|n| *n += 1);
                         let _ = stream.set_nodelay(true);
                         let opts = opts.clone();
                         let req_tx = req_tx.clone();
+                        let open_tx = open_tx.clone();
                         conns.spawn(async move {
                             let svc = service_fn(move |req| {
                                 req_tx.send_modify(|n| *n += 1);
@@ -103,6 +110,7 @@ impl HttpServerBuilder {
                             let _ = builder
                                 .serve_connection_with_upgrades(TokioIo::new(stream), svc)
                                 .await;
+                            open_tx.send_modify(|n| *n -= 1);
                         });
                     }
                     Some(_) = conns.join_next(), if !conns.is_empty() => {}
@@ -114,6 +122,7 @@ impl HttpServerBuilder {
             name: self.name,
             requests,
             connections,
+            open,
             _task: AbortOnDrop(task),
         }
     }
@@ -154,24 +163,38 @@ impl HttpServer {
         *self.connections.borrow()
     }
 
+    /// Connections currently open (accepted and not yet closed by either side).
+    pub fn open_connections(&self) -> u64 {
+        *self.open.borrow()
+    }
+
     /// Waits (bounded) until at least `n` requests have arrived.
     pub async fn wait_requests(&self, n: u64, limit: Duration) {
         let mut rx = self.requests.clone();
-        crate::within(limit, &format!("upstream {} to see {n} requests", self.name), async {
-            rx.wait_for(|c| *c >= n).await.expect("server task alive");
-        })
+        crate::within(
+            limit,
+            &format!("upstream {} to see {n} requests", self.name),
+            async {
+                rx.wait_for(|c| *c >= n).await.expect("server task alive");
+            },
+        )
         .await;
     }
 }
 
-async fn handle(opts: Arc<HttpServerBuilder>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+async fn handle(
+    opts: Arc<HttpServerBuilder>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
     let header_num = |name: &str| {
         req.headers()
             .get(name)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok())
     };
-    let delay = header_num(DELAY_MS).map(Duration::from_millis).unwrap_or(opts.delay);
+    let delay = header_num(DELAY_MS)
+        .map(Duration::from_millis)
+        .unwrap_or(opts.delay);
     let status = header_num(STATUS)
         .and_then(|s| u16::try_from(s).ok())
         .and_then(|s| StatusCode::from_u16(s).ok())
@@ -185,7 +208,10 @@ async fn handle(opts: Arc<HttpServerBuilder>, req: Request<Incoming>) -> Result<
             .push(String::from_utf8_lossy(value.as_bytes()).into_owned());
     }
     let json = serde_json::to_string(&headers).unwrap_or_default();
-    let json: String = json.chars().map(|c| if c.is_ascii() { c } else { '?' }).collect();
+    let json: String = json
+        .chars()
+        .map(|c| if c.is_ascii() { c } else { '?' })
+        .collect();
     let path = req
         .uri()
         .path_and_query()

@@ -1,39 +1,20 @@
 //! HTTP/1.1 through the outbound listener (Host names the service) and the inbound
 //! listener (to the app port): what the client sends is what the upstream sees, and back.
 
+// Test helpers panic on failure by design, like the tests that call them.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use tandem_tests::client::{self, header};
 use tandem_tests::raw;
 use tandem_tests::upstream::{self, HttpServer};
 use tandem_tests::{within, Proxy, STEP_TIMEOUT};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn echo_config(echo: SocketAddr) -> String {
     format!("service: web\nservices:\n  - name: echo\n    endpoints:\n      - {echo}\n")
-}
-
-/// Reads response body frames until `want.len()` bytes arrived; they must equal `want`.
-async fn expect_echo(body: &mut Incoming, want: &[u8]) {
-    let mut got = Vec::new();
-    within(Duration::from_secs(5), "echoed chunk", async {
-        while got.len() < want.len() {
-            match body.frame().await {
-                Some(Ok(frame)) => {
-                    if let Ok(data) = frame.into_data() {
-                        got.extend_from_slice(&data);
-                    }
-                }
-                Some(Err(e)) => panic!("response body error: {e}"),
-                None => panic!("response body ended after {:?}", String::from_utf8_lossy(&got)),
-            }
-        }
-    })
-    .await;
-    assert_eq!(got, want, "echoed bytes");
 }
 
 #[tokio::test]
@@ -42,20 +23,44 @@ async fn outbound_round_trip_carries_method_path_headers_and_body() {
     let proxy = Proxy::start(&echo_config(echo.addr()), &[]).await;
     let client = client::http1(proxy.outbound());
 
-    let mut req = client::request("PUT", "http://echo/some/path?x=1&y=two", client::full("hello upstream"));
-    req.headers_mut().insert("x-custom", "custom-value".parse().unwrap());
-    req.headers_mut().insert(upstream::STATUS, "201".parse().unwrap());
+    let mut req = client::request(
+        "PUT",
+        "http://echo/some/path?x=1&y=two",
+        client::full("hello upstream"),
+    );
+    req.headers_mut()
+        .insert("x-custom", "custom-value".parse().unwrap());
+    req.headers_mut().append("x-multi", "one".parse().unwrap());
+    req.headers_mut().append("x-multi", "two".parse().unwrap());
+    req.headers_mut()
+        .insert(upstream::STATUS, "201".parse().unwrap());
     let resp = within(STEP_TIMEOUT, "PUT via outbound", client::send(&client, req))
         .await
         .unwrap();
 
     assert_eq!(resp.status(), 201, "upstream status passes through");
-    assert_eq!(header(&resp, upstream::SERVER), Some("a"), "response headers pass through");
+    assert_eq!(
+        header(&resp, upstream::SERVER),
+        Some("a"),
+        "response headers pass through"
+    );
     assert_eq!(header(&resp, upstream::ECHO_METHOD), Some("PUT"));
-    assert_eq!(header(&resp, upstream::ECHO_PATH), Some("/some/path?x=1&y=two"));
+    assert_eq!(
+        header(&resp, upstream::ECHO_PATH),
+        Some("/some/path?x=1&y=two")
+    );
     assert_eq!(header(&resp, upstream::ECHO_VERSION), Some("HTTP/1.1"));
     let seen = client::echoed_headers(&resp);
-    assert_eq!(seen.get("x-custom"), Some(&vec!["custom-value".to_owned()]), "upstream saw {seen:?}");
+    assert_eq!(
+        seen.get("x-custom"),
+        Some(&vec!["custom-value".to_owned()]),
+        "upstream saw {seen:?}"
+    );
+    assert_eq!(
+        seen.get("x-multi"),
+        Some(&vec!["one".to_owned(), "two".to_owned()]),
+        "repeated header kept in order"
+    );
     assert_eq!(resp.body().as_ref(), b"hello upstream");
     assert_eq!(echo.requests(), 1);
 }
@@ -68,7 +73,8 @@ async fn inbound_round_trip_reaches_the_app_port() {
     let client = client::http1(proxy.inbound());
 
     let mut req = client::request("POST", "http://web/inbound?q=1", client::full("to the app"));
-    req.headers_mut().insert("x-caller", "mesh".parse().unwrap());
+    req.headers_mut()
+        .insert("x-caller", "mesh".parse().unwrap());
     let resp = within(STEP_TIMEOUT, "POST via inbound", client::send(&client, req))
         .await
         .unwrap();
@@ -77,36 +83,27 @@ async fn inbound_round_trip_reaches_the_app_port() {
     assert_eq!(header(&resp, upstream::SERVER), Some("app"));
     assert_eq!(header(&resp, upstream::ECHO_METHOD), Some("POST"));
     assert_eq!(header(&resp, upstream::ECHO_PATH), Some("/inbound?q=1"));
-    assert_eq!(client::echoed_headers(&resp).get("x-caller"), Some(&vec!["mesh".to_owned()]));
+    assert_eq!(
+        client::echoed_headers(&resp).get("x-caller"),
+        Some(&vec!["mesh".to_owned()])
+    );
     assert_eq!(resp.body().as_ref(), b"to the app");
 }
 
 #[tokio::test]
 async fn streamed_request_body_is_echoed_while_still_streaming() {
     let echo = HttpServer::echo("a").await;
-    let proxy = Proxy::start(&echo_config(echo.addr()), &[]).await;
-    let client = client::http1(proxy.outbound());
-
-    let (tx, body) = client::channel_body();
-    let req = client::request("POST", "http://echo/stream", body);
-    tx.send(Bytes::from_static(b"chunk-one;")).await.unwrap();
-    let resp = within(STEP_TIMEOUT, "response headers while the body streams", client.request(req))
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    let mut body = resp.into_body();
-    // Each chunk must come back before the next one is sent: nothing buffers the whole body.
-    expect_echo(&mut body, b"chunk-one;").await;
-    tx.send(Bytes::from_static(b"chunk-two;")).await.unwrap();
-    expect_echo(&mut body, b"chunk-two;").await;
-    tx.send(Bytes::from_static(b"chunk-three")).await.unwrap();
-    drop(tx);
-    expect_echo(&mut body, b"chunk-three").await;
-    let rest = within(Duration::from_secs(5), "end of body", body.collect())
-        .await
-        .unwrap()
-        .to_bytes();
-    assert!(rest.is_empty(), "unexpected trailing bytes {rest:?}");
+    let cfg = format!(
+        "services:\n\
+         \x20 - name: echo\n    endpoints:\n      - {a}\n\
+         \x20 - name: echo-h2\n    protocol: http2\n    endpoints:\n      - {a}\n",
+        a = echo.addr()
+    );
+    let proxy = Proxy::start(&cfg, &[]).await;
+    // HTTP/1.1 upstream, then HTTP/1.1 → h2c upstream.
+    for uri in ["http://echo/stream", "http://echo-h2/stream"] {
+        client::assert_streaming_echo(&client::http1(proxy.outbound()), uri).await;
+    }
 }
 
 #[tokio::test]
@@ -114,29 +111,39 @@ async fn content_length_zero_post_does_not_stall_the_connection() {
     let echo = HttpServer::echo("a").await;
     let proxy = Proxy::start(&echo_config(echo.addr()), &[]).await;
 
-    let mut stream = tokio::net::TcpStream::connect(proxy.outbound()).await.unwrap();
-    tokio::io::AsyncWriteExt::write_all(
+    let mut stream = tokio::net::TcpStream::connect(proxy.outbound())
+        .await
+        .unwrap();
+    AsyncWriteExt::write_all(
         &mut stream,
         b"POST /empty HTTP/1.1\r\nHost: echo\r\nContent-Length: 0\r\n\r\n",
     )
     .await
     .unwrap();
-    let first = within(STEP_TIMEOUT, "response to empty POST", raw::read_response(&mut stream))
-        .await
-        .unwrap()
-        .expect("a response, not a closed connection");
+    let first = within(
+        STEP_TIMEOUT,
+        "response to empty POST",
+        raw::read_response(&mut stream),
+    )
+    .await
+    .unwrap()
+    .expect("a response, not a closed connection");
     assert_eq!(first.status, 200, "{first:?}");
     assert_eq!(first.header(upstream::ECHO_METHOD), Some("POST"));
     assert!(first.body.is_empty(), "body {:?}", first.text());
 
     // The same connection still frames the next request correctly.
-    tokio::io::AsyncWriteExt::write_all(&mut stream, b"GET /after HTTP/1.1\r\nHost: echo\r\n\r\n")
+    AsyncWriteExt::write_all(&mut stream, b"GET /after HTTP/1.1\r\nHost: echo\r\n\r\n")
         .await
         .unwrap();
-    let second = within(STEP_TIMEOUT, "second response", raw::read_response(&mut stream))
-        .await
-        .unwrap()
-        .expect("a second response on the kept-alive connection");
+    let second = within(
+        STEP_TIMEOUT,
+        "second response",
+        raw::read_response(&mut stream),
+    )
+    .await
+    .unwrap()
+    .expect("a second response on the kept-alive connection");
     assert_eq!(second.status, 200);
     assert_eq!(second.header(upstream::ECHO_PATH), Some("/after"));
 }
@@ -149,12 +156,19 @@ async fn large_body_arrives_intact() {
 
     let payload: Vec<u8> = (0..5 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
     let req = client::request("POST", "http://echo/large", client::full(payload.clone()));
-    let resp = within(Duration::from_secs(30), "5 MB round trip", client::send(&client, req))
-        .await
-        .unwrap();
+    let resp = within(
+        Duration::from_secs(30),
+        "5 MB round trip",
+        client::send(&client, req),
+    )
+    .await
+    .unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.body().len(), payload.len(), "echoed length");
-    assert!(resp.body().as_ref() == payload.as_slice(), "echoed bytes differ");
+    assert!(
+        resp.body().as_ref() == payload.as_slice(),
+        "echoed bytes differ"
+    );
 }
 
 #[tokio::test]
@@ -217,14 +231,194 @@ async fn hop_by_hop_headers_do_not_reach_the_upstream() {
     assert_eq!(resp.status, 200, "{resp:?}");
     let raw = resp.header(upstream::ECHO_HEADERS).expect("echo headers");
     let seen: std::collections::HashMap<String, Vec<String>> = serde_json::from_str(raw).unwrap();
-    assert_eq!(seen.get("x-normal"), Some(&vec!["end-to-end".to_owned()]), "ordinary header kept: {seen:?}");
+    assert_eq!(
+        seen.get("x-normal"),
+        Some(&vec!["end-to-end".to_owned()]),
+        "ordinary header kept: {seen:?}"
+    );
     for hop in ["x-foo", "keep-alive", "proxy-connection"] {
-        assert!(!seen.contains_key(hop), "hop-by-hop `{hop}` reached the upstream: {seen:?}");
+        assert!(
+            !seen.contains_key(hop),
+            "hop-by-hop `{hop}` reached the upstream: {seen:?}"
+        );
     }
     if let Some(conn) = seen.get("connection") {
         assert!(
-            conn.iter().all(|v| !v.to_ascii_lowercase().contains("x-foo")),
+            conn.iter()
+                .all(|v| !v.to_ascii_lowercase().contains("x-foo")),
             "client's Connection header forwarded: {conn:?}"
         );
+    }
+}
+
+#[tokio::test]
+async fn port_in_host_and_authority_is_ignored() {
+    let echo = HttpServer::echo("a").await;
+    let proxy = Proxy::start(&echo_config(echo.addr()), &[]).await;
+
+    let resp = raw::exchange(
+        proxy.outbound(),
+        b"GET /with-port HTTP/1.1\r\nHost: echo:8080\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap()
+    .expect("a response");
+    assert_eq!(
+        resp.status, 200,
+        "Host echo:8080 names service echo: {resp:?}"
+    );
+
+    let h2 = client::h2(proxy.outbound());
+    let req = client::request("GET", "http://echo:9090/h2", client::empty());
+    let resp = within(STEP_TIMEOUT, "h2 with port", client::send(&h2, req))
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status(),
+        200,
+        ":authority echo:9090 names service echo"
+    );
+    assert_eq!(header(&resp, upstream::SERVER), Some("a"));
+}
+
+#[tokio::test]
+async fn expect_100_continue_is_honoured() {
+    let echo = HttpServer::echo("a").await;
+    let proxy = Proxy::start(&echo_config(echo.addr()), &[]).await;
+
+    let mut stream = tokio::net::TcpStream::connect(proxy.outbound())
+        .await
+        .unwrap();
+    stream
+        .write_all(b"POST /expect HTTP/1.1\r\nHost: echo\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+        .await
+        .unwrap();
+    // The client holds the body until it sees `100 Continue`.
+    let mut head = Vec::new();
+    within(
+        Duration::from_secs(5),
+        "100 Continue before the body is sent",
+        async {
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                assert_eq!(
+                    stream.read(&mut byte).await.unwrap(),
+                    1,
+                    "closed; got {:?}",
+                    String::from_utf8_lossy(&head)
+                );
+                head.push(byte[0]);
+            }
+        },
+    )
+    .await;
+    let head = String::from_utf8_lossy(&head).into_owned();
+    assert!(
+        head.starts_with("HTTP/1.1 100"),
+        "expected 100 Continue, got {head:?}"
+    );
+    stream.write_all(b"hello").await.unwrap();
+    let resp = within(
+        STEP_TIMEOUT,
+        "final response",
+        raw::read_response(&mut stream),
+    )
+    .await
+    .unwrap()
+    .expect("a final response");
+    assert_eq!(resp.status, 200, "{resp:?}");
+    assert_eq!(resp.body, b"hello");
+}
+
+#[tokio::test]
+async fn head_response_keeps_the_connection_usable() {
+    let echo = HttpServer::echo("a").await;
+    let proxy = Proxy::start(&echo_config(echo.addr()), &[]).await;
+
+    let mut sender = within(
+        STEP_TIMEOUT,
+        "connect",
+        client::h1_connect(proxy.outbound()),
+    )
+    .await
+    .unwrap();
+    for method in ["HEAD", "GET", "HEAD", "GET"] {
+        let req = http::Request::builder()
+            .method(method)
+            .uri("/head")
+            .header("host", "echo")
+            .body(client::empty())
+            .unwrap();
+        let resp = within(STEP_TIMEOUT, method, async {
+            sender.ready().await?;
+            client::collect(sender.send_request(req).await?).await
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{method} on the shared connection: {e}"));
+        assert_eq!(resp.status(), 200, "{method}");
+        assert_eq!(header(&resp, upstream::ECHO_METHOD), Some(method));
+        assert!(resp.body().is_empty());
+    }
+    assert_eq!(echo.requests(), 4);
+}
+
+#[tokio::test]
+async fn bodiless_statuses_keep_the_connection_usable() {
+    let echo = HttpServer::echo("a").await;
+    let proxy = Proxy::start(&echo_config(echo.addr()), &[]).await;
+
+    let mut sender = within(
+        STEP_TIMEOUT,
+        "connect",
+        client::h1_connect(proxy.outbound()),
+    )
+    .await
+    .unwrap();
+    for status in [204u16, 304, 200, 204, 200] {
+        let req = http::Request::builder()
+            .uri("/status")
+            .header("host", "echo")
+            .header(upstream::STATUS, status)
+            .body(client::empty())
+            .unwrap();
+        let resp = within(STEP_TIMEOUT, "bodiless status", async {
+            sender.ready().await?;
+            client::collect(sender.send_request(req).await?).await
+        })
+        .await
+        .unwrap_or_else(|e| panic!("status {status} on the shared connection: {e}"));
+        assert_eq!(resp.status(), status);
+        assert!(resp.body().is_empty());
+    }
+}
+
+#[tokio::test]
+async fn pipelined_requests_are_answered_in_order() {
+    let echo = HttpServer::echo("a").await;
+    let proxy = Proxy::start(&echo_config(echo.addr()), &[]).await;
+
+    let mut stream = tokio::net::TcpStream::connect(proxy.outbound())
+        .await
+        .unwrap();
+    stream
+        .write_all(
+            b"GET /first HTTP/1.1\r\nHost: echo\r\nx-upstream-delay-ms: 200\r\n\r\n\
+              POST /second HTTP/1.1\r\nHost: echo\r\nContent-Length: 3\r\n\r\nabc\
+              GET /third HTTP/1.1\r\nHost: echo\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    for (path, body) in [("/first", &b""[..]), ("/second", b"abc"), ("/third", b"")] {
+        let resp = within(STEP_TIMEOUT, path, raw::read_response(&mut stream))
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("connection closed before the response to {path}"));
+        assert_eq!(resp.status, 200, "{path}: {resp:?}");
+        assert_eq!(
+            resp.header(upstream::ECHO_PATH),
+            Some(path),
+            "responses in request order"
+        );
+        assert_eq!(resp.body, body);
     }
 }

@@ -1,31 +1,44 @@
 //! WebSocket upgrades and opaque TCP: inbound opaque, inbound detection falling back to
 //! TCP, per-service TCP listeners, half-close, server-speaks-first.
 
+// Test helpers panic on failure by design, like the tests that call them.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use tandem_tests::raw;
-use tandem_tests::tcp::{TcpEchoServer, WsEchoServer};
+use tandem_tests::tcp::{TcpEchoServer, WsEchoServer, FAREWELL};
 use tandem_tests::{eventually, within, Proxy, STEP_TIMEOUT};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
-/// Writes `first`, reads it back, writes `tail`, half-closes, and expects `tail` and EOF.
+/// Writes `first`, reads it back, writes `tail`, half-closes, and expects `tail`, then the
+/// server's farewell (sent only after it saw our EOF), then EOF.
 async fn echo_with_half_close(stream: &mut TcpStream, first: &[u8], tail: &[u8]) {
     stream.write_all(first).await.unwrap();
     let mut got = vec![0u8; first.len()];
-    within(STEP_TIMEOUT, "echo of the first bytes", stream.read_exact(&mut got))
-        .await
-        .unwrap();
+    within(
+        STEP_TIMEOUT,
+        "echo of the first bytes",
+        stream.read_exact(&mut got),
+    )
+    .await
+    .unwrap();
     assert_eq!(got, first, "first bytes echoed");
 
     stream.write_all(tail).await.unwrap();
     stream.shutdown().await.unwrap();
     let rest = raw::read_to_end(stream).await;
-    assert_eq!(rest, tail, "after our half-close the rest still arrives, then EOF");
+    let want = [tail, FAREWELL].concat();
+    assert_eq!(
+        String::from_utf8_lossy(&rest),
+        String::from_utf8_lossy(&want),
+        "after our half-close the rest and the server's farewell still arrive, then EOF"
+    );
 }
 
 async fn read_exactly(stream: &mut TcpStream, n: usize, what: &str) -> Vec<u8> {
@@ -47,9 +60,13 @@ async fn websocket_echo_through_outbound() {
 
     let stream = TcpStream::connect(proxy.outbound()).await.unwrap();
     let req = "ws://ws/chat".into_client_request().unwrap();
-    let (mut ws, resp) = within(STEP_TIMEOUT, "websocket handshake", tokio_tungstenite::client_async(req, stream))
-        .await
-        .unwrap();
+    let (mut ws, resp) = within(
+        STEP_TIMEOUT,
+        "websocket handshake",
+        tokio_tungstenite::client_async(req, stream),
+    )
+    .await
+    .unwrap();
     assert_eq!(resp.status(), 101);
 
     let big: Vec<u8> = (0..100_000u32).map(|i| (i % 256) as u8).collect();
@@ -75,11 +92,17 @@ async fn inbound_opaque_reaches_a_server_that_speaks_first() {
     let app = TcpEchoServer::with_banner(b"220 app ready\r\n".to_vec()).await;
     let port = app.addr().port().to_string();
     // A long detection timeout: an opaque port must not wait for it.
-    let cfg = "service: web\ninbound:\n  protocol: opaque\ntimeouts:\n  detect: 10s\nservices: []\n";
+    let cfg =
+        "service: web\ninbound:\n  protocol: opaque\ntimeouts:\n  detect: 10s\nservices: []\n";
     let proxy = Proxy::start(cfg, &["--app-port", &port]).await;
 
     let mut stream = TcpStream::connect(proxy.inbound()).await.unwrap();
-    let banner = read_exactly(&mut stream, 15, "banner without sending anything (opaque skips detection)").await;
+    let banner = read_exactly(
+        &mut stream,
+        15,
+        "banner without sending anything (opaque skips detection)",
+    )
+    .await;
     assert_eq!(banner, b"220 app ready\r\n");
     echo_with_half_close(&mut stream, b"HELO mesh\r\n", b"QUIT\r\n").await;
 }
@@ -98,7 +121,9 @@ async fn inbound_detect_falls_back_to_tcp_for_non_http_bytes() {
     assert!(
         metrics.value("tandem_protocol_detect_total", &[("result", "opaque")]) >= 1.0,
         "detection counted as opaque: {:?}",
-        metrics.matching("tandem_protocol_detect_total", &[]).collect::<Vec<_>>()
+        metrics
+            .matching("tandem_protocol_detect_total", &[])
+            .collect::<Vec<_>>()
     );
 }
 
@@ -106,7 +131,8 @@ async fn inbound_detect_falls_back_to_tcp_for_non_http_bytes() {
 async fn inbound_detect_times_out_to_tcp_when_the_client_is_silent() {
     let app = TcpEchoServer::with_banner(b"* OK imap\r\n".to_vec()).await;
     let port = app.addr().port().to_string();
-    let cfg = "service: web\ninbound:\n  protocol: detect\ntimeouts:\n  detect: 200ms\nservices: []\n";
+    let cfg =
+        "service: web\ninbound:\n  protocol: detect\ntimeouts:\n  detect: 200ms\nservices: []\n";
     let proxy = Proxy::start(cfg, &["--app-port", &port]).await;
 
     let mut stream = TcpStream::connect(proxy.inbound()).await.unwrap();
@@ -120,7 +146,11 @@ async fn inbound_detect_times_out_to_tcp_when_the_client_is_silent() {
         if v >= 1.0 {
             Ok(())
         } else {
-            Err(format!("{:?}", m.matching("tandem_protocol_detect_total", &[]).collect::<Vec<_>>()))
+            Err(format!(
+                "{:?}",
+                m.matching("tandem_protocol_detect_total", &[])
+                    .collect::<Vec<_>>()
+            ))
         }
     })
     .await;
@@ -152,12 +182,86 @@ async fn per_service_listener_carries_opaque_tcp() {
 #[tokio::test]
 async fn opaque_bytes_on_the_main_outbound_listener_are_closed() {
     let db = TcpEchoServer::start().await;
-    let cfg = format!("services:\n  - name: db\n    endpoints:\n      - {}\n", db.addr());
+    let cfg = format!(
+        "services:\n  - name: db\n    endpoints:\n      - {}\n",
+        db.addr()
+    );
     let proxy = Proxy::start(&cfg, &[]).await;
 
     let mut stream = TcpStream::connect(proxy.outbound()).await.unwrap();
-    stream.write_all(b"\x00\x01not http at all\r\n\r\n").await.unwrap();
+    stream
+        .write_all(b"\x00\x01not http at all\r\n\r\n")
+        .await
+        .unwrap();
     let got = raw::read_to_end(&mut stream).await;
-    assert!(got.is_empty(), "no destination, so nothing comes back; got {:?}", String::from_utf8_lossy(&got));
+    assert!(
+        got.is_empty(),
+        "no destination, so nothing comes back; got {:?}",
+        String::from_utf8_lossy(&got)
+    );
     assert_eq!(db.connections(), 0, "nothing was forwarded");
+}
+
+#[tokio::test]
+async fn tcp_bulk_transfer_streams_both_ways_at_once() {
+    let db = TcpEchoServer::start().await;
+    let cfg = format!(
+        "services:\n  - name: db\n    protocol: opaque\n    listen: 127.0.0.1:0\n    endpoints:\n      - {}\n",
+        db.addr()
+    );
+    let proxy = Proxy::start(&cfg, &[]).await;
+    let stream = TcpStream::connect(proxy.service_addr("db")).await.unwrap();
+    let (mut rd, mut wr) = stream.into_split();
+
+    // More than every buffer on the path holds: only works if both directions flow at once.
+    let payload: Vec<u8> = (0..8 * 1024 * 1024u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
+        .collect();
+    let sent = payload.clone();
+    let writer = tokio::spawn(async move {
+        wr.write_all(&sent).await.unwrap();
+        wr.shutdown().await.unwrap();
+    });
+    let echoed = within(Duration::from_secs(30), "8 MB echoed", async {
+        let mut out = Vec::with_capacity(payload.len());
+        rd.read_to_end(&mut out).await.unwrap();
+        out
+    })
+    .await;
+    writer.await.unwrap();
+    let echoed = echoed
+        .strip_suffix(FAREWELL)
+        .expect("farewell after the echo")
+        .to_vec();
+    assert_eq!(echoed.len(), payload.len(), "echoed length");
+    assert!(echoed == payload, "echoed bytes differ");
+}
+
+#[tokio::test]
+async fn silent_client_on_outbound_is_closed_after_the_detect_timeout() {
+    let proxy = Proxy::start("timeouts:\n  detect: 300ms\nservices: []\n", &[]).await;
+    let mut stream = TcpStream::connect(proxy.outbound()).await.unwrap();
+    let started = std::time::Instant::now();
+    let got = raw::read_to_end(&mut stream).await;
+    let waited = started.elapsed();
+    assert!(
+        got.is_empty(),
+        "nothing to say to a silent client; got {got:?}"
+    );
+    assert!(
+        waited >= Duration::from_millis(250),
+        "closed after {waited:?}, before the detect timeout"
+    );
+    eventually(Duration::from_secs(5), "detect timeout counted", || async {
+        let m = proxy.metrics().await;
+        match m.value("tandem_protocol_detect_total", &[("result", "timeout")]) {
+            v if v >= 1.0 => Ok(()),
+            _ => Err(format!(
+                "{:?}",
+                m.matching("tandem_protocol_detect_total", &[])
+                    .collect::<Vec<_>>()
+            )),
+        }
+    })
+    .await;
 }

@@ -81,6 +81,17 @@ impl Forwarder {
         label: &mut Option<Arc<str>>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         check_limits(&req, &snapshot.config.limits)?;
+        // RFC 9112 §3.2: more than one Host makes the request invalid; forwarding it would
+        // let the proxy and the upstream disagree about the destination.
+        if req
+            .headers()
+            .get_all(http::header::HOST)
+            .iter()
+            .nth(1)
+            .is_some()
+        {
+            return Err(ProxyError::BadRequest("more than one Host header"));
+        }
         let authority = authority(req.uri(), req.headers());
         let (target, protocol) = match &conn.kind {
             ListenerKind::Inbound => {

@@ -13,9 +13,6 @@ use crate::client::WireProtocol;
 use crate::config::{Limits, Timeouts};
 use crate::idle::Tracked;
 
-/// hyper's default header count; asking for it explicitly costs a heap allocation per request.
-const HYPER_DEFAULT_MAX_HEADERS: usize = 100;
-
 /// Serves HTTP on `io` until the client leaves or a drain completes.
 ///
 /// On drain, HTTP/1 finishes the response in flight with `Connection: close` and HTTP/2
@@ -41,16 +38,17 @@ pub async fn serve<I>(
     let result = match protocol {
         WireProtocol::Http1 => {
             let mut builder = http1::Builder::new();
+            // The parser's own limits sit above the configured ones, so a request over a
+            // limit reaches `forward`'s check and gets a 431 that says why; only a request
+            // far over it (twice the limit) is cut off by the parser with a bare 431.
             builder
                 .timer(TokioTimer::new())
                 .keep_alive(true)
-                .max_header_size(limits.max_header_bytes)
+                .max_header_size(limits.max_header_bytes.saturating_mul(2))
+                .max_headers(limits.max_headers.saturating_mul(2))
                 // Starts as soon as the connection waits for a request, so it also closes
                 // idle keep-alive connections.
                 .header_read_timeout(timeouts.idle);
-            if limits.max_headers != HYPER_DEFAULT_MAX_HEADERS {
-                builder.max_headers(limits.max_headers);
-            }
             let conn = builder.serve_connection(io, service).with_upgrades();
             tokio::pin!(conn);
             tokio::select! {
@@ -65,9 +63,9 @@ pub async fn serve<I>(
             let (io, activity) = Tracked::new(io.into_inner());
             let io = TokioIo::new(io);
             let mut builder = http2::Builder::new(TokioExecutor::new());
-            builder
-                .timer(TokioTimer::new())
-                .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
+            builder.timer(TokioTimer::new()).max_header_list_size(
+                u32::try_from(limits.max_header_bytes.saturating_mul(2)).unwrap_or(u32::MAX),
+            );
             let conn = builder.serve_connection(io, service);
             tokio::pin!(conn);
             tokio::select! {

@@ -6,6 +6,7 @@ use hyper_util::rt::TokioIo;
 
 use crate::drain::Watch;
 use crate::metrics::{Direction, Metrics};
+use crate::tcp;
 
 /// Joins the client's and the upstream's upgraded connections and copies bytes both ways
 /// until either side closes. Runs detached from the request; `watch` keeps shutdown
@@ -29,9 +30,8 @@ pub fn tunnel(
         };
         let mut client = TokioIo::new(client);
         let mut upstream = TokioIo::new(upstream);
-        match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-            Ok((from_client, from_server)) => metrics.tcp_bytes(dir, from_client, from_server),
-            Err(e) => tracing::debug!(error = %e, "upgraded tunnel ended with an error"),
+        if let Err(e) = tcp::splice(&mut client, &mut upstream, dir, &metrics).await {
+            tracing::debug!(error = %e, "upgraded tunnel ended with an error");
         }
     });
 }
