@@ -1,4 +1,248 @@
 //! Tandem's domain config types, independent of any wire format.
 //!
-//! Empty until the control-plane issue: the proxy's static config (`tandem-proxy`'s
-//! `config` module) is the first consumer these types will be extracted from.
+//! The control plane validates what users write (YAML/JSON, Kubernetes style) into these
+//! types; `convert` turns a [`MeshConfig`] into xDS resources, and the proxy turns xDS
+//! resources it receives back into a [`ProxyView`]. Protobuf never appears here.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+/// The namespace used when a resource names none.
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+/// The DNS suffix of fully qualified service names (`reviews.default.svc.cluster.local`).
+pub const CLUSTER_DOMAIN: &str = "svc.cluster.local";
+
+/// A service's identity: name and namespace.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ServiceRef {
+    /// Namespace (default `default`).
+    pub namespace: String,
+    /// Name, DNS-label-like.
+    pub name: String,
+}
+
+impl ServiceRef {
+    /// A reference to `name` in `namespace`.
+    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        ServiceRef {
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+
+    /// `name.namespace.svc.cluster.local`: the name of its xDS cluster and route config.
+    pub fn fqdn(&self) -> String {
+        format!("{}.{}.{}", self.name, self.namespace, CLUSTER_DOMAIN)
+    }
+
+    /// Every name a client may use for the service, shortest first: `name` (only in the
+    /// default namespace), `name.namespace`, `name.namespace.svc`, the FQDN. These are
+    /// its xDS listener names (so `xds:///name` works for proxyless gRPC).
+    pub fn aliases(&self) -> Vec<String> {
+        let mut names = Vec::with_capacity(4);
+        if self.namespace == DEFAULT_NAMESPACE {
+            names.push(self.name.clone());
+        }
+        names.push(format!("{}.{}", self.name, self.namespace));
+        names.push(format!("{}.{}.svc", self.name, self.namespace));
+        names.push(self.fqdn());
+        names
+    }
+}
+
+/// The protocol a service port speaks (a hint: detection still runs where unknown).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AppProtocol {
+    /// Unknown: detect per connection.
+    #[default]
+    Detect,
+    /// HTTP/1.1.
+    Http,
+    /// HTTP/2 (h2c); gRPC is HTTP/2.
+    Http2,
+    /// Opaque TCP (server-speaks-first protocols included).
+    Tcp,
+}
+
+/// One port of a service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServicePort {
+    /// Optional port name.
+    pub name: Option<String>,
+    /// Port number.
+    pub port: u16,
+    /// Protocol hint.
+    pub protocol: AppProtocol,
+}
+
+/// A service: a name in a namespace, its ports, and nothing about where it runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Service {
+    /// Identity.
+    pub id: ServiceRef,
+    /// Ports (may be empty: a virtual service reached only through routes).
+    pub ports: Vec<ServicePort>,
+}
+
+/// One instance of a service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoint {
+    /// The service it belongs to.
+    pub service: ServiceRef,
+    /// Where it listens.
+    pub address: SocketAddr,
+    /// Labels (`version: v2`, `topology.kubernetes.io/zone: a`, ...).
+    pub labels: BTreeMap<String, String>,
+}
+
+impl Endpoint {
+    /// The zone label, used as the xDS locality.
+    pub fn zone(&self) -> Option<&str> {
+        self.labels
+            .get("topology.kubernetes.io/zone")
+            .or_else(|| self.labels.get("zone"))
+            .map(String::as_str)
+    }
+}
+
+/// How a string is matched.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", tag = "type", content = "value")]
+pub enum StringMatch {
+    /// Equal.
+    Exact(String),
+    /// A linear-time (RE2 syntax) regular expression that must match the whole value.
+    Regex(String),
+}
+
+/// How the request path is matched.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", tag = "type", content = "value")]
+pub enum PathMatch {
+    /// Equal.
+    Exact(String),
+    /// Prefix on `/`-separated segments (Gateway API `PathPrefix`): `/a` matches `/a` and
+    /// `/a/b` but not `/ab`.
+    Prefix(String),
+    /// Whole-path regular expression (RE2 syntax).
+    Regex(String),
+}
+
+impl Default for PathMatch {
+    fn default() -> Self {
+        PathMatch::Prefix("/".to_string())
+    }
+}
+
+/// A header (or query parameter) that must be present with a matching value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ValueMatch {
+    /// Header name (lowercase) or query parameter name (case-sensitive).
+    pub name: String,
+    /// The value match.
+    pub value: StringMatch,
+}
+
+/// One way a request can select a rule; all given conditions must hold.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct RouteMatch {
+    /// Path condition (default: prefix `/`).
+    pub path: PathMatch,
+    /// Header conditions.
+    pub headers: Vec<ValueMatch>,
+    /// Query parameter conditions.
+    pub query_params: Vec<ValueMatch>,
+    /// Method condition (`GET`, ...).
+    pub method: Option<String>,
+}
+
+/// A weighted destination of a rule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Backend {
+    /// The backend service.
+    pub service: ServiceRef,
+    /// Port on the backend (informational: endpoints carry their own ports).
+    pub port: Option<u16>,
+    /// Relative weight; 0 means deployed but receiving no traffic.
+    pub weight: u32,
+}
+
+/// One rule of a route: conditions and where matching requests go.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct RouteRule {
+    /// Any one of these selects the rule (empty: matches everything).
+    pub matches: Vec<RouteMatch>,
+    /// Weighted destinations (empty or all-zero weights: 500, as in Gateway API).
+    pub backends: Vec<Backend>,
+}
+
+/// A Gateway API `HTTPRoute` in its mesh form: rules for traffic addressed to its parents.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HttpRoute {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// The services whose traffic this route governs.
+    pub parents: Vec<ServiceRef>,
+    /// Rules in the order written.
+    pub rules: Vec<RouteRule>,
+    /// The revision that first created this route: older routes win precedence ties, as
+    /// Gateway API orders by creation time.
+    pub created: u64,
+}
+
+/// Everything the mesh knows at one revision: the input to xDS generation.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct MeshConfig {
+    /// Services by identity.
+    pub services: BTreeMap<ServiceRef, Service>,
+    /// Endpoints, grouped by service, in address order.
+    pub endpoints: BTreeMap<ServiceRef, Vec<Endpoint>>,
+    /// Routes by (namespace, name).
+    pub routes: BTreeMap<(String, String), HttpRoute>,
+}
+
+/// A rule's destination as the proxy sees it: an xDS cluster name and a weight.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterWeight {
+    /// xDS cluster name.
+    pub cluster: String,
+    /// Relative weight (0: no traffic).
+    pub weight: u32,
+}
+
+/// One routing entry as the proxy evaluates it: first entry that matches wins.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProxyRoute {
+    /// Route name (for metrics: `route` label), e.g. `default/reviews-split/rule-0`.
+    pub name: String,
+    /// The condition (one match; a rule with several matches becomes several routes).
+    pub matches: RouteMatch,
+    /// Weighted destinations; empty means answer 500 (no backend).
+    pub clusters: Vec<ClusterWeight>,
+}
+
+/// A cluster as the proxy sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ProxyCluster {
+    /// Upstream protocol hint.
+    pub protocol: AppProtocol,
+    /// Endpoint addresses with their zone, if any.
+    pub endpoints: Vec<SocketAddr>,
+}
+
+/// Everything a proxy needs, decoded from xDS resources (or built from a static file).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ProxyView {
+    /// Listener (service alias) name → route config name.
+    pub listeners: BTreeMap<String, String>,
+    /// Route config name → routes in evaluation order (Gateway API precedence applied).
+    pub route_configs: BTreeMap<String, Vec<ProxyRoute>>,
+    /// Cluster name → cluster.
+    pub clusters: BTreeMap<String, ProxyCluster>,
+}
