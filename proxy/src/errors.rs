@@ -23,6 +23,12 @@ pub enum ProxyError {
     /// `Host` names no configured service.
     #[error("unknown service {0:?}")]
     UnknownService(String),
+    /// The service has routes, but none matches the request.
+    #[error("no route of service {0:?} matches the request")]
+    NoRoute(String),
+    /// The matching route has no backend with weight.
+    #[error("route {0:?} has no backend with weight")]
+    NoBackend(String),
     /// The service exists but has no endpoints.
     #[error("service {0:?} has no endpoints")]
     NoEndpoints(String),
@@ -74,6 +80,8 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::NoAuthority | ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::NoRoute(_) => StatusCode::NOT_FOUND,
+            ProxyError::NoBackend(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ProxyError::UnknownService(_) | ProxyError::NoEndpoints(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }

@@ -91,12 +91,14 @@ pub async fn serve_connection(
         ListenerKind::Outbound => (Protocol::Detect, None),
         ListenerKind::Service(name) => match snapshot.destination(name) {
             Some(dest) => {
-                let p = if dest.protocol == Protocol::Opaque {
+                let cluster = dest.default_cluster.as_ref();
+                let opaque = cluster.is_some_and(|c| c.protocol == Protocol::Opaque);
+                let p = if opaque {
                     Protocol::Opaque
                 } else {
                     Protocol::Detect
                 };
-                (p, dest.pick())
+                (p, cluster.and_then(|c| c.pick()))
             }
             None => return,
         },

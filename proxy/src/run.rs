@@ -77,7 +77,13 @@ pub async fn run(args: Args) -> Result<(), StartupError> {
     })?;
     let metrics = Metrics::new()?;
     metrics.set_config_version(1);
-    let store = Arc::new(Store::new(config.clone()));
+    let store =
+        Arc::new(
+            Store::from_static(config.clone()).map_err(|source| StartupError::Config {
+                path: path.clone(),
+                source,
+            })?,
+        );
     let app_addr = SocketAddr::from(([127, 0, 0, 1], args.app_port));
     let workers = Arc::new(
         Workers::start(args.workers.unwrap_or_else(default_workers), |client| {

@@ -3,16 +3,15 @@
 //! A request loads the snapshot once and uses it to the end, so a reload never changes
 //! the rules under a request already in flight, and nothing is ever half-applied.
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
+use tandem_xds::domain::{AppProtocol, ClusterWeight, ProxyCluster, ProxyRoute, ProxyView};
 use tokio::sync::watch;
 
-use crate::config::{Config, Protocol};
+use crate::config::{Config, ConfigError, Protocol};
+use crate::routing::{Destination, RouteTable};
 
 /// One complete, validated configuration generation.
 #[derive(Debug)]
@@ -21,73 +20,70 @@ pub struct Snapshot {
     pub version: u64,
     /// When this snapshot was accepted.
     pub loaded_at: SystemTime,
-    /// The validated config it was built from.
+    /// Settings (timeouts, limits, listeners) and, in static mode, the services.
     pub config: Config,
+    /// The destinations as routed, from the static services or from xDS.
+    pub view: ProxyView,
     /// This workload's service name, shared as a metric label.
     pub own_service: Arc<str>,
-    services: HashMap<String, Arc<Destination>>,
-}
-
-/// What the request path needs to know about one destination service.
-#[derive(Debug)]
-pub struct Destination {
-    /// Service name, also the `dst_service` metric label.
-    pub name: Arc<str>,
-    /// Upstream protocol.
-    pub protocol: Protocol,
-    /// Endpoints in config order.
-    pub endpoints: Vec<SocketAddr>,
-    next: AtomicUsize,
-}
-
-impl Destination {
-    /// Builds a destination over `endpoints`.
-    pub fn new(name: &str, protocol: Protocol, endpoints: Vec<SocketAddr>) -> Self {
-        Destination {
-            name: name.into(),
-            protocol,
-            endpoints,
-            next: AtomicUsize::new(0),
-        }
-    }
-
-    /// Picks the next endpoint in round-robin order; `None` when there are none.
-    ///
-    /// Load-aware balancing (P2C over peak EWMA) replaces this with traffic management;
-    /// round robin is the honest baseline until endpoint load is measured.
-    pub fn pick(&self) -> Option<SocketAddr> {
-        match self.endpoints.len() {
-            0 => None,
-            1 => Some(self.endpoints[0]),
-            n => Some(self.endpoints[self.next.fetch_add(1, Ordering::Relaxed) % n]),
-        }
-    }
+    routes: RouteTable,
 }
 
 impl Snapshot {
-    /// Builds snapshot number `version` from a validated config.
-    pub fn new(version: u64, config: Config) -> Self {
-        let services = config
-            .services
-            .values()
-            .map(|s| {
-                let dest = Destination::new(&s.name, s.protocol, s.endpoints.clone());
-                (s.name.clone(), Arc::new(dest))
-            })
-            .collect();
-        Snapshot {
+    /// Builds snapshot number `version` from settings and a view of the destinations.
+    pub fn new(version: u64, config: Config, view: ProxyView) -> Result<Self, ConfigError> {
+        let routes = RouteTable::build(&view).map_err(|e| ConfigError {
+            path: e.path,
+            reason: e.reason,
+        })?;
+        Ok(Snapshot {
             version,
             loaded_at: SystemTime::now(),
             own_service: config.service.as_str().into(),
             config,
-            services,
-        }
+            view,
+            routes,
+        })
     }
 
-    /// The destination for a service name, if configured.
-    pub fn destination(&self, name: &str) -> Option<&Arc<Destination>> {
-        self.services.get(name)
+    /// The destination for a host name (lowercase, port stripped), if known.
+    pub fn destination(&self, host: &str) -> Option<&Arc<Destination>> {
+        self.routes.destination(host)
     }
+}
+
+/// The view a static config file describes: each service is its own listener, route config
+/// and cluster, with one catch-all route.
+pub fn static_view(config: &Config) -> ProxyView {
+    let mut view = ProxyView::default();
+    for s in config.services.values() {
+        view.listeners.insert(s.name.clone(), s.name.clone());
+        view.route_configs.insert(
+            s.name.clone(),
+            vec![ProxyRoute {
+                name: format!("{}/default", s.name),
+                matches: Default::default(),
+                clusters: vec![ClusterWeight {
+                    cluster: s.name.clone(),
+                    weight: 1,
+                }],
+            }],
+        );
+        let protocol = match s.protocol {
+            Protocol::Detect => AppProtocol::Detect,
+            Protocol::Http1 => AppProtocol::Http,
+            Protocol::Http2 => AppProtocol::Http2,
+            Protocol::Opaque => AppProtocol::Tcp,
+        };
+        view.clusters.insert(
+            s.name.clone(),
+            ProxyCluster {
+                protocol,
+                endpoints: s.endpoints.clone(),
+            },
+        );
+    }
+    view
 }
 
 /// Holds the current snapshot and tells watchers when it changes.
@@ -98,13 +94,19 @@ pub struct Store {
 }
 
 impl Store {
-    /// A store serving `config` as version 1.
-    pub fn new(config: Config) -> Self {
-        let (changed, _) = watch::channel(1);
+    /// A store serving `snapshot` (normally version 1).
+    pub fn new(snapshot: Snapshot) -> Self {
+        let (changed, _) = watch::channel(snapshot.version);
         Store {
-            current: ArcSwap::from_pointee(Snapshot::new(1, config)),
+            current: ArcSwap::from_pointee(snapshot),
             changed,
         }
+    }
+
+    /// A store serving a static config as version 1.
+    pub fn from_static(config: Config) -> Result<Self, ConfigError> {
+        let view = static_view(&config);
+        Ok(Store::new(Snapshot::new(1, config, view)?))
     }
 
     /// The snapshot to use for one request or connection.
@@ -112,12 +114,24 @@ impl Store {
         self.current.load_full()
     }
 
-    /// Publishes `config` as the next version and returns that version.
-    pub fn publish(&self, config: Config) -> u64 {
-        let version = self.current.load().version + 1;
-        self.current.store(Arc::new(Snapshot::new(version, config)));
+    /// The version the next published snapshot must carry.
+    pub fn next_version(&self) -> u64 {
+        self.current.load().version + 1
+    }
+
+    /// Publishes a snapshot built with [`Store::next_version`].
+    pub fn publish(&self, snapshot: Snapshot) -> u64 {
+        let version = snapshot.version;
+        self.current.store(Arc::new(snapshot));
         self.changed.send_replace(version);
         version
+    }
+
+    /// Builds and publishes the next version of a static config.
+    pub fn publish_static(&self, config: Config) -> Result<u64, ConfigError> {
+        let view = static_view(&config);
+        let snapshot = Snapshot::new(self.next_version(), config, view)?;
+        Ok(self.publish(snapshot))
     }
 
     /// A receiver that sees each newly published version.
@@ -130,15 +144,20 @@ impl Store {
 mod tests {
     use super::*;
     use crate::config::parse;
+    use std::net::SocketAddr;
 
     #[test]
     fn publish_swaps_whole_snapshot_and_keeps_old_one_alive_for_holders() {
-        let store = Store::new(
+        let store = Store::from_static(
             parse("services:\n  - name: a\n    endpoints: [\"127.0.0.1:1\"]\n").unwrap(),
-        );
+        )
+        .unwrap();
         let held = store.load();
         let v = store
-            .publish(parse("services:\n  - name: b\n    endpoints: [\"127.0.0.1:2\"]\n").unwrap());
+            .publish_static(
+                parse("services:\n  - name: b\n    endpoints: [\"127.0.0.1:2\"]\n").unwrap(),
+            )
+            .unwrap();
         assert_eq!(v, 2);
         assert!(
             held.destination("a").is_some(),
@@ -146,21 +165,10 @@ mod tests {
         );
         let now = store.load();
         assert!(now.destination("a").is_none());
-        assert!(now.destination("b").is_some());
-    }
-
-    #[test]
-    fn round_robin_visits_every_endpoint() {
-        let eps: Vec<SocketAddr> = (1..=3)
-            .map(|p| SocketAddr::from(([127, 0, 0, 1], p)))
-            .collect();
-        let d = Destination::new("x", Protocol::Detect, eps.clone());
-        let picked: Vec<_> = (0..6).filter_map(|_| d.pick()).collect();
-        for e in &eps {
-            assert_eq!(picked.iter().filter(|p| *p == e).count(), 2);
-        }
-        assert!(Destination::new("y", Protocol::Detect, vec![])
-            .pick()
-            .is_none());
+        let b = now.destination("b").unwrap();
+        assert_eq!(
+            b.default_cluster.as_ref().unwrap().pick(),
+            Some(SocketAddr::from(([127, 0, 0, 1], 2)))
+        );
     }
 }

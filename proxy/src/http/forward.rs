@@ -16,6 +16,7 @@ use crate::drain::Watch;
 use crate::errors::ProxyError;
 use crate::listener::ListenerKind;
 use crate::metrics::Metrics;
+use crate::routing::Destination;
 use crate::snapshot::{Snapshot, Store};
 
 /// What every request needs that outlives any one snapshot.
@@ -108,20 +109,14 @@ impl Forwarder {
                 };
                 let dest = dest.ok_or_else(|| ProxyError::UnknownService(host.to_string()))?;
                 *label = Some(dest.name.clone());
-                let ep = dest
-                    .pick()
-                    .ok_or_else(|| ProxyError::NoEndpoints(dest.name.to_string()))?;
-                (ep, dest.protocol)
+                pick_endpoint(dest, &req)?
             }
             ListenerKind::Service(name) => {
                 let dest = snapshot
                     .destination(name)
                     .ok_or_else(|| ProxyError::UnknownService(name.to_string()))?;
                 *label = Some(dest.name.clone());
-                let ep = dest
-                    .pick()
-                    .ok_or_else(|| ProxyError::NoEndpoints(dest.name.to_string()))?;
-                (ep, dest.protocol)
+                pick_endpoint(dest, &req)?
             }
         };
         let upgrading = req.version() == Version::HTTP_11 && is_upgrade(req.headers());
@@ -174,6 +169,23 @@ impl Forwarder {
             ProxyBody::upstream(body, reuse),
         ))
     }
+}
+
+/// Route → weighted backend → endpoint, for one request to `dest`.
+fn pick_endpoint<B>(
+    dest: &Destination,
+    req: &Request<B>,
+) -> Result<(SocketAddr, Protocol), ProxyError> {
+    let route = dest
+        .route(req.method(), req.uri(), req.headers())
+        .ok_or_else(|| ProxyError::NoRoute(dest.name.to_string()))?;
+    let cluster = route
+        .pick_backend()
+        .ok_or_else(|| ProxyError::NoBackend(route.name.to_string()))?;
+    let ep = cluster
+        .pick()
+        .ok_or_else(|| ProxyError::NoEndpoints(cluster.name.to_string()))?;
+    Ok((ep, cluster.protocol))
 }
 
 /// Rejects requests over the configured limits before anything is sent upstream.
