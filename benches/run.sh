@@ -20,7 +20,8 @@ LAT_DURATION=15      # fixed-rate latency run, seconds (after LAT_WARMUP)
 LAT_WARMUP=2
 WARMUP=2             # closed-loop warm-up per target before the first round, seconds
 RATE=2000            # fixed rate for the latency run, requests/s
-LAT_CONNS=16         # keep-alive connections the latency generator spreads the rate over
+LAT_CONNS=16         # keep-alive connections (per target) the latency generator uses
+LAT_CHUNK=0.25       # the latency run takes the targets in turns of this many seconds
 H1_THREADS=2         # wrk threads
 H1_CONNS=50          # wrk connections
 H2_THREADS=2         # h2load threads
@@ -32,6 +33,7 @@ TARGETS=direct,tandem,nginx,haproxy
 INSTALL=1
 WAIT_IDLE=120        # before each measurement, wait up to this long for compilers to finish
 RETRIES=2            # repeat a measurement that overlapped compiler activity, at most this often
+LAG_LIMIT_US=500     # latency runs whose generator lagged more than this at p99 are repeated
 
 usage() {
     sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
@@ -40,7 +42,7 @@ usage() {
 
 while [[ $# -gt 0 ]]; do
     case "$1" in
-        --quick) RUNS=1; DURATION=3; LAT_DURATION=4; LAT_WARMUP=1; WARMUP=1 ;;
+        --quick) RUNS=1; DURATION=3; LAT_DURATION=3; LAT_WARMUP=1; WARMUP=1 ;;
         --runs) RUNS=$2; shift ;;
         --targets) TARGETS=$2; shift ;;
         --duration) DURATION=$2; shift ;;
@@ -77,6 +79,7 @@ done
 
 # ---------------------------------------------------------------- cleanup
 PIDS=()
+DISTURBED=""
 cleanup() {
     local rc=$?
     trap - EXIT INT TERM
@@ -251,16 +254,17 @@ check_alive() {
     done
 }
 
-# measured FN ARGS...: runs a measurement; repeats it (up to RETRIES times) while compilers
-# ran during it, so that other work on a shared machine does not land in the figures.
+# measured FN ARGS...: runs a measurement; repeats it (up to RETRIES times) while it was
+# disturbed (the function sets DISTURBED: compilers ran, or the latency generator itself was
+# starved of CPU), so that other work on a shared machine does not land in the figures.
 measured() {
     local attempt
     for ((attempt = 0; ; attempt++)); do
         : >"$WORK/pending"
         "$@"
         check_alive
-        if [[ ${BUSY_MAX:-0} == 0 || $attempt -ge $RETRIES ]]; then break; fi
-        log "  repeating: compilers ran during that measurement"
+        if [[ -z $DISTURBED || $attempt -ge $RETRIES ]]; then break; fi
+        log "  repeating: $DISTURBED"
     done
     cat "$WORK/pending" >>"$TSV"
 }
@@ -425,6 +429,8 @@ run_closed() {
     c1=$(cpu_ticks "${pids[@]}"); u1=$(cpu_ticks "${up_pids[@]}")
     stop_sampler
     record "$round" "$t" "${kind}_busy" "$BUSY_MAX"
+    DISTURBED=""
+    [[ $BUSY_MAX == 0 ]] || DISTURBED="compilers ran during it"
     if [[ $kind == h1 ]]; then
         reqs=$(awk '/requests in/{print $1}' "$raw")
         rps=$(awk '/^Requests\/sec:/{print $2}' "$raw")
@@ -454,32 +460,46 @@ run_closed() {
     log "  $kind $t: ${rps} req/s, errors=$errs, proxy cpu/req=${cpu_us:-n/a} µs, upstream cpu/req=$up_us µs, rss under load=$rss_max kB, compilers=$BUSY_MAX"
 }
 
+# run_latency ROUND: one bench-load run over all targets, interleaved in LAT_CHUNK-second
+# turns, so that whatever else happens on the machine during it hits every target alike.
 run_latency() {
-    local round=$1 t=$2 line k v
-    local raw="$RAW/lat-$t-r$round.txt"
+    local round=$1 t line k v lag errs lat_args=()
+    local raw="$RAW/lat-r$round.txt"
+    for t in "${TARGET_LIST[@]}"; do lat_args+=(--target "$t=${URL[$t]}"); done
     wait_quiet
     start_sampler
-    timeout $((LAT_WARMUP + LAT_DURATION + 30)) "$BIN/bench-load" --url "${URL[$t]}" \
-        --host "$HOST" --rate "$RATE" --duration "$LAT_DURATION" --warmup "$LAT_WARMUP" \
-        --connections "$LAT_CONNS" >"$raw" 2>&1 || true
+    timeout $(((LAT_WARMUP + LAT_DURATION) * ${#TARGET_LIST[@]} + 30)) "$BIN/bench-load" \
+        "${lat_args[@]}" --host "$HOST" --rate "$RATE" --duration "$LAT_DURATION" \
+        --warmup "$LAT_WARMUP" --connections "$LAT_CONNS" --chunk "$LAT_CHUNK" >"$raw" 2>&1 || true
     stop_sampler
-    record "$round" "$t" lat_busy "$BUSY_MAX"
-    line=$(grep -m1 '^scheduled=' "$raw" || true)
-    if [[ -z $line ]]; then
-        log "  latency $t: no result (see $raw)"
-        record "$round" "$t" lat_errors 1
-        return 0
-    fi
-    for kv in $line; do
-        k=${kv%%=*}; v=${kv#*=}
-        case $k in
-            p50_us|p99_us|p999_us|max_us|lag_p50_us|lag_p99_us) record "$round" "$t" "lat_$k" "$v" ;;
-        esac
+    DISTURBED=""
+    [[ $BUSY_MAX == 0 ]] || DISTURBED="compilers ran during it"
+    for t in "${TARGET_LIST[@]}"; do
+        line=$(grep -m1 "^target=$t " "$raw" || true)
+        if [[ -z $line ]]; then
+            log "  latency $t: no result (see $raw)"
+            record "$round" "$t" lat_errors 1
+            continue
+        fi
+        for kv in $line; do
+            k=${kv%%=*}; v=${kv#*=}
+            case $k in
+                p50_us|p99_us|p999_us|max_us|lag_p50_us|lag_p99_us) record "$round" "$t" "lat_$k" "$v" ;;
+            esac
+        done
+        # The generator needs a few µs of CPU on time; a late p99 means something else had it.
+        lag=$(sed -E 's/.*lag_p99_us=([0-9.]+|NaN).*/\1/' <<<"$line")
+        if [[ $lag != NaN ]] && awk -v l="$lag" -v m="$LAG_LIMIT_US" 'BEGIN{exit !(l > m)}'; then
+            DISTURBED="${DISTURBED:+$DISTURBED; }the generator lagged ${lag} µs at p99 ($t)"
+        fi
+        errs=$(awk '{for (i = 1; i <= NF; i++) {split($i, a, "="); if (a[1] == "errors" || a[1] == "non2xx" || a[1] == "late") n += a[2]}} END{print n+0}' <<<"$line")
+        record "$round" "$t" lat_errors "$errs"
+        log "  latency @ $RATE/s: $line"
     done
-    local errs
-    errs=$(awk '{for (i = 1; i <= NF; i++) {split($i, a, "="); if (a[1] == "errors" || a[1] == "non2xx" || a[1] == "late") n += a[2]}} END{print n+0}' <<<"$line")
-    record "$round" "$t" lat_errors "$errs"
-    log "  latency $t @ $RATE/s: $line compilers=$BUSY_MAX"
+    for t in "${TARGET_LIST[@]}"; do
+        record "$round" "$t" lat_busy "$([[ -n $DISTURBED ]] && echo 1 || echo 0)"
+    done
+    [[ $BUSY_MAX == 0 ]] || log "  (compilers ran during the latency run: $BUSY_MAX)"
 }
 
 # ---------------------------------------------------------------- summary
@@ -568,7 +588,7 @@ summarize() {
                 printf "| idle RSS ≤ 10 MB | %s MB | 10 MB | %s |\n", fmt(m["tandem", "rss_idle_kb"] / 1024, 1), (m["tandem", "rss_idle_kb"] <= 10240 ? "pass" : "**miss**")
         }' "$OUT/medians.txt" >"$OUT/summary.md"
     if [[ -n $busy_runs ]]; then
-        printf '\n**Warning:** compilers ran during: %s. Those figures are skewed by other work on the machine.\n' "$busy_runs" >>"$OUT/summary.md"
+        printf '\n**Warning:** still disturbed after %s retries (compilers ran, or the latency generator was starved of CPU): %s. Those figures are skewed by other work on the machine.\n' "$RETRIES" "$busy_runs" >>"$OUT/summary.md"
     fi
 }
 
@@ -602,7 +622,7 @@ busy=$(compilers)
     echo "wrk: $(wrk -v 2>&1 | awk 'NR==1{print $2}')"
     echo "h2load: $(h2load --version 2>/dev/null | awk '{print $NF}')"
     echo "rustc: $(rustc --version)"
-    echo "settings: wrk -t$H1_THREADS -c$H1_CONNS; h2load -t$H2_THREADS -c$H2_CONNS -m$H2_STREAMS; latency $RATE req/s over $LAT_CONNS connections, ${LAT_DURATION}s after ${LAT_WARMUP}s warm-up; $WORKERS workers per proxy and upstream"
+    echo "settings: wrk -t$H1_THREADS -c$H1_CONNS; h2load -t$H2_THREADS -c$H2_CONNS -m$H2_STREAMS; latency $RATE req/s over $LAT_CONNS connections per target, ${LAT_DURATION}s after ${LAT_WARMUP}s warm-up per target, targets interleaved in ${LAT_CHUNK}s turns; $WORKERS workers per proxy and upstream"
 } >"$OUT/meta.txt"
 [[ $busy == 0 ]] || log "warning: $busy compiler processes are running; figures will be skewed"
 
@@ -641,8 +661,8 @@ for ((r = 1; r <= RUNS; r++)); do
     for t in "${TARGET_LIST[@]}"; do
         measured run_closed "$r" "$t" h1
         measured run_closed "$r" "$t" h2
-        measured run_latency "$r" "$t"
     done
+    measured run_latency "$r"
 done
 
 sleep 2

@@ -8,16 +8,25 @@
 //! queued behind the stall: no coordinated omission (the wrk2 approach). Every sample is
 //! kept and sorted, so percentiles are exact (nearest rank), not bucketed.
 //!
+//! Several targets can share one run: the schedule is cut into chunks (`--chunk`, 0.25 s)
+//! that go to the targets in turn, so each target sees the same rate, one target at a time,
+//! and whatever else disturbs the machine during the run is spread over all of them alike.
+//! That pairing is what makes "added latency" (proxy minus direct) meaningful on a machine
+//! shared with other work.
+//!
 //! ```text
-//! bench-load --url http://127.0.0.1:8080/ [--host NAME] [--rate 2000] [--duration 15]
-//!            [--warmup 2] [--connections 16] [--timeout 5]
+//! bench-load --target NAME=http://127.0.0.1:8080/ [--target NAME=URL]... [--host NAME]
+//!            [--rate 2000] [--duration 15] [--warmup 2] [--connections 16] [--chunk 0.25]
+//!            [--timeout 5]
 //! ```
 //!
-//! Prints one line of `key=value` pairs on stdout, latencies in microseconds:
-//! `scheduled= ok= errors= non2xx= late= rate= p50_us= p90_us= p99_us= p999_us= max_us= mean_us=`.
-//! `late` counts slots dropped because the run's hard deadline had passed (target too slow);
-//! `lag_*` is how long after its scheduled time a slot reached a connection (the generator's
-//! own scheduling delay, part of every latency sample; it cancels out in "added latency").
+//! `--url URL` is short for `--target default=URL`. `--duration` and `--warmup` are per
+//! target. Prints one line per target, latencies in microseconds:
+//! `target= scheduled= ok= errors= non2xx= late= rate= p50_us= p90_us= p99_us= p999_us=
+//! max_us= mean_us= lag_p50_us= lag_p99_us=`. `late` counts slots dropped because the run's
+//! hard deadline had passed (target too slow); `lag_*` is how long after its scheduled time
+//! a slot reached a connection (the generator's own delay, part of every latency sample;
+//! it cancels out in "added latency").
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -35,14 +44,20 @@ use tokio::sync::{mpsc, Mutex};
 /// How long after the last scheduled slot queued work may still run before it is dropped.
 const DRAIN_GRACE: Duration = Duration::from_secs(10);
 
-struct Args {
+struct Target {
+    name: String,
     addr: SocketAddr,
     path: String,
-    host: String,
+}
+
+struct Args {
+    targets: Vec<Target>,
+    host: Option<String>,
     rate: f64,
     duration: f64,
     warmup: f64,
     connections: usize,
+    chunk: f64,
     timeout: Duration,
 }
 
@@ -64,8 +79,8 @@ struct Tally {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: bench-load --url http://IP:PORT/PATH [--host NAME] [--rate N] [--duration S] \
-         [--warmup S] [--connections N] [--timeout S]"
+        "usage: bench-load --target NAME=http://IP:PORT/PATH... | --url URL [--host NAME] \
+         [--rate N] [--duration S] [--warmup S] [--connections N] [--chunk S] [--timeout S]"
     );
     std::process::exit(2);
 }
@@ -84,17 +99,24 @@ fn parse_url(url: &str) -> Result<(SocketAddr, String), String> {
     Ok((addr, path))
 }
 
+fn parse_target(name: &str, url: &str) -> Result<Target, String> {
+    let (addr, path) = parse_url(url)?;
+    Ok(Target {
+        name: name.to_string(),
+        addr,
+        path,
+    })
+}
+
 fn parse_args() -> Result<Args, String> {
-    let mut url = None;
-    let mut host = None;
     let mut args = Args {
-        addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-        path: "/".into(),
-        host: String::new(),
+        targets: Vec::new(),
+        host: None,
         rate: 2000.0,
         duration: 15.0,
         warmup: 2.0,
         connections: 16,
+        chunk: 0.25,
         timeout: Duration::from_secs(5),
     };
     let mut it = std::env::args().skip(1);
@@ -110,8 +132,15 @@ fn parse_args() -> Result<Args, String> {
                 .ok_or_else(|| format!("{flag}: not a non-negative number: {v}"))
         };
         match flag.as_str() {
-            "--url" => url = Some(value),
-            "--host" => host = Some(value),
+            "--url" => args.targets.push(parse_target("default", &value)?),
+            "--target" => {
+                let (name, url) = value
+                    .split_once('=')
+                    .ok_or_else(|| format!("--target: expected NAME=URL, got {value}"))?;
+                args.targets.push(parse_target(name, url)?);
+            }
+            "--host" => args.host = Some(value),
+            "--chunk" => args.chunk = num(&value)?,
             "--rate" => args.rate = num(&value)?,
             "--duration" => args.duration = num(&value)?,
             "--warmup" => args.warmup = num(&value)?,
@@ -120,11 +149,13 @@ fn parse_args() -> Result<Args, String> {
             other => return Err(format!("unknown flag {other}")),
         }
     }
-    let url = url.ok_or("--url is required")?;
-    (args.addr, args.path) = parse_url(&url)?;
-    args.host = host.unwrap_or_else(|| args.addr.to_string());
-    if args.rate < 1.0 || args.duration <= 0.0 || args.connections == 0 {
-        return Err("--rate ≥ 1, --duration > 0 and --connections ≥ 1 are required".into());
+    if args.targets.is_empty() {
+        return Err("--target or --url is required".into());
+    }
+    if args.rate < 1.0 || args.duration <= 0.0 || args.connections == 0 || args.chunk <= 0.0 {
+        return Err(
+            "--rate ≥ 1, --duration > 0, --connections ≥ 1 and --chunk > 0 are required".into(),
+        );
     }
     Ok(args)
 }
@@ -146,10 +177,14 @@ async fn connect(addr: SocketAddr) -> Result<SendRequest<Empty<Bytes>>, String> 
 }
 
 /// Sends one request on `sender` and reads the whole response. `Ok(status)` or an error.
-async fn exchange(sender: &mut SendRequest<Empty<Bytes>>, args: &Args) -> Result<u16, String> {
+async fn exchange(
+    sender: &mut SendRequest<Empty<Bytes>>,
+    path: &str,
+    host: &str,
+) -> Result<u16, String> {
     sender.ready().await.map_err(|e| e.to_string())?;
-    let req = Request::get(args.path.as_str())
-        .header(HOST, args.host.as_str())
+    let req = Request::get(path)
+        .header(HOST, host)
         .body(Empty::new())
         .map_err(|e| e.to_string())?;
     let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
@@ -161,29 +196,37 @@ async fn exchange(sender: &mut SendRequest<Empty<Bytes>>, args: &Args) -> Result
     Ok(status)
 }
 
+/// What the workers of one target share.
+struct Lane {
+    addr: SocketAddr,
+    path: String,
+    host: String,
+    timeout: Duration,
+    slots: Mutex<mpsc::UnboundedReceiver<Slot>>,
+}
+
 async fn worker(
-    args: Arc<Args>,
-    slots: Arc<Mutex<mpsc::UnboundedReceiver<Slot>>>,
+    lane: Arc<Lane>,
     mut sender: Option<SendRequest<Empty<Bytes>>>,
     hard_deadline: Instant,
 ) -> Tally {
     let mut tally = Tally::default();
     loop {
         let slot = {
-            let mut rx = slots.lock().await;
+            let mut rx = lane.slots.lock().await;
             rx.recv().await
         };
         let Some(slot) = slot else { break };
         let picked = Instant::now();
         if picked > hard_deadline {
-            tally.late += 1;
+            tally.late += u64::from(slot.measured);
             continue;
         }
         if sender.as_ref().is_none_or(|s| s.is_closed()) {
-            sender = connect(args.addr).await.ok();
+            sender = connect(lane.addr).await.ok();
         }
         let result = match sender.as_mut() {
-            Some(s) => tokio::time::timeout(args.timeout, exchange(s, &args))
+            Some(s) => tokio::time::timeout(lane.timeout, exchange(s, &lane.path, &lane.host))
                 .await
                 .unwrap_or_else(|_| Err("timeout".into())),
             None => Err("not connected".into()),
@@ -223,72 +266,54 @@ fn percentile_us(sorted: &[u64], p: f64) -> f64 {
     sorted[idx] as f64 / 1000.0
 }
 
-fn pace(tx: mpsc::UnboundedSender<Slot>, start: Instant, rate: f64, warmup: u64, total: u64) {
-    for i in 0..total {
-        let due = start + Duration::from_secs_f64(i as f64 / rate);
+/// The pacer: sends slot `i` at `start + i / rate` to the target whose turn it is.
+fn pace(lanes: Vec<mpsc::UnboundedSender<Slot>>, start: Instant, plan: Plan) {
+    for i in 0..plan.total {
+        let due = start + Duration::from_secs_f64(i as f64 / plan.rate);
         let now = Instant::now();
         if due > now {
             std::thread::sleep(due - now);
         }
         let slot = Slot {
             due,
-            measured: i >= warmup,
+            measured: i >= plan.warmup,
         };
-        if tx.send(slot).is_err() {
+        let lane = (i / plan.chunk) as usize % lanes.len();
+        if lanes[lane].send(slot).is_err() {
             return;
         }
     }
 }
 
-async fn run(args: Args) -> Result<(), String> {
-    let args = Arc::new(args);
-    let mut senders = Vec::with_capacity(args.connections);
-    for _ in 0..args.connections {
-        senders.push(connect(args.addr).await?);
-    }
-    let warmup = (args.warmup * args.rate).round() as u64;
-    let measured = (args.duration * args.rate).round() as u64;
-    let start = Instant::now() + Duration::from_millis(20);
-    let hard_deadline = start + Duration::from_secs_f64(args.warmup + args.duration) + DRAIN_GRACE;
+/// The schedule: `total` slots at `rate`, the first `warmup` unmeasured, `chunk` slots per turn.
+#[derive(Clone, Copy)]
+struct Plan {
+    rate: f64,
+    total: u64,
+    warmup: u64,
+    chunk: u64,
+}
 
-    let (tx, rx) = mpsc::unbounded_channel();
-    let rx = Arc::new(Mutex::new(rx));
-    let workers: Vec<_> = senders
-        .into_iter()
-        .map(|s| tokio::spawn(worker(args.clone(), rx.clone(), Some(s), hard_deadline)))
-        .collect();
-    let rate = args.rate;
-    let pacer = std::thread::spawn(move || pace(tx, start, rate, warmup, warmup + measured));
-
-    let mut total = Tally::default();
-    for w in workers {
-        let t = w.await.map_err(|e| format!("worker: {e}"))?;
-        total.samples_ns.extend(t.samples_ns);
-        total.lag_ns.extend(t.lag_ns);
-        total.ok += t.ok;
-        total.errors += t.errors;
-        total.non2xx += t.non2xx;
-        total.late += t.late;
-    }
-    pacer.join().map_err(|_| "pacer thread panicked")?;
-
-    let mut s = total.samples_ns;
+fn report(name: &str, tally: Tally, duration: f64) {
+    let mut s = tally.samples_ns;
     s.sort_unstable();
-    let mut lag = total.lag_ns;
+    let mut lag = tally.lag_ns;
     lag.sort_unstable();
     let mean = if s.is_empty() {
         f64::NAN
     } else {
         s.iter().map(|&v| v as f64).sum::<f64>() / s.len() as f64 / 1000.0
     };
+    let scheduled = tally.ok + tally.errors + tally.late;
     println!(
-        "scheduled={measured} ok={} errors={} non2xx={} late={} rate={:.1} p50_us={:.1} \
-         p90_us={:.1} p99_us={:.1} p999_us={:.1} max_us={:.1} mean_us={:.1} lag_p50_us={:.1} lag_p99_us={:.1}",
-        total.ok,
-        total.errors,
-        total.non2xx,
-        total.late,
-        total.ok as f64 / args.duration,
+        "target={name} scheduled={scheduled} ok={} errors={} non2xx={} late={} rate={:.1} \
+         p50_us={:.1} p90_us={:.1} p99_us={:.1} p999_us={:.1} max_us={:.1} mean_us={:.1} \
+         lag_p50_us={:.1} lag_p99_us={:.1}",
+        tally.ok,
+        tally.errors,
+        tally.non2xx,
+        tally.late,
+        tally.ok as f64 / duration,
         percentile_us(&s, 50.0),
         percentile_us(&s, 90.0),
         percentile_us(&s, 99.0),
@@ -298,6 +323,74 @@ async fn run(args: Args) -> Result<(), String> {
         percentile_us(&lag, 50.0),
         percentile_us(&lag, 99.0),
     );
+}
+
+async fn run(args: Args) -> Result<(), String> {
+    let n = args.targets.len();
+    let per_target_warmup = (args.warmup * args.rate).round() as u64;
+    let per_target_measured = (args.duration * args.rate).round() as u64;
+    let plan = Plan {
+        rate: args.rate,
+        total: (per_target_warmup + per_target_measured) * n as u64,
+        warmup: per_target_warmup * n as u64,
+        chunk: ((args.chunk * args.rate).round() as u64).max(1),
+    };
+    let span = (args.warmup + args.duration) * n as f64;
+
+    let mut txs = Vec::with_capacity(n);
+    let mut handles = Vec::with_capacity(n);
+    let mut lanes = Vec::with_capacity(n);
+    for t in &args.targets {
+        let (tx, rx) = mpsc::unbounded_channel();
+        txs.push(tx);
+        let lane = Arc::new(Lane {
+            addr: t.addr,
+            path: t.path.clone(),
+            host: args.host.clone().unwrap_or_else(|| t.addr.to_string()),
+            timeout: args.timeout,
+            slots: Mutex::new(rx),
+        });
+        let mut senders = Vec::with_capacity(args.connections);
+        for _ in 0..args.connections {
+            senders.push(
+                connect(t.addr)
+                    .await
+                    .map_err(|e| format!("{}: {e}", t.name))?,
+            );
+        }
+        lanes.push(lane);
+        handles.push(senders);
+    }
+    let start = Instant::now() + Duration::from_millis(20);
+    let hard_deadline = start + Duration::from_secs_f64(span) + DRAIN_GRACE;
+    let mut workers = Vec::with_capacity(n);
+    for (lane, senders) in lanes.iter().zip(handles) {
+        let tasks: Vec<_> = senders
+            .into_iter()
+            .map(|s| tokio::spawn(worker(lane.clone(), Some(s), hard_deadline)))
+            .collect();
+        workers.push(tasks);
+    }
+    let pacer = std::thread::spawn(move || pace(txs, start, plan));
+
+    let mut tallies = Vec::with_capacity(n);
+    for tasks in workers {
+        let mut total = Tally::default();
+        for w in tasks {
+            let t = w.await.map_err(|e| format!("worker: {e}"))?;
+            total.samples_ns.extend(t.samples_ns);
+            total.lag_ns.extend(t.lag_ns);
+            total.ok += t.ok;
+            total.errors += t.errors;
+            total.non2xx += t.non2xx;
+            total.late += t.late;
+        }
+        tallies.push(total);
+    }
+    pacer.join().map_err(|_| "pacer thread panicked")?;
+    for (t, tally) in args.targets.iter().zip(tallies) {
+        report(&t.name, tally, args.duration);
+    }
     Ok(())
 }
 

@@ -1,11 +1,108 @@
-//! `tandem-control-plane`: the mesh's source of truth, xDS server, CA and REST API.
-//!
-//! Not built yet: the control plane arrives with its own issue. Until then the binary
-//! says so and exits non-zero, so no script mistakes it for a running control plane.
+//! `tandem-control-plane`: the mesh's source of truth, xDS server and REST API.
 
-fn main() {
-    eprintln!(
-        "tandem-control-plane: not available in this release; run tandem-proxy with --config FILE"
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use tandem_control_plane::api::{self, ApiState};
+use tandem_control_plane::auth::AdminToken;
+use tandem_control_plane::cli::Args;
+use tandem_control_plane::discovery::dns::Dns;
+use tandem_control_plane::discovery::registrations::{Expiry, Registrations};
+use tandem_control_plane::discovery::static_file::StaticFile;
+use tandem_control_plane::discovery::{self, Source};
+use tandem_control_plane::store::Store;
+use tandem_control_plane::xds_server;
+use tokio::net::TcpListener;
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_new(&args.log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("tandem-control-plane: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tandem-control-plane: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<(), String> {
+    let store =
+        Store::open(&args.data_dir).map_err(|e| format!("{}: {e}", args.data_dir.display()))?;
+    let store = Arc::new(store);
+    let token = AdminToken::load_or_create(&args.data_dir).map_err(|e| e.to_string())?;
+    let api_listener = TcpListener::bind(args.api_addr)
+        .await
+        .map_err(|e| format!("api listener {}: {e}", args.api_addr))?;
+    let xds_listener = TcpListener::bind(args.xds_addr)
+        .await
+        .map_err(|e| format!("xds listener {}: {e}", args.xds_addr))?;
+    let api_addr = api_listener.local_addr().map_err(|e| e.to_string())?;
+    let xds_addr = xds_listener.local_addr().map_err(|e| e.to_string())?;
+
+    let registrations = Registrations::new();
+    let mut sources: Vec<Box<dyn Source>> = vec![
+        Box::new(Expiry(registrations.clone())),
+        Box::new(Dns {
+            max_refresh: Duration::from_secs(args.dns_refresh),
+        }),
+    ];
+    if let Some(path) = &args.static_endpoints {
+        sources.push(Box::new(StaticFile::new(path.clone())));
+    }
+    discovery::spawn_all(sources, &store);
+
+    let state = Arc::new(ApiState {
+        store: store.clone(),
+        token,
+        registrations,
+    });
+    tokio::spawn(api::serve(api_listener, state));
+    tokio::spawn(xds_server::serve(xds_listener, store.clone()));
+
+    let mut out = std::io::stdout();
+    let _ = writeln!(
+        out,
+        "tandem-control-plane ready api={api_addr} xds={xds_addr} data-dir={}",
+        args.data_dir.display()
     );
-    std::process::exit(2);
+    let _ = out.flush();
+    tracing::info!(%api_addr, %xds_addr, revision = store.head(), "serving");
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
 }

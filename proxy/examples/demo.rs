@@ -71,7 +71,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("Ctrl-C stops the demo.");
     println!();
     let args = Args {
-        config,
+        config: Some(config),
+        control_plane: None,
+        service: None,
+        namespace: "default".into(),
+        node_id: None,
         outbound_addr: "127.0.0.1:15001".parse()?,
         inbound_addr: "127.0.0.1:15006".parse()?,
         admin_addr: "127.0.0.1:15000".parse()?,

@@ -21,6 +21,7 @@ use tokio::sync::mpsc;
 use crate::listener::ServiceListeners;
 use crate::metrics::Metrics;
 use crate::snapshot::Store;
+use crate::xds_client::XdsStatus;
 
 /// What the admin endpoints report on.
 #[derive(Debug)]
@@ -41,6 +42,8 @@ pub struct AdminState {
     pub last_error: Mutex<Option<String>>,
     /// Asks the process to drain and exit.
     pub drain_tx: mpsc::Sender<()>,
+    /// The xDS connection, in control-plane mode.
+    pub xds: Option<Arc<XdsStatus>>,
 }
 
 /// Serves the admin API on `listener` until the process exits.
@@ -123,6 +126,16 @@ fn config_dump(state: &AdminState) -> serde_json::Value {
             "services": state.service_listeners.addresses(),
         },
         "last_reload_error": last_error,
+        "xds": state.xds.as_ref().map(|x| {
+            let detail = x.detail.lock().map(|d| d.clone()).unwrap_or_default();
+            serde_json::json!({
+                "control_plane": x.control_plane,
+                "connected": x.connected.load(Ordering::Acquire),
+                "versions": detail.versions,
+                "last_nack": detail.last_nack,
+            })
+        }),
+        "routes": snapshot.view,
         "config": snapshot.config,
     })
 }

@@ -11,7 +11,23 @@ use clap::Parser;
 pub struct Args {
     /// Static YAML config file; watched for changes and reloaded on SIGHUP.
     #[arg(long, env = "TANDEM_CONFIG")]
-    pub config: PathBuf,
+    pub config: Option<PathBuf>,
+
+    /// Control plane xDS address (`host:port` or `http://host:port`); instead of --config.
+    #[arg(long, env = "TANDEM_CONTROL_PLANE")]
+    pub control_plane: Option<String>,
+
+    /// This workload's service name (required with --control-plane).
+    #[arg(long, env = "TANDEM_SERVICE")]
+    pub service: Option<String>,
+
+    /// This workload's namespace.
+    #[arg(long, env = "TANDEM_NAMESPACE", default_value = "default")]
+    pub namespace: String,
+
+    /// xDS node id (default: SERVICE~NAMESPACE~PID).
+    #[arg(long, env = "TANDEM_NODE_ID")]
+    pub node_id: Option<String>,
 
     /// Outbound listener (app → mesh).
     #[arg(long, env = "TANDEM_OUTBOUND_ADDR", default_value = "127.0.0.1:15001")]

@@ -25,3 +25,4 @@ pub mod run;
 pub mod snapshot;
 pub mod tcp;
 pub mod workers;
+pub mod xds_client;

@@ -3,6 +3,8 @@
 //! Labels stay bounded: `dst_service` is always a configured name or `unknown`, never a raw
 //! `Host` value, and codes are HTTP status codes.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus::{
@@ -43,6 +45,10 @@ pub struct Metrics {
     detect: IntCounterVec,
     reloads: IntCounterVec,
     config_version: IntGauge,
+    xds_connected: IntGauge,
+    xds_rejected: IntCounter,
+    xds_age: Gauge,
+    config_updated: Arc<AtomicU64>,
     rss: Gauge,
     cpu: Counter,
     fds: Gauge,
@@ -103,6 +109,18 @@ impl Metrics {
         )?;
         let config_version =
             IntGauge::new("tandem_config_version", "Version of the snapshot in use.")?;
+        let xds_connected = IntGauge::new(
+            "tandem_xds_connected",
+            "1 while the ADS stream to the control plane is up.",
+        )?;
+        let xds_rejected = IntCounter::new(
+            "tandem_xds_rejected_total",
+            "xDS updates rejected (NACKed or not applicable).",
+        )?;
+        let xds_age = Gauge::new(
+            "tandem_xds_config_age_seconds",
+            "Seconds since the config in use was last updated.",
+        )?;
         let rss = Gauge::new(
             "process_resident_memory_bytes",
             "Resident memory size in bytes.",
@@ -124,6 +142,9 @@ impl Metrics {
         registry.register(Box::new(detect.clone()))?;
         registry.register(Box::new(reloads.clone()))?;
         registry.register(Box::new(config_version.clone()))?;
+        registry.register(Box::new(xds_connected.clone()))?;
+        registry.register(Box::new(xds_rejected.clone()))?;
+        registry.register(Box::new(xds_age.clone()))?;
         registry.register(Box::new(rss.clone()))?;
         registry.register(Box::new(cpu.clone()))?;
         registry.register(Box::new(fds.clone()))?;
@@ -146,6 +167,10 @@ impl Metrics {
             detect,
             reloads,
             config_version,
+            xds_connected,
+            xds_rejected,
+            xds_age,
+            config_updated: Arc::new(AtomicU64::new(now_millis())),
             rss,
             cpu,
             fds,
@@ -191,10 +216,21 @@ impl Metrics {
             .inc();
     }
 
-    /// The snapshot version now serving.
+    /// The snapshot version now serving (also restarts the config age clock).
     pub fn set_config_version(&self, version: u64) {
         self.config_version
             .set(i64::try_from(version).unwrap_or(i64::MAX));
+        self.config_updated.store(now_millis(), Ordering::Relaxed);
+    }
+
+    /// Whether the ADS stream is up.
+    pub fn set_xds_connected(&self, up: bool) {
+        self.xds_connected.set(i64::from(up));
+    }
+
+    /// One rejected xDS update.
+    pub fn xds_rejected(&self) {
+        self.xds_rejected.inc();
     }
 
     /// Renders every metric in the Prometheus text format, refreshing process stats first.
@@ -207,10 +243,19 @@ impl Metrics {
                 self.cpu.inc_by(delta);
             }
         }
+        let age_ms = now_millis().saturating_sub(self.config_updated.load(Ordering::Relaxed));
+        self.xds_age.set(age_ms as f64 / 1000.0);
         TextEncoder::new()
             .encode_to_string(&self.registry.gather())
             .unwrap_or_else(|e| format!("# encoding failed: {e}\n"))
     }
+}
+
+fn now_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// Decrements the open-connections gauge when the connection ends.

@@ -8,10 +8,11 @@ use std::sync::{Arc, Mutex};
 
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::admin::{self, AdminState};
 use crate::cli::Args;
+use crate::config::Config;
 use crate::config::{self, ConfigError};
 use crate::drain::Drain;
 use crate::http::forward::Forwarder;
@@ -20,6 +21,8 @@ use crate::metrics::Metrics;
 use crate::reload::Reloader;
 use crate::snapshot::Store;
 use crate::workers::Workers;
+use crate::xds_client::{self, XdsStatus, XdsTarget};
+use std::path::PathBuf;
 
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]
@@ -50,12 +53,93 @@ pub enum StartupError {
         /// Why.
         source: std::io::Error,
     },
+    /// The command line does not describe a runnable proxy.
+    #[error("{0}")]
+    Usage(&'static str),
     /// Worker threads could not be started.
     #[error("cannot start worker threads: {0}")]
     Workers(std::io::Error),
     /// Metrics registration failed (a programming error).
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+}
+
+/// Where the destinations come from.
+#[derive(Debug)]
+enum Mode {
+    /// A static file, watched for changes.
+    Static { path: PathBuf, text: String },
+    /// A control plane over ADS.
+    Xds(XdsTarget),
+}
+
+impl Mode {
+    fn from_args(args: &Args) -> Result<Self, StartupError> {
+        match (&args.config, &args.control_plane) {
+            (Some(_), Some(_)) => Err(StartupError::Usage(
+                "use either --config FILE or --control-plane ADDR, not both",
+            )),
+            (None, None) => Err(StartupError::Usage(
+                "need --config FILE (static) or --control-plane ADDR --service NAME",
+            )),
+            (Some(path), None) => {
+                let text =
+                    std::fs::read_to_string(path).map_err(|source| StartupError::ReadConfig {
+                        path: path.display().to_string(),
+                        source,
+                    })?;
+                Ok(Mode::Static {
+                    path: path.clone(),
+                    text,
+                })
+            }
+            (None, Some(cp)) => {
+                let service = args.service.clone().ok_or(StartupError::Usage(
+                    "--control-plane needs --service NAME (this workload's service)",
+                ))?;
+                let endpoint = if cp.contains("://") {
+                    cp.clone()
+                } else {
+                    format!("http://{cp}")
+                };
+                let node_id = args.node_id.clone().unwrap_or_else(|| {
+                    format!("{service}~{}~{}", args.namespace, std::process::id())
+                });
+                Ok(Mode::Xds(XdsTarget {
+                    endpoint,
+                    node_id,
+                    service,
+                }))
+            }
+        }
+    }
+
+    /// The settings (and, in static mode, the services) to start with.
+    fn config(&self) -> Result<Config, StartupError> {
+        match self {
+            Mode::Static { path, text } => {
+                config::parse(text).map_err(|source| StartupError::Config {
+                    path: path.display().to_string(),
+                    source,
+                })
+            }
+            Mode::Xds(target) => {
+                let mut c = config::parse("").map_err(|source| StartupError::Config {
+                    path: "(defaults)".into(),
+                    source,
+                })?;
+                c.service = target.service.clone();
+                Ok(c)
+            }
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Mode::Static { path, .. } => path.display().to_string(),
+            Mode::Xds(t) => t.endpoint.clone(),
+        }
+    }
 }
 
 /// Runs the proxy until SIGTERM/SIGINT or `POST /drain`, then drains and returns.
@@ -65,16 +149,9 @@ pub async fn run(args: Args) -> Result<(), StartupError> {
     let mut term = signal(SignalKind::terminate()).ok();
     let mut int = signal(SignalKind::interrupt()).ok();
     let hup = signal(SignalKind::hangup()).ok();
-    let path = args.config.display().to_string();
-    let text =
-        std::fs::read_to_string(&args.config).map_err(|source| StartupError::ReadConfig {
-            path: path.clone(),
-            source,
-        })?;
-    let config = config::parse(&text).map_err(|source| StartupError::Config {
-        path: path.clone(),
-        source,
-    })?;
+    let mode = Mode::from_args(&args)?;
+    let config = mode.config()?;
+    let path = mode.describe();
     let metrics = Metrics::new()?;
     metrics.set_config_version(1);
     let store =
@@ -122,11 +199,21 @@ pub async fn run(args: Args) -> Result<(), StartupError> {
         store: store.clone(),
         metrics: metrics.clone(),
         ready: Default::default(),
-        source: Some(args.config.clone()),
+        source: match &mode {
+            Mode::Static { path, .. } => Some(path.clone()),
+            Mode::Xds(_) => None,
+        },
         listeners: listeners.clone(),
         service_listeners: service_listeners.clone(),
         last_error: Mutex::new(None),
         drain_tx,
+        xds: match &mode {
+            Mode::Static { .. } => None,
+            Mode::Xds(target) => Some(Arc::new(XdsStatus {
+                control_plane: target.endpoint.clone(),
+                ..Default::default()
+            })),
+        },
     });
 
     tokio::spawn(accept_loop(
@@ -144,18 +231,46 @@ pub async fn run(args: Args) -> Result<(), StartupError> {
         None,
     ));
     tokio::spawn(admin::serve(admin_listener, state.clone()));
-    tokio::spawn(
-        Reloader::new(
-            args.config.clone(),
-            text,
-            state.clone(),
-            service_listeners.clone(),
-        )
-        .run(hup),
-    );
+    let (first_tx, mut first_rx) = watch::channel(false);
+    match &mode {
+        Mode::Static { path, text } => {
+            first_tx.send_replace(true);
+            tokio::spawn(
+                Reloader::new(
+                    path.clone(),
+                    text.clone(),
+                    state.clone(),
+                    service_listeners.clone(),
+                )
+                .run(hup),
+            );
+        }
+        Mode::Xds(target) => {
+            if let Some(status) = &state.xds {
+                tokio::spawn(xds_client::run(
+                    target.clone(),
+                    config.clone(),
+                    store.clone(),
+                    metrics.clone(),
+                    status.clone(),
+                    first_tx,
+                ));
+            }
+        }
+    }
 
-    state.ready.store(true, Ordering::Release);
-    announce(&listeners, &service_listeners.addresses());
+    // Ready means: listeners bound and a complete config in force.
+    let first_config = async {
+        let _ = first_rx.wait_for(|got| *got).await;
+    };
+    tokio::select! {
+        () = first_config => {
+            state.ready.store(true, Ordering::Release);
+            announce(&listeners, &service_listeners.addresses());
+        }
+        Some(()) = recv_opt(&mut term) => return Ok(()),
+        Some(()) = recv_opt(&mut int) => return Ok(()),
+    }
 
     tokio::select! {
         Some(()) = recv_opt(&mut term) => tracing::info!("SIGTERM: draining"),

@@ -1,3 +1,14 @@
-//! Sans-io ADS state machines (server and client), tested with plain synchronous tests.
+//! Sans-io ADS (state of the world) state machines for one stream, tested with plain
+//! synchronous tests; the tonic shells feed them requests/responses and snapshots.
 //!
-//! Empty until the control-plane issue.
+//! - [`AdsStream`]: the control plane's side.
+//! - [`AdsClient`]: the proxy's side.
+
+pub mod client;
+pub mod server;
+
+pub use client::{AdsClient, ClientNack, ClientStep};
+pub use server::{AdsStream, NackRecord, StreamStatus};
+
+/// `google.rpc.Code.INVALID_ARGUMENT`, the code of a NACK's `error_detail`.
+pub const INVALID_ARGUMENT: i32 = 3;

@@ -1,12 +1,33 @@
 //! The xDS v3 protocol as Tandem uses it, shared by the proxy and the control plane.
 //!
-//! Layout (filled in by the control-plane issue):
-//! - [`domain`]: Tandem's own config types (services, endpoints, routes), free of protobuf.
-//! - [`ads`]: the sans-io ADS state machines — the server's per-node subscriptions,
-//!   versions, nonces and ACK/NACK tracking, and the client's apply-or-NACK logic.
+//! - [`domain`]: Tandem's own config types (services, endpoints, routes, the proxy's view),
+//!   free of protobuf.
+//! - [`convert`]: domain ↔ Envoy xDS resources. [`convert::to_snapshot`] turns a
+//!   [`MeshConfig`](domain::MeshConfig) into an [`XdsSnapshot`](convert::XdsSnapshot) (control
+//!   plane); [`convert::to_proxy_view`] turns accepted resources into a
+//!   [`ProxyView`](domain::ProxyView) (proxy), rejecting what Tandem does not support with
+//!   a field path.
+//! - [`ads`]: the sans-io ADS state machines of one stream — [`ads::AdsStream`] (server:
+//!   subscriptions, versions, nonces, ACK/NACK) and [`ads::AdsClient`] (proxy: validate,
+//!   ACK or NACK, subscribe to what is referenced, publish only complete views). The tonic
+//!   shells around them live in the binaries.
 //!
-//! Proto conversion joins as `convert` once the xDS protos are chosen; protobuf types
-//! never leave that module.
+//! The protobuf types are those of [`envoy_types`], re-exported so that every crate uses
+//! the same version.
 
 pub mod ads;
+pub mod convert;
 pub mod domain;
+
+pub use envoy_types;
+
+/// Short paths to the protobuf types the gRPC shells need.
+pub mod envoy {
+    /// `envoy.config.core.v3`: `Node` and friends.
+    pub use envoy_types::pb::envoy::config::core::v3 as core;
+    /// `envoy.service.discovery.v3`: `DiscoveryRequest`/`DiscoveryResponse` and the ADS
+    /// service's tonic client and server.
+    pub use envoy_types::pb::envoy::service::discovery::v3 as discovery;
+    /// `google.protobuf.Any`.
+    pub use envoy_types::pb::google::protobuf::Any;
+}

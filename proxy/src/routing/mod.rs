@@ -197,7 +197,7 @@ fn service_label(config_name: &str) -> &str {
 
 /// A fast per-thread pseudo-random number in `0..bound` (bound > 0): weighted splits need
 /// good spread, not cryptographic quality, and must not contend across threads.
-fn random_below(bound: u64) -> u64 {
+pub fn random_below(bound: u64) -> u64 {
     thread_local! {
         static STATE: Cell<u64> = Cell::new(seed());
     }

@@ -1,0 +1,67 @@
+//! API errors, and the one place where they become HTTP statuses.
+
+use http::StatusCode;
+
+use crate::resources::ResourceError;
+use crate::store::StoreError;
+
+/// Why a request failed. [`ApiError::status`] maps each to its HTTP status.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The request or a document in it is invalid (400).
+    #[error("{0}")]
+    Invalid(String),
+    /// No or wrong bearer token (401).
+    #[error("missing or invalid bearer token (see DATA_DIR/admin-token)")]
+    Unauthorized,
+    /// No such resource, revision or route (404).
+    #[error("{0}")]
+    NotFound(String),
+    /// The path exists but not with this method (405).
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// The request contradicts the store's content (409).
+    #[error("{0}")]
+    Conflict(String),
+    /// The body is over the limit (413).
+    #[error("request body over {0} bytes")]
+    TooLarge(usize),
+    /// The store failed; nothing was applied (500).
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// The HTTP status of this error.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Invalid(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl From<ResourceError> for ApiError {
+    fn from(e: ResourceError) -> Self {
+        ApiError::Invalid(e.to_string())
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Invalid(e) => ApiError::Invalid(e.to_string()),
+            StoreError::NotFound(what) => ApiError::NotFound(format!("{what} not found")),
+            StoreError::Conflict(what) => ApiError::Conflict(what),
+            e @ (StoreError::Db(_) | StoreError::Corrupt(_)) => {
+                tracing::error!(error = %e, "store failure");
+                ApiError::Internal(format!("{e}; nothing was applied"))
+            }
+        }
+    }
+}

@@ -1,0 +1,357 @@
+//! `tandemctl`: the command line over the REST API.
+//!
+//! Every command prints a readable table or message by default, the API's JSON with
+//! `-o json`, or YAML with `-o yaml`; it exits 0 on success and 1 with one line on
+//! stderr on failure (clap's usage errors exit 2).
+
+mod endpoint;
+mod output;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use http::Method;
+use serde_json::{json, Value};
+use tandem_xds::domain::DEFAULT_NAMESPACE;
+
+use crate::client::ApiClient;
+use crate::resources::{parse_text, Kind};
+
+/// Output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// YAML.
+    Yaml,
+    /// JSON (the API's answer).
+    Json,
+}
+
+/// tandemctl: manage a Tandem mesh through its control plane.
+#[derive(Debug, Parser)]
+#[command(name = "tandemctl", version, about)]
+pub struct CtlArgs {
+    /// The control plane's REST API.
+    #[arg(
+        long,
+        env = "TANDEM_API",
+        default_value = "http://127.0.0.1:15080",
+        global = true
+    )]
+    pub api: String,
+
+    /// File holding the admin token (else `TANDEM_API_TOKEN`, else ./tandem-data/admin-token).
+    #[arg(long, global = true)]
+    pub token_file: Option<PathBuf>,
+
+    /// Output format (default: a readable table).
+    #[arg(short = 'o', long = "output", global = true, value_enum)]
+    pub output: Option<Format>,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// tandemctl's commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Apply every document of a YAML or JSON file (`-` for stdin).
+    Apply {
+        /// The file.
+        #[arg(short = 'f', long = "filename")]
+        file: String,
+    },
+    /// List services, endpoints or routes, or show one.
+    Get {
+        /// services | endpoints | routes.
+        kind: String,
+        /// Show only this one (for endpoints: its name or its address).
+        name: Option<String>,
+        /// Namespace (lists: all namespaces when absent; one resource: `default`).
+        #[arg(short = 'n', long)]
+        namespace: Option<String>,
+    },
+    /// Delete a service, endpoint or route (an endpoint by its address or name).
+    Delete {
+        /// service | endpoint | route.
+        kind: String,
+        /// Its name (for endpoints: its address or name).
+        name: String,
+        /// Namespace.
+        #[arg(short = 'n', long, default_value = DEFAULT_NAMESPACE)]
+        namespace: String,
+    },
+    /// Register or deregister endpoints.
+    Endpoint {
+        /// add | remove.
+        #[command(subcommand)]
+        command: EndpointCommand,
+    },
+    /// List revisions, oldest first.
+    History,
+    /// Restore services and routes as of a revision, as a new revision.
+    Rollback {
+        /// The revision.
+        revision: u64,
+    },
+    /// Write the whole store to a file (`-` for stdout).
+    Backup {
+        /// The file.
+        file: String,
+    },
+    /// Replace the whole store with a backup file, as a new revision.
+    Restore {
+        /// The file.
+        file: String,
+    },
+}
+
+/// `tandemctl endpoint ...`.
+#[derive(Debug, Subcommand)]
+pub enum EndpointCommand {
+    /// Register an endpoint; with --heartbeat keep it alive until Ctrl-C, then deregister.
+    Add {
+        /// The service.
+        service: String,
+        /// ip:port.
+        address: String,
+        /// A label, `k=v` (repeatable).
+        #[arg(long = "label")]
+        labels: Vec<String>,
+        /// Expire after this many seconds without a heartbeat (default with --heartbeat: 30).
+        #[arg(long)]
+        ttl: Option<u64>,
+        /// Keep running, heartbeating every TTL/3; deregister on Ctrl-C.
+        #[arg(long)]
+        heartbeat: bool,
+        /// Namespace.
+        #[arg(short = 'n', long, default_value = DEFAULT_NAMESPACE)]
+        namespace: String,
+    },
+    /// Deregister an endpoint.
+    Remove {
+        /// The service.
+        service: String,
+        /// ip:port.
+        address: String,
+        /// Namespace.
+        #[arg(short = 'n', long, default_value = DEFAULT_NAMESPACE)]
+        namespace: String,
+    },
+}
+
+/// A failed command: one line for stderr.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct CtlError(pub String);
+
+impl From<crate::client::ClientError> for CtlError {
+    fn from(e: crate::client::ClientError) -> Self {
+        CtlError(e.to_string())
+    }
+}
+
+/// Finds the token: `--token-file`, else `TANDEM_API_TOKEN`, else `./tandem-data/admin-token`.
+pub fn find_token(token_file: Option<&PathBuf>) -> Result<String, CtlError> {
+    let read = |p: &PathBuf| {
+        std::fs::read_to_string(p)
+            .map(|t| t.trim().to_string())
+            .map_err(|e| CtlError(format!("token file {}: {e}", p.display())))
+    };
+    if let Some(p) = token_file {
+        return read(p);
+    }
+    if let Ok(t) = std::env::var("TANDEM_API_TOKEN") {
+        if !t.trim().is_empty() {
+            return Ok(t.trim().to_string());
+        }
+    }
+    let default = PathBuf::from("./tandem-data").join(crate::auth::TOKEN_FILE);
+    read(&default).map_err(|_| {
+        CtlError(
+            "no API token: pass --token-file, set TANDEM_API_TOKEN, or run where ./tandem-data/admin-token is"
+                .into(),
+        )
+    })
+}
+
+/// Runs one command.
+pub async fn run(args: CtlArgs) -> Result<(), CtlError> {
+    let token = find_token(args.token_file.as_ref())?;
+    let client = ApiClient::new(&args.api, &token)?;
+    let out = args.output;
+    match args.command {
+        Command::Apply { file } => {
+            let text = read_input(&file)?;
+            let docs = parse_text(&text).map_err(|e| CtlError(format!("{file}: {e}")))?;
+            if docs.is_empty() {
+                return Err(CtlError(format!("{file}: no documents")));
+            }
+            let answer = client
+                .call(Method::POST, "/v1/apply", Some(&json!({"documents": docs})))
+                .await?;
+            output::print(out, &answer, output::applied)
+        }
+        Command::Get {
+            kind,
+            name,
+            namespace,
+        } => {
+            let kind = kind_word(&kind)?;
+            match name {
+                None => {
+                    let path = match &namespace {
+                        Some(ns) => format!("/v1/{}?namespace={ns}", kind.plural()),
+                        None => format!("/v1/{}", kind.plural()),
+                    };
+                    let answer = client.call(Method::GET, &path, None).await?;
+                    output::print(out, &answer, |a| output::table(kind, a))
+                }
+                Some(name) => {
+                    let ns = namespace.unwrap_or_else(|| DEFAULT_NAMESPACE.to_string());
+                    let name = resolve_name(&client, kind, &ns, &name).await?;
+                    let path = format!("/v1/{}/{ns}/{name}", kind.plural());
+                    let answer = client.call(Method::GET, &path, None).await?;
+                    output::print(Some(out.unwrap_or(Format::Yaml)), &answer, |_| {
+                        String::new()
+                    })
+                }
+            }
+        }
+        Command::Delete {
+            kind,
+            name,
+            namespace,
+        } => {
+            let kind = kind_word(&kind)?;
+            let name = resolve_name(&client, kind, &namespace, &name).await?;
+            let path = format!("/v1/{}/{namespace}/{name}", kind.plural());
+            let answer = client.call(Method::DELETE, &path, None).await?;
+            output::print(out, &answer, |a| {
+                format!(
+                    "deleted {kind} {namespace}/{name} (revision {})\n",
+                    a["revision"]
+                )
+            })
+        }
+        Command::Endpoint { command } => endpoint::run(&client, out, command).await,
+        Command::History => {
+            let answer = client.call(Method::GET, "/v1/history", None).await?;
+            output::print(out, &answer, output::history)
+        }
+        Command::Rollback { revision } => {
+            let answer = client
+                .call(
+                    Method::POST,
+                    "/v1/rollback",
+                    Some(&json!({"revision": revision})),
+                )
+                .await?;
+            output::print(out, &answer, |a| {
+                format!(
+                    "rolled back to revision {revision} as revision {}\n",
+                    a["revision"]
+                )
+            })
+        }
+        Command::Backup { file } => {
+            let answer = client.call(Method::GET, "/v1/backup", None).await?;
+            let text = serde_json::to_string_pretty(&answer).unwrap_or_default() + "\n";
+            if file == "-" {
+                print!("{text}");
+                return Ok(());
+            }
+            std::fs::write(&file, text).map_err(|e| CtlError(format!("{file}: {e}")))?;
+            output::print(
+                out,
+                &json!({"revision": answer["revision"], "file": file}),
+                |a| format!("backup of revision {} written to {file}\n", a["revision"]),
+            )
+        }
+        Command::Restore { file } => {
+            let text = read_input(&file)?;
+            let backup: Value = serde_json::from_str(&text)
+                .map_err(|e| CtlError(format!("{file}: not a backup (JSON): {e}")))?;
+            let answer = client
+                .call(Method::POST, "/v1/restore", Some(&backup))
+                .await?;
+            output::print(out, &answer, |a| {
+                format!("restored {file} as revision {}\n", a["revision"])
+            })
+        }
+    }
+}
+
+fn read_input(file: &str) -> Result<String, CtlError> {
+    if file == "-" {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+            .map_err(|e| CtlError(format!("stdin: {e}")))?;
+        Ok(text)
+    } else {
+        std::fs::read_to_string(file).map_err(|e| CtlError(format!("{file}: {e}")))
+    }
+}
+
+fn kind_word(word: &str) -> Result<Kind, CtlError> {
+    Kind::from_word(word).ok_or_else(|| {
+        CtlError(format!(
+            "unknown kind {word:?}: use services, endpoints or routes"
+        ))
+    })
+}
+
+/// For endpoints, `name` may be the address: find the endpoint's stored name.
+async fn resolve_name(
+    client: &ApiClient,
+    kind: Kind,
+    namespace: &str,
+    name: &str,
+) -> Result<String, CtlError> {
+    if kind != Kind::Endpoint {
+        return Ok(name.to_string());
+    }
+    let Ok(addr) = name.parse::<std::net::SocketAddr>() else {
+        return Ok(name.to_string());
+    };
+    let list = client
+        .call(
+            Method::GET,
+            &format!("/v1/endpoints?namespace={namespace}"),
+            None,
+        )
+        .await?;
+    let matches: Vec<(String, String)> = list["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| {
+            e["spec"]["address"]
+                .as_str()
+                .and_then(|a| a.parse::<std::net::SocketAddr>().ok())
+                == Some(addr)
+        })
+        .map(|e| {
+            (
+                e["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                e["spec"]["service"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            )
+        })
+        .collect();
+    match matches.as_slice() {
+        [] => Err(CtlError(format!(
+            "no endpoint at {addr} in namespace {namespace}"
+        ))),
+        [(n, _)] => Ok(n.clone()),
+        many => Err(CtlError(format!(
+            "{addr} is an endpoint of several services ({}): use `tandemctl endpoint remove SERVICE {addr}`",
+            many.iter().map(|(_, s)| s.as_str()).collect::<Vec<_>>().join(", ")
+        ))),
+    }
+}

@@ -1,0 +1,234 @@
+//! How `tandemctl` shows answers: tables by default, JSON or YAML on request.
+
+use serde_json::Value;
+
+use super::{CtlError, Format};
+use crate::resources::Kind;
+
+/// Prints `answer` as `format`, or through `human` when no format was asked for.
+pub fn print(
+    format: Option<Format>,
+    answer: &Value,
+    human: impl FnOnce(&Value) -> String,
+) -> Result<(), CtlError> {
+    let text = match format {
+        Some(Format::Json) => serde_json::to_string_pretty(answer)
+            .map(|s| s + "\n")
+            .map_err(|e| CtlError(e.to_string()))?,
+        Some(Format::Yaml) => serde_yaml::to_string(answer).map_err(|e| CtlError(e.to_string()))?,
+        None => human(answer),
+    };
+    print!("{text}");
+    Ok(())
+}
+
+/// `apply`'s answer.
+pub fn applied(a: &Value) -> String {
+    let changed: Vec<&str> = a["changed"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    if changed.is_empty() {
+        return format!("no change (revision {})\n", a["revision"]);
+    }
+    let mut out: String = changed
+        .iter()
+        .map(|c| format!("{c} configured\n"))
+        .collect();
+    out.push_str(&format!("revision {}\n", a["revision"]));
+    out
+}
+
+fn s(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+/// A list of resources as a table.
+pub fn table(kind: Kind, answer: &Value) -> String {
+    let items: Vec<&Value> = answer["items"].as_array().into_iter().flatten().collect();
+    let mut rows: Vec<Vec<String>> = Vec::new();
+    match kind {
+        Kind::Service => {
+            rows.push(cols(&["NAMESPACE", "NAME", "PORTS", "DNS", "REVISION"]));
+            for i in &items {
+                let ports: Vec<String> = i["spec"]["ports"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|p| format!("{}/{}", s(&p["port"]), s(&p["protocol"])))
+                    .collect();
+                let dns = &i["spec"]["dns"];
+                let dns = if dns.is_null() {
+                    String::new()
+                } else if !dns["srv"].is_null() {
+                    format!("srv {}", s(&dns["srv"]))
+                } else {
+                    format!("{}:{}", s(&dns["name"]), s(&dns["port"]))
+                };
+                rows.push(vec![
+                    s(&i["metadata"]["namespace"]),
+                    s(&i["metadata"]["name"]),
+                    ports.join(","),
+                    dns,
+                    s(&i["status"]["updatedRevision"]),
+                ]);
+            }
+        }
+        Kind::Endpoint => {
+            rows.push(cols(&[
+                "NAMESPACE",
+                "SERVICE",
+                "ADDRESS",
+                "LABELS",
+                "SOURCE",
+            ]));
+            for i in &items {
+                let labels: Vec<String> = i["spec"]["labels"]
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .map(|(k, v)| format!("{k}={}", s(v)))
+                    .collect();
+                let source = s(&i["metadata"]["annotations"][crate::resources::SOURCE_ANNOTATION]);
+                rows.push(vec![
+                    s(&i["metadata"]["namespace"]),
+                    s(&i["spec"]["service"]),
+                    s(&i["spec"]["address"]),
+                    labels.join(","),
+                    if source.is_empty() {
+                        "api".into()
+                    } else {
+                        source
+                    },
+                ]);
+            }
+        }
+        Kind::HttpRoute => {
+            rows.push(cols(&["NAMESPACE", "NAME", "PARENTS", "RULES", "BACKENDS"]));
+            for i in &items {
+                let parents: Vec<String> = i["spec"]["parentRefs"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|p| s(&p["name"]))
+                    .collect();
+                let rules = i["spec"]["rules"].as_array().map(Vec::len).unwrap_or(0);
+                let backends: Vec<String> = i["spec"]["rules"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .flat_map(|r| r["backendRefs"].as_array().into_iter().flatten())
+                    .map(|b| {
+                        let w = if b["weight"].is_null() {
+                            "1".into()
+                        } else {
+                            s(&b["weight"])
+                        };
+                        format!("{}({w})", s(&b["name"]))
+                    })
+                    .collect();
+                rows.push(vec![
+                    s(&i["metadata"]["namespace"]),
+                    s(&i["metadata"]["name"]),
+                    parents.join(","),
+                    rules.to_string(),
+                    backends.join(","),
+                ]);
+            }
+        }
+    }
+    if items.is_empty() {
+        return format!("no {}\n", kind.plural());
+    }
+    render(&rows)
+}
+
+/// The history as a table.
+pub fn history(answer: &Value) -> String {
+    let mut rows = vec![cols(&["REVISION", "TIME (UTC)", "WHO", "SUMMARY"])];
+    for i in answer["items"].as_array().into_iter().flatten() {
+        rows.push(vec![
+            s(&i["revision"]),
+            utc(i["time_unix"].as_u64().unwrap_or(0)),
+            s(&i["who"]),
+            s(&i["summary"]),
+        ]);
+    }
+    if rows.len() == 1 {
+        return "no revisions yet\n".into();
+    }
+    render(&rows)
+}
+
+fn cols(names: &[&str]) -> Vec<String> {
+    names.iter().map(|n| n.to_string()).collect()
+}
+
+fn render(rows: &[Vec<String>]) -> String {
+    let n = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..n)
+        .map(|c| {
+            rows.iter()
+                .map(|r| r.get(c).map_or(0, |s| s.chars().count()))
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let line: Vec<String> = row
+            .iter()
+            .enumerate()
+            .map(|(c, cell)| format!("{cell:<w$}", w = widths[c]))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// `YYYY-MM-DD HH:MM:SS` for a Unix time (UTC), without a date library.
+pub fn utc(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_formats_known_times() {
+        assert_eq!(utc(0), "1970-01-01 00:00:00");
+        assert_eq!(utc(951_782_400), "2000-02-29 00:00:00");
+        assert_eq!(utc(1_700_000_000), "2023-11-14 22:13:20");
+    }
+
+    #[test]
+    fn tables_align() {
+        let t = render(&[cols(&["A", "BB"]), cols(&["ccc", "d"])]);
+        assert_eq!(t, "A    BB\nccc  d\n");
+    }
+}

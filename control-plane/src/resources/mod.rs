@@ -1,0 +1,161 @@
+//! What users write: Kubernetes-style documents (`Service`, `Endpoint`, `HTTPRoute`) in YAML
+//! or JSON, validated into a normalized stored form and converted to the domain types of
+//! [`tandem_xds::domain`].
+//!
+//! - [`spec`]: the serde forms of the documents (unknown fields rejected);
+//! - [`validate`]: the rules of validity, with the field path of every violation;
+//! - [`domain`]: stored documents → [`tandem_xds::domain`] types.
+
+pub mod domain;
+pub mod spec;
+pub mod validate;
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+pub use validate::{parse_text, validate_documents};
+
+/// The `apiVersion` of Tandem's own kinds.
+pub const TANDEM_API_VERSION: &str = "tandem.dev/v1alpha1";
+/// The `apiVersion` of `HTTPRoute` (Gateway API).
+pub const GATEWAY_API_VERSION: &str = "gateway.networking.k8s.io/v1";
+/// Annotation naming the discovery source that owns an endpoint.
+pub const SOURCE_ANNOTATION: &str = "tandem.dev/source";
+/// Annotation carrying an API registration's id.
+pub const REGISTRATION_ID_ANNOTATION: &str = "tandem.dev/registration-id";
+/// Annotation carrying an API registration's TTL in seconds.
+pub const REGISTRATION_TTL_ANNOTATION: &str = "tandem.dev/ttl-seconds";
+
+/// The kinds of resource the store holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Kind {
+    /// `tandem.dev/v1alpha1` `Service`.
+    Service,
+    /// `tandem.dev/v1alpha1` `Endpoint`.
+    Endpoint,
+    /// `gateway.networking.k8s.io/v1` `HTTPRoute`.
+    #[serde(rename = "HTTPRoute")]
+    HttpRoute,
+}
+
+impl Kind {
+    /// Every kind, in store order.
+    pub const ALL: [Kind; 3] = [Kind::Service, Kind::Endpoint, Kind::HttpRoute];
+
+    /// The document's `kind` field: `Service`, `Endpoint`, `HTTPRoute`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Service => "Service",
+            Kind::Endpoint => "Endpoint",
+            Kind::HttpRoute => "HTTPRoute",
+        }
+    }
+
+    /// The REST API's collection name: `services`, `endpoints`, `routes`.
+    pub fn plural(self) -> &'static str {
+        match self {
+            Kind::Service => "services",
+            Kind::Endpoint => "endpoints",
+            Kind::HttpRoute => "routes",
+        }
+    }
+
+    /// The kind of a `kind` field value.
+    pub fn from_kind_field(s: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// The kind of a REST collection name (`services`) or CLI word (`service`, `svc`, `route`).
+    pub fn from_word(s: &str) -> Option<Kind> {
+        match s.to_ascii_lowercase().as_str() {
+            "services" | "service" | "svc" => Some(Kind::Service),
+            "endpoints" | "endpoint" | "ep" => Some(Kind::Endpoint),
+            "routes" | "route" | "httproutes" | "httproute" => Some(Kind::HttpRoute),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A resource's identity in the store.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ResourceKey {
+    /// Kind.
+    pub kind: Kind,
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+}
+
+impl ResourceKey {
+    /// A key.
+    pub fn new(kind: Kind, namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        ResourceKey {
+            kind,
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+}
+
+impl fmt::Display for ResourceKey {
+    /// `HTTPRoute default/reviews-split`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}/{}", self.kind, self.namespace, self.name)
+    }
+}
+
+/// A validated document in its normalized form: namespace and name filled in, defaults
+/// applied, ready to store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resource {
+    /// Identity.
+    pub key: ResourceKey,
+    /// The normalized document (`apiVersion`, `kind`, `metadata`, `spec`).
+    pub doc: serde_json::Value,
+}
+
+/// A document that is not valid, and where.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{path}: {reason}")]
+pub struct ResourceError {
+    /// Field path, e.g. `documents[2].spec.rules[0].backendRefs[1].weight`.
+    pub path: String,
+    /// What is wrong.
+    pub reason: String,
+}
+
+impl ResourceError {
+    /// An error at `path`.
+    pub fn new(path: impl Into<String>, reason: impl Into<String>) -> Self {
+        ResourceError {
+            path: path.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// The name of an endpoint that names none: `<service>-<address>` with every character
+/// other than `[a-z0-9]` turned into `-` (`reviews-v1-127-0-0-1-9081`).
+pub fn derived_endpoint_name(service: &str, address: &std::net::SocketAddr) -> String {
+    let addr: String = address
+        .to_string()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let addr = addr.trim_matches('-');
+    format!("{service}-{addr}")
+}

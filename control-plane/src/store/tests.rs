@@ -1,0 +1,361 @@
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use serde_json::{json, Value};
+
+use super::*;
+use crate::resources::{validate_documents, Resource, SOURCE_ANNOTATION};
+
+/// A temp dir removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static N: AtomicU32 = AtomicU32::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "tandem-store-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn svc(name: &str, port: u16) -> Value {
+    json!({"apiVersion": "tandem.dev/v1alpha1", "kind": "Service", "metadata": {"name": name},
+           "spec": {"ports": [{"port": port}]}})
+}
+
+fn ep(service: &str, addr: &str) -> Value {
+    json!({"apiVersion": "tandem.dev/v1alpha1", "kind": "Endpoint",
+           "spec": {"service": service, "address": addr}})
+}
+
+fn route(name: &str, parent: &str, backends: &[(&str, u32)]) -> Value {
+    let refs: Vec<Value> = backends
+        .iter()
+        .map(|(n, w)| json!({"name": n, "weight": w}))
+        .collect();
+    json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+           "metadata": {"name": name},
+           "spec": {"parentRefs": [{"kind": "Service", "name": parent}],
+                    "rules": [{"backendRefs": refs}]}})
+}
+
+fn docs(values: Vec<Value>) -> Vec<Resource> {
+    validate_documents(values).unwrap()
+}
+
+fn key(kind: Kind, name: &str) -> ResourceKey {
+    ResourceKey::new(kind, "default", name)
+}
+
+#[test]
+fn apply_is_one_revision_and_noop_makes_none() {
+    let dir = TempDir::new("apply");
+    let store = Store::open(&dir.0).unwrap();
+    assert_eq!(store.head(), 0);
+    let mut rx = store.subscribe();
+    let out = store
+        .apply(docs(vec![svc("a", 80), svc("b", 81)]), WHO_API)
+        .unwrap();
+    assert_eq!(out.revision, 1);
+    assert_eq!(out.changed, vec!["Service default/a", "Service default/b"]);
+    assert!(rx.has_changed().unwrap());
+    assert_eq!(*rx.borrow_and_update(), 1);
+    let again = store
+        .apply(docs(vec![svc("a", 80), svc("b", 81)]), WHO_API)
+        .unwrap();
+    assert_eq!(again.revision, 1);
+    assert!(again.changed.is_empty());
+    assert!(!rx.has_changed().unwrap());
+    let changed = store.apply(docs(vec![svc("a", 8080)]), WHO_API).unwrap();
+    assert_eq!(changed.revision, 2);
+    let a = store.get(&key(Kind::Service, "a")).unwrap().unwrap();
+    assert_eq!((a.created, a.updated), (1, 2));
+    let h = store.history().unwrap();
+    assert_eq!(h.len(), 2);
+    assert_eq!(h[1].who, "api");
+    assert_eq!(h[1].summary, "apply: updated Service default/a");
+}
+
+#[test]
+fn endpoints_create_their_service_and_deleting_a_service_cascades() {
+    let dir = TempDir::new("cascade");
+    let store = Store::open(&dir.0).unwrap();
+    let out = store
+        .apply(
+            docs(vec![ep("web", "127.0.0.1:1"), ep("web", "127.0.0.1:2")]),
+            WHO_API,
+        )
+        .unwrap();
+    assert_eq!(out.changed.len(), 3, "{:?}", out.changed);
+    let web = store.get(&key(Kind::Service, "web")).unwrap().unwrap();
+    assert_eq!(web.doc["spec"]["ports"], json!([]));
+    assert_eq!(
+        store.list(Kind::Endpoint, Some("default")).unwrap().len(),
+        2
+    );
+    assert!(store
+        .list(Kind::Endpoint, Some("other"))
+        .unwrap()
+        .is_empty());
+    let del = store.delete(&key(Kind::Service, "web"), WHO_API).unwrap();
+    assert_eq!(del.changed.len(), 3);
+    assert!(store.list(Kind::Endpoint, None).unwrap().is_empty());
+    match store.delete(&key(Kind::Service, "web"), WHO_API) {
+        Err(StoreError::NotFound(_)) => {}
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(store.head(), 2);
+}
+
+#[test]
+fn duplicate_endpoint_under_another_name_conflicts() {
+    let dir = TempDir::new("conflict");
+    let store = Store::open(&dir.0).unwrap();
+    store
+        .apply(docs(vec![ep("web", "127.0.0.1:1")]), WHO_API)
+        .unwrap();
+    let mut named = ep("web", "127.0.0.1:1");
+    named["metadata"] = json!({"name": "web-one"});
+    match store.apply(docs(vec![named]), WHO_API) {
+        Err(StoreError::Conflict(_)) => {}
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(store.head(), 1);
+}
+
+#[test]
+fn reopen_after_drop_keeps_everything() {
+    let dir = TempDir::new("reopen");
+    {
+        let store = Store::open(&dir.0).unwrap();
+        store
+            .apply(
+                docs(vec![svc("a", 80), route("r", "a", &[("a", 1)])]),
+                WHO_API,
+            )
+            .unwrap();
+        store.delete(&key(Kind::Service, "a"), WHO_API).unwrap();
+    }
+    let store = Store::open(&dir.0).unwrap();
+    assert_eq!(store.head(), 2);
+    assert!(store.get(&key(Kind::Service, "a")).unwrap().is_none());
+    assert!(store.get(&key(Kind::HttpRoute, "r")).unwrap().is_some());
+    assert_eq!(store.history().unwrap().len(), 2);
+}
+
+#[test]
+fn state_at_and_rollback_restore_config_but_keep_endpoints() {
+    let dir = TempDir::new("rollback");
+    let store = Store::open(&dir.0).unwrap();
+    store
+        .apply(
+            docs(vec![svc("a", 80), route("r", "a", &[("v1", 100)])]),
+            WHO_API,
+        )
+        .unwrap(); // 1
+    store
+        .apply(
+            docs(vec![route("r", "a", &[("v1", 50), ("v2", 50)])]),
+            WHO_API,
+        )
+        .unwrap(); // 2
+    store.delete(&key(Kind::HttpRoute, "r"), WHO_API).unwrap(); // 3
+    store
+        .apply(docs(vec![svc("b", 81), ep("v2", "127.0.0.1:9")]), WHO_API)
+        .unwrap(); // 4
+    let at2 = store.state_at(2).unwrap();
+    assert_eq!(at2.len(), 2);
+    assert!(store.state_at(0).unwrap().is_empty());
+    assert!(matches!(store.state_at(5), Err(StoreError::NotFound(_))));
+    let out = store.rollback(2, WHO_API).unwrap();
+    assert_eq!(out.revision, 5);
+    let r = store.get(&key(Kind::HttpRoute, "r")).unwrap().unwrap();
+    assert_eq!(r.created, 1, "rollback keeps the route's creation revision");
+    assert_eq!(r.doc, at2[&key(Kind::HttpRoute, "r")].doc);
+    assert!(store.get(&key(Kind::Service, "b")).unwrap().is_none());
+    // The endpoint is kept, and so is a service for it.
+    assert_eq!(store.list(Kind::Endpoint, None).unwrap().len(), 1);
+    assert!(store.get(&key(Kind::Service, "v2")).unwrap().is_some());
+    let config = store.mesh_config().unwrap();
+    let route = &config.routes[&("default".to_string(), "r".to_string())];
+    assert_eq!(route.created, 1);
+    assert_eq!(route.rules[0].backends.len(), 2);
+    // Rolling back to where we are is a no-op.
+    assert_eq!(store.rollback(5, WHO_API).unwrap().revision, 5);
+    assert!(matches!(
+        store.rollback(9, WHO_API),
+        Err(StoreError::NotFound(_))
+    ));
+    assert_eq!(
+        store.history().unwrap()[4].summary.split(':').next(),
+        Some("rollback to 2")
+    );
+}
+
+#[test]
+fn backup_and_restore_round_trip() {
+    let dir = TempDir::new("backup");
+    let store = Store::open(&dir.0).unwrap();
+    store
+        .apply(
+            docs(vec![
+                svc("a", 80),
+                route("r", "a", &[("a", 1)]),
+                ep("a", "127.0.0.1:5"),
+            ]),
+            WHO_API,
+        )
+        .unwrap();
+    let backup = store.backup().unwrap();
+    let text = serde_json::to_string(&backup).unwrap();
+    store.delete(&key(Kind::Service, "a"), WHO_API).unwrap();
+    store.apply(docs(vec![svc("z", 1)]), WHO_API).unwrap();
+    let restored: Backup = serde_json::from_str(&text).unwrap();
+    let out = store.restore(restored, WHO_API).unwrap();
+    assert_eq!(out.revision, 4);
+    let mut now = store.backup().unwrap();
+    assert_eq!(now.resources.len(), 3);
+    assert!(store.get(&key(Kind::Service, "z")).unwrap().is_none());
+    let r = store.get(&key(Kind::HttpRoute, "r")).unwrap().unwrap();
+    assert_eq!(r.created, 1);
+    // Tampered backups are refused whole.
+    now.resources[0].doc["metadata"]["name"] = json!("Bad");
+    assert!(matches!(
+        store.restore(now, WHO_API),
+        Err(StoreError::Invalid(_))
+    ));
+    assert_eq!(store.head(), 4);
+}
+
+#[test]
+fn replace_endpoints_touches_only_its_source() {
+    let dir = TempDir::new("replace");
+    let store = Store::open(&dir.0).unwrap();
+    store
+        .apply(docs(vec![ep("web", "127.0.0.1:1")]), WHO_API)
+        .unwrap();
+    let owned = |addr: &str| {
+        let mut d = ep("web", addr);
+        d["metadata"] = json!({"annotations": {SOURCE_ANNOTATION: "static-file"}});
+        d
+    };
+    let out = store
+        .replace_endpoints(
+            "static-file",
+            None,
+            docs(vec![owned("127.0.0.1:2"), owned("127.0.0.1:3")]),
+            WHO_STATIC_FILE,
+        )
+        .unwrap();
+    assert_eq!(out.changed.len(), 2);
+    let same = store
+        .replace_endpoints(
+            "static-file",
+            None,
+            docs(vec![owned("127.0.0.1:2"), owned("127.0.0.1:3")]),
+            WHO_STATIC_FILE,
+        )
+        .unwrap();
+    assert!(same.changed.is_empty());
+    store
+        .replace_endpoints(
+            "static-file",
+            None,
+            docs(vec![owned("127.0.0.1:3")]),
+            WHO_STATIC_FILE,
+        )
+        .unwrap();
+    let config = store.mesh_config().unwrap();
+    let addrs: Vec<String> = config.endpoints
+        [&tandem_xds::domain::ServiceRef::new("default", "web")]
+        .iter()
+        .map(|e| e.address.to_string())
+        .collect();
+    assert_eq!(addrs, vec!["127.0.0.1:1", "127.0.0.1:3"]);
+    assert_eq!(store.history().unwrap().last().unwrap().who, "static-file");
+}
+
+/// The child half of [`acknowledged_commits_survive_sigkill`]: when the env var is set,
+/// commits revisions forever, printing each acknowledged revision.
+#[test]
+fn crash_child() {
+    let Ok(dir) = std::env::var("TANDEM_STORE_CRASH_DIR") else {
+        return;
+    };
+    let store = Store::open(std::path::Path::new(&dir)).unwrap();
+    for i in 1u64.. {
+        let batch: Vec<Value> = (0..10)
+            .map(|n| {
+                let mut d = svc(&format!("s{n}"), 80);
+                d["metadata"]["labels"] = json!({"iteration": i.to_string()});
+                d
+            })
+            .collect();
+        let out = store.apply(docs(batch), WHO_API).unwrap();
+        println!("ack {}", out.revision);
+    }
+}
+
+#[test]
+fn acknowledged_commits_survive_sigkill() {
+    let dir = TempDir::new("crash");
+    let exe = std::env::current_exe().unwrap();
+    for round in 0..3 {
+        let mut child = Command::new(&exe)
+            .args([
+                "--exact",
+                "store::tests::crash_child",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("TANDEM_STORE_CRASH_DIR", &dir.0)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut acked = 0u64;
+        let target = 5 + round * 7;
+        while acked < target {
+            let line = lines.next().unwrap().unwrap();
+            if let Some(n) = line.strip_prefix("ack ") {
+                acked = n.trim().parse().unwrap();
+            }
+        }
+        child.kill().unwrap(); // SIGKILL on Unix
+        child.wait().unwrap();
+        let store = Store::open(&dir.0).unwrap();
+        let head = store.head();
+        assert!(head >= acked, "acknowledged {acked}, head {head}");
+        let history = store.history().unwrap();
+        assert_eq!(history.last().unwrap().revision, head);
+        assert_eq!(history.len() as u64, head);
+        // Every service carries the label of the same (last) iteration: no half revision.
+        let labels: std::collections::BTreeSet<String> = store
+            .list(Kind::Service, None)
+            .unwrap()
+            .iter()
+            .map(|r| {
+                r.doc["metadata"]["labels"]["iteration"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(labels.len(), 1, "{labels:?}");
+        assert_eq!(store.changes(head).unwrap().len(), 10);
+    }
+}

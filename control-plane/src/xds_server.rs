@@ -1,0 +1,170 @@
+//! The xDS (ADS, state of the world) server: a thin tonic shell around the sans-io
+//! [`AdsStream`] of `tandem-xds`.
+//!
+//! One task turns every committed store revision into an [`XdsSnapshot`] (consistent across
+//! types) and publishes it on a watch channel; each ADS stream answers its client's
+//! requests from the latest snapshot and pushes when a new one changes what it subscribed.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use tandem_xds::ads::AdsStream;
+use tandem_xds::convert::{to_snapshot, XdsSnapshot};
+use tandem_xds::envoy::discovery::aggregated_discovery_service_server::{
+    AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
+};
+use tandem_xds::envoy::discovery::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+};
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::proxies::ProxyStatus;
+use crate::store::Store;
+
+type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+/// Serves ADS on `listener` until the process exits.
+pub async fn serve(listener: tokio::net::TcpListener, store: Arc<Store>) {
+    let snapshots = match first_snapshot(&store) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot build the first xDS snapshot; xDS is not served");
+            return;
+        }
+    };
+    let (tx, rx) = watch::channel(Arc::new(snapshots));
+    tokio::spawn(follow_store(store.clone(), tx));
+    let ads = Ads {
+        store,
+        snapshots: rx,
+    };
+    let result = tonic::transport::Server::builder()
+        .add_service(AggregatedDiscoveryServiceServer::new(ads))
+        .serve_with_incoming(TcpListenerStream::new(listener))
+        .await;
+    if let Err(e) = result {
+        tracing::error!(error = %e, "xDS server stopped");
+    }
+}
+
+fn first_snapshot(store: &Store) -> Result<XdsSnapshot, String> {
+    let (head, mesh) = store.snapshot().map_err(|e| e.to_string())?;
+    to_snapshot(&mesh, &head.to_string()).map_err(|e| e.to_string())
+}
+
+/// Rebuilds the snapshot after every committed revision. A revision the converter rejects
+/// (validation at apply time should make that impossible) leaves the previous snapshot
+/// serving, so proxies never see a half-built mesh.
+async fn follow_store(store: Arc<Store>, tx: watch::Sender<Arc<XdsSnapshot>>) {
+    let mut head = store.subscribe();
+    while head.changed().await.is_ok() {
+        match first_snapshot(&store) {
+            Ok(snapshot) => {
+                tracing::debug!(version = snapshot.version(), "xDS snapshot rebuilt");
+                tx.send_replace(Arc::new(snapshot));
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "revision not convertible to xDS; keeping the previous snapshot")
+            }
+        }
+    }
+}
+
+struct Ads {
+    store: Arc<Store>,
+    snapshots: watch::Receiver<Arc<XdsSnapshot>>,
+}
+
+#[tonic::async_trait]
+impl AggregatedDiscoveryService for Ads {
+    type StreamAggregatedResourcesStream = ResponseStream<DiscoveryResponse>;
+    type DeltaAggregatedResourcesStream = ResponseStream<DeltaDiscoveryResponse>;
+
+    async fn stream_aggregated_resources(
+        &self,
+        request: Request<Streaming<DiscoveryRequest>>,
+    ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
+        let inbound = request.into_inner();
+        let (tx, rx) = mpsc::channel(16);
+        tokio::spawn(run_stream(
+            inbound,
+            tx,
+            self.snapshots.clone(),
+            self.store.clone(),
+        ));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn delta_aggregated_resources(
+        &self,
+        _request: Request<Streaming<DeltaDiscoveryRequest>>,
+    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
+        Err(Status::unimplemented(
+            "delta xDS is not supported yet; use state-of-the-world ADS",
+        ))
+    }
+}
+
+/// One client's stream: requests in, responses out, pushes on new snapshots.
+async fn run_stream(
+    mut inbound: Streaming<DiscoveryRequest>,
+    tx: mpsc::Sender<Result<DiscoveryResponse, Status>>,
+    mut snapshots: watch::Receiver<Arc<XdsSnapshot>>,
+    store: Arc<Store>,
+) {
+    let mut ads = AdsStream::new();
+    let mut node: Option<String> = None;
+    loop {
+        let responses = tokio::select! {
+            msg = inbound.message() => match msg {
+                Ok(Some(req)) => {
+                    let snapshot = snapshots.borrow_and_update().clone();
+                    ads.on_request(req, &snapshot)
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::debug!(error = %e, "xDS stream ended with an error");
+                    break;
+                }
+            },
+            changed = snapshots.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                let snapshot = snapshots.borrow_and_update().clone();
+                ads.on_snapshot(&snapshot)
+            }
+        };
+        if node.is_none() {
+            node = ads.node_id().map(str::to_string);
+        }
+        if let Some(id) = &node {
+            report(&store, id, &ads);
+        }
+        for r in responses {
+            if tx.send(Ok(r)).await.is_err() {
+                break;
+            }
+        }
+    }
+    if let Some(id) = node {
+        store.proxies().remove(&id);
+    }
+}
+
+fn report(store: &Store, node: &str, ads: &AdsStream) {
+    let status = ads.status();
+    store.proxies().upsert(ProxyStatus {
+        node: node.to_string(),
+        service: status.service.clone(),
+        acked: status.acked.clone(),
+        nacked: status
+            .nacked
+            .iter()
+            .map(|(t, n)| (t.clone(), n.message.clone()))
+            .collect(),
+    });
+}

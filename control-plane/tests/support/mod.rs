@@ -1,0 +1,222 @@
+//! Test harness: the real `tandem-control-plane` on port 0 with a temp data dir, driven
+//! by the real `tandemctl`.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// A temp dir removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "tandem-cp-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A running control plane.
+pub struct ControlPlane {
+    pub child: Child,
+    pub api: String,
+    pub api_addr: String,
+    pub data_dir: PathBuf,
+}
+
+impl ControlPlane {
+    pub fn start(data_dir: &Path, extra: &[&str]) -> ControlPlane {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tandem-control-plane"))
+            .args([
+                "--api-addr",
+                "127.0.0.1:0",
+                "--xds-addr",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
+            .arg(data_dir)
+            .args(extra)
+            .env("TANDEM_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start tandem-control-plane");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            if let Some(Ok(line)) = lines.next() {
+                let _ = tx.send(line);
+            }
+            for _ in lines {}
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("ready line within 30 s");
+        assert!(
+            line.starts_with("tandem-control-plane ready api="),
+            "{line}"
+        );
+        let api_addr = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("api="))
+            .unwrap()
+            .to_string();
+        assert!(
+            line.contains(&format!("data-dir={}", data_dir.display())),
+            "{line}"
+        );
+        ControlPlane {
+            child,
+            api: format!("http://{api_addr}"),
+            api_addr,
+            data_dir: data_dir.to_path_buf(),
+        }
+    }
+
+    pub fn token_file(&self) -> PathBuf {
+        self.data_dir.join("admin-token")
+    }
+
+    pub fn token(&self) -> String {
+        std::fs::read_to_string(self.token_file())
+            .unwrap()
+            .trim()
+            .to_string()
+    }
+
+    /// Runs tandemctl against this control plane.
+    pub fn ctl(&self, args: &[&str]) -> Output {
+        ctl_cmd(&self.api, &self.token_file(), args)
+            .output()
+            .unwrap()
+    }
+
+    /// Runs tandemctl and asserts success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.ctl(args);
+        assert!(
+            out.status.success(),
+            "tandemctl {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Runs tandemctl with `-o json` and parses stdout.
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = args.to_vec();
+        all.extend(["-o", "json"]);
+        serde_json::from_str(&self.ok(&all)).unwrap()
+    }
+
+    /// Sends a raw HTTP/1.1 request; returns the status code and the whole answer.
+    pub fn raw(&self, request: &str) -> (u16, String) {
+        let mut s = TcpStream::connect(&self.api_addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(request.as_bytes()).unwrap();
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        let code = out
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        (code, out)
+    }
+
+    /// SIGKILL, no goodbye.
+    pub fn kill9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn ctl_cmd(api: &str, token_file: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_tandemctl"));
+    c.arg("--api")
+        .arg(api)
+        .arg("--token-file")
+        .arg(token_file)
+        .args(args);
+    c.env_remove("TANDEM_API_TOKEN");
+    c
+}
+
+/// Polls `f` every 100 ms until it holds or `timeout` passes.
+pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + timeout;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() > end {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+pub const EXAMPLE: &str = r#"
+apiVersion: tandem.dev/v1alpha1
+kind: Service
+metadata: { name: reviews, namespace: default }
+spec:
+  ports:
+    - { port: 9080, name: http, protocol: http }
+---
+apiVersion: tandem.dev/v1alpha1
+kind: Endpoint
+metadata: { namespace: default }
+spec:
+  service: reviews-v1
+  address: 127.0.0.1:9081
+  labels: { version: v1 }
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: { name: reviews-split, namespace: default }
+spec:
+  parentRefs:
+    - { kind: Service, name: reviews, port: 9080 }
+  rules:
+    - matches:
+        - path: { type: PathPrefix, value: / }
+      backendRefs:
+        - { name: reviews-v1, port: 9080, weight: 90 }
+        - { name: reviews-v2, port: 9080, weight: 10 }
+"#;
+
+pub fn write(dir: &Path, name: &str, text: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p.display().to_string()
+}

@@ -1,0 +1,161 @@
+//! The proxy as an xDS client: one ADS stream to the control plane, reconnected with
+//! jittered backoff, each complete and valid update published as one snapshot.
+//!
+//! The protocol logic (ACK/NACK, subscriptions, completeness) lives in the sans-io
+//! `tandem_xds::ads::client`; this module only moves its messages over gRPC and applies
+//! what it accepts. When the control plane is gone the last good snapshot keeps serving,
+//! indefinitely.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use tandem_xds::ads::AdsClient;
+use tandem_xds::envoy::discovery::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
+use tandem_xds::envoy::discovery::DiscoveryRequest;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::snapshot::{Snapshot, Store};
+
+/// What the admin port reports about the xDS connection.
+#[derive(Debug, Default)]
+pub struct XdsStatus {
+    /// Whether the stream is up.
+    pub connected: AtomicBool,
+    /// Control plane address.
+    pub control_plane: String,
+    /// Accepted version per type URL, the last NACK, and when config last changed.
+    pub detail: Mutex<XdsDetail>,
+}
+
+/// The mutable part of [`XdsStatus`].
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct XdsDetail {
+    /// Accepted version per resource type.
+    pub versions: BTreeMap<String, String>,
+    /// The error detail of the last NACK sent, if any.
+    pub last_nack: Option<String>,
+    /// When the last accepted update was applied.
+    #[serde(skip)]
+    pub updated_at: Option<SystemTime>,
+}
+
+/// Backoff between reconnects: doubles from 100 ms to 5 s, with ±50% jitter so a fleet of
+/// proxies does not reconnect in lockstep when the control plane returns.
+fn backoff(attempt: u32) -> Duration {
+    let base = 100u64.saturating_mul(1 << attempt.min(6)).min(5_000);
+    let jitter = crate::routing::random_below(base) as i64 - (base / 2) as i64;
+    Duration::from_millis((base as i64 + jitter).max(10) as u64)
+}
+
+/// Where and as whom the proxy subscribes.
+#[derive(Debug, Clone)]
+pub struct XdsTarget {
+    /// Control plane URL, e.g. `http://127.0.0.1:15010`.
+    pub endpoint: String,
+    /// xDS node id (unique per proxy).
+    pub node_id: String,
+    /// The workload's service name.
+    pub service: String,
+}
+
+/// Runs the xDS client forever. `first` is signalled once the first complete config is live.
+pub async fn run(
+    target: XdsTarget,
+    settings: Config,
+    store: Arc<Store>,
+    metrics: Metrics,
+    status: Arc<XdsStatus>,
+    first: watch::Sender<bool>,
+) {
+    let XdsTarget {
+        endpoint,
+        node_id,
+        service,
+    } = target;
+    let mut client = AdsClient::new(&node_id, &service);
+    let mut attempt = 0u32;
+    loop {
+        match stream_once(
+            &endpoint,
+            &mut client,
+            &settings,
+            &store,
+            &metrics,
+            &status,
+            &first,
+        )
+        .await
+        {
+            Ok(()) => {
+                tracing::warn!(control_plane = %endpoint, "xDS stream closed by the control plane")
+            }
+            Err(e) => tracing::warn!(control_plane = %endpoint, error = %e, "xDS stream failed"),
+        }
+        // A stream that was up resets the backoff: the next failure is a new outage.
+        if status.connected.swap(false, Ordering::AcqRel) {
+            attempt = 0;
+        }
+        metrics.set_xds_connected(false);
+        tokio::time::sleep(backoff(attempt)).await;
+        attempt = attempt.saturating_add(1);
+    }
+}
+
+async fn stream_once(
+    endpoint: &str,
+    client: &mut AdsClient,
+    settings: &Config,
+    store: &Store,
+    metrics: &Metrics,
+    status: &XdsStatus,
+    first: &watch::Sender<bool>,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let mut grpc = AggregatedDiscoveryServiceClient::connect(endpoint.to_string()).await?;
+    let (tx, rx) = mpsc::channel::<DiscoveryRequest>(16);
+    for req in client.connect_requests() {
+        tx.send(req).await?;
+    }
+    let mut responses = grpc
+        .stream_aggregated_resources(ReceiverStream::new(rx))
+        .await?
+        .into_inner();
+    status.connected.store(true, Ordering::Release);
+    metrics.set_xds_connected(true);
+    tracing::info!(control_plane = %endpoint, "xDS stream open");
+    while let Some(resp) = responses.message().await? {
+        let step = client.on_response(resp);
+        if let Some(view) = step.view {
+            match Snapshot::new(store.next_version(), settings.clone(), view) {
+                Ok(snapshot) => {
+                    let version = store.publish(snapshot);
+                    metrics.set_config_version(version);
+                    first.send_replace(true);
+                    tracing::info!(version, "xDS config applied");
+                }
+                Err(e) => {
+                    // The state machine validated the resources; a failure here is a gap
+                    // between its checks and the route compiler's. Keep serving the old one.
+                    metrics.xds_rejected();
+                    tracing::error!(error = %e, "xDS config accepted by the protocol but not compilable; keeping the previous config");
+                }
+            }
+        }
+        if step.nacked {
+            metrics.xds_rejected();
+        }
+        if let Ok(mut d) = status.detail.lock() {
+            d.versions = client.accepted_versions();
+            d.last_nack = client.last_nack().map(str::to_string);
+            d.updated_at = Some(SystemTime::now());
+        }
+        for req in step.requests {
+            tx.send(req).await?;
+        }
+    }
+    Ok(())
+}

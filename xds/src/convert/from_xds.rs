@@ -1,0 +1,483 @@
+//! Proxy side: accepted xDS resources → [`ProxyView`].
+//!
+//! Tandem's proxy implements a subset of xDS. Anything outside it that would change what
+//! the proxy does (a route action other than `cluster`/`weighted_clusters`/a 500
+//! `direct_response`, `runtime_fraction`, a cluster type other than EDS, HTTP filters other
+//! than the router, endpoint priorities, ...) is an [`FromXdsError::Invalid`] error naming
+//! the resource and field, so the client NACKs it instead of silently ignoring it. Benign
+//! fields (names, `stat_prefix`, metadata, `connect_timeout`) are accepted. A field that is
+//! set but not understood is reported with its protobuf field number.
+//!
+//! Resources that are valid but reference ones not (yet) present give
+//! [`FromXdsError::Incomplete`], so a client can wait for the rest.
+
+mod route;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
+
+use envoy_types::pb::envoy::config::cluster::v3::{cluster, Cluster};
+use envoy_types::pb::envoy::config::core::v3::{
+    address, config_source::ConfigSourceSpecifier, socket_address, ConfigSource, HealthStatus,
+    Metadata,
+};
+use envoy_types::pb::envoy::config::endpoint::v3::{lb_endpoint, ClusterLoadAssignment};
+use envoy_types::pb::envoy::config::listener::v3::Listener;
+use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
+use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+    http_connection_manager::RouteSpecifier, http_filter, HttpConnectionManager,
+};
+use envoy_types::pb::google::protobuf::value;
+
+use super::to_xds::{PROTOCOL_FIELD, TANDEM_METADATA};
+use super::{
+    unpack, ConvertError, FromXdsError, Missing, Resources, CLUSTER_TYPE, ENDPOINT_TYPE,
+    LISTENER_TYPE, ROUTE_TYPE,
+};
+use crate::domain::{AppProtocol, ProxyCluster, ProxyRoute, ProxyView};
+
+/// Builds the proxy's view of a complete, consistent set of resources (per type URL, name
+/// → `Any`).
+pub fn to_proxy_view(resources: &Resources) -> Result<ProxyView, FromXdsError> {
+    let analysis = analyze(resources)?;
+    if analysis.missing.is_empty() {
+        Ok(analysis.view)
+    } else {
+        Err(FromXdsError::Incomplete(analysis.missing))
+    }
+}
+
+/// What [`analyze`] learns from a set of resources, complete or not.
+#[derive(Debug, Default)]
+pub(crate) struct Analysis {
+    /// The view; meaningful only when `missing` is empty.
+    pub view: ProxyView,
+    /// Referenced resources that are absent.
+    pub missing: Vec<Missing>,
+    /// Route configuration names the listeners reference.
+    pub route_refs: BTreeSet<String>,
+    /// `ClusterLoadAssignment` names the clusters reference.
+    pub endpoint_refs: BTreeSet<String>,
+}
+
+/// Decodes and validates every resource (any invalid one is an error), then links them.
+pub(crate) fn analyze(resources: &Resources) -> Result<Analysis, ConvertError> {
+    let mut a = Analysis::default();
+    let mut missing = BTreeSet::new();
+    for (type_url, items) in resources {
+        if ![LISTENER_TYPE, ROUTE_TYPE, CLUSTER_TYPE, ENDPOINT_TYPE].contains(&type_url.as_str()) {
+            if let Some(name) = items.keys().next() {
+                return Err(ConvertError::new(
+                    format!("{type_url}[{name}]"),
+                    "unsupported resource type",
+                ));
+            }
+        }
+    }
+    let empty = BTreeMap::new();
+    let of = |t: &str| resources.get(t).unwrap_or(&empty);
+
+    for (name, any) in of(LISTENER_TYPE) {
+        let path = format!("Listener[{name}]");
+        let rc = listener(unpack(any, &path)?, name, &path)?;
+        a.route_refs.insert(rc.clone());
+        a.view.listeners.insert(name.clone(), rc);
+    }
+    let mut route_clusters: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
+    for (name, any) in of(ROUTE_TYPE) {
+        let path = format!("RouteConfiguration[{name}]");
+        let rc: RouteConfiguration = unpack(any, &path)?;
+        if rc.name != *name {
+            return Err(name_mismatch(&path, &rc.name));
+        }
+        let routes: Vec<ProxyRoute> = route::route_configuration(rc, &path)?;
+        let used = routes
+            .iter()
+            .flat_map(|r| r.clusters.iter().map(|c| c.cluster.clone()))
+            .collect();
+        route_clusters.insert(name, used);
+        a.view.route_configs.insert(name.clone(), routes);
+    }
+    let mut clusters: BTreeMap<&str, (AppProtocol, String)> = BTreeMap::new();
+    for (name, any) in of(CLUSTER_TYPE) {
+        let path = format!("Cluster[{name}]");
+        let (protocol, eds_name) = cluster(unpack(any, &path)?, name, &path)?;
+        a.endpoint_refs.insert(eds_name.clone());
+        clusters.insert(name, (protocol, eds_name));
+    }
+    let mut assignments: BTreeMap<&str, Vec<SocketAddr>> = BTreeMap::new();
+    for (name, any) in of(ENDPOINT_TYPE) {
+        let path = format!("ClusterLoadAssignment[{name}]");
+        assignments.insert(name, load_assignment(unpack(any, &path)?, name, &path)?);
+    }
+
+    // Link.
+    for (listener, rc) in &a.view.listeners {
+        if !route_clusters.contains_key(rc.as_str()) {
+            missing.insert(Missing {
+                type_url: ROUTE_TYPE,
+                name: rc.clone(),
+                referenced_by: format!("Listener[{listener}]"),
+            });
+        }
+    }
+    for (rc, used) in &route_clusters {
+        for c in used {
+            if !clusters.contains_key(c.as_str()) {
+                missing.insert(Missing {
+                    type_url: CLUSTER_TYPE,
+                    name: c.clone(),
+                    referenced_by: format!("RouteConfiguration[{rc}]"),
+                });
+            }
+        }
+    }
+    for (name, (protocol, eds_name)) in clusters {
+        match assignments.get(eds_name.as_str()) {
+            Some(endpoints) => {
+                a.view.clusters.insert(
+                    name.to_string(),
+                    ProxyCluster {
+                        protocol,
+                        endpoints: endpoints.clone(),
+                    },
+                );
+            }
+            None => {
+                missing.insert(Missing {
+                    type_url: ENDPOINT_TYPE,
+                    name: eds_name,
+                    referenced_by: format!("Cluster[{name}]"),
+                });
+            }
+        }
+    }
+    a.missing = missing.into_iter().collect();
+    Ok(a)
+}
+
+/// Fails when `rest` (a message whose understood fields were taken out) still has a field
+/// set, naming its protobuf field number.
+pub(crate) fn reject_rest<T: prost::Message + Default + PartialEq>(
+    rest: &T,
+    path: &str,
+) -> Result<(), ConvertError> {
+    if *rest == T::default() {
+        return Ok(());
+    }
+    let bytes = rest.encode_to_vec();
+    let mut key: u64 = 0;
+    for (i, b) in bytes.iter().take(10).enumerate() {
+        key |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            break;
+        }
+    }
+    Err(ConvertError::new(
+        path,
+        format!(
+            "sets a field Tandem does not support (protobuf field {})",
+            key >> 3
+        ),
+    ))
+}
+
+fn name_mismatch(path: &str, got: &str) -> ConvertError {
+    ConvertError::new(
+        format!("{path}.name"),
+        format!("resource is named {got:?}, not as announced"),
+    )
+}
+
+fn check_ads(source: Option<ConfigSource>, path: &str) -> Result<(), ConvertError> {
+    match source.and_then(|s| s.config_source_specifier) {
+        Some(ConfigSourceSpecifier::Ads(_)) | Some(ConfigSourceSpecifier::Self_(_)) => Ok(()),
+        Some(_) => Err(ConvertError::new(path, "config source must be ads or self")),
+        None => Err(ConvertError::new(path, "required")),
+    }
+}
+
+/// A listener: must be an API listener with an RDS `HttpConnectionManager`; returns the
+/// route configuration name.
+fn listener(mut l: Listener, name: &str, path: &str) -> Result<String, ConvertError> {
+    if l.name != name {
+        return Err(name_mismatch(path, &l.name));
+    }
+    let api = l.api_listener.take();
+    l.name.clear();
+    l.stat_prefix.clear();
+    l.metadata = None;
+    reject_rest(&l, path)?;
+    let path = format!("{path}.api_listener");
+    let any = api
+        .and_then(|a| a.api_listener)
+        .ok_or_else(|| ConvertError::new(&path, "required: Tandem consumes API listeners only"))?;
+    let path = format!("{path}.api_listener");
+    let mut hcm: HttpConnectionManager = unpack(&any, &path)?;
+    let route_specifier = hcm.route_specifier.take();
+    let filters = std::mem::take(&mut hcm.http_filters);
+    hcm.stat_prefix.clear();
+    hcm.codec_type = 0;
+    reject_rest(&hcm, &path)?;
+    http_filters(filters, &format!("{path}.http_filters"))?;
+    match route_specifier {
+        Some(RouteSpecifier::Rds(rds)) => {
+            check_ads(rds.config_source, &format!("{path}.rds.config_source"))?;
+            if rds.route_config_name.is_empty() {
+                return Err(ConvertError::new(
+                    format!("{path}.rds.route_config_name"),
+                    "must be non-empty",
+                ));
+            }
+            Ok(rds.route_config_name)
+        }
+        Some(RouteSpecifier::RouteConfig(_)) => Err(ConvertError::new(
+            format!("{path}.route_config"),
+            "inline route configurations are not supported: use RDS",
+        )),
+        Some(RouteSpecifier::ScopedRoutes(_)) => Err(ConvertError::new(
+            format!("{path}.scoped_routes"),
+            "scoped routes are not supported: use RDS",
+        )),
+        None => Err(ConvertError::new(format!("{path}.rds"), "required")),
+    }
+}
+
+/// The filter chain must end with the router; optional or disabled filters before it are
+/// skipped, any other filter is unsupported.
+fn http_filters(
+    filters: Vec<envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpFilter>,
+    path: &str,
+) -> Result<(), ConvertError> {
+    let last = filters.len().checked_sub(1).ok_or_else(|| {
+        ConvertError::new(path, "expected at least one HTTP filter (the router, last)")
+    })?;
+    for (i, f) in filters.into_iter().enumerate() {
+        let fpath = format!("{path}[{i}]");
+        let is_router = match &f.config_type {
+            Some(http_filter::ConfigType::TypedConfig(any)) => {
+                let router: Option<Router> = unpack(any, &fpath).ok();
+                if let Some(r) = &router {
+                    if !r.upstream_http_filters.is_empty() {
+                        return Err(ConvertError::new(
+                            format!("{fpath}.typed_config.upstream_http_filters"),
+                            "upstream HTTP filters are not supported",
+                        ));
+                    }
+                }
+                router.is_some()
+            }
+            _ => false,
+        };
+        match (is_router, i == last) {
+            (true, true) => {}
+            (true, false) => {
+                return Err(ConvertError::new(
+                    fpath,
+                    "the router filter must be the last filter",
+                ))
+            }
+            (false, true) => {
+                return Err(ConvertError::new(
+                    fpath,
+                    "the last filter must be the router",
+                ))
+            }
+            (false, false) if f.is_optional || f.disabled => {}
+            (false, false) => {
+                let what = match &f.config_type {
+                    Some(http_filter::ConfigType::TypedConfig(any)) => any.type_url.clone(),
+                    _ => f.name.clone(),
+                };
+                return Err(ConvertError::new(
+                    fpath,
+                    format!("unsupported HTTP filter {what:?}"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A cluster: must be EDS over ADS with round robin (or least request); returns its
+/// protocol hint and the name of its `ClusterLoadAssignment`.
+fn cluster(mut c: Cluster, name: &str, path: &str) -> Result<(AppProtocol, String), ConvertError> {
+    if c.name != name {
+        return Err(name_mismatch(path, &c.name));
+    }
+    let discovery = c.cluster_discovery_type.take();
+    let eds = c.eds_cluster_config.take();
+    let lb_policy = std::mem::take(&mut c.lb_policy);
+    let metadata = c.metadata.take();
+    c.name.clear();
+    c.alt_stat_name.clear();
+    c.connect_timeout = None;
+    reject_rest(&c, path)?;
+    match discovery {
+        Some(cluster::ClusterDiscoveryType::Type(t)) if t == cluster::DiscoveryType::Eds as i32 => {
+        }
+        Some(cluster::ClusterDiscoveryType::Type(t)) => {
+            let kind = cluster::DiscoveryType::try_from(t)
+                .map(|d| d.as_str_name().to_string())
+                .unwrap_or_else(|_| t.to_string());
+            return Err(ConvertError::new(
+                format!("{path}.type"),
+                format!("only EDS clusters are supported, got {kind}"),
+            ));
+        }
+        Some(cluster::ClusterDiscoveryType::ClusterType(_)) => {
+            return Err(ConvertError::new(
+                format!("{path}.cluster_type"),
+                "custom cluster types are not supported",
+            ))
+        }
+        None => {
+            return Err(ConvertError::new(
+                format!("{path}.type"),
+                "only EDS clusters are supported, got STATIC",
+            ))
+        }
+    }
+    let eds =
+        eds.ok_or_else(|| ConvertError::new(format!("{path}.eds_cluster_config"), "required"))?;
+    check_ads(
+        eds.eds_config,
+        &format!("{path}.eds_cluster_config.eds_config"),
+    )?;
+    let eds_name = if eds.service_name.is_empty() {
+        name.to_string()
+    } else {
+        eds.service_name
+    };
+    if lb_policy != cluster::LbPolicy::RoundRobin as i32
+        && lb_policy != cluster::LbPolicy::LeastRequest as i32
+    {
+        return Err(ConvertError::new(
+            format!("{path}.lb_policy"),
+            "only ROUND_ROBIN and LEAST_REQUEST are supported",
+        ));
+    }
+    Ok((protocol(metadata, path)?, eds_name))
+}
+
+fn protocol(metadata: Option<Metadata>, path: &str) -> Result<AppProtocol, ConvertError> {
+    let field = metadata
+        .and_then(|mut m| m.filter_metadata.remove(TANDEM_METADATA))
+        .and_then(|mut s| s.fields.remove(PROTOCOL_FIELD));
+    let Some(field) = field else {
+        return Ok(AppProtocol::Detect);
+    };
+    let fpath = format!("{path}.metadata.filter_metadata[{TANDEM_METADATA}].{PROTOCOL_FIELD}");
+    match field.kind {
+        Some(value::Kind::StringValue(s)) => match s.as_str() {
+            "http" => Ok(AppProtocol::Http),
+            "http2" => Ok(AppProtocol::Http2),
+            "tcp" => Ok(AppProtocol::Tcp),
+            "detect" => Ok(AppProtocol::Detect),
+            other => Err(ConvertError::new(
+                fpath,
+                format!("unknown protocol {other:?}"),
+            )),
+        },
+        _ => Err(ConvertError::new(fpath, "must be a string")),
+    }
+}
+
+/// Endpoint addresses of a load assignment, in order, without duplicates; endpoints whose
+/// health is not UNKNOWN or HEALTHY are left out (they take no traffic).
+fn load_assignment(
+    mut cla: ClusterLoadAssignment,
+    name: &str,
+    path: &str,
+) -> Result<Vec<SocketAddr>, ConvertError> {
+    if cla.cluster_name != name {
+        return Err(ConvertError::new(
+            format!("{path}.cluster_name"),
+            format!("resource is named {:?}, not as announced", cla.cluster_name),
+        ));
+    }
+    let groups = std::mem::take(&mut cla.endpoints);
+    cla.cluster_name.clear();
+    reject_rest(&cla, path)?;
+    let mut out = Vec::new();
+    for (i, mut g) in groups.into_iter().enumerate() {
+        let gpath = format!("{path}.endpoints[{i}]");
+        if g.priority != 0 {
+            return Err(ConvertError::new(
+                format!("{gpath}.priority"),
+                "priorities are not supported",
+            ));
+        }
+        if g.locality.is_none() {
+            return Err(ConvertError::new(format!("{gpath}.locality"), "required"));
+        }
+        let lb_endpoints = std::mem::take(&mut g.lb_endpoints);
+        g.locality = None;
+        g.load_balancing_weight = None;
+        g.metadata = None;
+        reject_rest(&g, &gpath)?;
+        for (j, mut e) in lb_endpoints.into_iter().enumerate() {
+            let epath = format!("{gpath}.lb_endpoints[{j}]");
+            if e.load_balancing_weight.is_some_and(|w| w.value != 1) {
+                return Err(ConvertError::new(
+                    format!("{epath}.load_balancing_weight"),
+                    "endpoint weights are not supported",
+                ));
+            }
+            let health = std::mem::take(&mut e.health_status);
+            let host = e.host_identifier.take();
+            e.load_balancing_weight = None;
+            e.metadata = None;
+            reject_rest(&e, &epath)?;
+            let addr = endpoint_address(host, &format!("{epath}.endpoint"))?;
+            let ready =
+                health == HealthStatus::Unknown as i32 || health == HealthStatus::Healthy as i32;
+            if ready && !out.contains(&addr) {
+                out.push(addr);
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn endpoint_address(
+    host: Option<lb_endpoint::HostIdentifier>,
+    path: &str,
+) -> Result<SocketAddr, ConvertError> {
+    let mut ep = match host {
+        Some(lb_endpoint::HostIdentifier::Endpoint(ep)) => ep,
+        Some(lb_endpoint::HostIdentifier::EndpointName(_)) => {
+            return Err(ConvertError::new(path, "named endpoints are not supported"))
+        }
+        None => return Err(ConvertError::new(path, "required")),
+    };
+    let address = ep.address.take();
+    ep.hostname.clear();
+    reject_rest(&ep, path)?;
+    let path = format!("{path}.address.socket_address");
+    let mut sa = match address.and_then(|a| a.address) {
+        Some(address::Address::SocketAddress(sa)) => sa,
+        _ => return Err(ConvertError::new(path, "required")),
+    };
+    if sa.protocol != 0 {
+        return Err(ConvertError::new(
+            format!("{path}.protocol"),
+            "only TCP is supported",
+        ));
+    }
+    let port = match sa.port_specifier.take() {
+        Some(socket_address::PortSpecifier::PortValue(p)) => u16::try_from(p)
+            .map_err(|_| ConvertError::new(format!("{path}.port_value"), "above 65535"))?,
+        _ => return Err(ConvertError::new(format!("{path}.port_value"), "required")),
+    };
+    let ip: IpAddr = sa.address.parse().map_err(|_| {
+        ConvertError::new(
+            format!("{path}.address"),
+            format!("{:?} is not an IP address", sa.address),
+        )
+    })?;
+    sa.address.clear();
+    reject_rest(&sa, &path)?;
+    Ok(SocketAddr::new(ip, port))
+}

@@ -1,0 +1,79 @@
+//! [`XdsSnapshot`]: one immutable, versioned set of xDS resources for every type.
+
+use std::collections::BTreeMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
+
+use envoy_types::pb::google::protobuf::Any;
+
+use super::{FromXdsError, Resources};
+
+/// Every xDS resource the control plane serves at one version: per type URL, name → `Any`.
+///
+/// Built by [`to_snapshot`](super::to_snapshot); served by
+/// [`AdsStream`](crate::ads::AdsStream). Check it with
+/// [`check_consistent`](XdsSnapshot::check_consistent) before publishing.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct XdsSnapshot {
+    version: String,
+    resources: Resources,
+}
+
+impl XdsSnapshot {
+    /// An empty snapshot at `version`.
+    pub fn new(version: impl Into<String>) -> Self {
+        XdsSnapshot {
+            version: version.into(),
+            resources: BTreeMap::new(),
+        }
+    }
+
+    /// The version string sent as `version_info` (opaque, compared for equality).
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    /// Adds (or replaces) resource `name`; its type is `any.type_url`.
+    pub fn insert(&mut self, name: impl Into<String>, any: Any) {
+        self.resources
+            .entry(any.type_url.clone())
+            .or_default()
+            .insert(name.into(), any);
+    }
+
+    /// The resources of one type, by name (empty when the type has none).
+    pub fn of_type(&self, type_url: &str) -> impl Iterator<Item = (&str, &Any)> {
+        self.resources
+            .get(type_url)
+            .into_iter()
+            .flat_map(|m| m.iter().map(|(k, v)| (k.as_str(), v)))
+    }
+
+    /// One resource by type URL and name.
+    pub fn get(&self, type_url: &str, name: &str) -> Option<&Any> {
+        self.resources.get(type_url).and_then(|m| m.get(name))
+    }
+
+    /// All resources, by type URL then name.
+    pub fn resources(&self) -> &Resources {
+        &self.resources
+    }
+
+    /// Checks that the snapshot is self-consistent: every resource decodes and is
+    /// supported, every listener's route configuration exists, every cluster a route
+    /// references exists, and every cluster has its `ClusterLoadAssignment`.
+    pub fn check_consistent(&self) -> Result<(), FromXdsError> {
+        super::from_xds::to_proxy_view(&self.resources).map(|_| ())
+    }
+}
+
+/// A content hash of `resources` (names, type URLs and bytes), used to tell whether a
+/// stream already has this content. Stable within one process.
+pub(crate) fn snapshot_hash<'a>(resources: impl Iterator<Item = (&'a str, &'a Any)>) -> u64 {
+    let mut h = DefaultHasher::new();
+    for (name, any) in resources {
+        name.hash(&mut h);
+        any.type_url.hash(&mut h);
+        any.value.hash(&mut h);
+    }
+    h.finish()
+}
