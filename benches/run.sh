@@ -267,6 +267,7 @@ measured() {
         log "  repeating: $DISTURBED"
     done
     cat "$WORK/pending" >>"$TSV"
+    : >"$WORK/pending"
 }
 
 # ---------------------------------------------------------------- targets

@@ -10,20 +10,33 @@
 //! test, and the message says what was expected. A test that panics while a [`Proxy`] is
 //! alive prints the proxy's stderr.
 //!
+//! The xDS tests (`tests/xds_*.rs`) add the real control plane
+//! ([`control_plane::ControlPlane`], driven through `tandemctl` and its REST API), a fake
+//! ADS server that can put invalid resources on the wire ([`fake_ads`]), bounded background
+//! load ([`load`]), and proxyless gRPC clients in Python ([`proxyless`]).
+//!
 //! Run with `cargo nextest run -p tandem-tests` (or `cargo test -p tandem-tests`). The
-//! first proxy started in a test process runs `cargo build -p tandem-proxy` so a stale
-//! binary is never tested. Environment:
-//! - `TANDEM_PROXY_BIN=PATH`: test this binary instead (nothing is built);
-//! - `TANDEM_TEST_LOG=FILTER`: pass `--log FILTER` to every proxy (e.g. `debug`).
+//! first use of a binary in a test process runs `cargo build -p PACKAGE --bin NAME` so a
+//! stale binary is never tested ([`bins`]). Environment:
+//! - `TANDEM_PROXY_BIN`, `TANDEM_CONTROL_PLANE_BIN`, `TANDEMCTL_BIN`: test these binaries
+//!   instead (nothing is built);
+//! - `TANDEM_TEST_LOG=FILTER`: pass `--log FILTER` to every proxy and control plane;
+//! - `TANDEM_TEST_PYTHON=PATH`: a Python with grpcio for the proxyless tests.
 
 // Test support: panicking with a message is how a helper reports a failed expectation.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod admin;
+pub mod bins;
 pub mod client;
+pub mod control_plane;
+pub mod fake_ads;
 pub mod grpc;
+pub mod load;
+pub mod mesh;
 pub mod metrics;
 pub mod proxy;
+pub mod proxyless;
 pub mod raw;
 pub mod ready;
 pub mod tcp;

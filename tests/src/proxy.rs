@@ -2,10 +2,10 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use nix::sys::signal::{kill, Signal};
@@ -25,16 +25,13 @@ pub const BIN_ENV: &str = "TANDEM_PROXY_BIN";
 /// Environment variable with a `--log` filter passed to every proxy the tests start.
 pub const LOG_ENV: &str = "TANDEM_TEST_LOG";
 
-static BINARY: OnceLock<Result<PathBuf, String>> = OnceLock::new();
 static NEXT_DIR: AtomicU64 = AtomicU64::new(0);
 
 /// The path of a freshly built `tandem-proxy` binary.
 ///
 /// The first call in a process runs `cargo build -p tandem-proxy --bin tandem-proxy` (a
-/// no-op when the binary is fresh) so a stale binary is never tested. The binary lives next
-/// to the test executable's `deps/` folder, so the target directory in use (including
-/// `CARGO_TARGET_DIR`) is honoured without reading it. Blocking: call it from
-/// `spawn_blocking` in async code.
+/// no-op when the binary is fresh) so a stale binary is never tested (see [`crate::bins`]).
+/// Blocking: call it from `spawn_blocking` in async code.
 pub fn binary() -> PathBuf {
     match try_binary() {
         Ok(path) => path,
@@ -44,64 +41,7 @@ pub fn binary() -> PathBuf {
 
 /// Like [`binary`], returning the build failure instead of panicking.
 pub fn try_binary() -> Result<PathBuf, String> {
-    BINARY.get_or_init(build_binary).clone()
-}
-
-fn build_binary() -> Result<PathBuf, String> {
-    if let Some(bin) = std::env::var_os(BIN_ENV) {
-        return Ok(PathBuf::from(bin));
-    }
-    let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
-    // <target>/<profile>/deps/<test-binary>
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .ok_or_else(|| format!("unexpected test executable location {}", exe.display()))?;
-    let target_dir = profile_dir
-        .parent()
-        .ok_or_else(|| format!("no target dir above {}", profile_dir.display()))?;
-    let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
-        Some("debug") | None => "dev",
-        Some(other) => other,
-    };
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .ok_or("tests crate has no parent folder")?;
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let out = std::process::Command::new(cargo)
-        .current_dir(workspace)
-        .args([
-            "build",
-            "--quiet",
-            "-p",
-            "tandem-proxy",
-            "--bin",
-            "tandem-proxy",
-        ])
-        .arg("--profile")
-        .arg(profile)
-        .arg("--target-dir")
-        .arg(target_dir)
-        .env_remove("CARGO_TARGET_DIR")
-        .env_remove("CARGO_MAKEFLAGS")
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("running cargo build for tandem-proxy: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "cargo build -p tandem-proxy failed ({}):\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    let bin = profile_dir.join("tandem-proxy");
-    if !bin.exists() {
-        return Err(format!(
-            "built tandem-proxy but {} is missing",
-            bin.display()
-        ));
-    }
-    Ok(bin)
+    crate::bins::locate(crate::bins::PROXY)
 }
 
 /// A running `tandem-proxy` with its config in a private temp dir.
@@ -150,6 +90,38 @@ impl Proxy {
         extra_args: &[&str],
         env: &[(&str, &str)],
     ) -> Result<Proxy, StartFailure> {
+        Self::spawn(Some(config_yaml), extra_args, env).await
+    }
+
+    /// Starts the proxy in xDS mode: `--control-plane ADDR --service SERVICE`, no config
+    /// file, every listener on `127.0.0.1:0` (as [`Proxy::start`]). It prints its ready
+    /// line only once the first complete config arrived from the control plane, so this
+    /// waits for that too (bounded by [`READY_TIMEOUT`]).
+    pub async fn start_xds(control_plane: SocketAddr, service: &str, extra_args: &[&str]) -> Proxy {
+        match Self::try_start_xds(control_plane, service, extra_args).await {
+            Ok(proxy) => proxy,
+            Err(failure) => panic!("{failure}"),
+        }
+    }
+
+    /// Like [`Proxy::start_xds`], returning a proxy that never became ready as a
+    /// [`StartFailure`].
+    pub async fn try_start_xds(
+        control_plane: SocketAddr,
+        service: &str,
+        extra_args: &[&str],
+    ) -> Result<Proxy, StartFailure> {
+        let cp = control_plane.to_string();
+        let mut args = vec!["--control-plane", cp.as_str(), "--service", service];
+        args.extend_from_slice(extra_args);
+        Self::spawn(None, &args, &[]).await
+    }
+
+    async fn spawn(
+        config_yaml: Option<&str>,
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Proxy, StartFailure> {
         let bin = match tokio::task::spawn_blocking(try_binary).await {
             Ok(Ok(bin)) => bin,
             Ok(Err(e)) => panic!("{e}"),
@@ -166,7 +138,9 @@ impl Proxy {
         ));
         std::fs::create_dir_all(&dir).expect("create temp dir");
         let config = dir.join("config.yaml");
-        std::fs::write(&config, config_yaml).expect("write config");
+        if let Some(yaml) = config_yaml {
+            std::fs::write(&config, yaml).expect("write config");
+        }
 
         let mut cmd = Command::new(&bin);
         for (name, _) in std::env::vars_os() {
@@ -175,7 +149,9 @@ impl Proxy {
             }
         }
         cmd.envs(env.iter().copied());
-        cmd.arg("--config").arg(&config);
+        if config_yaml.is_some() {
+            cmd.arg("--config").arg(&config);
+        }
         for (flag, var, value) in [
             ("--outbound-addr", "TANDEM_OUTBOUND_ADDR", "127.0.0.1:0"),
             ("--inbound-addr", "TANDEM_INBOUND_ADDR", "127.0.0.1:0"),

@@ -4,6 +4,7 @@
 //! `-o json`, or YAML with `-o yaml`; it exits 0 on success and 1 with one line on
 //! stderr on failure (clap's usage errors exit 2).
 
+mod demo;
 mod endpoint;
 mod output;
 
@@ -104,6 +105,9 @@ pub enum Command {
         /// The file.
         file: String,
     },
+    /// Run a local mesh demo on loopback: control plane, two versions of a service behind
+    /// sidecars, a client sidecar and a 90/10 split. Ctrl-C stops it.
+    Demo,
 }
 
 /// `tandemctl endpoint ...`.
@@ -177,6 +181,10 @@ pub fn find_token(token_file: Option<&PathBuf>) -> Result<String, CtlError> {
 
 /// Runs one command.
 pub async fn run(args: CtlArgs) -> Result<(), CtlError> {
+    if matches!(args.command, Command::Demo) {
+        // The demo starts its own control plane and needs no token or API address.
+        return demo::run().await;
+    }
     let token = find_token(args.token_file.as_ref())?;
     let client = ApiClient::new(&args.api, &token)?;
     let out = args.output;
@@ -279,6 +287,7 @@ pub async fn run(args: CtlArgs) -> Result<(), CtlError> {
                 format!("restored {file} as revision {}\n", a["revision"])
             })
         }
+        Command::Demo => demo::run().await,
     }
 }
 

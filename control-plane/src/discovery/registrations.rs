@@ -205,10 +205,10 @@ impl Source for Expiry {
                 tick.tick().await;
                 let (regs, store) = (self.0.clone(), store.clone());
                 match tokio::task::spawn_blocking(move || regs.expire_due(&store)).await {
-                    Ok(Ok(Some(out))) => {
+                    Ok(Ok(Some(out))) if !out.changed.is_empty() => {
                         tracing::info!(revision = out.revision, expired = ?out.changed, "registrations expired");
                     }
-                    Ok(Ok(None)) => {}
+                    Ok(Ok(_)) => {}
                     Ok(Err(e)) => tracing::warn!(error = %e, "registration expiry failed"),
                     Err(e) => tracing::warn!(error = %e, "registration expiry task failed"),
                 }
