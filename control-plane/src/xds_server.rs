@@ -61,7 +61,12 @@ fn first_snapshot(store: &Store) -> Result<XdsSnapshot, String> {
 async fn follow_store(store: Arc<Store>, tx: watch::Sender<Arc<XdsSnapshot>>) {
     let mut head = store.subscribe();
     while head.changed().await.is_ok() {
-        match first_snapshot(&store) {
+        // The store reads from disk: keep that off the async workers.
+        let reader = store.clone();
+        let built = tokio::task::spawn_blocking(move || first_snapshot(&reader))
+            .await
+            .unwrap_or_else(|e| Err(format!("snapshot task failed: {e}")));
+        match built {
             Ok(snapshot) => {
                 tracing::debug!(version = snapshot.version(), "xDS snapshot rebuilt");
                 tx.send_replace(Arc::new(snapshot));
