@@ -293,7 +293,10 @@ impl ControlPlane {
     /// port may change). While the port is not free yet, the start is retried for up to
     /// [`REBIND_TIMEOUT`].
     pub async fn restart(&mut self) {
-        assert!(self.child.is_none(), "restart needs a stopped control plane");
+        assert!(
+            self.child.is_none(),
+            "restart needs a stopped control plane"
+        );
         let deadline = tokio::time::Instant::now() + REBIND_TIMEOUT;
         loop {
             match Self::spawn(self.data.clone(), self.xds, self.stderr.clone()).await {
@@ -303,9 +306,8 @@ impl ControlPlane {
                     self.readers = std::mem::take(&mut fresh.readers);
                     return;
                 }
-                Err(e) if tokio::time::Instant::now() < deadline => {
+                Err(_) if tokio::time::Instant::now() < deadline => {
                     // Most likely the port is still held; anything else fails at the deadline.
-                    let _ = e;
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
                 Err(e) => panic!("restart on xds={} failed: {e}", self.xds),
@@ -324,13 +326,9 @@ impl ControlPlane {
             .args(args)
             .stdin(Stdio::null())
             .kill_on_drop(true);
-        let out = within(
-            STEP_TIMEOUT,
-            &format!("tandemctl {args:?}"),
-            cmd.output(),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("run {}: {e}", bin.display()));
+        let out = within(STEP_TIMEOUT, &format!("tandemctl {args:?}"), cmd.output())
+            .await
+            .unwrap_or_else(|e| panic!("run {}: {e}", bin.display()));
         CtlOutput {
             status: out.status,
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),

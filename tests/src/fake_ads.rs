@@ -97,7 +97,9 @@ impl AggregatedDiscoveryService for Service {
         &self,
         _request: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
-        Err(Status::unimplemented("the fake ADS server speaks state of the world only"))
+        Err(Status::unimplemented(
+            "the fake ADS server speaks state of the world only",
+        ))
     }
 }
 

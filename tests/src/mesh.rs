@@ -93,10 +93,7 @@ pub async fn wait_split(proxy: &Proxy, service: &str, backends: &[(&str, u64)], 
     let want: Vec<(String, u64)> = backends.iter().map(|(s, w)| (fqdn(s), *w)).collect();
     eventually(
         limit,
-        &format!(
-            "proxy {} to route {service} as {backends:?}",
-            proxy.admin()
-        ),
+        &format!("proxy {} to route {service} as {backends:?}", proxy.admin()),
         || async {
             let got = route_clusters(proxy, service).await;
             match &got {
@@ -178,4 +175,29 @@ pub async fn answered_by(proxy: &Proxy, host: &str, n: usize) -> BTreeMap<String
         *seen.entry(server.to_owned()).or_default() += 1;
     }
     seen
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_route_is_the_documented_shape() {
+        assert_eq!(
+            split_route("r", "web", &[("web-v1", 90), ("web-v2", 10)]),
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\n\
+             metadata: { name: r, namespace: default }\nspec:\n  parentRefs:\n    \
+             - { kind: Service, name: web, port: 80 }\n  rules:\n    - matches:\n        \
+             - path: { type: PathPrefix, value: / }\n      backendRefs:\n        \
+             - { name: web-v1, port: 80, weight: 90 }\n        \
+             - { name: web-v2, port: 80, weight: 10 }\n"
+        );
+        assert_eq!(
+            docs(&[service("a"), endpoint("a", "127.0.0.1:1".parse().unwrap())]),
+            "apiVersion: tandem.dev/v1alpha1\nkind: Service\nmetadata: { name: a, namespace: default }\n\
+             spec:\n  ports:\n    - { port: 80, name: main, protocol: http }\n---\n\
+             apiVersion: tandem.dev/v1alpha1\nkind: Endpoint\nmetadata: { namespace: default }\n\
+             spec: { service: a, address: \"127.0.0.1:1\" }\n"
+        );
+    }
 }

@@ -1,0 +1,192 @@
+//! Routing driven by the control plane: route changes and endpoint changes applied with
+//! `tandemctl` reach every proxy over xDS while traffic flows, with no failed request, and
+//! `GET /v1/status` reports what each proxy acknowledged.
+
+// Test helpers panic on failure by design, like the tests that call them.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use tandem_tests::control_plane::ControlPlane;
+use tandem_tests::load::{Load, LoadSpec};
+use tandem_tests::mesh::{self, docs, endpoint, service, split_route};
+use tandem_tests::upstream::HttpServer;
+use tandem_tests::{eventually, Proxy};
+
+/// How long a change may take to reach a proxy.
+const PROPAGATION: Duration = Duration::from_secs(15);
+
+/// Starts `n` proxies in xDS mode for service `client`, node ids `client-0`, ...
+async fn proxies(cp: &ControlPlane, n: usize) -> Vec<Proxy> {
+    let ids: Vec<String> = (0..n).map(|i| format!("client-{i}")).collect();
+    join_all(ids.iter().map(|id| async move {
+        Proxy::start_xds(cp.xds(), "client", &["--node-id", id, "--workers", "1"]).await
+    }))
+    .await
+}
+
+fn only(server: &str, n: u64) -> BTreeMap<String, u64> {
+    BTreeMap::from([(server.to_owned(), n)])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn xds_route_change_reaches_every_proxy_without_a_failed_request() {
+    let v1 = HttpServer::echo("web-v1").await;
+    let v2 = HttpServer::echo("web-v2").await;
+    let cp = ControlPlane::start().await;
+    let base = [
+        service("web"),
+        service("web-v1"),
+        service("web-v2"),
+        endpoint("web-v1", v1.addr()),
+        endpoint("web-v2", v2.addr()),
+    ];
+    let route = |w1, w2| split_route("web-split", "web", &[("web-v1", w1), ("web-v2", w2)]);
+    let mut all = base.to_vec();
+    all.push(route(100, 0));
+    cp.apply_ok(&docs(&all)).await;
+
+    let proxies = proxies(&cp, 3).await;
+    for p in &proxies {
+        mesh::wait_split(p, "web", &[("web-v1", 100), ("web-v2", 0)], PROPAGATION).await;
+        assert_eq!(
+            mesh::answered_by(p, "web", 20).await,
+            only("web-v1", 20),
+            "100/0 before the change"
+        );
+    }
+
+    let targets: Vec<_> = proxies.iter().map(Proxy::outbound).collect();
+    let load = Load::start(&targets, LoadSpec::new("web"));
+    load.wait_more(150, Duration::from_secs(30)).await;
+    for (w1, w2) in [(50, 50), (0, 100)] {
+        cp.apply_ok(&route(w1, w2)).await;
+        for p in &proxies {
+            mesh::wait_split(p, "web", &[("web-v1", w1), ("web-v2", w2)], PROPAGATION).await;
+        }
+        load.wait_more(150, Duration::from_secs(30)).await;
+    }
+    let report = load.stop().await;
+    report.assert_no_failures("load across 100/0 → 50/50 → 0/100");
+    for (target, by) in &report.by_target {
+        assert!(
+            by.get("web-v1").is_some_and(|n| *n > 0) && by.get("web-v2").is_some_and(|n| *n > 0),
+            "every proxy served both versions during the change; via {target}: {by:?}"
+        );
+    }
+
+    for p in &proxies {
+        assert_eq!(
+            mesh::answered_by(p, "web", 50).await,
+            only("web-v2", 50),
+            "proxy {} after 0/100",
+            p.admin()
+        );
+    }
+
+    // The control plane knows what each proxy acknowledged: the same versions the
+    // proxies report themselves.
+    for (i, p) in proxies.iter().enumerate() {
+        let node = format!("client-{i}");
+        let versions = mesh::xds_status(p).await["versions"].clone();
+        assert_eq!(
+            versions.as_object().map(|v| v.len()),
+            Some(4),
+            "proxy {node} accepted all four types: {versions}"
+        );
+        eventually(
+            PROPAGATION,
+            &format!("/v1/status to show {node} acked {versions}"),
+            || async {
+                let status = cp.api_get("/v1/status").await;
+                let entry = status["proxies"]
+                    .as_array()
+                    .and_then(|ps| ps.iter().find(|e| e["node"] == node.as_str()).cloned());
+                match entry {
+                    Some(e)
+                        if e["acked"] == versions
+                            && e["service"] == "client"
+                            && e["nacked"].as_object().is_none_or(|n| n.is_empty()) =>
+                    {
+                        Ok(())
+                    }
+                    _ => Err(status.to_string()),
+                }
+            },
+        )
+        .await;
+    }
+    let status = cp.api_get("/v1/status").await;
+    assert_eq!(
+        status["proxies"].as_array().map(Vec::len),
+        Some(3),
+        "three connected proxies: {status}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn xds_endpoint_add_and_remove_reach_the_proxy() {
+    let a = HttpServer::echo("api-a").await;
+    let b = HttpServer::echo("api-b").await;
+    let cp = ControlPlane::start().await;
+    cp.apply_ok(&service("api")).await;
+    let (a_addr, b_addr) = (a.addr().to_string(), b.addr().to_string());
+    cp.tandemctl(&["endpoint", "add", "api", &a_addr])
+        .await
+        .expect_ok("endpoint add A");
+
+    let proxy = Proxy::start_xds(cp.xds(), "client", &["--workers", "1"]).await;
+    assert_eq!(
+        mesh::answered_by(&proxy, "api", 10).await,
+        only("api-a", 10)
+    );
+
+    let load = Load::start(&[proxy.outbound()], LoadSpec::new("api"));
+    load.wait_more(20, Duration::from_secs(20)).await;
+
+    cp.tandemctl(&["endpoint", "add", "api", &b_addr])
+        .await
+        .expect_ok("endpoint add B");
+    eventually(
+        PROPAGATION,
+        "requests to reach the added endpoint B",
+        || async {
+            let seen = mesh::answered_by(&proxy, "api", 4).await;
+            if seen.contains_key("api-b") {
+                Ok(())
+            } else {
+                Err(format!("{seen:?}"))
+            }
+        },
+    )
+    .await;
+    let seen = mesh::answered_by(&proxy, "api", 20).await;
+    assert!(
+        seen.get("api-a").is_some_and(|n| *n >= 5) && seen.get("api-b").is_some_and(|n| *n >= 5),
+        "round robin over A and B: {seen:?}"
+    );
+
+    cp.tandemctl(&["endpoint", "remove", "api", &a_addr])
+        .await
+        .expect_ok("endpoint remove A");
+    eventually(PROPAGATION, "the proxy to drop endpoint A", || async {
+        let eps = mesh::cluster_endpoints(&proxy, "api").await;
+        if eps.as_deref() == Some(&[b.addr()][..]) {
+            Ok(())
+        } else {
+            Err(format!("{eps:?}"))
+        }
+    })
+    .await;
+    assert_eq!(
+        mesh::answered_by(&proxy, "api", 20).await,
+        only("api-b", 20)
+    );
+
+    load.wait_more(20, Duration::from_secs(20)).await;
+    load.stop()
+        .await
+        .assert_no_failures("load across endpoint add and remove");
+}
