@@ -20,34 +20,40 @@
 //! bench-xds seed --api A --token-file F [--services 50] [--endpoints 2]
 //! bench-xds run  --api A --xds A --token-file F --clients N [--rounds 30] [--warmup 2]
 //!                [--cp-pid PID] [--clk-tck 100] [--timeout 30] [--settle 0.3]
-//!                [--connect-parallel 64]
+//!                [--connect-parallel 64] [--mode full|ack]
 //! ```
+//!
+//! `--mode full` (default): every client does on each push what the proxy's xDS client
+//! does (decode and validate the whole state, build the complete view, ACK). `--mode ack`:
+//! the same until the first complete view, then clients ACK each response at once and
+//! decode only the RouteConfigurations, so that the figure is the control plane's fan-out,
+//! not N proxies' work crammed onto the benchmark machine's cores.
 //!
 //! `seed` applies services `bench-0..bench-{S-1}`, each with E endpoints on 127.0.0.1, and
 //! the route under test. `run` prints one line per round on stderr and a summary on stdout:
-//! `RESULT clients= rounds= sync_ms= p50_ms= p99_ms= max_ms= commit_p50_ms= commit_p99_ms=
+//! `RESULT mode= clients= rounds= sync_ms= p50_ms= p99_ms= max_ms= commit_p50_ms= commit_p99_ms=
 //! apply_p50_ms= client_p50_ms= client_p99_ms= rss_idle_kib= rss_clients_kib= rss_hwm_kib=
 //! cp_cpu_ms_round= bench_cpu_ms_round= version_mismatch= cp_confirmed=`. With `--cp-pid`,
 //! RSS (`VmRSS`, `VmHWM`) and CPU time (`utime + stime`, in `--clk-tck` ticks) come from
 //! `/proc/PID`; CPU per round is measured from just before the apply to `--settle` seconds
 //! after the last ACK (so the control plane's processing of the ACKs is included).
 
+use std::collections::BTreeMap;
 use std::error::Error;
+use std::io::{Read, Write};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1;
-use hyper::{Method, Request};
-use hyper_util::rt::TokioIo;
+use prost::Message;
 use serde_json::{json, Value};
 use tandem_xds::ads::AdsClient;
-use tandem_xds::convert::ROUTE_TYPE;
+use tandem_xds::convert::{ALL_TYPES, ROUTE_TYPE};
 use tandem_xds::domain::ProxyView;
 use tandem_xds::envoy::discovery::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
-use tandem_xds::envoy::discovery::DiscoveryRequest;
-use tokio::net::TcpStream;
+use tandem_xds::envoy::discovery::{DiscoveryRequest, DiscoveryResponse};
+use tandem_xds::envoy_types::pb::envoy::config::route::v3::{
+    route, route_action, RouteConfiguration,
+};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Endpoint;
@@ -80,6 +86,20 @@ struct RunArgs {
     timeout: Duration,
     settle: Duration,
     connect_parallel: usize,
+    mode: Mode,
+}
+
+/// How much of a proxy's work each simulated client does on a push.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Everything the proxy's xDS client does: [`AdsClient::on_response`] decodes and
+    /// validates the whole new state, re-links it and builds the complete view, then ACKs.
+    Full,
+    /// [`AdsClient`] until the first complete view with the route, then only what the
+    /// protocol needs: ACK every response at once (same version, nonce and names), decoding
+    /// just the RouteConfigurations to find the new weight. Isolates the control plane's
+    /// fan-out from the simulated proxies' own CPU cost, which here shares two cores.
+    Ack,
 }
 
 enum Command {
@@ -107,7 +127,7 @@ fn usage() -> ! {
     eprintln!(
         "usage: bench-xds seed --api A --token-file F [--services 50] [--endpoints 2]\n       \
          bench-xds run --api A --xds A --token-file F --clients N [--rounds 30] [--warmup 2] \
-         [--cp-pid PID] [--clk-tck 100] [--timeout S] [--settle S] [--connect-parallel N]"
+         [--cp-pid PID] [--clk-tck 100] [--timeout S] [--settle S] [--connect-parallel N] [--mode full|ack]"
     );
     std::process::exit(2);
 }
@@ -131,6 +151,7 @@ fn parse_args() -> Result<(Common, Command), String> {
         timeout: Duration::from_secs(30),
         settle: Duration::from_millis(300),
         connect_parallel: 64,
+        mode: Mode::Full,
     };
     while let Some(flag) = argv.next() {
         if flag == "-h" || flag == "--help" {
@@ -170,6 +191,13 @@ fn parse_args() -> Result<(Common, Command), String> {
             "--timeout" => run.timeout = secs(&value)?,
             "--settle" => run.settle = secs(&value)?,
             "--connect-parallel" => run.connect_parallel = int(&value)?.max(1),
+            "--mode" => {
+                run.mode = match value.as_str() {
+                    "full" => Mode::Full,
+                    "ack" => Mode::Ack,
+                    _ => return Err(format!("--mode: full or ack, got {value}")),
+                }
+            }
             _ => return Err(format!("unknown flag {flag}")),
         }
     }
@@ -293,11 +321,12 @@ async fn seed(common: &Common, args: &SeedArgs) -> Result<(), BoxError> {
     let count = docs.len();
     let out = call(
         common,
-        Method::POST,
+        "POST",
         "/v1/apply",
         Some(json!({ "documents": docs })),
     )
-    .await?;
+    .await?
+    .body;
     println!(
         "seeded {count} documents ({} services, {} endpoints each, route {NS}/{ROUTE}): revision {}",
         args.services, args.endpoints, out["revision"]
@@ -307,38 +336,75 @@ async fn seed(common: &Common, args: &SeedArgs) -> Result<(), BoxError> {
 
 // ------------------------------------------------------------------ REST client
 
-/// One request on a fresh HTTP/1.1 connection; the JSON answer, or an error on non-2xx.
+/// An answer of the REST API, with when the request was started and the answer read.
+struct Answer {
+    body: Value,
+    sent: Instant,
+    received: Instant,
+}
+
+/// One request on a fresh HTTP/1.1 connection (`Connection: close`); the JSON answer, or an
+/// error on non-2xx. It runs on a blocking-pool thread with plain std sockets, timestamps
+/// taken there: the runtime's workers are busy with the simulated proxies exactly when the
+/// answer of an apply arrives, and queueing behind them would inflate the apply time.
 async fn call(
     common: &Common,
-    method: Method,
+    method: &'static str,
     path: &str,
     body: Option<Value>,
-) -> Result<Value, BoxError> {
-    let stream = TcpStream::connect(&common.api).await?;
-    stream.set_nodelay(true)?;
-    let (mut send, conn) = http1::handshake(TokioIo::new(stream)).await?;
-    let conn = tokio::spawn(conn);
+) -> Result<Answer, BoxError> {
+    let api = common.api.clone();
+    let token = common.token.clone();
+    let path = path.to_string();
     let payload = body.map(|b| b.to_string()).unwrap_or_default();
-    let req = Request::builder()
-        .method(method.clone())
-        .uri(path)
-        .header("host", common.api.as_str())
-        .header("authorization", format!("Bearer {}", common.token))
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(payload)))?;
-    let resp = send.send_request(req).await?;
-    let status = resp.status();
-    let bytes = resp.into_body().collect().await?.to_bytes();
-    drop(send);
-    conn.abort();
-    if !status.is_success() {
-        return Err(format!(
-            "{method} {path}: {status}: {}",
-            String::from_utf8_lossy(&bytes).trim()
-        )
-        .into());
+    tokio::task::spawn_blocking(move || call_blocking(&api, &token, method, &path, &payload))
+        .await?
+}
+
+fn call_blocking(
+    api: &str,
+    token: &str,
+    method: &str,
+    path: &str,
+    payload: &str,
+) -> Result<Answer, BoxError> {
+    let sent = Instant::now();
+    let mut stream = std::net::TcpStream::connect(api)?;
+    stream.set_nodelay(true)?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {api}\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n\
+         {payload}",
+        payload.len()
+    );
+    stream.write_all(request.as_bytes())?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    let received = Instant::now();
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("{method} {path}: malformed answer"))?;
+    let status: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("{method} {path}: malformed status line"))?;
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        return Err(format!("{method} {path}: chunked answers are not supported").into());
     }
-    Ok(serde_json::from_slice(&bytes)?)
+    if !(200..300).contains(&status) {
+        return Err(format!("{method} {path}: {status}: {}", body.trim()).into());
+    }
+    Ok(Answer {
+        body: serde_json::from_str(body)?,
+        sent,
+        received,
+    })
 }
 
 // ------------------------------------------------------------------ simulated proxies
@@ -356,10 +422,11 @@ fn weight_of(view: &ProxyView, route_config: &str, cluster: &str) -> Option<u32>
 async fn client(
     idx: usize,
     uri: String,
+    mode: Mode,
     gate: Arc<Semaphore>,
     events: mpsc::UnboundedSender<Event>,
 ) {
-    let error = match client_stream(idx, uri, gate, &events).await {
+    let error = match client_stream(idx, uri, mode, gate, &events).await {
         Ok(()) => "stream closed by the control plane".to_string(),
         Err(e) => e.to_string(),
     };
@@ -369,6 +436,7 @@ async fn client(
 async fn client_stream(
     idx: usize,
     uri: String,
+    mode: Mode,
     gate: Arc<Semaphore>,
     events: &mpsc::UnboundedSender<Event>,
 ) -> Result<(), BoxError> {
@@ -394,7 +462,36 @@ async fn client_stream(
         .into_inner();
     let route_config = fqdn(&svc(0));
     let cluster = fqdn(&svc(1));
+    // `--mode ack`, once synced: type URL → the names to repeat in each ACK.
+    let mut ack_only: Option<BTreeMap<String, Vec<String>>> = None;
     while let Some(resp) = responses.message().await? {
+        if let Some(names) = &ack_only {
+            let weight = if resp.type_url == ROUTE_TYPE {
+                Some(route_weight(&resp, &route_config, &cluster))
+            } else {
+                None
+            };
+            tx.send(DiscoveryRequest {
+                version_info: resp.version_info.clone(),
+                resource_names: names.get(&resp.type_url).cloned().unwrap_or_default(),
+                type_url: resp.type_url.clone(),
+                response_nonce: resp.nonce.clone(),
+                ..Default::default()
+            })
+            .await?;
+            if let Some(weight) = weight {
+                let event = Event::View {
+                    idx,
+                    weight,
+                    rds_version: resp.version_info.parse().ok(),
+                    at: Instant::now(),
+                };
+                if events.send(event).is_err() {
+                    return Ok(());
+                }
+            }
+            continue;
+        }
         let step = ads.on_response(resp);
         for req in step.requests {
             tx.send(req).await?;
@@ -405,9 +502,18 @@ async fn client_stream(
                 reason: ads.last_nack().unwrap_or_default().to_string(),
             }
         } else if let Some(view) = step.view {
+            let weight = weight_of(&view, &route_config, &cluster);
+            if mode == Mode::Ack && weight.is_some() {
+                ack_only = Some(
+                    ALL_TYPES
+                        .iter()
+                        .map(|t| (t.to_string(), ads.subscribed_names(t)))
+                        .collect(),
+                );
+            }
             Event::View {
                 idx,
-                weight: weight_of(&view, &route_config, &cluster),
+                weight,
                 rds_version: ads
                     .accepted_version(ROUTE_TYPE)
                     .and_then(|v| v.parse().ok()),
@@ -421,6 +527,30 @@ async fn client_stream(
         }
     }
     Ok(())
+}
+
+/// `--mode ack`: the weight of `cluster` in the RouteConfiguration `route_config` of an RDS
+/// response, decoding only RouteConfigurations.
+fn route_weight(resp: &DiscoveryResponse, route_config: &str, cluster: &str) -> Option<u32> {
+    let rc = resp
+        .resources
+        .iter()
+        .filter_map(|any| RouteConfiguration::decode(any.value.as_slice()).ok())
+        .find(|rc| rc.name == route_config)?;
+    rc.virtual_hosts
+        .iter()
+        .flat_map(|vh| vh.routes.iter())
+        .filter_map(|r| match &r.action {
+            Some(route::Action::Route(action)) => action.cluster_specifier.as_ref(),
+            _ => None,
+        })
+        .filter_map(|spec| match spec {
+            route_action::ClusterSpecifier::WeightedClusters(w) => Some(w),
+            _ => None,
+        })
+        .flat_map(|w| w.clusters.iter())
+        .find(|c| c.name == cluster)
+        .and_then(|c| c.weight.map(|w| w.value))
 }
 
 // ------------------------------------------------------------------ measurements
@@ -512,33 +642,34 @@ async fn run(common: &Common, args: &RunArgs) -> Result<(), BoxError> {
     let gate = Arc::new(Semaphore::new(args.connect_parallel));
     let start = Instant::now();
     for idx in 0..n {
-        tokio::spawn(client(idx, uri.clone(), gate.clone(), ev_tx.clone()));
+        tokio::spawn(client(
+            idx,
+            uri.clone(),
+            args.mode,
+            gate.clone(),
+            ev_tx.clone(),
+        ));
     }
     drop(ev_tx);
-    let mut weight: Vec<Option<Option<u32>>> = vec![None; n];
+    // A complete view may come before the listeners (no listener, no route yet): a client
+    // is synced once its view has the route under test.
+    let mut weight: Vec<Option<u32>> = vec![None; n];
     let mut synced = 0;
     let deadline = start + args.timeout.max(Duration::from_secs(60));
     while synced < n {
-        let what = format!("waiting for complete views ({synced}/{n})");
+        let what = format!(
+            "waiting for views with route {NS}/{ROUTE} ({synced}/{n}; run `bench-xds seed` first)"
+        );
         if let Event::View { idx, weight: w, .. } = next_event(&mut ev_rx, deadline, &what).await? {
-            if weight[idx].is_none() {
+            if weight[idx].is_none() && w.is_some() {
                 synced += 1;
             }
-            weight[idx] = Some(w);
+            weight[idx] = w.or(weight[idx]);
         }
     }
     let sync_ms = ms(start.elapsed());
-    let mut current = match weight[0].flatten() {
-        Some(w) => w,
-        None => {
-            return Err(format!(
-                "the first view has no route {NS}/{ROUTE} to {}: run `bench-xds seed` first",
-                svc(1)
-            )
-            .into())
-        }
-    };
-    if weight.iter().any(|w| *w != Some(Some(current))) {
+    let mut current = weight[0].unwrap_or_default();
+    if weight.iter().any(|w| *w != Some(current)) {
         return Err("clients disagree on the route's weights after the initial sync".into());
     }
     eprintln!("bench-xds: {n} clients synced in {sync_ms:.0} ms (route weight {current})");
@@ -559,15 +690,14 @@ async fn run(common: &Common, args: &RunArgs) -> Result<(), BoxError> {
         let a = current % (TOTAL_WEIGHT - 1) + 1; // 1..=999, never the current one
         let cp0 = cpu_ticks(pid);
         let me0 = cpu_ticks(None);
-        let t_req = Instant::now();
-        let out = call(
+        let answer = call(
             common,
-            Method::POST,
+            "POST",
             "/v1/apply",
             Some(json!({ "documents": [route_doc(a)] })),
         )
         .await?;
-        let t_resp = Instant::now();
+        let (out, t_req, t_resp) = (answer.body, answer.sent, answer.received);
         revision = out["revision"].as_u64().ok_or("apply: no revision")?;
         if out["changed"].as_array().is_none_or(|c| c.is_empty()) {
             return Err(format!("apply of weight {a} changed nothing: {out}").into());
@@ -626,11 +756,15 @@ async fn run(common: &Common, args: &RunArgs) -> Result<(), BoxError> {
     let commit_sorted = sorted(commit_ms);
     let client_sorted = sorted(client_ms);
     println!(
-        "RESULT clients={n} rounds={} sync_ms={sync_ms:.0} p50_ms={:.1} p99_ms={:.1} max_ms={:.1} \
+        "RESULT mode={} clients={n} rounds={} sync_ms={sync_ms:.0} p50_ms={:.1} p99_ms={:.1} max_ms={:.1} \
          commit_p50_ms={:.1} commit_p99_ms={:.1} apply_p50_ms={:.1} client_p50_ms={:.1} \
          client_p99_ms={:.1} rss_idle_kib={rss_idle} rss_clients_kib={rss_clients} \
          rss_hwm_kib={rss_hwm} cp_cpu_ms_round={:.0} bench_cpu_ms_round={:.0} \
          version_mismatch={version_mismatch} cp_confirmed={confirmed}",
+        match args.mode {
+            Mode::Full => "full",
+            Mode::Ack => "ack",
+        },
         args.rounds,
         pct(&last_sorted, 0.5),
         pct(&last_sorted, 0.99),
@@ -652,7 +786,7 @@ async fn confirmed_acks(common: &Common, revision: u64, n: usize) -> Result<usiz
     let want = revision.to_string();
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let status = call(common, Method::GET, "/v1/status", None).await?;
+        let status = call(common, "GET", "/v1/status", None).await?.body;
         let count = status["proxies"]
             .as_array()
             .map(|ps| {
