@@ -29,7 +29,7 @@ use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, Discovery
 use envoy_types::pb::google::protobuf::Any;
 use serde::Serialize;
 
-use crate::convert::snapshot_hash;
+use crate::convert::combine_hashes;
 use crate::convert::{XdsSnapshot, ALL_TYPES, CLUSTER_TYPE, LISTENER_TYPE};
 
 /// A NACK the client sent.
@@ -146,7 +146,7 @@ impl AdsStream {
             if st.nonce.is_none() || (!st.wildcard && st.names.is_empty()) {
                 continue; // never answered, or nothing subscribed: nothing to update
             }
-            let (_, hash) = select(st, type_url, snap);
+            let hash = selected_hash(st, type_url, snap);
             if st.sent_hash != Some(hash) {
                 out.extend(self.respond(type_url, snap));
             }
@@ -222,18 +222,31 @@ impl AdsStream {
     }
 }
 
+/// The content hash of what this subscription gets of `type_url`, from the hashes the
+/// snapshot computed once: checking a stream for changes copies and hashes no resource.
+fn selected_hash(st: &TypeState, type_url: &str, snap: &XdsSnapshot) -> u64 {
+    if st.wildcard {
+        combine_hashes(snap.hashes_of(type_url))
+    } else {
+        combine_hashes(
+            st.names
+                .iter()
+                .filter_map(|n| snap.hash_of(type_url, n).map(|h| (n.as_str(), h))),
+        )
+    }
+}
+
 /// The resources of `type_url` this subscription gets, and their content hash.
 fn select(st: &TypeState, type_url: &str, snap: &XdsSnapshot) -> (Vec<Any>, u64) {
-    let chosen: Vec<(&str, &Any)> = if st.wildcard {
-        snap.of_type(type_url).collect()
+    let resources = if st.wildcard {
+        snap.of_type(type_url).map(|(_, a)| a.clone()).collect()
     } else {
         st.names
             .iter()
-            .filter_map(|n| snap.get(type_url, n).map(|a| (n.as_str(), a)))
+            .filter_map(|n| snap.get(type_url, n).cloned())
             .collect()
     };
-    let hash = snapshot_hash(chosen.iter().copied());
-    (chosen.into_iter().map(|(_, a)| a.clone()).collect(), hash)
+    (resources, selected_hash(st, type_url, snap))
 }
 
 #[cfg(test)]

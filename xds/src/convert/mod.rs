@@ -22,7 +22,7 @@ use std::fmt;
 use envoy_types::pb::google::protobuf::Any;
 
 pub use from_xds::to_proxy_view;
-pub(crate) use snapshot::snapshot_hash;
+pub(crate) use snapshot::combine_hashes;
 pub use snapshot::XdsSnapshot;
 pub use to_xds::to_snapshot;
 

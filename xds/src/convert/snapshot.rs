@@ -16,6 +16,9 @@ use super::{FromXdsError, Resources};
 pub struct XdsSnapshot {
     version: String,
     resources: Resources,
+    /// Per type URL, name → content hash, computed once at insert so that every stream
+    /// can tell what changed without hashing resource bytes again.
+    hashes: BTreeMap<String, BTreeMap<String, u64>>,
 }
 
 impl XdsSnapshot {
@@ -24,6 +27,7 @@ impl XdsSnapshot {
         XdsSnapshot {
             version: version.into(),
             resources: BTreeMap::new(),
+            hashes: BTreeMap::new(),
         }
     }
 
@@ -34,10 +38,29 @@ impl XdsSnapshot {
 
     /// Adds (or replaces) resource `name`; its type is `any.type_url`.
     pub fn insert(&mut self, name: impl Into<String>, any: Any) {
+        let name = name.into();
+        let hash = resource_hash(&name, &any);
+        self.hashes
+            .entry(any.type_url.clone())
+            .or_default()
+            .insert(name.clone(), hash);
         self.resources
             .entry(any.type_url.clone())
             .or_default()
-            .insert(name.into(), any);
+            .insert(name, any);
+    }
+
+    /// The content hash of one resource, computed when it was inserted.
+    pub(crate) fn hash_of(&self, type_url: &str, name: &str) -> Option<u64> {
+        self.hashes.get(type_url).and_then(|m| m.get(name)).copied()
+    }
+
+    /// Content hashes of one type's resources, by name.
+    pub(crate) fn hashes_of(&self, type_url: &str) -> impl Iterator<Item = (&str, u64)> {
+        self.hashes
+            .get(type_url)
+            .into_iter()
+            .flat_map(|m| m.iter().map(|(k, v)| (k.as_str(), *v)))
     }
 
     /// The resources of one type, by name (empty when the type has none).
@@ -66,14 +89,22 @@ impl XdsSnapshot {
     }
 }
 
-/// A content hash of `resources` (names, type URLs and bytes), used to tell whether a
-/// stream already has this content. Stable within one process.
-pub(crate) fn snapshot_hash<'a>(resources: impl Iterator<Item = (&'a str, &'a Any)>) -> u64 {
+/// The content hash of one resource (name, type URL, bytes). Stable within one process.
+fn resource_hash(name: &str, any: &Any) -> u64 {
     let mut h = DefaultHasher::new();
-    for (name, any) in resources {
+    name.hash(&mut h);
+    any.type_url.hash(&mut h);
+    any.value.hash(&mut h);
+    h.finish()
+}
+
+/// A hash over a set of per-resource hashes, used to tell whether a stream already has
+/// this content.
+pub(crate) fn combine_hashes<'a>(hashes: impl Iterator<Item = (&'a str, u64)>) -> u64 {
+    let mut h = DefaultHasher::new();
+    for (name, hash) in hashes {
         name.hash(&mut h);
-        any.type_url.hash(&mut h);
-        any.value.hash(&mut h);
+        hash.hash(&mut h);
     }
     h.finish()
 }
