@@ -169,12 +169,15 @@ impl AdsClient {
                     self.last_nack = None;
                 }
                 let mut requests = vec![self.request(type_url, None)];
+                let mut pruned = false;
                 for (t, refs) in [
                     (ROUTE_TYPE, &analysis.route_refs),
                     (ENDPOINT_TYPE, &analysis.endpoint_refs),
                 ] {
                     if let Some(items) = candidate.get_mut(t) {
+                        let before = items.len();
                         items.retain(|name, _| refs.contains(name));
+                        pruned |= items.len() != before;
                     }
                     let changed = self.types.get_mut(t).is_some_and(|st| {
                         let changed = st.names != *refs;
@@ -186,9 +189,17 @@ impl AdsClient {
                     }
                 }
                 self.state = candidate;
-                // Re-link after pruning; every resource already validated above.
-                let view = match analyze(&self.state) {
-                    Ok(a) if a.missing.is_empty() && self.last_view.as_ref() != Some(&a.view) => {
+                // Pruning only drops unreferenced resources, so the analysis still holds
+                // unless something was dropped; then re-link (every resource was already
+                // validated above). Decoding a large state twice per push is the client's
+                // main cost, so skip it when possible.
+                let current = if pruned {
+                    analyze(&self.state).ok()
+                } else {
+                    Some(analysis)
+                };
+                let view = match current {
+                    Some(a) if a.missing.is_empty() && self.last_view.as_ref() != Some(&a.view) => {
                         self.last_view = Some(a.view.clone());
                         Some(a.view)
                     }
