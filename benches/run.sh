@@ -164,17 +164,25 @@ pids_of() {
     pgrep -P "$main" 2>/dev/null || true   # nginx workers
 }
 
-# cpu_ticks PID...: utime+stime summed over the processes (all threads), in clock ticks.
+# cpu_ticks PID...: "utime stime" summed over the processes (all threads), in clock ticks.
 cpu_ticks() {
-    local total=0 p stat rest
+    local user=0 sys=0 p stat rest
     for p in "$@"; do
         stat=$(cat "/proc/$p/stat" 2>/dev/null) || continue
         rest=${stat##*) }
         # shellcheck disable=SC2086
         set -- $rest
-        total=$((total + ${12} + ${13}))
+        user=$((user + ${12}))
+        sys=$((sys + ${13}))
     done
-    echo "$total"
+    echo "$user $sys"
+}
+
+# per_req TICKS0 TICKS1 REQUESTS: "total user sys" CPU µs per request between two cpu_ticks.
+per_req() {
+    awk -v a="$1" -v b="$2" -v n="$3" -v hz="$CLK_TCK" 'BEGIN{
+        split(a, x, " "); split(b, y, " "); u = (y[1] - x[1]) * 1e6 / hz / n; s = (y[2] - x[2]) * 1e6 / hz / n
+        printf "%.2f %.2f %.2f", u + s, u, s }'
 }
 
 # mem_kb FIELD PID...: VmRSS (from status) or Pss (from smaps_rollup) summed, in kB.
@@ -449,16 +457,19 @@ run_closed() {
     fi
     record "$round" "$t" "${kind}_rps" "$rps"
     record "$round" "$t" "${kind}_errors" "$errs"
-    local cpu_us up_us rss_max=$RSS_MAX
-    up_us=$(awk -v d=$((u1 - u0)) -v n="$reqs" -v hz="$CLK_TCK" 'BEGIN{printf "%.2f", d * 1e6 / hz / n}')
+    local cpu_us up_us rss_max=$RSS_MAX split="" split_u split_s
+    up_us=$(per_req "$u0" "$u1" "$reqs" | cut -d' ' -f1)
     record "$round" "$t" "${kind}_upstream_cpu_us" "$up_us"
     if [[ ${#pids[@]} -gt 0 ]]; then
-        cpu_us=$(awk -v d=$((c1 - c0)) -v n="$reqs" -v hz="$CLK_TCK" 'BEGIN{printf "%.2f", d * 1e6 / hz / n}')
+        read -r cpu_us split_u split_s <<<"$(per_req "$c0" "$c1" "$reqs")"
+        split="${split_u}+${split_s}"
         record "$round" "$t" "${kind}_cpu_us" "$cpu_us"
+        record "$round" "$t" "${kind}_cpu_user_us" "$split_u"
+        record "$round" "$t" "${kind}_cpu_sys_us" "$split_s"
         record "$round" "$t" "${kind}_rss_load_kb" "$rss_max"
     fi
     [[ $t == direct ]] && rss_max=n/a
-    log "  $kind $t: ${rps} req/s, errors=$errs, proxy cpu/req=${cpu_us:-n/a} µs, upstream cpu/req=$up_us µs, rss under load=$rss_max kB, compilers=$BUSY_MAX"
+    log "  $kind $t: ${rps} req/s, errors=$errs, proxy cpu/req=${cpu_us:-n/a} µs (user+sys ${split:-n/a}), upstream cpu/req=$up_us µs, rss under load=$rss_max kB, compilers=$BUSY_MAX"
 }
 
 # run_latency ROUND: one bench-load run over all targets, interleaved in LAT_CHUNK-second
@@ -538,14 +549,15 @@ summarize() {
             print ""
             print "**Closed loop** (HTTP/1.1: wrk; HTTP/2: h2load). CPU = user+system time of the proxy'"'"'s own processes per completed request."
             print ""
-            print "| target | HTTP/1.1 req/s | vs direct | vs best | HTTP/2 req/s | vs direct | vs best | CPU µs/req h1 | CPU µs/req h2 | errors |"
-            print "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+            print "| target | HTTP/1.1 req/s | vs direct | vs best | HTTP/2 req/s | vs direct | vs best | CPU µs/req h1 | h1 user+sys | CPU µs/req h2 | errors |"
+            print "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
             for (i = 1; i <= n; i++) {
                 t = T[i]
-                printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %d |\n", t,
+                cs = has(t, "h1_cpu_user_us") ? cell(t, "h1_cpu_user_us", 1, 1) " + " cell(t, "h1_cpu_sys_us", 1, 1) : "—"
+                printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %d |\n", t,
                     cell(t, "h1_rps", 0, 1), ratio(t, "h1_rps", "direct"), ratio(t, "h1_rps", bh1),
                     cell(t, "h2_rps", 0, 1), ratio(t, "h2_rps", "direct"), ratio(t, "h2_rps", bh2),
-                    cell(t, "h1_cpu_us", 1, 1), cell(t, "h2_cpu_us", 1, 1), m[t, "h1_errors"] + m[t, "h2_errors"]
+                    cell(t, "h1_cpu_us", 1, 1), cs, cell(t, "h2_cpu_us", 1, 1), m[t, "h1_errors"] + m[t, "h2_errors"]
             }
             print ""
             print "**Open loop at " rate " req/s** (HTTP/1.1, bench-load; ms, from the scheduled send time) and **memory** (MB; RSS summed over the proxy'"'"'s processes; PSS splits shared pages)."

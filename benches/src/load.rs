@@ -261,7 +261,9 @@ fn percentile_us(sorted: &[u64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    // The small epsilon keeps float error (0.999 * 1000 = 999.0000000000001) from moving
+    // an exact rank up by one.
+    let rank = ((p / 100.0) * sorted.len() as f64 - 1e-9).ceil() as usize;
     let idx = rank.clamp(1, sorted.len()) - 1;
     sorted[idx] as f64 / 1000.0
 }
