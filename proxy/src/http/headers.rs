@@ -35,6 +35,11 @@ fn connection_has(headers: &HeaderMap, token: &str) -> bool {
 /// With `keep_upgrade`, `Connection: upgrade` and `Upgrade` survive so the upstream sees the
 /// protocol switch it must answer. `TE: trailers` survives too: gRPC over HTTP/2 needs it.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    // Most messages carry none of these: one pass over the names (cheap comparisons of
+    // standard headers) avoids a hashed removal per hop-by-hop name on every request.
+    if !headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
+        return;
+    }
     if headers.contains_key(header::CONNECTION) {
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
