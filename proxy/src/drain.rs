@@ -68,11 +68,6 @@ impl Watch {
         // An error means the Drain was dropped without draining: treat it as a drain too.
         let _ = self.signal.wait_for(|draining| *draining).await;
     }
-
-    /// Whether a drain has started.
-    pub fn is_draining(&self) -> bool {
-        *self.signal.borrow()
-    }
 }
 
 #[cfg(test)]

@@ -9,7 +9,6 @@ use tokio::signal::unix::Signal;
 use crate::admin::AdminState;
 use crate::config;
 use crate::listener::ServiceListeners;
-use crate::snapshot::{static_view, Snapshot};
 
 /// How often the file is checked. Polling (rather than inotify) also sees files replaced
 /// by rename, as editors and Kubernetes ConfigMap mounts do.
@@ -79,12 +78,10 @@ impl Reloader {
             Ok(p) => p,
             Err(e) => return self.reject(e.to_string()),
         };
-        let view = static_view(&config);
-        let snapshot = match Snapshot::new(self.state.store.next_version(), config.clone(), view) {
-            Ok(s) => s,
+        let version = match self.state.store.publish_static(config.clone()) {
+            Ok(v) => v,
             Err(e) => return self.reject(e.to_string()),
         };
-        let version = self.state.store.publish(snapshot);
         self.listeners.commit(&config, prepared);
         self.state.metrics.reload(true);
         self.state.metrics.set_config_version(version);

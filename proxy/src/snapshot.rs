@@ -7,10 +7,9 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
-use tandem_xds::domain::{AppProtocol, ClusterWeight, ProxyCluster, ProxyRoute, ProxyView};
-use tokio::sync::watch;
+use tandem_xds::domain::{ClusterWeight, ProxyCluster, ProxyRoute, ProxyView};
 
-use crate::config::{Config, ConfigError, Protocol};
+use crate::config::{Config, ConfigError};
 use crate::routing::{Destination, RouteTable};
 
 /// One complete, validated configuration generation.
@@ -69,16 +68,10 @@ pub fn static_view(config: &Config) -> ProxyView {
                 }],
             }],
         );
-        let protocol = match s.protocol {
-            Protocol::Detect => AppProtocol::Detect,
-            Protocol::Http1 => AppProtocol::Http,
-            Protocol::Http2 => AppProtocol::Http2,
-            Protocol::Opaque => AppProtocol::Tcp,
-        };
         view.clusters.insert(
             s.name.clone(),
             ProxyCluster {
-                protocol,
+                protocol: s.protocol.into(),
                 endpoints: s.endpoints.clone(),
             },
         );
@@ -86,20 +79,17 @@ pub fn static_view(config: &Config) -> ProxyView {
     view
 }
 
-/// Holds the current snapshot and tells watchers when it changes.
+/// Holds the current snapshot.
 #[derive(Debug)]
 pub struct Store {
     current: ArcSwap<Snapshot>,
-    changed: watch::Sender<u64>,
 }
 
 impl Store {
     /// A store serving `snapshot` (normally version 1).
     pub fn new(snapshot: Snapshot) -> Self {
-        let (changed, _) = watch::channel(snapshot.version);
         Store {
             current: ArcSwap::from_pointee(snapshot),
-            changed,
         }
     }
 
@@ -123,7 +113,6 @@ impl Store {
     pub fn publish(&self, snapshot: Snapshot) -> u64 {
         let version = snapshot.version;
         self.current.store(Arc::new(snapshot));
-        self.changed.send_replace(version);
         version
     }
 
@@ -132,11 +121,6 @@ impl Store {
         let view = static_view(&config);
         let snapshot = Snapshot::new(self.next_version(), config, view)?;
         Ok(self.publish(snapshot))
-    }
-
-    /// A receiver that sees each newly published version.
-    pub fn subscribe(&self) -> watch::Receiver<u64> {
-        self.changed.subscribe()
     }
 }
 

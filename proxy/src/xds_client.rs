@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use tandem_xds::ads::AdsClient;
 use tandem_xds::envoy::discovery::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
@@ -28,7 +28,7 @@ pub struct XdsStatus {
     pub connected: AtomicBool,
     /// Control plane address.
     pub control_plane: String,
-    /// Accepted version per type URL, the last NACK, and when config last changed.
+    /// Accepted version per type URL and the last NACK.
     pub detail: Mutex<XdsDetail>,
 }
 
@@ -39,9 +39,6 @@ pub struct XdsDetail {
     pub versions: BTreeMap<String, String>,
     /// The error detail of the last NACK sent, if any.
     pub last_nack: Option<String>,
-    /// When the last accepted update was applied.
-    #[serde(skip)]
-    pub updated_at: Option<SystemTime>,
 }
 
 /// Backoff between reconnects: doubles from 100 ms to 5 s, with ±50% jitter so a fleet of
@@ -151,7 +148,6 @@ async fn stream_once(
         if let Ok(mut d) = status.detail.lock() {
             d.versions = client.accepted_versions();
             d.last_nack = client.last_nack().map(str::to_string);
-            d.updated_at = Some(SystemTime::now());
         }
         for req in step.requests {
             tx.send(req).await?;

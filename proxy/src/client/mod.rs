@@ -267,13 +267,4 @@ impl Client {
             h2.retain(|_, tx| !tx.is_closed());
         }
     }
-
-    /// Number of idle pooled HTTP/1 connections (for tests and the config dump).
-    pub fn idle_h1(&self) -> usize {
-        self.inner
-            .h1
-            .lock()
-            .map(|h1| h1.values().map(Vec::len).sum())
-            .unwrap_or(0)
-    }
 }

@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde::Serialize;
+use tandem_xds::domain::AppProtocol;
 
 pub use file::FileConfig;
 pub use validate::{parse, ConfigError};
@@ -27,6 +28,29 @@ pub enum Protocol {
     Http2,
     /// Opaque TCP: bytes forwarded unchanged.
     Opaque,
+}
+
+/// The proxy's protocol names and the mesh's protocol hints are the same four choices.
+impl From<AppProtocol> for Protocol {
+    fn from(p: AppProtocol) -> Self {
+        match p {
+            AppProtocol::Detect => Protocol::Detect,
+            AppProtocol::Http => Protocol::Http1,
+            AppProtocol::Http2 => Protocol::Http2,
+            AppProtocol::Tcp => Protocol::Opaque,
+        }
+    }
+}
+
+impl From<Protocol> for AppProtocol {
+    fn from(p: Protocol) -> Self {
+        match p {
+            Protocol::Detect => AppProtocol::Detect,
+            Protocol::Http1 => AppProtocol::Http,
+            Protocol::Http2 => AppProtocol::Http2,
+            Protocol::Opaque => AppProtocol::Tcp,
+        }
+    }
 }
 
 /// A validated, immutable proxy configuration.

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use http::{HeaderMap, Method, Uri};
-use tandem_xds::domain::{AppProtocol, ProxyView};
+use tandem_xds::domain::ProxyView;
 
 pub use matcher::{MatchError, Matcher};
 
@@ -121,12 +121,7 @@ impl RouteTable {
             .clusters
             .iter()
             .map(|(name, c)| {
-                let protocol = match c.protocol {
-                    AppProtocol::Detect => Protocol::Detect,
-                    AppProtocol::Http => Protocol::Http1,
-                    AppProtocol::Http2 => Protocol::Http2,
-                    AppProtocol::Tcp => Protocol::Opaque,
-                };
+                let protocol = Protocol::from(c.protocol);
                 (
                     name.as_str(),
                     Arc::new(Cluster::new(name, protocol, c.endpoints.clone())),
@@ -227,7 +222,9 @@ fn seed() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tandem_xds::domain::{ClusterWeight, PathMatch, ProxyCluster, ProxyRoute, RouteMatch};
+    use tandem_xds::domain::{
+        AppProtocol, ClusterWeight, PathMatch, ProxyCluster, ProxyRoute, RouteMatch,
+    };
 
     fn view() -> ProxyView {
         let mut v = ProxyView::default();
