@@ -28,7 +28,7 @@ type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 /// Serves ADS on `listener` until the process exits.
 pub async fn serve(listener: tokio::net::TcpListener, store: Arc<Store>) {
-    let snapshots = match first_snapshot(&store) {
+    let snapshots = match build_snapshot(&store) {
         Ok(s) => s,
         Err(e) => {
             tracing::error!(error = %e, "cannot build the first xDS snapshot; xDS is not served");
@@ -50,7 +50,7 @@ pub async fn serve(listener: tokio::net::TcpListener, store: Arc<Store>) {
     }
 }
 
-fn first_snapshot(store: &Store) -> Result<XdsSnapshot, String> {
+fn build_snapshot(store: &Store) -> Result<XdsSnapshot, String> {
     let (head, mesh) = store.snapshot().map_err(|e| e.to_string())?;
     to_snapshot(&mesh, &head.to_string()).map_err(|e| e.to_string())
 }
@@ -63,7 +63,7 @@ async fn follow_store(store: Arc<Store>, tx: watch::Sender<Arc<XdsSnapshot>>) {
     while head.changed().await.is_ok() {
         // The store reads from disk: keep that off the async workers.
         let reader = store.clone();
-        let built = tokio::task::spawn_blocking(move || first_snapshot(&reader))
+        let built = tokio::task::spawn_blocking(move || build_snapshot(&reader))
             .await
             .unwrap_or_else(|e| Err(format!("snapshot task failed: {e}")));
         match built {

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use redb::{ReadableDatabase, ReadableTable};
 
 use super::record::{Backup, Change, Revision, StoredResource, BACKUP_FORMAT};
-use super::{scan, Store, StoreError, CHANGES, HEAD, META, RESOURCES, REVISIONS};
-use crate::resources::{Kind, ResourceKey};
+use super::{read_all, read_head, Store, StoreError, CHANGES, REVISIONS};
+use crate::resources::ResourceKey;
 use crate::util::unix_now;
 
 impl Store {
@@ -39,11 +39,7 @@ impl Store {
         revision: u64,
     ) -> Result<BTreeMap<ResourceKey, StoredResource>, StoreError> {
         let rx = self.db.begin_read()?;
-        let head = rx
-            .open_table(META)?
-            .get(HEAD)?
-            .map(|g| g.value())
-            .unwrap_or(0);
+        let head = read_head(&rx)?;
         if revision > head {
             return Err(StoreError::NotFound(format!("revision {revision}")));
         }
@@ -69,16 +65,8 @@ impl Store {
     /// The whole store (every resource, and the history for information) as of now.
     pub fn backup(&self) -> Result<Backup, StoreError> {
         let rx = self.db.begin_read()?;
-        let head = rx
-            .open_table(META)?
-            .get(HEAD)?
-            .map(|g| g.value())
-            .unwrap_or(0);
-        let table = rx.open_table(RESOURCES)?;
-        let mut resources = Vec::new();
-        for kind in Kind::ALL {
-            resources.extend(scan(&table, kind, None)?);
-        }
+        let head = read_head(&rx)?;
+        let resources = read_all(&rx)?;
         let mut history = Vec::new();
         for item in rx.open_table(REVISIONS)?.range(..=head)? {
             let (_, v) = item?;

@@ -74,11 +74,7 @@ impl Store {
             tx.open_table(META)?;
         }
         tx.commit()?;
-        let head = {
-            let rx = db.begin_read()?;
-            let meta = rx.open_table(META)?;
-            meta.get(HEAD)?.map(|g| g.value()).unwrap_or(0)
-        };
+        let head = read_head(&db.begin_read()?)?;
         let (head_tx, _) = watch::channel(head);
         Ok(Store {
             db,
@@ -135,17 +131,8 @@ impl Store {
     /// The head revision and the config at that revision, read from one snapshot.
     pub fn snapshot(&self) -> Result<(u64, MeshConfig), StoreError> {
         let rx = self.db.begin_read()?;
-        let head = rx
-            .open_table(META)?
-            .get(HEAD)?
-            .map(|g| g.value())
-            .unwrap_or(0);
-        let table = rx.open_table(RESOURCES)?;
-        let mut all = Vec::new();
-        for kind in Kind::ALL {
-            all.extend(scan(&table, kind, None)?);
-        }
-        Ok((head, mesh_config_of(all.iter())?))
+        let all = read_all(&rx)?;
+        Ok((read_head(&rx)?, mesh_config_of(all.iter())?))
     }
 }
 
@@ -187,6 +174,25 @@ pub fn mesh_config_of<'a>(
 pub fn endpoint_service(r: &StoredResource) -> Option<ServiceRef> {
     let spec = domain::endpoint_spec(&r.doc).ok()?;
     Some(ServiceRef::new(r.key.namespace.clone(), spec.service))
+}
+
+/// The head revision as one read transaction sees it (0 before the first change).
+pub(crate) fn read_head(rx: &redb::ReadTransaction) -> Result<u64, StoreError> {
+    Ok(rx
+        .open_table(META)?
+        .get(HEAD)?
+        .map(|g| g.value())
+        .unwrap_or(0))
+}
+
+/// Every stored resource of every kind, as one read transaction sees them.
+pub(crate) fn read_all(rx: &redb::ReadTransaction) -> Result<Vec<StoredResource>, StoreError> {
+    let table = rx.open_table(RESOURCES)?;
+    let mut all = Vec::new();
+    for kind in Kind::ALL {
+        all.extend(scan(&table, kind, None)?);
+    }
+    Ok(all)
 }
 
 pub(crate) fn decode(bytes: &[u8]) -> Result<StoredResource, StoreError> {
