@@ -6,13 +6,14 @@ use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::{Child, ChildStdout, Command};
 
+use crate::control_plane::TempDir;
 use crate::ready::parse_ready_line;
 use crate::AbortOnDrop;
 
@@ -52,7 +53,7 @@ pub fn try_binary() -> Result<PathBuf, String> {
 pub struct Proxy {
     child: Child,
     pid: Pid,
-    dir: PathBuf,
+    dir: TempDir,
     outbound: SocketAddr,
     inbound: SocketAddr,
     admin: SocketAddr,
@@ -127,17 +128,8 @@ impl Proxy {
             Ok(Err(e)) => panic!("{e}"),
             Err(e) => panic!("building tandem-proxy: {e}"),
         };
-        let dir = std::env::temp_dir().join(format!(
-            "tandem-tests-{}-{}-{}",
-            std::process::id(),
-            NEXT_DIR.fetch_add(1, Ordering::Relaxed),
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or_default()
-        ));
-        std::fs::create_dir_all(&dir).expect("create temp dir");
-        let config = dir.join("config.yaml");
+        let dir = TempDir::new("proxy");
+        let config = dir.path().join("config.yaml");
         if let Some(yaml) = config_yaml {
             std::fs::write(&config, yaml).expect("write config");
         }
@@ -201,7 +193,6 @@ impl Proxy {
             Ok(Err(why)) => {
                 let status = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
                 let stderr = wait_for_stderr(&stderr).await;
-                let _ = std::fs::remove_dir_all(&dir);
                 return Err(StartFailure {
                     reason: why,
                     status: status.ok().and_then(Result::ok),
@@ -210,7 +201,6 @@ impl Proxy {
             }
             Err(_) => {
                 let stderr = String::from_utf8_lossy(&stderr.lock().expect("lock")).into_owned();
-                let _ = std::fs::remove_dir_all(&dir);
                 return Err(StartFailure {
                     reason: format!("no ready line within {READY_TIMEOUT:?}"),
                     status: None,
@@ -270,7 +260,7 @@ impl Proxy {
 
     /// The config file the proxy watches.
     pub fn config_path(&self) -> PathBuf {
-        self.dir.join("config.yaml")
+        self.dir.path().join("config.yaml")
     }
 
     /// Replaces the config file atomically (write a sibling, then rename over it).
@@ -282,7 +272,7 @@ impl Proxy {
     /// make a change invisible to mtime polling, so only `SIGHUP` can reveal it).
     pub fn rewrite_config_with(&self, yaml: &str, mtime: Option<SystemTime>) {
         let n = NEXT_DIR.fetch_add(1, Ordering::Relaxed);
-        let tmp = self.dir.join(format!("config.yaml.tmp{n}"));
+        let tmp = self.dir.path().join(format!("config.yaml.tmp{n}"));
         let file = std::fs::File::create(&tmp).expect("create temp config");
         std::io::Write::write_all(&mut &file, yaml.as_bytes()).expect("write temp config");
         if let Some(mtime) = mtime {
@@ -356,7 +346,6 @@ impl Drop for Proxy {
                 self.stderr()
             );
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
