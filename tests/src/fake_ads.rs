@@ -12,8 +12,6 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
 use prost::Message;
 use tandem_xds::ads::AdsStream;
 use tandem_xds::convert::{XdsSnapshot, ROUTE_TYPE};
@@ -27,11 +25,11 @@ use tandem_xds::envoy::Any;
 use tandem_xds::envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
-use tokio::task::JoinSet;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::grpc::serve_h2c;
 use crate::AbortOnDrop;
 
 /// A running fake ADS server on `127.0.0.1:0`; stops when dropped.
@@ -117,24 +115,7 @@ impl FakeAds {
             snapshot: snapshot.clone(),
             requests: requests.clone(),
         });
-        let task = tokio::spawn(async move {
-            let mut conns = JoinSet::new();
-            loop {
-                tokio::select! {
-                    accepted = listener.accept() => {
-                        let Ok((stream, _)) = accepted else { continue };
-                        let svc = TowerToHyperService::new(service.clone());
-                        conns.spawn(async move {
-                            let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                                .timer(TokioTimer::new())
-                                .serve_connection(TokioIo::new(stream), svc)
-                                .await;
-                        });
-                    }
-                    Some(_) = conns.join_next(), if !conns.is_empty() => {}
-                }
-            }
-        });
+        let task = tokio::spawn(serve_h2c(listener, service));
         FakeAds {
             addr,
             snapshot,

@@ -31,24 +31,7 @@ impl GrpcHealthServer {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind grpc");
         let addr = listener.local_addr().expect("local addr");
         let (reporter, service) = tonic_health::server::health_reporter();
-        let task = tokio::spawn(async move {
-            let mut conns = JoinSet::new();
-            loop {
-                tokio::select! {
-                    accepted = listener.accept() => {
-                        let Ok((stream, _)) = accepted else { continue };
-                        let svc = TowerToHyperService::new(service.clone());
-                        conns.spawn(async move {
-                            let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                                .timer(TokioTimer::new())
-                                .serve_connection(TokioIo::new(stream), svc)
-                                .await;
-                        });
-                    }
-                    Some(_) = conns.join_next(), if !conns.is_empty() => {}
-                }
-            }
-        });
+        let task = tokio::spawn(serve_h2c(listener, service));
         GrpcHealthServer {
             addr,
             reporter,
@@ -78,4 +61,36 @@ pub async fn health_client(proxy: SocketAddr, service: &str) -> HealthClient<Cha
         .await
         .unwrap_or_else(|e| panic!("gRPC channel to {proxy}: {e}"));
     HealthClient::new(channel)
+}
+
+/// Serves a tonic (tower) service as h2c on `listener` until the task is aborted: the
+/// accept loop every gRPC test server here shares.
+pub async fn serve_h2c<S, B>(listener: TcpListener, service: S)
+where
+    S: tower::Service<http::Request<hyper::body::Incoming>, Response = http::Response<B>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                let svc = TowerToHyperService::new(service.clone());
+                conns.spawn(async move {
+                    let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .timer(TokioTimer::new())
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+        }
+    }
 }
