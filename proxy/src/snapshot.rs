@@ -66,6 +66,7 @@ pub fn static_view(config: &Config) -> ProxyView {
                     cluster: s.name.clone(),
                     weight: 1,
                 }],
+                ..Default::default()
             }],
         );
         view.clusters.insert(
@@ -73,6 +74,7 @@ pub fn static_view(config: &Config) -> ProxyView {
             ProxyCluster {
                 protocol: s.protocol.into(),
                 endpoints: s.endpoints.clone(),
+                policy: Default::default(),
             },
         );
     }

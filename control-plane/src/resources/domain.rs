@@ -104,6 +104,7 @@ pub fn http_route(doc: &Value, created: u64) -> Result<HttpRoute, ResourceError>
                     weight: u32::try_from(b.weight.unwrap_or(1)).unwrap_or(0),
                 })
                 .collect(),
+            ..Default::default()
         })
         .collect();
     Ok(HttpRoute {

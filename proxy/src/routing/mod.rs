@@ -238,6 +238,7 @@ mod tests {
                 ProxyCluster {
                     protocol: AppProtocol::Http,
                     endpoints: vec![SocketAddr::from(([127, 0, 0, 1], port))],
+                    ..Default::default()
                 },
             );
         }
@@ -257,6 +258,7 @@ mod tests {
                         cluster: "web-v2.default.svc.cluster.local".into(),
                         weight: 1,
                     }],
+                    ..Default::default()
                 },
                 ProxyRoute {
                     name: "split".into(),
@@ -274,6 +276,7 @@ mod tests {
                             weight: 10,
                         },
                     ],
+                    ..Default::default()
                 },
             ],
         );

@@ -52,6 +52,7 @@ fn snap(version: &str, endpoints: u8) -> XdsSnapshot {
                         weight: 50,
                     })
                     .collect(),
+                ..Default::default()
             }],
             created: 1,
         },

@@ -141,6 +141,7 @@ pub(crate) fn analyze(resources: &Resources) -> Result<Analysis, ConvertError> {
                     ProxyCluster {
                         protocol,
                         endpoints: endpoints.clone(),
+                        policy: Default::default(),
                     },
                 );
             }

@@ -62,7 +62,11 @@ fn prefix(p: &str) -> RouteMatch {
 }
 
 fn rule(matches: Vec<RouteMatch>, backends: Vec<Backend>) -> RouteRule {
-    RouteRule { matches, backends }
+    RouteRule {
+        matches,
+        backends,
+        ..Default::default()
+    }
 }
 
 fn http_route(name: &str, created: u64, rules: Vec<RouteRule>) -> HttpRoute {

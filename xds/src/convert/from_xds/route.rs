@@ -88,6 +88,7 @@ fn one_route(mut r: Route, path: &str) -> Result<ProxyRoute, ConvertError> {
         name,
         matches,
         clusters,
+        ..Default::default()
     })
 }
 

@@ -6,8 +6,13 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+mod traffic;
+
+pub use traffic::*;
 
 /// The namespace used when a resource names none.
 pub const DEFAULT_NAMESPACE: &str = "default";
@@ -178,6 +183,12 @@ pub struct RouteRule {
     pub matches: Vec<RouteMatch>,
     /// Weighted destinations (empty or all-zero weights: 500, as in Gateway API).
     pub backends: Vec<Backend>,
+    /// Filters.
+    pub filters: RouteFilters,
+    /// Timeouts.
+    pub timeouts: RouteTimeouts,
+    /// Retries beyond the always-on retry of requests never written upstream.
+    pub retry: Option<RetryPolicy>,
 }
 
 /// A Gateway API `HTTPRoute` in its mesh form: rules for traffic addressed to its parents.
@@ -205,6 +216,11 @@ pub struct MeshConfig {
     pub endpoints: BTreeMap<ServiceRef, Vec<Endpoint>>,
     /// Routes by (namespace, name).
     pub routes: BTreeMap<(String, String), HttpRoute>,
+    /// Destination policies by (namespace, name); the oldest wins where two target one
+    /// service (the control plane rejects that at apply time).
+    pub policies: BTreeMap<(String, String), DestinationPolicy>,
+    /// `FaultInjection`s by (namespace, name), referenced from route filters.
+    pub faults: BTreeMap<(String, String), FaultInjection>,
 }
 
 /// A rule's destination as the proxy sees it: an xDS cluster name and a weight.
@@ -216,8 +232,62 @@ pub struct ClusterWeight {
     pub weight: u32,
 }
 
-/// One routing entry as the proxy evaluates it: first entry that matches wins.
+/// A path change as the proxy applies it (xDS `path_redirect` / `regex_rewrite`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PathRewrite {
+    /// The path becomes this value.
+    Full(String),
+    /// Every match of `pattern` (RE2) in the path is replaced by `substitution`, in which
+    /// `\1`… name capture groups (RE2 style, as Envoy writes them).
+    Regex {
+        /// Pattern.
+        pattern: String,
+        /// Replacement.
+        substitution: String,
+    },
+}
+
+/// A redirect as the proxy answers it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProxyRedirect {
+    /// New scheme.
+    pub scheme: Option<String>,
+    /// New host.
+    pub host: Option<String>,
+    /// New port.
+    pub port: Option<u16>,
+    /// New path.
+    pub path: Option<PathRewrite>,
+    /// Status code.
+    pub status: u16,
+}
+
+/// A mirror as the proxy sends it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProxyMirror {
+    /// The shadow cluster.
+    pub cluster: String,
+    /// Share of requests mirrored.
+    pub fraction: Fraction,
+}
+
+/// Retries as the proxy applies them (xDS `RetryPolicy`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProxyRetry {
+    /// Retries after the first attempt.
+    pub attempts: u32,
+    /// Retried statuses (connection failures always are).
+    pub codes: Vec<u16>,
+    /// Base backoff (jittered, doubling per retry).
+    pub backoff_base: Duration,
+    /// Longest backoff.
+    pub backoff_max: Duration,
+    /// Retry only `GET`, `HEAD`, `OPTIONS`, `PUT`, `DELETE`, `TRACE`.
+    pub idempotent_only: bool,
+}
+
+/// One routing entry as the proxy evaluates it: first entry that matches wins.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct ProxyRoute {
     /// Route name (for metrics: `route` label), e.g. `default/reviews-split/rule-0`.
     pub name: String,
@@ -225,6 +295,26 @@ pub struct ProxyRoute {
     pub matches: RouteMatch,
     /// Weighted destinations; empty means answer 500 (no backend).
     pub clusters: Vec<ClusterWeight>,
+    /// Request header changes.
+    pub request_headers: HeaderModifier,
+    /// Response header changes.
+    pub response_headers: HeaderModifier,
+    /// Answer with a redirect instead of forwarding.
+    pub redirect: Option<ProxyRedirect>,
+    /// New `Host` before forwarding.
+    pub host_rewrite: Option<String>,
+    /// New path before forwarding.
+    pub path_rewrite: Option<PathRewrite>,
+    /// Shadow copies.
+    pub mirrors: Vec<ProxyMirror>,
+    /// Injected faults.
+    pub fault: Option<FaultInjection>,
+    /// Whole-request timeout (`None`: the proxy's default).
+    pub timeout: Option<Duration>,
+    /// Per-attempt timeout.
+    pub per_try_timeout: Option<Duration>,
+    /// Retries.
+    pub retry: Option<ProxyRetry>,
 }
 
 /// A cluster as the proxy sees it.
@@ -234,6 +324,8 @@ pub struct ProxyCluster {
     pub protocol: AppProtocol,
     /// Endpoint addresses with their zone, if any.
     pub endpoints: Vec<SocketAddr>,
+    /// How it is called.
+    pub policy: CallPolicy,
 }
 
 /// Everything a proxy needs, decoded from xDS resources (or built from a static file).
