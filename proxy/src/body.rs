@@ -8,6 +8,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
 use crate::client::Reusable;
+use crate::routing::Permit;
 
 /// A response body: streamed from an upstream, or a small one the proxy wrote itself.
 ///
@@ -21,6 +22,9 @@ pub enum ProxyBody {
         body: Incoming,
         /// The pooled connection to release at the end of the body.
         reuse: Option<Reusable>,
+        /// The destination's request slot: a streaming response is still a request in
+        /// flight for the `max_requests` limit.
+        held: Option<Permit>,
     },
     /// Written by the proxy.
     Full {
@@ -38,15 +42,18 @@ impl ProxyBody {
     }
 
     /// An upstream's body. A connection whose body is already complete goes back at once.
-    pub fn upstream(body: Incoming, reuse: Option<Reusable>) -> Self {
-        let reuse = match reuse {
-            Some(r) if body.is_end_stream() => {
+    pub fn upstream(body: Incoming, reuse: Option<Reusable>, held: Option<Permit>) -> Self {
+        if body.is_end_stream() {
+            if let Some(r) = reuse {
                 r.release();
-                None
             }
-            other => other,
-        };
-        ProxyBody::Upstream { body, reuse }
+            return ProxyBody::Upstream {
+                body,
+                reuse: None,
+                held: None,
+            };
+        }
+        ProxyBody::Upstream { body, reuse, held }
     }
 }
 
@@ -59,7 +66,7 @@ impl Body for ProxyBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
-            ProxyBody::Upstream { body, reuse } => {
+            ProxyBody::Upstream { body, reuse, held } => {
                 let polled = Pin::new(&mut *body).poll_frame(cx);
                 let finished = match &polled {
                     Poll::Ready(None) => true,
@@ -70,6 +77,7 @@ impl Body for ProxyBody {
                     if let Some(r) = reuse.take() {
                         r.release();
                     }
+                    held.take();
                 }
                 polled
             }

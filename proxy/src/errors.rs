@@ -73,6 +73,14 @@ pub enum ProxyError {
     /// Too many or too large request headers.
     #[error("request headers exceed the limit: {0}")]
     HeadersTooLarge(String),
+    /// A connection pool limit of the destination is reached.
+    #[error("overflow: {backend} is at its {limit} limit")]
+    Overflow {
+        /// The backend (cluster label).
+        backend: String,
+        /// Which limit.
+        limit: &'static str,
+    },
 }
 
 impl ProxyError {
@@ -82,9 +90,9 @@ impl ProxyError {
             ProxyError::NoAuthority | ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::NoRoute(_) => StatusCode::NOT_FOUND,
             ProxyError::NoBackend(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            ProxyError::UnknownService(_) | ProxyError::NoEndpoints(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ProxyError::UnknownService(_)
+            | ProxyError::NoEndpoints(_)
+            | ProxyError::Overflow { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Connect { .. }
             | ProxyError::ConnectTimeout(..)
             | ProxyError::Handshake { .. }
@@ -99,8 +107,13 @@ impl ProxyError {
     pub fn into_response(self) -> Response<ProxyBody> {
         let status = self.status();
         let reason = one_line(&self.to_string());
-        let header = HeaderValue::from_str(&reason)
-            .unwrap_or_else(|_| HeaderValue::from_static("invalid reason"));
+        // Overflow says just that in the header, so clients and dashboards can tell load
+        // shedding from a failing upstream without parsing prose.
+        let header = match self {
+            ProxyError::Overflow { .. } => HeaderValue::from_static("overflow"),
+            _ => HeaderValue::from_str(&reason)
+                .unwrap_or_else(|_| HeaderValue::from_static("invalid reason")),
+        };
         let mut resp = Response::new(ProxyBody::full(Bytes::from(format!("{reason}\n"))));
         *resp.status_mut() = status;
         let h = resp.headers_mut();

@@ -20,6 +20,7 @@ pub mod listener;
 pub mod metrics;
 pub mod process_stats;
 pub mod reload;
+pub mod replay;
 pub mod routing;
 pub mod run;
 pub mod snapshot;

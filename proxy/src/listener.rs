@@ -98,7 +98,7 @@ pub async fn serve_connection(
                 } else {
                     Protocol::Detect
                 };
-                (p, cluster.and_then(|c| c.pick()))
+                (p, cluster.and_then(|c| c.pick(None)).map(|e| e.addr))
             }
             None => return,
         },

@@ -211,6 +211,7 @@ pub async fn run(args: Args) -> Result<(), StartupError> {
             Mode::Static { .. } => None,
             Mode::Xds(target) => Some(Arc::new(XdsStatus {
                 control_plane: target.endpoint.clone(),
+                admin_addr: admin_listener.local_addr().ok(),
                 ..Default::default()
             })),
         },

@@ -10,7 +10,7 @@ use arc_swap::ArcSwap;
 use tandem_xds::domain::{ClusterWeight, ProxyCluster, ProxyRoute, ProxyView};
 
 use crate::config::{Config, ConfigError};
-use crate::routing::{Destination, RouteTable};
+use crate::routing::{Destination, Registry, RouteTable};
 
 /// One complete, validated configuration generation.
 #[derive(Debug)]
@@ -29,9 +29,15 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// Builds snapshot number `version` from settings and a view of the destinations.
-    pub fn new(version: u64, config: Config, view: ProxyView) -> Result<Self, ConfigError> {
-        let routes = RouteTable::build(&view).map_err(|e| ConfigError {
+    /// Builds snapshot number `version` from settings and a view of the destinations,
+    /// keeping what `registry` knows about endpoints that stay.
+    pub fn new(
+        version: u64,
+        config: Config,
+        view: ProxyView,
+        registry: &Registry,
+    ) -> Result<Self, ConfigError> {
+        let routes = RouteTable::build(&view, registry).map_err(|e| ConfigError {
             path: e.path,
             reason: e.reason,
         })?;
@@ -85,20 +91,25 @@ pub fn static_view(config: &Config) -> ProxyView {
 #[derive(Debug)]
 pub struct Store {
     current: ArcSwap<Snapshot>,
+    /// Endpoint health, latency and limits, kept across snapshots.
+    registry: Registry,
 }
 
 impl Store {
-    /// A store serving `snapshot` (normally version 1).
-    pub fn new(snapshot: Snapshot) -> Self {
-        Store {
-            current: ArcSwap::from_pointee(snapshot),
-        }
-    }
-
     /// A store serving a static config as version 1.
     pub fn from_static(config: Config) -> Result<Self, ConfigError> {
         let view = static_view(&config);
-        Ok(Store::new(Snapshot::new(1, config, view)?))
+        let registry = Registry::default();
+        let first = Snapshot::new(1, config, view, &registry)?;
+        Ok(Store {
+            current: ArcSwap::from_pointee(first),
+            registry,
+        })
+    }
+
+    /// Builds the next snapshot (not yet published) from settings and a view.
+    pub fn build(&self, config: Config, view: ProxyView) -> Result<Snapshot, ConfigError> {
+        Snapshot::new(self.next_version(), config, view, &self.registry)
     }
 
     /// The snapshot to use for one request or connection.
@@ -121,7 +132,7 @@ impl Store {
     /// Builds and publishes the next version of a static config.
     pub fn publish_static(&self, config: Config) -> Result<u64, ConfigError> {
         let view = static_view(&config);
-        let snapshot = Snapshot::new(self.next_version(), config, view)?;
+        let snapshot = self.build(config, view)?;
         Ok(self.publish(snapshot))
     }
 }
@@ -153,8 +164,8 @@ mod tests {
         assert!(now.destination("a").is_none());
         let b = now.destination("b").unwrap();
         assert_eq!(
-            b.default_cluster.as_ref().unwrap().pick(),
-            Some(SocketAddr::from(([127, 0, 0, 1], 2)))
+            b.default_cluster.as_ref().unwrap().pick(None).unwrap().addr,
+            SocketAddr::from(([127, 0, 0, 1], 2))
         );
     }
 }

@@ -19,7 +19,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::snapshot::{Snapshot, Store};
+use crate::snapshot::Store;
 
 /// What the admin port reports about the xDS connection.
 #[derive(Debug, Default)]
@@ -28,6 +28,9 @@ pub struct XdsStatus {
     pub connected: AtomicBool,
     /// Control plane address.
     pub control_plane: String,
+    /// The admin listener's bound address, announced in the node metadata so the control
+    /// plane can scrape `/metrics` (canary status).
+    pub admin_addr: Option<std::net::SocketAddr>,
     /// Accepted version per type URL and the last NACK.
     pub detail: Mutex<XdsDetail>,
 }
@@ -75,6 +78,9 @@ pub async fn run(
         service,
     } = target;
     let mut client = AdsClient::new(&node_id, &service);
+    if let Some(admin) = status.admin_addr {
+        client = client.with_node_metadata(tandem_xds::ads::ADMIN_ADDR_METADATA, admin.to_string());
+    }
     let mut attempt = 0u32;
     loop {
         match stream_once(
@@ -127,7 +133,7 @@ async fn stream_once(
     while let Some(resp) = responses.message().await? {
         let step = client.on_response(resp);
         if let Some(view) = step.view {
-            match Snapshot::new(store.next_version(), settings.clone(), view) {
+            match store.build(settings.clone(), view) {
                 Ok(snapshot) => {
                     let version = store.publish(snapshot);
                     metrics.set_config_version(version);

@@ -20,6 +20,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::time::Instant;
 
 use crate::errors::ProxyError;
+use crate::replay::RequestBody;
+use crate::routing::Permit;
 
 pub use connect::connect;
 
@@ -53,12 +55,12 @@ pub struct Client {
 #[derive(Debug, Default)]
 struct Pools {
     h1: Mutex<HashMap<SocketAddr, Vec<Idle>>>,
-    h2: Mutex<HashMap<SocketAddr, http2::SendRequest<Incoming>>>,
+    h2: Mutex<HashMap<SocketAddr, http2::SendRequest<RequestBody>>>,
 }
 
 #[derive(Debug)]
 struct Idle {
-    tx: http1::SendRequest<Incoming>,
+    tx: http1::SendRequest<RequestBody>,
     since: Instant,
 }
 
@@ -67,7 +69,28 @@ struct Idle {
 pub struct Reusable {
     pools: Weak<Pools>,
     addr: SocketAddr,
-    tx: http1::SendRequest<Incoming>,
+    tx: http1::SendRequest<RequestBody>,
+    /// The destination's connection slot, held while the connection is in use.
+    _slot: Option<Permit>,
+}
+
+/// A request that could not be carried through.
+#[derive(Debug)]
+pub struct SendError {
+    /// What went wrong.
+    pub error: ProxyError,
+    /// The request, given back when no byte of it was written: it can be sent elsewhere
+    /// whatever its method.
+    pub unsent: Option<Box<Request<RequestBody>>>,
+}
+
+impl SendError {
+    fn written(error: ProxyError) -> Self {
+        SendError {
+            error,
+            unsent: None,
+        }
+    }
 }
 
 impl Reusable {
@@ -95,16 +118,21 @@ impl Client {
     /// protocol needs (origin-form URI for HTTP/1, absolute for HTTP/2).
     ///
     /// Returns the response and, for HTTP/1, the connection to release when its body ends.
+    ///
+    /// `slot` is the destination's connection slot for HTTP/1 (see
+    /// [`crate::routing::LimitState::connection`]); it is held until the connection is
+    /// released.
     pub async fn send(
         &self,
         addr: SocketAddr,
         proto: WireProtocol,
-        req: Request<Incoming>,
+        req: Request<RequestBody>,
         settings: ConnectSettings,
-    ) -> Result<(Response<Incoming>, Option<Reusable>), ProxyError> {
+        slot: Option<Permit>,
+    ) -> Result<(Response<Incoming>, Option<Reusable>), SendError> {
         match proto {
             WireProtocol::Http1 => {
-                let (resp, reuse) = self.send_h1(addr, req, settings).await?;
+                let (resp, reuse) = self.send_h1(addr, req, settings, slot).await?;
                 Ok((resp, Some(reuse)))
             }
             WireProtocol::Http2 => Ok((self.send_h2(addr, req, settings).await?, None)),
@@ -115,7 +143,7 @@ impl Client {
         &self,
         addr: SocketAddr,
         idle_timeout: Duration,
-    ) -> Option<http1::SendRequest<Incoming>> {
+    ) -> Option<http1::SendRequest<RequestBody>> {
         let mut h1 = self.inner.h1.lock().ok()?;
         let idle = h1.get_mut(&addr)?;
         while let Some(conn) = idle.pop() {
@@ -129,63 +157,96 @@ impl Client {
     async fn send_h1(
         &self,
         addr: SocketAddr,
-        mut req: Request<Incoming>,
+        mut req: Request<RequestBody>,
         settings: ConnectSettings,
-    ) -> Result<(Response<Incoming>, Reusable), ProxyError> {
+        slot: Option<Permit>,
+    ) -> Result<(Response<Incoming>, Reusable), SendError> {
         while let Some(mut tx) = self.checkout_h1(addr, settings.idle_timeout) {
             if tx.ready().await.is_err() {
                 continue;
             }
             match tx.try_send_request(req).await {
-                Ok(resp) => return Ok((resp, self.reusable(addr, tx))),
+                Ok(resp) => return Ok((resp, self.reusable(addr, tx, slot))),
                 Err(mut e) => match e.take_message() {
                     // Never written: safe to send on another connection.
                     Some(back) => req = back,
                     None => {
-                        return Err(ProxyError::Upstream {
+                        return Err(SendError::written(ProxyError::Upstream {
                             addr,
                             source: e.into_error(),
-                        })
+                        }))
                     }
                 },
             }
         }
-        let io = connect(addr, settings.connect_timeout).await?;
-        let (mut tx, conn) = http1::Builder::new()
-            .handshake(TokioIo::new(io))
-            .await
-            .map_err(|source| ProxyError::Handshake { addr, source })?;
+        let io = match connect(addr, settings.connect_timeout).await {
+            Ok(io) => io,
+            Err(error) => {
+                return Err(SendError {
+                    error,
+                    unsent: Some(Box::new(req)),
+                })
+            }
+        };
+        let (mut tx, conn) = match http1::Builder::new().handshake(TokioIo::new(io)).await {
+            Ok(pair) => pair,
+            Err(source) => {
+                return Err(SendError {
+                    error: ProxyError::Handshake { addr, source },
+                    unsent: Some(Box::new(req)),
+                })
+            }
+        };
         tokio::spawn(async move {
             if let Err(e) = conn.with_upgrades().await {
                 tracing::debug!(%addr, error = %e, "upstream HTTP/1 connection ended");
             }
         });
-        let resp = tx
-            .send_request(req)
-            .await
-            .map_err(|source| ProxyError::Upstream { addr, source })?;
-        Ok((resp, self.reusable(addr, tx)))
+        match tx.try_send_request(req).await {
+            Ok(resp) => Ok((resp, self.reusable(addr, tx, slot))),
+            Err(mut e) => Err(SendError {
+                unsent: e.take_message().map(Box::new),
+                error: ProxyError::Upstream {
+                    addr,
+                    source: e.into_error(),
+                },
+            }),
+        }
     }
 
-    fn reusable(&self, addr: SocketAddr, tx: http1::SendRequest<Incoming>) -> Reusable {
+    fn reusable(
+        &self,
+        addr: SocketAddr,
+        tx: http1::SendRequest<RequestBody>,
+        slot: Option<Permit>,
+    ) -> Reusable {
         Reusable {
             pools: Arc::downgrade(&self.inner),
             addr,
             tx,
+            _slot: slot,
         }
     }
 
     async fn send_h2(
         &self,
         addr: SocketAddr,
-        mut req: Request<Incoming>,
+        mut req: Request<RequestBody>,
         settings: ConnectSettings,
-    ) -> Result<Response<Incoming>, ProxyError> {
+    ) -> Result<Response<Incoming>, SendError> {
         // One retry: a shared connection may have received GOAWAY since it was stored.
         for _ in 0..2 {
             let mut tx = match self.h2_conn(addr) {
                 Some(tx) => tx,
-                None => self.connect_h2(addr, settings).await?,
+                None => match self.connect_h2(addr, settings).await {
+                    Ok(tx) => tx,
+                    Err(error) => {
+                        return Err(SendError {
+                            error,
+                            unsent: Some(Box::new(req)),
+                        })
+                    }
+                },
             };
             if tx.ready().await.is_err() {
                 self.forget_h2(addr, &tx);
@@ -199,26 +260,41 @@ impl Client {
                         req = back;
                     }
                     None => {
-                        return Err(ProxyError::Upstream {
+                        return Err(SendError::written(ProxyError::Upstream {
                             addr,
                             source: e.into_error(),
-                        })
+                        }))
                     }
                 },
             }
         }
-        let mut tx = self.connect_h2(addr, settings).await?;
-        tx.send_request(req)
-            .await
-            .map_err(|source| ProxyError::Upstream { addr, source })
+        let mut tx = match self.connect_h2(addr, settings).await {
+            Ok(tx) => tx,
+            Err(error) => {
+                return Err(SendError {
+                    error,
+                    unsent: Some(Box::new(req)),
+                })
+            }
+        };
+        match tx.try_send_request(req).await {
+            Ok(resp) => Ok(resp),
+            Err(mut e) => Err(SendError {
+                unsent: e.take_message().map(Box::new),
+                error: ProxyError::Upstream {
+                    addr,
+                    source: e.into_error(),
+                },
+            }),
+        }
     }
 
-    fn h2_conn(&self, addr: SocketAddr) -> Option<http2::SendRequest<Incoming>> {
+    fn h2_conn(&self, addr: SocketAddr) -> Option<http2::SendRequest<RequestBody>> {
         let h2 = self.inner.h2.lock().ok()?;
         h2.get(&addr).filter(|tx| !tx.is_closed()).cloned()
     }
 
-    fn forget_h2(&self, addr: SocketAddr, _tx: &http2::SendRequest<Incoming>) {
+    fn forget_h2(&self, addr: SocketAddr, _tx: &http2::SendRequest<RequestBody>) {
         if let Ok(mut h2) = self.inner.h2.lock() {
             if h2
                 .get(&addr)
@@ -233,7 +309,7 @@ impl Client {
         &self,
         addr: SocketAddr,
         settings: ConnectSettings,
-    ) -> Result<http2::SendRequest<Incoming>, ProxyError> {
+    ) -> Result<http2::SendRequest<RequestBody>, ProxyError> {
         let io = connect(addr, settings.connect_timeout).await?;
         let (tx, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())

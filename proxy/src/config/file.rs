@@ -80,4 +80,6 @@ pub struct FileLimits {
     pub max_headers: Option<u64>,
     /// Request target length.
     pub max_uri_bytes: Option<u64>,
+    /// Request body bytes kept for retries.
+    pub retry_buffer_bytes: Option<u64>,
 }

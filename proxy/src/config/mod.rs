@@ -128,6 +128,9 @@ pub struct Limits {
     pub max_headers: usize,
     /// Request target length.
     pub max_uri_bytes: usize,
+    /// Request body bytes kept so that a retry can send them again; a larger body is
+    /// streamed without a copy and not retried (unless it was never sent at all).
+    pub retry_buffer_bytes: usize,
 }
 
 impl Default for Limits {
@@ -136,6 +139,7 @@ impl Default for Limits {
             max_header_bytes: 64 * 1024,
             max_headers: 100,
             max_uri_bytes: 8 * 1024,
+            retry_buffer_bytes: 64 * 1024,
         }
     }
 }

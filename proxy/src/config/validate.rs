@@ -233,6 +233,13 @@ fn limits(l: FileLimits) -> Result<Limits, ConfigError> {
             16,
             64 * 1024,
         )?,
+        retry_buffer_bytes: bounded(
+            "limits.retry_buffer_bytes",
+            l.retry_buffer_bytes,
+            d.retry_buffer_bytes,
+            0,
+            16 << 20,
+        )?,
     })
 }
 

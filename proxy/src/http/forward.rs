@@ -1,23 +1,28 @@
-//! One request, start to finish: limits → destination → endpoint → upstream → response.
+//! One request, start to finish: limits → destination → (routed: see [`super::routed`])
+//! → upstream → response.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use http::uri::Authority;
 use http::{Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
 use tokio::time::Instant;
 
 use super::headers::{authority, is_upgrade, set_target, strip_hop_by_hop};
 use super::upgrade;
 use crate::body::ProxyBody;
-use crate::client::{Client, ConnectSettings, WireProtocol};
+use crate::client::{Client, ConnectSettings, Reusable, WireProtocol};
 use crate::config::{Limits, Protocol};
 use crate::drain::Watch;
 use crate::errors::ProxyError;
 use crate::listener::ListenerKind;
-use crate::metrics::Metrics;
-use crate::routing::Destination;
-use crate::snapshot::{Snapshot, Store};
+use crate::metrics::{Metrics, RequestLabels};
+use crate::replay::RequestBody;
+use crate::routing::Permit;
+use crate::snapshot::Snapshot;
+use crate::snapshot::Store;
 
 /// What every request needs that outlives any one snapshot.
 #[derive(Debug)]
@@ -43,6 +48,17 @@ pub struct ConnContext {
     pub watch: Watch,
 }
 
+/// Where a request went, as far as it got: its metric labels.
+#[derive(Debug, Default)]
+pub struct Labels {
+    /// Destination service.
+    pub dst: Option<Arc<str>>,
+    /// Route.
+    pub route: Option<Arc<str>>,
+    /// Backend.
+    pub backend: Option<Arc<str>>,
+}
+
 /// The label for a request whose destination is not a configured service.
 const UNKNOWN: &str = "unknown";
 
@@ -52,8 +68,8 @@ impl Forwarder {
     pub async fn handle(&self, conn: &ConnContext, req: Request<Incoming>) -> Response<ProxyBody> {
         let start = Instant::now();
         let snapshot = self.store.load();
-        let mut label: Option<Arc<str>> = None;
-        let mut resp = match self.forward(&snapshot, conn, req, &mut label).await {
+        let mut labels = Labels::default();
+        let mut resp = match self.forward(&snapshot, conn, req, &mut labels).await {
             Ok(resp) => resp,
             Err(e) => {
                 tracing::debug!(error = %e, "request failed");
@@ -64,10 +80,14 @@ impl Forwarder {
             WireProtocol::Http1 => Version::HTTP_11,
             WireProtocol::Http2 => Version::HTTP_2,
         };
-        let dst = label.as_deref().unwrap_or(UNKNOWN);
+        let labels = RequestLabels {
+            dst: labels.dst.as_deref().unwrap_or(UNKNOWN),
+            route: labels.route.as_deref().unwrap_or(""),
+            backend: labels.backend.as_deref().unwrap_or(""),
+        };
         self.metrics.request(
             conn.kind.direction(),
-            dst,
+            &labels,
             resp.status().as_u16(),
             start.elapsed(),
         );
@@ -78,8 +98,8 @@ impl Forwarder {
         &self,
         snapshot: &Snapshot,
         conn: &ConnContext,
-        mut req: Request<Incoming>,
-        label: &mut Option<Arc<str>>,
+        req: Request<Incoming>,
+        labels: &mut Labels,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         check_limits(&req, &snapshot.config.limits)?;
         // RFC 9112 §3.2: more than one Host makes the request invalid; forwarding it would
@@ -94,10 +114,10 @@ impl Forwarder {
             return Err(ProxyError::BadRequest("more than one Host header"));
         }
         let authority = authority(req.uri(), req.headers());
-        let (target, protocol) = match &conn.kind {
+        let dest = match &conn.kind {
             ListenerKind::Inbound => {
-                *label = Some(snapshot.own_service.clone());
-                (self.app_addr, Protocol::Detect)
+                labels.dst = Some(snapshot.own_service.clone());
+                return self.to_app(snapshot, conn, req, authority.as_ref()).await;
             }
             ListenerKind::Outbound => {
                 let authority = authority.as_ref().ok_or(ProxyError::NoAuthority)?;
@@ -107,28 +127,27 @@ impl Forwarder {
                 } else {
                     snapshot.destination(host)
                 };
-                let dest = dest.ok_or_else(|| ProxyError::UnknownService(host.to_string()))?;
-                *label = Some(dest.name.clone());
-                pick_endpoint(dest, &req)?
+                dest.ok_or_else(|| ProxyError::UnknownService(host.to_string()))?
             }
-            ListenerKind::Service(name) => {
-                let dest = snapshot
-                    .destination(name)
-                    .ok_or_else(|| ProxyError::UnknownService(name.to_string()))?;
-                *label = Some(dest.name.clone());
-                pick_endpoint(dest, &req)?
-            }
+            ListenerKind::Service(name) => snapshot
+                .destination(name)
+                .ok_or_else(|| ProxyError::UnknownService(name.to_string()))?,
         };
-        let upgrading = req.version() == Version::HTTP_11 && is_upgrade(req.headers());
-        let wire = if upgrading {
-            WireProtocol::Http1
-        } else {
-            match protocol {
-                Protocol::Http1 => WireProtocol::Http1,
-                Protocol::Http2 => WireProtocol::Http2,
-                Protocol::Detect | Protocol::Opaque => conn.client_protocol,
-            }
-        };
+        labels.dst = Some(dest.name.clone());
+        self.routed(snapshot, conn, dest, req, authority, labels)
+            .await
+    }
+
+    /// Inbound: one attempt to the local app, no routing.
+    async fn to_app(
+        &self,
+        snapshot: &Snapshot,
+        conn: &ConnContext,
+        mut req: Request<Incoming>,
+        authority: Option<&Authority>,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let upgrading = is_upgrading(&req);
+        let wire = wire_protocol(Protocol::Detect, conn.client_protocol, upgrading);
         let client_upgrade = upgrading.then(|| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
         strip_hop_by_hop(&mut parts.headers, upgrading);
@@ -136,20 +155,36 @@ impl Forwarder {
             &mut parts.uri,
             &mut parts.headers,
             &mut parts.version,
-            authority.as_ref(),
+            authority,
             wire == WireProtocol::Http2,
         );
+        let (body, _) = RequestBody::new(body, 0);
         let req = Request::from_parts(parts, body);
-        let settings = ConnectSettings {
-            connect_timeout: snapshot.config.timeouts.connect,
-            idle_timeout: snapshot.config.timeouts.upstream_idle,
-        };
         let timeout = snapshot.config.timeouts.request;
-        let (mut resp, reuse) =
-            tokio::time::timeout(timeout, self.client.send(target, wire, req, settings))
-                .await
-                .map_err(|_| ProxyError::Timeout(timeout))??;
+        let (resp, reuse) = tokio::time::timeout(
+            timeout,
+            self.client
+                .send(self.app_addr, wire, req, connect_settings(snapshot), None),
+        )
+        .await
+        .map_err(|_| ProxyError::Timeout(timeout))?
+        .map_err(|e| e.error)?;
+        Ok(self.relay(conn, resp, reuse, client_upgrade, None))
+    }
+
+    /// Turns an upstream response into the client's: starts the tunnel of a protocol
+    /// switch, drops hop-by-hop headers, and ties the pooled connection and the request
+    /// slot to the end of the body.
+    pub(super) fn relay(
+        &self,
+        conn: &ConnContext,
+        mut resp: Response<Incoming>,
+        reuse: Option<Reusable>,
+        client_upgrade: Option<OnUpgrade>,
+        held: Option<Permit>,
+    ) -> Response<ProxyBody> {
         let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+        let upgrading = client_upgrade.is_some();
         if let (true, Some(client_upgrade)) = (switching, client_upgrade) {
             let upstream_upgrade = hyper::upgrade::on(&mut resp);
             upgrade::tunnel(
@@ -164,28 +199,37 @@ impl Forwarder {
         strip_hop_by_hop(&mut parts.headers, switching && upgrading);
         // An upgraded connection is no longer HTTP: it must not return to the pool.
         let reuse = if switching { None } else { reuse };
-        Ok(Response::from_parts(
-            parts,
-            ProxyBody::upstream(body, reuse),
-        ))
+        Response::from_parts(parts, ProxyBody::upstream(body, reuse, held))
     }
 }
 
-/// Route → weighted backend → endpoint, for one request to `dest`.
-fn pick_endpoint<B>(
-    dest: &Destination,
-    req: &Request<B>,
-) -> Result<(SocketAddr, Protocol), ProxyError> {
-    let route = dest
-        .route(req.method(), req.uri(), req.headers())
-        .ok_or_else(|| ProxyError::NoRoute(dest.name.to_string()))?;
-    let cluster = route
-        .pick_backend()
-        .ok_or_else(|| ProxyError::NoBackend(route.name.to_string()))?;
-    let ep = cluster
-        .pick()
-        .ok_or_else(|| ProxyError::NoEndpoints(cluster.name.to_string()))?;
-    Ok((ep, cluster.protocol))
+/// Whether the request asks for an HTTP/1.1 protocol switch (WebSocket and the like).
+pub(super) fn is_upgrading<B>(req: &Request<B>) -> bool {
+    req.version() == Version::HTTP_11 && is_upgrade(req.headers())
+}
+
+/// The protocol to speak upstream: the cluster's, else the client's; upgrades need HTTP/1.
+pub(super) fn wire_protocol(
+    cluster: Protocol,
+    client: WireProtocol,
+    upgrading: bool,
+) -> WireProtocol {
+    if upgrading {
+        return WireProtocol::Http1;
+    }
+    match cluster {
+        Protocol::Http1 => WireProtocol::Http1,
+        Protocol::Http2 => WireProtocol::Http2,
+        Protocol::Detect | Protocol::Opaque => client,
+    }
+}
+
+/// Connection settings from the snapshot.
+pub(super) fn connect_settings(snapshot: &Snapshot) -> ConnectSettings {
+    ConnectSettings {
+        connect_timeout: snapshot.config.timeouts.connect,
+        idle_timeout: snapshot.config.timeouts.upstream_idle,
+    }
 }
 
 /// Rejects requests over the configured limits before anything is sent upstream.
@@ -232,6 +276,7 @@ mod tests {
             max_header_bytes: 1024,
             max_headers: 3,
             max_uri_bytes: 32,
+            retry_buffer_bytes: 0,
         };
         let ok = Request::get("/short").header("a", "1").body(()).unwrap();
         assert!(check_limits(&ok, &limits).is_ok());

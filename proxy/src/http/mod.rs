@@ -6,5 +6,6 @@
 
 pub mod forward;
 pub mod headers;
+pub mod routed;
 pub mod server;
 pub mod upgrade;

@@ -4,65 +4,58 @@
 //! Built from a [`ProxyView`] — decoded from xDS, or derived from the static config file —
 //! and immutable afterwards, except for the balancing counters.
 
+mod budget;
+mod cluster;
+mod endpoint;
+mod filters;
+mod limits;
 mod matcher;
 
 use std::cell::Cell;
-use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::{HeaderMap, Method, Uri};
-use tandem_xds::domain::ProxyView;
+use tandem_xds::domain::{FaultInjection, Fraction, ProxyRetry, ProxyView};
 
+pub use budget::Budget;
+pub use cluster::{Cluster, ClusterState, Registry};
+pub use endpoint::{now_nanos, EndpointState, InFlight, Outcome};
+pub use filters::{HeaderEdits, PathEdit, Redirect};
+pub use limits::{LimitState, Overflow, Permit};
 pub use matcher::{MatchError, Matcher};
 
 use crate::config::Protocol;
 
-/// A set of endpoints traffic can be balanced over.
-#[derive(Debug)]
-pub struct Cluster {
-    /// Cluster name (the `backend` label).
-    pub name: Arc<str>,
-    /// Upstream protocol.
-    pub protocol: Protocol,
-    /// Endpoints.
-    pub endpoints: Vec<SocketAddr>,
-    next: AtomicUsize,
-}
-
-impl Cluster {
-    /// A cluster over `endpoints`.
-    pub fn new(name: &str, protocol: Protocol, endpoints: Vec<SocketAddr>) -> Self {
-        Cluster {
-            name: name.into(),
-            protocol,
-            endpoints,
-            next: AtomicUsize::new(0),
-        }
-    }
-
-    /// Picks the next endpoint in round-robin order; `None` when there are none.
-    ///
-    /// Load-aware balancing (P2C over peak EWMA) replaces this with traffic management;
-    /// round robin is the honest baseline until endpoint load is measured.
-    pub fn pick(&self) -> Option<SocketAddr> {
-        match self.endpoints.len() {
-            0 => None,
-            1 => Some(self.endpoints[0]),
-            n => Some(self.endpoints[self.next.fetch_add(1, Ordering::Relaxed) % n]),
-        }
-    }
-}
-
-/// One compiled route: a condition and weighted clusters.
+/// One compiled route: a condition, weighted clusters, and what to do on the way.
 #[derive(Debug)]
 pub struct Route {
-    /// Route name (for logs and, later, the `route` label).
+    /// The `route` metric label: `namespace/name/rule-N` (matches of one rule share it).
     pub name: Arc<str>,
     matcher: Matcher,
     backends: Vec<(Arc<Cluster>, u32)>,
     total_weight: u64,
+    /// Request header changes.
+    pub request_headers: HeaderEdits,
+    /// Response header changes.
+    pub response_headers: HeaderEdits,
+    /// Answer with a redirect instead of forwarding.
+    pub redirect: Option<Redirect>,
+    /// New `Host` / `:authority`.
+    pub host_rewrite: Option<http::uri::Authority>,
+    /// New path.
+    pub path_rewrite: Option<PathEdit>,
+    /// Shadow clusters and the share of requests each receives.
+    pub mirrors: Vec<(Arc<Cluster>, Fraction)>,
+    /// Injected faults.
+    pub fault: Option<FaultInjection>,
+    /// Whole-request timeout, overriding the proxy default.
+    pub timeout: Option<Duration>,
+    /// Per-attempt timeout.
+    pub per_try_timeout: Option<Duration>,
+    /// Retries on responses and on failures after the request was written.
+    pub retry: Option<ProxyRetry>,
 }
 
 impl Route {
@@ -91,6 +84,11 @@ impl Route {
     }
 }
 
+/// Whether a request falls in `fraction` (independently drawn each time).
+pub fn sample(fraction: Fraction) -> bool {
+    fraction >= Fraction::ALL || random_below(u64::from(Fraction::MILLION)) < u64::from(fraction.0)
+}
+
 /// A service as a destination: its routes in evaluation order.
 #[derive(Debug)]
 pub struct Destination {
@@ -116,18 +114,30 @@ pub struct RouteTable {
 
 impl RouteTable {
     /// Compiles a view; the error names the route config, route and field at fault.
-    pub fn build(view: &ProxyView) -> Result<Self, MatchError> {
+    /// Endpoint and cluster state is taken from (and kept in) `registry`.
+    pub fn build(view: &ProxyView, registry: &Registry) -> Result<Self, MatchError> {
         let clusters: HashMap<&str, Arc<Cluster>> = view
             .clusters
             .iter()
             .map(|(name, c)| {
-                let protocol = Protocol::from(c.protocol);
-                (
-                    name.as_str(),
-                    Arc::new(Cluster::new(name, protocol, c.endpoints.clone())),
-                )
+                let cluster = Cluster::new(
+                    name,
+                    service_label(name),
+                    Protocol::from(c.protocol),
+                    &c.endpoints,
+                    c.policy,
+                    registry.cluster(name),
+                );
+                (name.as_str(), Arc::new(cluster))
             })
             .collect();
+        registry.retain(&clusters.keys().copied().collect::<HashSet<_>>());
+        let cluster = |name: &str, path: String| {
+            clusters.get(name).cloned().ok_or_else(|| MatchError {
+                path,
+                reason: format!("unknown cluster {name:?}"),
+            })
+        };
         let mut destinations: HashMap<&str, Arc<Destination>> = HashMap::new();
         for (config_name, routes) in &view.route_configs {
             let mut compiled = Vec::with_capacity(routes.len());
@@ -136,20 +146,62 @@ impl RouteTable {
                 let matcher = Matcher::compile(&r.matches, &format!("{at}.match"))?;
                 let mut backends = Vec::with_capacity(r.clusters.len());
                 for (j, cw) in r.clusters.iter().enumerate() {
-                    let cluster = clusters
-                        .get(cw.cluster.as_str())
-                        .ok_or_else(|| MatchError {
-                            path: format!("{at}.clusters[{j}]"),
-                            reason: format!("unknown cluster {:?}", cw.cluster),
-                        })?;
-                    backends.push((cluster.clone(), cw.weight));
+                    backends.push((
+                        cluster(&cw.cluster, format!("{at}.clusters[{j}]"))?,
+                        cw.weight,
+                    ));
                 }
+                let mirrors = r
+                    .mirrors
+                    .iter()
+                    .enumerate()
+                    .map(|(j, m)| {
+                        Ok((
+                            cluster(&m.cluster, format!("{at}.mirrors[{j}]"))?,
+                            m.fraction,
+                        ))
+                    })
+                    .collect::<Result<_, MatchError>>()?;
                 let total_weight = backends.iter().map(|(_, w)| u64::from(*w)).sum();
+                let host_rewrite = r
+                    .host_rewrite
+                    .as_deref()
+                    .map(|h| {
+                        h.parse().map_err(|_| MatchError {
+                            path: format!("{at}.host_rewrite"),
+                            reason: format!("{h:?} is not a valid authority"),
+                        })
+                    })
+                    .transpose()?;
                 compiled.push(Route {
-                    name: r.name.as_str().into(),
+                    name: route_label(&r.name).into(),
                     matcher,
                     backends,
                     total_weight,
+                    request_headers: HeaderEdits::compile(
+                        &r.request_headers,
+                        &format!("{at}.request_headers"),
+                    )?,
+                    response_headers: HeaderEdits::compile(
+                        &r.response_headers,
+                        &format!("{at}.response_headers"),
+                    )?,
+                    redirect: r
+                        .redirect
+                        .as_ref()
+                        .map(|rd| Redirect::compile(rd, &format!("{at}.redirect")))
+                        .transpose()?,
+                    host_rewrite,
+                    path_rewrite: r
+                        .path_rewrite
+                        .as_ref()
+                        .map(|p| PathEdit::compile(p, &format!("{at}.path_rewrite")))
+                        .transpose()?,
+                    mirrors,
+                    fault: r.fault.clone(),
+                    timeout: r.timeout,
+                    per_try_timeout: r.per_try_timeout,
+                    retry: r.retry.clone(),
                 });
             }
             let name = service_label(config_name);
@@ -178,6 +230,16 @@ impl RouteTable {
     /// The destination a host name (port already stripped, lowercase) refers to.
     pub fn destination(&self, host: &str) -> Option<&Arc<Destination>> {
         self.by_name.get(host)
+    }
+}
+
+/// The `route` label of an xDS route name: matches of one rule
+/// (`ns/route/rule-0/match-1`) share the rule's label, which keeps the label set bounded
+/// by rules, not by matches.
+fn route_label(name: &str) -> &str {
+    match name.rsplit_once("/match-") {
+        Some((rule, n)) if n.bytes().all(|b| b.is_ascii_digit()) => rule,
+        _ => name,
     }
 }
 
@@ -222,6 +284,7 @@ fn seed() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::SocketAddr;
     use tandem_xds::domain::{
         AppProtocol, ClusterWeight, PathMatch, ProxyCluster, ProxyRoute, RouteMatch,
     };
@@ -285,7 +348,7 @@ mod tests {
 
     #[test]
     fn routes_by_alias_header_and_weight() {
-        let table = RouteTable::build(&view()).unwrap();
+        let table = RouteTable::build(&view(), &Registry::default()).unwrap();
         let dest = table.destination("web").unwrap();
         assert_eq!(&*dest.name, "web");
         assert!(table.destination("web.default.svc.cluster.local").is_some());
@@ -314,7 +377,7 @@ mod tests {
                 }
             }
         }
-        let table = RouteTable::build(&v).unwrap();
+        let table = RouteTable::build(&v, &Registry::default()).unwrap();
         let r = table
             .destination("web")
             .unwrap()
@@ -323,7 +386,7 @@ mod tests {
         assert!(r.pick_backend().is_none());
         let mut v = view();
         v.clusters.clear();
-        let e = RouteTable::build(&v).unwrap_err();
+        let e = RouteTable::build(&v, &Registry::default()).unwrap_err();
         assert!(
             e.path
                 .starts_with("route_configs[web.default.svc.cluster.local].routes[0]"),

@@ -14,6 +14,10 @@ use prometheus::{
 
 use crate::process_stats;
 
+mod traffic;
+
+pub use traffic::{RetryReason, TrafficMetrics};
+
 /// Which listener a request or connection came through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {
@@ -33,9 +37,22 @@ impl Direction {
     }
 }
 
+/// The labels that say where a request went.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RequestLabels<'a> {
+    /// Destination service.
+    pub dst: &'a str,
+    /// Route (`namespace/name/rule-N`).
+    pub route: &'a str,
+    /// Backend (cluster short name).
+    pub backend: &'a str,
+}
+
 /// Every metric the proxy exports.
 #[derive(Debug, Clone)]
 pub struct Metrics {
+    /// Retries, ejections, limits, faults, mirrors.
+    pub traffic: TrafficMetrics,
     registry: Registry,
     requests: IntCounterVec,
     duration: HistogramVec,
@@ -65,7 +82,7 @@ impl Metrics {
         let registry = Registry::new();
         let requests = IntCounterVec::new(
             Opts::new("tandem_requests_total", "HTTP requests by response status."),
-            &["direction", "dst_service", "code"],
+            &["direction", "dst_service", "route", "backend", "code"],
         )?;
         let duration = HistogramVec::new(
             HistogramOpts::new(
@@ -73,7 +90,7 @@ impl Metrics {
                 "Time from request received to response headers sent.",
             )
             .buckets(BUCKETS.to_vec()),
-            &["direction", "dst_service"],
+            &["direction", "dst_service", "route", "backend"],
         )?;
         let tcp_open = IntGaugeVec::new(
             Opts::new(
@@ -158,6 +175,7 @@ impl Metrics {
             reloads.with_label_values(&[result]);
         }
         Ok(Metrics {
+            traffic: TrafficMetrics::register(&registry)?,
             registry,
             requests,
             duration,
@@ -177,14 +195,26 @@ impl Metrics {
         })
     }
 
-    /// Records one finished request (response headers sent).
-    pub fn request(&self, dir: Direction, dst: &str, status: u16, elapsed: Duration) {
+    /// Records one finished request (response headers sent). `route` and `backend` are
+    /// empty where no route applies (inbound, or failed before routing).
+    pub fn request(
+        &self,
+        dir: Direction,
+        labels: &RequestLabels<'_>,
+        status: u16,
+        elapsed: Duration,
+    ) {
         let code = CodeText::new(status);
+        let RequestLabels {
+            dst,
+            route,
+            backend,
+        } = *labels;
         self.requests
-            .with_label_values(&[dir.as_str(), dst, code.as_str()])
+            .with_label_values(&[dir.as_str(), dst, route, backend, code.as_str()])
             .inc();
         self.duration
-            .with_label_values(&[dir.as_str(), dst])
+            .with_label_values(&[dir.as_str(), dst, route, backend])
             .observe(elapsed.as_secs_f64());
     }
 
@@ -299,21 +329,26 @@ mod tests {
     #[test]
     fn request_counts_appear_in_text_output() {
         let m = Metrics::new().unwrap();
-        m.request(Direction::Outbound, "echo", 200, Duration::from_millis(3));
-        m.request(Direction::Outbound, "echo", 200, Duration::from_millis(3));
-        m.request(Direction::Outbound, "echo", 503, Duration::from_millis(1));
+        let labels = RequestLabels {
+            dst: "echo",
+            route: "default/split/rule-0",
+            backend: "echo-v2",
+        };
+        m.request(Direction::Outbound, &labels, 200, Duration::from_millis(3));
+        m.request(Direction::Outbound, &labels, 200, Duration::from_millis(3));
+        m.request(Direction::Outbound, &labels, 503, Duration::from_millis(1));
         let text = m.render();
         assert!(
             text.contains(
-                r#"tandem_requests_total{code="200",direction="outbound",dst_service="echo"} 2"#
+                r#"tandem_requests_total{backend="echo-v2",code="200",direction="outbound",dst_service="echo",route="default/split/rule-0"} 2"#
             ),
             "{text}"
         );
         assert!(text.contains(
-            r#"tandem_requests_total{code="503",direction="outbound",dst_service="echo"} 1"#
+            r#"tandem_requests_total{backend="echo-v2",code="503",direction="outbound",dst_service="echo",route="default/split/rule-0"} 1"#
         ));
         assert!(text.contains(
-            r#"tandem_request_duration_seconds_count{direction="outbound",dst_service="echo"} 3"#
+            r#"tandem_request_duration_seconds_count{backend="echo-v2",direction="outbound",dst_service="echo",route="default/split/rule-0"} 3"#
         ));
         assert!(text.contains("process_resident_memory_bytes"));
     }
