@@ -105,6 +105,7 @@ pub(crate) async fn route(state: &ApiState, call: Call) -> Answer {
             only(m, Method::GET)?;
             status(state).await
         }
+        ["v1", "canaries", ns, name] => super::canary::handle(state, &call, ns, name).await,
         ["v1", kind] => {
             let kind = collection(kind)?;
             {
@@ -143,7 +144,7 @@ fn collection(word: &str) -> Result<Kind, ApiError> {
     }
 }
 
-fn body<T: DeserializeOwned>(call: &Call) -> Result<T, ApiError> {
+pub(super) fn body<T: DeserializeOwned>(call: &Call) -> Result<T, ApiError> {
     let mut de = serde_json::Deserializer::from_slice(&call.body);
     serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
@@ -156,14 +157,14 @@ fn body<T: DeserializeOwned>(call: &Call) -> Result<T, ApiError> {
     })
 }
 
-fn query(call: &Call, name: &str) -> Option<String> {
+pub(super) fn query(call: &Call, name: &str) -> Option<String> {
     call.query.as_deref()?.split('&').find_map(|pair| {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         (k == name).then(|| v.to_string())
     })
 }
 
-async fn blocking<T, F>(state: &ApiState, f: F) -> Result<T, ApiError>
+pub(super) async fn blocking<T, F>(state: &ApiState, f: F) -> Result<T, ApiError>
 where
     T: Send + 'static,
     F: FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,

@@ -4,6 +4,7 @@
 //! `-o json`, or YAML with `-o yaml`; it exits 0 on success and 1 with one line on
 //! stderr on failure (clap's usage errors exit 2).
 
+mod canary;
 mod demo;
 mod endpoint;
 mod output;
@@ -87,6 +88,12 @@ pub enum Command {
         /// add | remove.
         #[command(subcommand)]
         command: EndpointCommand,
+    },
+    /// Canary releases: move a service's traffic from a stable to a canary backend in steps.
+    Canary {
+        /// start | set | step | promote | abort | status.
+        #[command(subcommand)]
+        command: canary::CanaryCommand,
     },
     /// List revisions, oldest first.
     History,
@@ -243,6 +250,7 @@ pub async fn run(args: CtlArgs) -> Result<(), CtlError> {
             })
         }
         Command::Endpoint { command } => endpoint::run(&client, out, command).await,
+        Command::Canary { command } => canary::run(&client, out, command).await,
         Command::History => {
             let answer = client.call(Method::GET, "/v1/history", None).await?;
             output::print(out, &answer, output::history)
