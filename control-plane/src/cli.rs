@@ -31,6 +31,10 @@ pub struct Args {
     #[arg(long, env = "TANDEM_STATIC_ENDPOINTS")]
     pub static_endpoints: Option<PathBuf>,
 
+    /// Seconds between two scrapes of every connected proxy's `/metrics` (canary status).
+    #[arg(long, env = "TANDEM_SCRAPE_INTERVAL", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=60))]
+    pub scrape_interval: u64,
+
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `tandem_control_plane=debug`.
     #[arg(long, env = "TANDEM_LOG", default_value = "info")]
     pub log: String,

@@ -9,6 +9,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod canary;
 pub mod cli;
 pub mod client;
 pub mod ctl;
@@ -16,5 +17,6 @@ pub mod discovery;
 pub mod proxies;
 pub mod resources;
 pub mod store;
+pub mod telemetry;
 pub mod util;
 pub mod xds_server;

@@ -14,6 +14,7 @@ use tandem_control_plane::discovery::registrations::{Expiry, Registrations};
 use tandem_control_plane::discovery::static_file::StaticFile;
 use tandem_control_plane::discovery::{self, Source};
 use tandem_control_plane::store::Store;
+use tandem_control_plane::telemetry::{self, Telemetry};
 use tandem_control_plane::xds_server;
 use tokio::net::TcpListener;
 
@@ -71,10 +72,17 @@ async fn run(args: Args) -> Result<(), String> {
     }
     discovery::spawn_all(sources, &store);
 
+    let telemetry = Arc::new(Telemetry::default());
+    tokio::spawn(telemetry::run_scraper(
+        telemetry.clone(),
+        store.clone(),
+        Duration::from_secs(args.scrape_interval),
+    ));
     let state = Arc::new(ApiState {
         store: store.clone(),
         token,
         registrations,
+        telemetry,
     });
     tokio::spawn(api::serve(api_listener, state));
     tokio::spawn(xds_server::serve(xds_listener, store.clone()));

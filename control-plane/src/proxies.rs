@@ -1,6 +1,8 @@
-//! What the xDS server reports about connected proxies, for `GET /v1/status`.
+//! What the xDS server reports about connected proxies, for `GET /v1/status` and for the
+//! metrics scraper ([`crate::telemetry`]), which reads each proxy's announced admin address.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
@@ -16,6 +18,11 @@ pub struct ProxyStatus {
     pub acked: BTreeMap<String, String>,
     /// Type URL → the error detail of the last NACK, while it stands.
     pub nacked: BTreeMap<String, String>,
+    /// Where its admin port (`/metrics`) answers, from the node metadata
+    /// `tandem.admin_addr`; an unspecified IP (`0.0.0.0`) is replaced by the address the
+    /// xDS stream came from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_addr: Option<SocketAddr>,
 }
 
 /// The connected proxies, keyed by node id. The xDS server updates it; the API reads it.

@@ -5,17 +5,20 @@
 //! types) and publishes it on a watch channel; each ADS stream answers its client's
 //! requests from the latest snapshot and pushes when a new one changes what it subscribed.
 
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use tandem_xds::ads::AdsStream;
+use tandem_xds::ads::{AdsStream, ADMIN_ADDR_METADATA};
 use tandem_xds::convert::{to_snapshot, XdsSnapshot};
+use tandem_xds::envoy::core::Node;
 use tandem_xds::envoy::discovery::aggregated_discovery_service_server::{
     AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
 };
 use tandem_xds::envoy::discovery::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
 };
+use tandem_xds::envoy_types::pb::google::protobuf::value;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tokio_stream::Stream;
@@ -92,6 +95,7 @@ impl AggregatedDiscoveryService for Ads {
         &self,
         request: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
+        let peer = request.remote_addr();
         let inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(16);
         tokio::spawn(run_stream(
@@ -99,6 +103,7 @@ impl AggregatedDiscoveryService for Ads {
             tx,
             self.snapshots.clone(),
             self.store.clone(),
+            peer,
         ));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
@@ -119,13 +124,18 @@ async fn run_stream(
     tx: mpsc::Sender<Result<DiscoveryResponse, Status>>,
     mut snapshots: watch::Receiver<Arc<XdsSnapshot>>,
     store: Arc<Store>,
+    peer: Option<SocketAddr>,
 ) {
     let mut ads = AdsStream::new();
     let mut node: Option<String> = None;
+    let mut admin_addr: Option<SocketAddr> = None;
     loop {
         let responses = tokio::select! {
             msg = inbound.message() => match msg {
                 Ok(Some(req)) => {
+                    if let Some(n) = &req.node {
+                        admin_addr = announced_admin_addr(n, peer);
+                    }
                     let snapshot = snapshots.borrow_and_update().clone();
                     ads.on_request(req, &snapshot)
                 }
@@ -147,7 +157,7 @@ async fn run_stream(
             node = ads.node_id().map(str::to_string);
         }
         if let Some(id) = &node {
-            report(&store, id, &ads);
+            report(&store, id, &ads, admin_addr);
         }
         for r in responses {
             if tx.send(Ok(r)).await.is_err() {
@@ -160,7 +170,22 @@ async fn run_stream(
     }
 }
 
-fn report(store: &Store, node: &str, ads: &AdsStream) {
+/// The admin address a Tandem proxy announces in its node metadata
+/// ([`ADMIN_ADDR_METADATA`]). A proxy whose admin port listens on every interface
+/// announces `0.0.0.0:P`: the address its xDS stream came from is where to reach it.
+fn announced_admin_addr(node: &Node, peer: Option<SocketAddr>) -> Option<SocketAddr> {
+    let field = node.metadata.as_ref()?.fields.get(ADMIN_ADDR_METADATA)?;
+    let Some(value::Kind::StringValue(text)) = &field.kind else {
+        return None;
+    };
+    let mut addr: SocketAddr = text.parse().ok()?;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(peer?.ip());
+    }
+    Some(addr)
+}
+
+fn report(store: &Store, node: &str, ads: &AdsStream, admin_addr: Option<SocketAddr>) {
     let status = ads.status();
     store.proxies().upsert(ProxyStatus {
         node: node.to_string(),
@@ -171,5 +196,6 @@ fn report(store: &Store, node: &str, ads: &AdsStream) {
             .iter()
             .map(|(t, n)| (t.clone(), n.message.clone()))
             .collect(),
+        admin_addr,
     });
 }

@@ -12,3 +12,8 @@ pub use server::{AdsStream, NackRecord, StreamStatus};
 
 /// `google.rpc.Code.INVALID_ARGUMENT`, the code of a NACK's `error_detail`.
 pub const INVALID_ARGUMENT: i32 = 3;
+
+/// The node metadata field in which a Tandem proxy announces its admin address
+/// (`ip:port` of `/metrics`), so the control plane can read the proxies' own metrics
+/// (canary status) without a separate discovery mechanism.
+pub const ADMIN_ADDR_METADATA: &str = "tandem.admin_addr";

@@ -2,6 +2,7 @@
 
 use http::StatusCode;
 
+use crate::canary::CanaryError;
 use crate::resources::ResourceError;
 use crate::store::StoreError;
 
@@ -49,6 +50,18 @@ impl ApiError {
 impl From<ResourceError> for ApiError {
     fn from(e: ResourceError) -> Self {
         ApiError::Invalid(e.to_string())
+    }
+}
+
+impl From<CanaryError> for ApiError {
+    fn from(e: CanaryError) -> Self {
+        match e {
+            CanaryError::UnknownService(_) | CanaryError::NotInProgress(_) => {
+                ApiError::NotFound(e.to_string())
+            }
+            CanaryError::Invalid(m) => ApiError::Invalid(m),
+            CanaryError::Conflict(m) => ApiError::Conflict(m),
+        }
     }
 }
 

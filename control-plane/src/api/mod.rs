@@ -3,6 +3,7 @@
 //! [`serve`] accepts connections; every request is authenticated, its body read within
 //! [`MAX_BODY`], then routed by [`routes`]; errors become statuses in [`error`] only.
 
+mod canary;
 pub mod error;
 mod routes;
 
@@ -23,6 +24,7 @@ pub use error::ApiError;
 use crate::auth::AdminToken;
 use crate::discovery::registrations::Registrations;
 use crate::store::Store;
+use crate::telemetry::Telemetry;
 
 /// Largest accepted request body: 4 MiB.
 pub const MAX_BODY: usize = 4 << 20;
@@ -36,6 +38,8 @@ pub struct ApiState {
     pub token: AdminToken,
     /// Endpoint registrations (TTL + heartbeat).
     pub registrations: Arc<Registrations>,
+    /// The proxies' metrics, as scraped (canary status).
+    pub telemetry: Arc<Telemetry>,
 }
 
 /// Serves the API on `listener` until the process exits.

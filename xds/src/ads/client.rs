@@ -19,7 +19,7 @@ use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use envoy_types::pb::envoy::config::listener::v3::Listener;
 use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
-use envoy_types::pb::google::protobuf::Any;
+use envoy_types::pb::google::protobuf::{value, Any, Struct, Value};
 use envoy_types::pb::google::rpc::Status;
 
 use super::INVALID_ARGUMENT;
@@ -102,6 +102,22 @@ impl AdsClient {
             last_view: None,
             last_nack: None,
         }
+    }
+
+    /// Adds a string field to the node's metadata, sent with the node on every new stream
+    /// (e.g. [`super::ADMIN_ADDR_METADATA`]).
+    pub fn with_node_metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.node
+            .metadata
+            .get_or_insert_with(Struct::default)
+            .fields
+            .insert(
+                key.into(),
+                Value {
+                    kind: Some(value::Kind::StringValue(value.into())),
+                },
+            );
+        self
     }
 
     /// The requests that open a (new) stream: wildcard LDS and CDS, plus RDS and EDS for

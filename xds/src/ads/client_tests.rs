@@ -270,3 +270,23 @@ fn removed_listener_unsubscribes_its_route_config() {
     assert!(!view.route_configs.contains_key(&fq("other")));
     assert_eq!(client.resources()[ROUTE_TYPE].len(), 1);
 }
+
+#[test]
+fn node_metadata_travels_with_the_node_on_every_stream() {
+    let mut client = AdsClient::new("n1", "echo")
+        .with_node_metadata(crate::ads::ADMIN_ADDR_METADATA, "127.0.0.1:15000");
+    for _ in 0..2 {
+        let reqs = client.connect_requests();
+        let field = reqs[0]
+            .node
+            .as_ref()
+            .and_then(|n| n.metadata.as_ref())
+            .and_then(|m| m.fields.get(crate::ads::ADMIN_ADDR_METADATA))
+            .and_then(|v| v.kind.clone());
+        assert_eq!(
+            field,
+            Some(value::Kind::StringValue("127.0.0.1:15000".into()))
+        );
+        assert!(reqs[1..].iter().all(|r| r.node.is_none()));
+    }
+}

@@ -1,0 +1,176 @@
+//! `/v1/canaries/{namespace}/{service}`: canary releases over the REST API.
+//!
+//! - `GET` → the canary's state, the current weights and, per backend, request rate,
+//!   success rate and p99 from the proxies' metrics (`?window=SECONDS`, default 30).
+//! - `POST {"action": "start", "stable", "canary", "steps"?}` | `{"action": "set",
+//!   "percent"}` | `{"action": "step"}` | `{"action": "promote"}` | `{"action": "abort"}`
+//!   → the state after, with the revision it made.
+//!
+//! Every action is planned by [`crate::canary`] (pure) and its route documents applied
+//! with [`Store::apply`]: one revision covering every touched route, or nothing. Actions
+//! are serialized by a lock so two canary commands never plan from the same state; a
+//! concurrent `apply` of the same routes by hand is last-writer-wins, as any apply.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use http::{Method, StatusCode};
+use serde_json::{json, Value};
+
+use super::routes::{blocking, body, query};
+use super::{ApiError, ApiState, Call};
+use crate::canary::{self, Action, CanaryState, Target};
+use crate::resources::validate::dns_label;
+use crate::resources::{domain, validate_documents, Kind};
+use crate::store::{Store, StoreError, WHO_API};
+use crate::telemetry::{BackendStats, DEFAULT_WINDOW, RETENTION};
+
+type Answer = Result<(StatusCode, Option<Value>), ApiError>;
+
+/// Serializes canary actions: plan and apply happen under it, so an action always plans
+/// from the state the previous one left.
+static ACTIONS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// What a plan needs from the store: the namespace's services (with their first port)
+/// and every HTTPRoute document.
+struct World {
+    services: BTreeMap<String, Option<u16>>,
+    routes: Vec<Value>,
+}
+
+fn read_world(store: &Store, namespace: &str) -> Result<World, StoreError> {
+    let mut services = BTreeMap::new();
+    for s in store.list(Kind::Service, Some(namespace))? {
+        let port = domain::service(&s.doc)
+            .ok()
+            .and_then(|svc| svc.ports.first().map(|p| p.port));
+        services.insert(s.key.name.clone(), port);
+    }
+    let routes = store
+        .list(Kind::HttpRoute, None)?
+        .into_iter()
+        .map(|r| r.doc)
+        .collect();
+    Ok(World { services, routes })
+}
+
+/// Handles `/v1/canaries/{namespace}/{service}`.
+pub(crate) async fn handle(
+    state: &ApiState,
+    call: &Call,
+    namespace: &str,
+    service: &str,
+) -> Answer {
+    dns_label("namespace", namespace)?;
+    dns_label("service", service)?;
+    match call.method {
+        Method::GET => status(state, call, namespace, service).await,
+        Method::POST => act(state, call, namespace, service).await,
+        _ => Err(ApiError::MethodNotAllowed),
+    }
+}
+
+async fn act(state: &ApiState, call: &Call, namespace: &str, service: &str) -> Answer {
+    let action: Action = body(call)?;
+    let _serial = ACTIONS.lock().await;
+    let ns = namespace.to_string();
+    let world = blocking(state, move |s| read_world(s, &ns)).await?;
+    let target = Target {
+        namespace,
+        service,
+        services: &world.services,
+        routes: &world.routes,
+    };
+    let plan = canary::plan(&target, &action)?;
+    let resources = validate_documents(plan.documents)?;
+    let outcome = blocking(state, move |s| s.apply(resources, WHO_API)).await?;
+    tracing::info!(
+        namespace,
+        service,
+        action = action.name(),
+        revision = outcome.revision,
+        "canary"
+    );
+    Ok((
+        StatusCode::OK,
+        Some(json!({
+            "service": format!("{namespace}/{service}"),
+            "action": action.name(),
+            "revision": outcome.revision,
+            "changed": outcome.changed,
+            "state": plan.state.as_ref().map(state_json),
+            "routes": plan.routes,
+            "weights": plan.weights,
+        })),
+    ))
+}
+
+fn state_json(s: &CanaryState) -> Value {
+    json!({
+        "phase": s.phase,
+        "stable": s.stable,
+        "canary": s.canary,
+        "steps": s.steps,
+        "step": s.step,
+        "percent": s.percent,
+    })
+}
+
+async fn status(state: &ApiState, call: &Call, namespace: &str, service: &str) -> Answer {
+    let window = match query(call, "window") {
+        Some(w) => {
+            let secs = w
+                .parse::<u64>()
+                .ok()
+                .filter(|s| (1..=RETENTION.as_secs()).contains(s))
+                .ok_or_else(|| {
+                    ApiError::Invalid(format!(
+                        "window: {w:?} is not 1..={} seconds",
+                        RETENTION.as_secs()
+                    ))
+                })?;
+            Duration::from_secs(secs)
+        }
+        None => DEFAULT_WINDOW,
+    };
+    let ns = namespace.to_string();
+    let world = blocking(state, move |s| read_world(s, &ns)).await?;
+    let target = Target {
+        namespace,
+        service,
+        services: &world.services,
+        routes: &world.routes,
+    };
+    let (current, routes) = canary::current(&target)?;
+    let weights =
+        canary::observed_weights(&target, &current.stable, &current.canary).unwrap_or_default();
+    let stats = state.telemetry.stats(window);
+    let backend = |name: &str, role: &str| {
+        let s: BackendStats = stats.backends.get(name).cloned().unwrap_or_default();
+        json!({
+            "name": name,
+            "role": role,
+            "weight": weights.get(name),
+            "requests_per_second": s.requests_per_second,
+            "requests": s.requests,
+            "success_rate": s.success_rate,
+            "p99_seconds": s.p99_seconds,
+        })
+    };
+    Ok((
+        StatusCode::OK,
+        Some(json!({
+            "service": format!("{namespace}/{service}"),
+            "revision": state.store.head(),
+            "state": state_json(&current),
+            "routes": routes,
+            "weights": weights,
+            "backends": [backend(&current.stable, "stable"), backend(&current.canary, "canary")],
+            "metrics": {
+                "window_seconds": stats.window_seconds,
+                "proxies_scraped": stats.proxies_scraped,
+                "proxies_reporting": stats.proxies_reporting,
+            },
+        })),
+    ))
+}

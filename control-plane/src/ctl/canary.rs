@@ -1,0 +1,325 @@
+//! `tandemctl canary start|set|step|promote|abort|status SERVICE ...`: canary releases
+//! over `/v1/canaries/{namespace}/{service}`.
+
+use clap::Subcommand;
+use http::Method;
+use serde_json::{json, Value};
+use tandem_xds::domain::DEFAULT_NAMESPACE;
+
+use super::{output, CtlError, Format};
+use crate::client::ApiClient;
+
+/// `tandemctl canary ...`.
+#[derive(Debug, Subcommand)]
+pub enum CanaryCommand {
+    /// Start a canary: the first step's share of SERVICE's traffic goes to the canary.
+    Start {
+        /// The parent service (what clients call).
+        service: String,
+        /// The backend service serving now, e.g. web-v1.
+        #[arg(long)]
+        stable: String,
+        /// The new backend service, e.g. web-v2.
+        #[arg(long)]
+        canary: String,
+        /// Percentages, increasing, comma-separated.
+        #[arg(long, default_value = "5,10,25,50,100")]
+        steps: String,
+        /// Namespace.
+        #[arg(short = 'n', long, default_value = DEFAULT_NAMESPACE)]
+        namespace: String,
+    },
+    /// Give the canary PERCENT (0-100) of the traffic.
+    Set {
+        /// The parent service.
+        service: String,
+        /// 0-100.
+        #[arg(allow_hyphen_values = true)]
+        percent: String,
+        /// Namespace.
+        #[arg(short = 'n', long, default_value = DEFAULT_NAMESPACE)]
+        namespace: String,
+    },
+    /// Go to the next step.
+    Step {
+        /// The parent service.
+        service: String,
+        /// Namespace.
+        #[arg(short = 'n', long, default_value = DEFAULT_NAMESPACE)]
+        namespace: String,
+    },
+    /// Send everything to the canary and end the canary (the stable stays at weight 0).
+    Promote {
+        /// The parent service.
+        service: String,
+        /// Namespace.
+        #[arg(short = 'n', long, default_value = DEFAULT_NAMESPACE)]
+        namespace: String,
+    },
+    /// Send everything back to the stable, at once.
+    Abort {
+        /// The parent service.
+        service: String,
+        /// Namespace.
+        #[arg(short = 'n', long, default_value = DEFAULT_NAMESPACE)]
+        namespace: String,
+    },
+    /// Show weights and each backend's request rate, success rate and p99 latency.
+    Status {
+        /// The parent service.
+        service: String,
+        /// Seconds of metrics to compute rates over (1-120).
+        #[arg(long, default_value_t = 30)]
+        window: u64,
+        /// Namespace.
+        #[arg(short = 'n', long, default_value = DEFAULT_NAMESPACE)]
+        namespace: String,
+    },
+}
+
+/// Runs one `canary` command.
+pub async fn run(
+    client: &ApiClient,
+    out: Option<Format>,
+    command: CanaryCommand,
+) -> Result<(), CtlError> {
+    let (namespace, service, body) = match command {
+        CanaryCommand::Start {
+            service,
+            stable,
+            canary,
+            steps,
+            namespace,
+        } => {
+            let steps = steps
+                .split(',')
+                .map(|s| {
+                    s.trim()
+                        .parse::<i64>()
+                        .map_err(|_| CtlError(format!("--steps: {s:?} is not a number")))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let body =
+                json!({"action": "start", "stable": stable, "canary": canary, "steps": steps});
+            (namespace, service, body)
+        }
+        CanaryCommand::Set {
+            service,
+            percent,
+            namespace,
+        } => {
+            let p = percent
+                .trim_end_matches('%')
+                .parse::<i64>()
+                .map_err(|_| CtlError(format!("percent: {percent:?} is not a number 0-100")))?;
+            (namespace, service, json!({"action": "set", "percent": p}))
+        }
+        CanaryCommand::Step { service, namespace } => {
+            (namespace, service, json!({"action": "step"}))
+        }
+        CanaryCommand::Promote { service, namespace } => {
+            (namespace, service, json!({"action": "promote"}))
+        }
+        CanaryCommand::Abort { service, namespace } => {
+            (namespace, service, json!({"action": "abort"}))
+        }
+        CanaryCommand::Status {
+            service,
+            window,
+            namespace,
+        } => {
+            let path = format!("/v1/canaries/{namespace}/{service}?window={window}");
+            let answer = client.call(Method::GET, &path, None).await?;
+            return output::print(out, &answer, status_text);
+        }
+    };
+    let path = format!("/v1/canaries/{namespace}/{service}");
+    let answer = client.call(Method::POST, &path, Some(&body)).await?;
+    output::print(out, &answer, action_text)
+}
+
+fn s(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}
+
+/// `canary default/web: web-v1 95% / web-v2 5% (step 1/5, running), revision 7`.
+fn action_text(a: &Value) -> String {
+    let state = &a["state"];
+    let (stable, canary) = if state.is_null() {
+        // Promote ends the canary: the weights name both.
+        let mut names: Vec<(&String, &Value)> = a["weights"]
+            .as_object()
+            .map(|m| m.iter().collect())
+            .unwrap_or_default();
+        names.sort_by_key(|(_, w)| w.as_u64());
+        match names.as_slice() {
+            [(st, _), (ca, _)] => (st.to_string(), ca.to_string()),
+            _ => (String::new(), String::new()),
+        }
+    } else {
+        (s(&state["stable"]), s(&state["canary"]))
+    };
+    let weight = |name: &str| s(&a["weights"][name]);
+    let what = if state.is_null() {
+        "promoted".to_string()
+    } else {
+        let steps = state["steps"].as_array().map_or(0, Vec::len);
+        format!("step {}/{steps}, {}", s(&state["step"]), s(&state["phase"]))
+    };
+    let revision = if a["changed"].as_array().is_some_and(|c| c.is_empty()) {
+        format!("no change (revision {})", s(&a["revision"]))
+    } else {
+        format!("revision {}", s(&a["revision"]))
+    };
+    format!(
+        "canary {}: {stable} {}% / {canary} {}% ({what}), {revision}\n",
+        s(&a["service"]),
+        weight(&stable),
+        weight(&canary),
+    )
+}
+
+fn percent(v: &Value) -> String {
+    v.as_f64()
+        .map_or_else(|| "-".into(), |x| format!("{:.2}%", x * 100.0))
+}
+
+fn millis(v: &Value) -> String {
+    v.as_f64()
+        .map_or_else(|| "-".into(), |x| format!("{:.1}ms", x * 1000.0))
+}
+
+/// Rows as left-aligned columns, two spaces apart.
+fn align(rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = Vec::new();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            let n = cell.chars().count();
+            match widths.get_mut(i) {
+                Some(w) => *w = (*w).max(n),
+                None => widths.push(n),
+            }
+        }
+    }
+    let mut out = String::new();
+    for row in rows {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            let pad = widths.get(i).copied().unwrap_or(0);
+            line.push_str(&format!("{cell:<pad$}  "));
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// The status as a table.
+fn status_text(a: &Value) -> String {
+    let state = &a["state"];
+    let steps: Vec<String> = state["steps"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(s)
+        .collect();
+    let routes: Vec<String> = a["routes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(s)
+        .collect();
+    let mut out = format!(
+        "canary {}: {} at {}% (step {}/{}, steps {}), routes {}, revision {}\n",
+        s(&a["service"]),
+        s(&state["phase"]),
+        s(&state["percent"]),
+        s(&state["step"]),
+        steps.len(),
+        steps.join(","),
+        routes.join(", "),
+        s(&a["revision"]),
+    );
+    let mut rows = vec![vec![
+        "BACKEND".to_string(),
+        "ROLE".into(),
+        "WEIGHT".into(),
+        "REQ/S".into(),
+        "SUCCESS".into(),
+        "P99".into(),
+    ]];
+    for b in a["backends"].as_array().into_iter().flatten() {
+        rows.push(vec![
+            s(&b["name"]),
+            s(&b["role"]),
+            s(&b["weight"]),
+            b["requests_per_second"]
+                .as_f64()
+                .map_or_else(|| "-".into(), |r| format!("{r:.2}")),
+            percent(&b["success_rate"]),
+            millis(&b["p99_seconds"]),
+        ]);
+    }
+    out.push_str(&align(&rows));
+    let m = &a["metrics"];
+    if m["proxies_reporting"].as_u64().unwrap_or(0) == 0 {
+        out.push_str(&format!(
+            "no metrics from proxies yet ({} proxies scraped; rates need two scrapes)\n",
+            s(&m["proxies_scraped"])
+        ));
+    } else {
+        out.push_str(&format!(
+            "metrics: last {}s from {} proxies\n",
+            s(&m["window_seconds"]),
+            s(&m["proxies_reporting"])
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn texts_name_weights_and_missing_metrics() {
+        let a = json!({
+            "service": "default/web", "revision": 7, "changed": ["HTTPRoute default/web-canary"],
+            "state": {"phase": "running", "stable": "web-v1", "canary": "web-v2", "steps": [5, 10, 25, 50, 100], "step": 1, "percent": 5},
+            "weights": {"web-v1": 95, "web-v2": 5},
+        });
+        assert_eq!(
+            action_text(&a),
+            "canary default/web: web-v1 95% / web-v2 5% (step 1/5, running), revision 7\n"
+        );
+        let promoted = json!({
+            "service": "default/web", "revision": 9, "changed": [],
+            "state": null, "weights": {"web-v1": 0, "web-v2": 100},
+        });
+        assert_eq!(
+            action_text(&promoted),
+            "canary default/web: web-v1 0% / web-v2 100% (promoted), no change (revision 9)\n"
+        );
+        let status = json!({
+            "service": "default/web", "revision": 7, "routes": ["default/web-canary"],
+            "state": a["state"], "weights": a["weights"],
+            "backends": [
+                {"name": "web-v1", "role": "stable", "weight": 95, "requests_per_second": 9.5, "success_rate": 1.0, "p99_seconds": 0.0042},
+                {"name": "web-v2", "role": "canary", "weight": 5, "requests_per_second": 0.0, "success_rate": null, "p99_seconds": null},
+            ],
+            "metrics": {"window_seconds": 30.0, "proxies_scraped": 0, "proxies_reporting": 0},
+        });
+        let text = status_text(&status);
+        assert!(
+            text.starts_with("canary default/web: running at 5% (step 1/5"),
+            "{text}"
+        );
+        assert!(text.contains("web-v1   stable  95"), "{text}");
+        assert!(text.contains("100.00%") && text.contains("4.2ms"), "{text}");
+        assert!(text.contains("no metrics from proxies yet"), "{text}");
+    }
+}

@@ -1,0 +1,531 @@
+//! The proxies' own metrics, as the control plane sees them: a background task scrapes
+//! `http://ADMIN/metrics` of every connected proxy (admin address from the node metadata,
+//! see [`crate::proxies`]) every few seconds and keeps the last two minutes of
+//! per-backend counters; [`Telemetry::stats`] turns them into rates over a window.
+//!
+//! Why a background scraper rather than scraping on demand: a rate needs two readings some
+//! seconds apart, and `tandemctl canary status` should answer at once. Only the series the
+//! control plane uses are kept (outbound requests and latency buckets per `backend`), so
+//! memory is bounded by proxies × backends × buckets, not by what proxies export.
+//!
+//! Rates per proxy come from its newest reading and the newest one at least a window
+//! older (or its oldest, when it has not been watched that long); a counter that went
+//! down means the proxy restarted, and its new value is the increase. Rates add up over
+//! proxies; success rate and p99 come from the summed increases.
+
+pub mod prometheus;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Uri};
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde::Serialize;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use crate::store::Store;
+
+/// How long readings are kept.
+pub const RETENTION: Duration = Duration::from_secs(120);
+/// The default window of [`Telemetry::stats`].
+pub const DEFAULT_WINDOW: Duration = Duration::from_secs(30);
+/// The default time between two scrapes.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(5);
+/// Longest wait for one proxy's `/metrics`: a slow proxy must not hold up the round.
+const SCRAPE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Largest `/metrics` body read.
+const MAX_BODY: usize = 8 << 20;
+/// Scrapes in flight at once.
+const MAX_CONCURRENT: usize = 16;
+/// Backends kept per reading: a bound against a proxy exporting unbounded label values.
+const MAX_BACKENDS: usize = 1024;
+
+/// The requests counter the proxies export.
+pub const REQUESTS_METRIC: &str = "tandem_requests_total";
+/// The latency histogram's buckets.
+pub const DURATION_BUCKET_METRIC: &str = "tandem_request_duration_seconds_bucket";
+
+/// Why a scrape failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ScrapeError {
+    /// Connect, HTTP or body error.
+    #[error("GET {0}: {1}")]
+    Http(String, String),
+    /// No answer within the timeout.
+    #[error("GET {0}: no answer within {1:?}")]
+    Timeout(String, Duration),
+    /// A non-200 answer.
+    #[error("GET {0}: HTTP {1}")]
+    Status(String, u16),
+    /// The body is not exposition format.
+    #[error("GET {0}: {1}")]
+    Parse(String, prometheus::ParseError),
+}
+
+/// One backend's counters in one reading, summed over routes and callers.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BackendCounts {
+    /// Requests.
+    pub requests: f64,
+    /// Requests answered 5xx.
+    pub errors: f64,
+    /// Latency histogram: (upper bound in seconds, cumulative count), by upper bound.
+    pub buckets: Vec<(f64, f64)>,
+}
+
+impl BackendCounts {
+    fn add_bucket(&mut self, le: f64, count: f64) {
+        match self.buckets.iter_mut().find(|(b, _)| *b == le) {
+            Some((_, c)) => *c += count,
+            None => {
+                self.buckets.push((le, count));
+                self.buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+            }
+        }
+    }
+
+    /// `self - earlier`, treating a counter that went down as reset (the proxy restarted):
+    /// then the whole current value is the increase.
+    fn since(&self, earlier: Option<&BackendCounts>) -> BackendCounts {
+        let Some(e) = earlier else {
+            return self.clone();
+        };
+        if self.requests < e.requests {
+            return self.clone();
+        }
+        let buckets = self
+            .buckets
+            .iter()
+            .map(|(le, c)| {
+                let before = e
+                    .buckets
+                    .iter()
+                    .find(|(b, _)| b == le)
+                    .map_or(0.0, |(_, c)| *c);
+                (*le, (c - before).max(0.0))
+            })
+            .collect();
+        BackendCounts {
+            requests: self.requests - e.requests,
+            errors: (self.errors - e.errors).max(0.0),
+            buckets,
+        }
+    }
+
+    fn add(&mut self, other: &BackendCounts) {
+        self.requests += other.requests;
+        self.errors += other.errors;
+        for (le, c) in &other.buckets {
+            self.add_bucket(*le, *c);
+        }
+    }
+}
+
+/// One scrape of one proxy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reading {
+    /// When it was taken.
+    pub at: Instant,
+    /// Backend short name → counters.
+    pub backends: BTreeMap<String, BackendCounts>,
+}
+
+/// Picks the series the control plane uses out of a scrape: outbound requests and latency
+/// buckets with a `backend` label, summed per backend (over routes, callers and codes).
+pub fn extract(samples: &[prometheus::Sample]) -> BTreeMap<String, BackendCounts> {
+    let mut out: BTreeMap<String, BackendCounts> = BTreeMap::new();
+    for s in samples {
+        let is_requests = s.name == REQUESTS_METRIC;
+        if !is_requests && s.name != DURATION_BUCKET_METRIC {
+            continue;
+        }
+        if s.label("direction") != Some("outbound") || !s.value.is_finite() {
+            continue;
+        }
+        let Some(backend) = s.label("backend").filter(|b| !b.is_empty()) else {
+            continue;
+        };
+        if !out.contains_key(backend) && out.len() >= MAX_BACKENDS {
+            continue;
+        }
+        let entry = out.entry(backend.to_string()).or_default();
+        if is_requests {
+            entry.requests += s.value;
+            if s.label("code").is_some_and(|c| c.starts_with('5')) {
+                entry.errors += s.value;
+            }
+        } else if let Some(le) = s.label("le").and_then(|le| parse_le(le)) {
+            entry.add_bucket(le, s.value);
+        }
+    }
+    out
+}
+
+fn parse_le(text: &str) -> Option<f64> {
+    match text {
+        "+Inf" | "Inf" => Some(f64::INFINITY),
+        _ => text.parse().ok(),
+    }
+}
+
+/// One backend over a window.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct BackendStats {
+    /// Requests per second, summed over proxies.
+    pub requests_per_second: f64,
+    /// Requests in the window.
+    pub requests: f64,
+    /// Share of requests not answered 5xx (0..=1); `None` without requests.
+    pub success_rate: Option<f64>,
+    /// 99th percentile latency in seconds, interpolated within its bucket; `None` without
+    /// requests.
+    pub p99_seconds: Option<f64>,
+}
+
+/// What [`Telemetry::stats`] reports.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct WindowStats {
+    /// Proxies with an admin address (being scraped).
+    pub proxies_scraped: usize,
+    /// Proxies with at least two readings (contributing rates).
+    pub proxies_reporting: usize,
+    /// The window asked for, in seconds.
+    pub window_seconds: f64,
+    /// Per backend.
+    pub backends: BTreeMap<String, BackendStats>,
+}
+
+/// Increases per backend and the seconds they span, for one proxy's readings over
+/// `window` (ending at its newest reading). `None` with fewer than two readings.
+fn increase(
+    readings: &VecDeque<Reading>,
+    window: Duration,
+) -> Option<(f64, BTreeMap<String, BackendCounts>)> {
+    let newest = readings.back()?;
+    let cutoff = newest.at.checked_sub(window);
+    let base = readings
+        .iter()
+        .rev()
+        .find(|r| cutoff.is_some_and(|c| r.at <= c))
+        .or_else(|| readings.front())?;
+    let secs = newest.at.duration_since(base.at).as_secs_f64();
+    if secs <= 0.0 {
+        return None;
+    }
+    let deltas = newest
+        .backends
+        .iter()
+        .map(|(name, counts)| (name.clone(), counts.since(base.backends.get(name))))
+        .collect();
+    Some((secs, deltas))
+}
+
+/// The 99th percentile from cumulative bucket counts, interpolated linearly within the
+/// bucket that holds it (as Prometheus' `histogram_quantile`); when that is the `+Inf`
+/// bucket, the largest finite bound.
+pub fn quantile(q: f64, buckets: &[(f64, f64)]) -> Option<f64> {
+    let total = buckets.last()?.1;
+    if total <= 0.0 {
+        return None;
+    }
+    let rank = q * total;
+    let (mut lower, mut below) = (0.0, 0.0);
+    for (le, count) in buckets {
+        if *count >= rank {
+            if le.is_infinite() {
+                return Some(lower);
+            }
+            if *count <= below {
+                return Some(*le);
+            }
+            return Some(lower + (le - lower) * (rank - below) / (count - below));
+        }
+        lower = *le;
+        below = *count;
+    }
+    Some(lower)
+}
+
+/// Combines the proxies' readings into per-backend stats over `window`.
+pub fn combine<'a>(
+    proxies: impl Iterator<Item = &'a VecDeque<Reading>>,
+    window: Duration,
+) -> WindowStats {
+    let mut stats = WindowStats {
+        window_seconds: window.as_secs_f64(),
+        ..WindowStats::default()
+    };
+    let mut totals: BTreeMap<String, BackendCounts> = BTreeMap::new();
+    for readings in proxies {
+        stats.proxies_scraped += 1;
+        let Some((secs, deltas)) = increase(readings, window) else {
+            continue;
+        };
+        stats.proxies_reporting += 1;
+        for (name, d) in deltas {
+            stats
+                .backends
+                .entry(name.clone())
+                .or_default()
+                .requests_per_second += d.requests / secs;
+            totals.entry(name).or_default().add(&d);
+        }
+    }
+    for (name, t) in totals {
+        let s = stats.backends.entry(name).or_default();
+        s.requests = t.requests;
+        if t.requests > 0.0 {
+            s.success_rate = Some(1.0 - t.errors / t.requests);
+            s.p99_seconds = quantile(0.99, &t.buckets);
+        }
+    }
+    stats
+}
+
+/// The readings of every scraped proxy. Share it as `Arc<Telemetry>`.
+#[derive(Debug, Default)]
+pub struct Telemetry {
+    proxies: Mutex<BTreeMap<String, VecDeque<Reading>>>,
+}
+
+impl Telemetry {
+    /// Per-backend stats over `window`, from the readings kept.
+    pub fn stats(&self, window: Duration) -> WindowStats {
+        match self.proxies.lock() {
+            Ok(map) => combine(map.values(), window),
+            Err(_) => WindowStats::default(),
+        }
+    }
+
+    /// Records a reading of `node`, dropping what is older than [`RETENTION`].
+    pub fn record(&self, node: &str, reading: Reading) {
+        if let Ok(mut map) = self.proxies.lock() {
+            let list = map.entry(node.to_string()).or_default();
+            let cutoff = reading.at.checked_sub(RETENTION);
+            list.push_back(reading);
+            while list
+                .front()
+                .is_some_and(|r| cutoff.is_some_and(|c| r.at < c))
+            {
+                list.pop_front();
+            }
+        }
+    }
+
+    /// Forgets every proxy not in `nodes` (disconnected).
+    pub fn retain(&self, nodes: &[String]) {
+        if let Ok(mut map) = self.proxies.lock() {
+            map.retain(|n, _| nodes.contains(n));
+        }
+    }
+}
+
+/// Scrapes every connected proxy with an admin address every `interval`, forever.
+pub async fn run_scraper(telemetry: Arc<Telemetry>, store: Arc<Store>, interval: Duration) {
+    let client: Client<HttpConnector, Empty<Bytes>> =
+        Client::builder(TokioExecutor::new()).build_http();
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let timeout = SCRAPE_TIMEOUT.min(interval);
+    loop {
+        tick.tick().await;
+        let targets: Vec<(String, SocketAddr)> = store
+            .proxies()
+            .list()
+            .into_iter()
+            .filter_map(|p| Some((p.node, p.admin_addr?)))
+            .collect();
+        let nodes: Vec<String> = targets.iter().map(|(n, _)| n.clone()).collect();
+        let mut pending = targets.into_iter();
+        let mut running = JoinSet::new();
+        loop {
+            while running.len() < MAX_CONCURRENT {
+                let Some((node, addr)) = pending.next() else {
+                    break;
+                };
+                let client = client.clone();
+                running.spawn(async move {
+                    let result = scrape(&client, addr, timeout).await;
+                    (node, result)
+                });
+            }
+            let Some(done) = running.join_next().await else {
+                break;
+            };
+            match done {
+                Ok((node, Ok(backends))) => telemetry.record(
+                    &node,
+                    Reading {
+                        at: Instant::now(),
+                        backends,
+                    },
+                ),
+                Ok((node, Err(e))) => tracing::debug!(%node, error = %e, "metrics scrape failed"),
+                Err(e) => tracing::warn!(error = %e, "metrics scrape task failed"),
+            }
+        }
+        telemetry.retain(&nodes);
+    }
+}
+
+/// One `GET http://ADDR/metrics`, parsed and reduced to what the control plane keeps.
+pub async fn scrape(
+    client: &Client<HttpConnector, Empty<Bytes>>,
+    addr: SocketAddr,
+    timeout: Duration,
+) -> Result<BTreeMap<String, BackendCounts>, ScrapeError> {
+    let url = format!("http://{addr}/metrics");
+    let fetch = async {
+        let uri: Uri = url
+            .parse()
+            .map_err(|e: http::uri::InvalidUri| ScrapeError::Http(url.clone(), e.to_string()))?;
+        let req = Request::get(uri)
+            .body(Empty::new())
+            .map_err(|e| ScrapeError::Http(url.clone(), e.to_string()))?;
+        let resp = client
+            .request(req)
+            .await
+            .map_err(|e| ScrapeError::Http(url.clone(), e.to_string()))?;
+        if resp.status() != http::StatusCode::OK {
+            return Err(ScrapeError::Status(url.clone(), resp.status().as_u16()));
+        }
+        let body = Limited::new(resp.into_body(), MAX_BODY)
+            .collect()
+            .await
+            .map_err(|e| ScrapeError::Http(url.clone(), e.to_string()))?
+            .to_bytes();
+        Ok(body)
+    };
+    let body = tokio::time::timeout(timeout, fetch)
+        .await
+        .map_err(|_| ScrapeError::Timeout(url.clone(), timeout))??;
+    let text = String::from_utf8_lossy(&body);
+    let samples = prometheus::parse(&text).map_err(|e| ScrapeError::Parse(url.clone(), e))?;
+    Ok(extract(&samples))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn counts(requests: f64, errors: f64, buckets: &[(f64, f64)]) -> BackendCounts {
+        BackendCounts {
+            requests,
+            errors,
+            buckets: buckets.to_vec(),
+        }
+    }
+
+    fn reading(at: Instant, backends: &[(&str, BackendCounts)]) -> Reading {
+        Reading {
+            at,
+            backends: backends
+                .iter()
+                .map(|(n, c)| (n.to_string(), c.clone()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn extract_sums_outbound_series_per_backend() {
+        let text = r#"
+tandem_requests_total{backend="web-v1",code="200",direction="outbound",dst_service="web",route="default/r/rule-0"} 90
+tandem_requests_total{backend="web-v1",code="200",direction="outbound",dst_service="web",route="default/r/rule-1"} 5
+tandem_requests_total{backend="web-v1",code="503",direction="outbound",dst_service="web",route="default/r/rule-0"} 5
+tandem_requests_total{backend="web-v1",code="200",direction="inbound",dst_service="web"} 1000
+tandem_requests_total{code="200",direction="outbound",dst_service="other"} 7
+tandem_request_duration_seconds_bucket{backend="web-v1",direction="outbound",route="default/r/rule-0",le="0.01"} 50
+tandem_request_duration_seconds_bucket{backend="web-v1",direction="outbound",route="default/r/rule-1",le="0.01"} 5
+tandem_request_duration_seconds_bucket{backend="web-v1",direction="outbound",route="default/r/rule-0",le="+Inf"} 95
+tandem_request_duration_seconds_bucket{backend="web-v1",direction="outbound",route="default/r/rule-1",le="+Inf"} 5
+tandem_request_duration_seconds_count{backend="web-v1",direction="outbound",route="default/r/rule-0"} 95
+"#;
+        let got = extract(&prometheus::parse(text).unwrap());
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(
+            got["web-v1"],
+            counts(100.0, 5.0, &[(0.01, 55.0), (f64::INFINITY, 100.0)])
+        );
+    }
+
+    #[test]
+    fn quantile_interpolates_within_the_bucket() {
+        // 100 requests: 50 ≤ 10 ms, 90 ≤ 20 ms, 100 ≤ 100 ms → p99 at rank 99 lies in
+        // (20 ms, 100 ms], 9 of its 10 → 20 + 80 × 0.9 = 92 ms.
+        let b = [
+            (0.01, 50.0),
+            (0.02, 90.0),
+            (0.1, 100.0),
+            (f64::INFINITY, 100.0),
+        ];
+        let p99 = quantile(0.99, &b).unwrap();
+        assert!((p99 - 0.092).abs() < 1e-9, "{p99}");
+        let p50 = quantile(0.5, &b).unwrap();
+        assert!((p50 - 0.01).abs() < 1e-9, "{p50}");
+        // In the +Inf bucket: the largest finite bound.
+        assert_eq!(
+            quantile(0.99, &[(0.1, 10.0), (f64::INFINITY, 100.0)]),
+            Some(0.1)
+        );
+        assert_eq!(quantile(0.99, &[(0.1, 0.0), (f64::INFINITY, 0.0)]), None);
+        assert_eq!(quantile(0.99, &[]), None);
+    }
+
+    #[test]
+    fn rates_use_the_window_and_survive_restarts_and_sum_over_proxies() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        let b = |n: f64| vec![(0.01, n), (f64::INFINITY, n)];
+        // Proxy A: 10 req/s to v1 for 60 s, readings every 10 s; the window (30 s) uses
+        // the readings at 30 s and 60 s.
+        let a: VecDeque<Reading> = (0..=6)
+            .map(|i| {
+                let n = 100.0 * i as f64;
+                reading(t0 + s(10 * i), &[("v1", counts(n, 0.0, &b(n)))])
+            })
+            .collect();
+        // Proxy B: restarted between its two readings (counter went down): the new value
+        // is the increase. 20 requests to v2 in 10 s, 5 of them 503.
+        let bb: VecDeque<Reading> = [
+            reading(t0 + s(50), &[("v2", counts(1000.0, 0.0, &b(1000.0)))]),
+            reading(t0 + s(60), &[("v2", counts(20.0, 5.0, &b(20.0)))]),
+        ]
+        .into();
+        // Proxy C: one reading only, no rate yet.
+        let c: VecDeque<Reading> = [reading(t0, &[("v1", counts(5.0, 0.0, &b(5.0)))])].into();
+        let stats = combine([&a, &bb, &c].into_iter(), s(30));
+        assert_eq!(stats.proxies_scraped, 3);
+        assert_eq!(stats.proxies_reporting, 2);
+        let v1 = &stats.backends["v1"];
+        assert!((v1.requests_per_second - 10.0).abs() < 1e-9, "{v1:?}");
+        assert_eq!(v1.requests, 300.0);
+        assert_eq!(v1.success_rate, Some(1.0));
+        assert!(v1.p99_seconds.is_some_and(|p| p <= 0.01));
+        let v2 = &stats.backends["v2"];
+        assert!((v2.requests_per_second - 2.0).abs() < 1e-9, "{v2:?}");
+        assert_eq!(v2.success_rate, Some(0.75));
+    }
+
+    #[test]
+    fn record_keeps_two_minutes_and_retain_forgets_gone_proxies() {
+        let t = Telemetry::default();
+        let t0 = Instant::now();
+        for i in 0..30u64 {
+            t.record("a", reading(t0 + Duration::from_secs(10 * i), &[]));
+        }
+        t.record("b", reading(t0, &[]));
+        {
+            let map = t.proxies.lock().unwrap();
+            assert_eq!(map["a"].len(), 13, "readings from 170 s to 290 s");
+        }
+        t.retain(&["b".to_string()]);
+        assert_eq!(t.stats(DEFAULT_WINDOW).proxies_scraped, 1);
+    }
+}
