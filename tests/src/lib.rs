@@ -40,6 +40,7 @@ pub mod proxyless;
 pub mod raw;
 pub mod ready;
 pub mod tcp;
+pub mod traffic;
 pub mod upstream;
 
 use std::future::Future;

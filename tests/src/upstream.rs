@@ -7,11 +7,13 @@
 //! - the request body as the response body, streamed back frame by frame.
 //!
 //! A request may override the server's defaults with [`DELAY_MS`] (wait before the
-//! response headers) and [`STATUS`].
+//! response headers) and [`STATUS`]. [`HttpServerBuilder::fail_ratio`] makes an exact
+//! share of requests fail with 503, spread evenly over the request sequence.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -60,12 +62,21 @@ pub struct HttpServerBuilder {
     name: String,
     status: StatusCode,
     delay: Duration,
+    fail_ratio: f64,
+    seen: Arc<AtomicU64>,
 }
 
 impl HttpServerBuilder {
     /// The status of every response (default 200).
     pub fn status(mut self, status: u16) -> Self {
         self.status = StatusCode::from_u16(status).expect("valid status");
+        self
+    }
+
+    /// Answer 503 to this share of requests (0.0–1.0): request n fails when
+    /// `floor(n × ratio)` steps up, so any run of requests fails at the exact rate.
+    pub fn fail_ratio(mut self, ratio: f64) -> Self {
+        self.fail_ratio = ratio;
         self
     }
 
@@ -135,6 +146,8 @@ impl HttpServer {
             name: name.to_owned(),
             status: StatusCode::OK,
             delay: Duration::ZERO,
+            fail_ratio: 0.0,
+            seen: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -195,10 +208,17 @@ async fn handle(
     let delay = header_num(DELAY_MS)
         .map(Duration::from_millis)
         .unwrap_or(opts.delay);
+    let n = opts.seen.fetch_add(1, Ordering::Relaxed) + 1;
+    let fails = opts.fail_ratio > 0.0
+        && ((n as f64) * opts.fail_ratio).floor() > ((n - 1) as f64 * opts.fail_ratio).floor();
     let status = header_num(STATUS)
         .and_then(|s| u16::try_from(s).ok())
         .and_then(|s| StatusCode::from_u16(s).ok())
-        .unwrap_or(opts.status);
+        .unwrap_or(if fails {
+            StatusCode::SERVICE_UNAVAILABLE
+        } else {
+            opts.status
+        });
 
     let mut headers: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (name, value) in req.headers() {

@@ -1,0 +1,163 @@
+//! Retries: a route's retry policy hides an upstream that fails a share of requests; the
+//! retry budget keeps retries from multiplying load during a total outage; and a request
+//! that never reached an endpoint is sent elsewhere whatever its method.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use tandem_tests::control_plane::ControlPlane;
+use tandem_tests::mesh::{docs, endpoint, service};
+use tandem_tests::traffic::{burst, destination_policy, route, routes_of, wait_dump, Shot};
+use tandem_tests::upstream::HttpServer;
+use tandem_tests::Proxy;
+
+const PROPAGATION: Duration = Duration::from_secs(15);
+
+/// A route for `web` to backend `web-b` retrying 503 up to three times.
+fn retrying_route() -> String {
+    route(
+        "web-retry",
+        "web",
+        "    - backendRefs: [{ name: web-b, port: 80 }]\n      retry: { codes: [503], attempts: 3, backoff: 1ms }\n",
+    )
+}
+
+async fn wait_retry_policy(proxy: &Proxy) {
+    wait_dump(proxy, PROPAGATION, "the retry policy to arrive", |d| {
+        routes_of(d, "web")
+            .first()
+            .is_some_and(|r| r["retry"]["attempts"] == 3)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_recover_from_an_upstream_failing_thirty_percent() {
+    let flaky = HttpServer::builder("web-b").fail_ratio(0.3).start().await;
+    let cp = ControlPlane::start().await;
+    cp.apply_ok(&docs(&[
+        service("web"),
+        service("web-b"),
+        endpoint("web-b", flaky.addr()),
+        retrying_route(),
+        // 30 % failures need more than the default 20 % budget.
+        destination_policy("web-b", "web-b", "  retryBudget: { percent: 60 }\n"),
+    ]))
+    .await;
+    let proxy = Proxy::start_xds(cp.xds(), "client", &["--workers", "1"]).await;
+    wait_retry_policy(&proxy).await;
+
+    let t = burst(proxy.outbound(), &Shot::get("http://web/"), 1000, 8).await;
+    assert_eq!(t.status(200), 1000, "every request recovered: {t:?}");
+    let m = proxy.metrics().await;
+    let retries = m.value(
+        "tandem_retries_total",
+        &[("backend", "web-b"), ("reason", "policy")],
+    );
+    let upstream = flaky.requests();
+    println!(
+        "30 % failing upstream: 1000/1000 ok, {retries} retries, {upstream} upstream requests"
+    );
+    assert!(retries >= 300.0, "about 30 % were retried: {retries}");
+    assert_eq!(
+        upstream,
+        1000 + retries as u64,
+        "each retry is one more upstream request"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_retry_budget_caps_retries_during_a_total_outage() {
+    let down = HttpServer::builder("web-b").status(503).start().await;
+    let cp = ControlPlane::start().await;
+    cp.apply_ok(&docs(&[
+        service("web"),
+        service("web-b"),
+        endpoint("web-b", down.addr()),
+        retrying_route(),
+        destination_policy(
+            "web-b",
+            "web-b",
+            "  retryBudget: { percent: 20, minRetriesPerSecond: 1 }\n",
+        ),
+    ]))
+    .await;
+    let proxy = Proxy::start_xds(cp.xds(), "client", &["--workers", "1"]).await;
+    wait_retry_policy(&proxy).await;
+
+    let t = burst(proxy.outbound(), &Shot::get("http://web/"), 1000, 8).await;
+    assert_eq!(t.status(503), 1000, "{t:?}");
+    let upstream = down.requests();
+    let m = proxy.metrics().await;
+    let exhausted = m.value(
+        "tandem_retry_budget_exhausted_total",
+        &[("backend", "web-b")],
+    );
+    println!("total outage: {upstream} upstream requests for 1000 (without a budget: 4000), budget refused {exhausted}");
+    // 20 % of 1000 plus 1/s over the 10 s window.
+    assert!(
+        upstream <= 1000 + 200 + 10,
+        "retries stay within the budget: {upstream} upstream requests"
+    );
+    assert!(
+        upstream >= 1000 + 150,
+        "the budget still allows retries: {upstream}"
+    );
+    assert!(exhausted > 0.0, "refusals are counted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_post_that_never_reached_an_endpoint_is_sent_to_another() {
+    let live = HttpServer::echo("web-b").await;
+    // A port that refuses connections: bound, then closed.
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let cp = ControlPlane::start().await;
+    cp.apply_ok(&docs(&[
+        service("web"),
+        service("web-b"),
+        endpoint("web-b", live.addr()),
+        endpoint("web-b", dead),
+        route(
+            "web-b-only",
+            "web",
+            "    - backendRefs: [{ name: web-b, port: 80 }]\n",
+        ),
+        destination_policy("web-b", "web-b", "  loadBalancer: roundRobin\n"),
+    ]))
+    .await;
+    let proxy = Proxy::start_xds(cp.xds(), "client", &["--workers", "1"]).await;
+    wait_dump(&proxy, PROPAGATION, "two endpoints, round robin", |d| {
+        let c = &d["routes"]["clusters"][tandem_tests::mesh::fqdn("web-b")];
+        c["endpoints"].as_array().is_some_and(|e| e.len() == 2) && c["policy"]["lb"] == "roundRobin"
+    })
+    .await;
+
+    let body = b"order #42: one bicycle".to_vec();
+    let t = burst(
+        proxy.outbound(),
+        &Shot::get("http://web/orders").with_body("POST", &body),
+        200,
+        4,
+    )
+    .await;
+    assert_eq!(t.status(200), 200, "no POST failed: {t:?}");
+    let m = proxy.metrics().await;
+    let unsent = m.value(
+        "tandem_retries_total",
+        &[("backend", "web-b"), ("reason", "unsent")],
+    );
+    println!("POST to a half-dead backend: 200/200 ok, {unsent} sent again after connect refused");
+    assert!(
+        unsent >= 50.0,
+        "round robin sent about half to the dead port first: {unsent}"
+    );
+    assert_eq!(
+        live.requests(),
+        200,
+        "each POST reached the live endpoint exactly once"
+    );
+}
