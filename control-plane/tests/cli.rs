@@ -399,3 +399,74 @@ fn dns_endpoints_come_from_the_hosts_file() {
             .is_empty()
     }));
 }
+
+const POLICIES: &str = r#"
+apiVersion: tandem.dev/v1alpha1
+kind: DestinationPolicy
+metadata: { name: reviews }
+spec:
+  targetRef: { name: reviews }
+  loadBalancer: leastRequest
+  outlierDetection: { consecutive5xx: 3 }
+---
+apiVersion: tandem.dev/v1alpha1
+kind: FaultInjection
+metadata: { name: flaky }
+spec:
+  abort: { httpStatus: 503, percent: 0.5 }
+"#;
+
+#[test]
+fn get_and_delete_policies_and_faults() {
+    let dir = TempDir::new("policies");
+    let cp = ControlPlane::start(dir.path(), &[]);
+    let file = write(dir.path(), "policies.yaml", POLICIES);
+    let applied = cp.json(&["apply", "-f", &file]);
+    assert_eq!(
+        applied["changed"],
+        serde_json::json!([
+            "DestinationPolicy default/reviews",
+            "FaultInjection default/flaky"
+        ])
+    );
+    assert_eq!(names(&cp.json(&["get", "policies"])), vec!["reviews"]);
+    assert_eq!(names(&cp.json(&["get", "faults"])), vec!["flaky"]);
+    let table = cp.ok(&["get", "policies"]);
+    assert!(table.starts_with("NAMESPACE"), "{table}");
+    assert!(
+        table.contains("leastRequest") && table.contains("on"),
+        "{table}"
+    );
+    let table = cp.ok(&["get", "faults"]);
+    assert!(table.contains("503 (0.5%)"), "{table}");
+    let one = cp.json(&["get", "dp", "reviews"]);
+    assert_eq!(one["spec"]["outlierDetection"]["consecutive5xx"], 3);
+
+    // A second policy for the same service is rejected with its path; nothing changes.
+    let second = write(
+        dir.path(),
+        "second.yaml",
+        &POLICIES.replace("metadata: { name: reviews }", "metadata: { name: other }"),
+    );
+    let out = cp.ctl(&["apply", "-f", &second]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(
+            "documents[0].spec.targetRef: service default/reviews already has a DestinationPolicy"
+        ),
+        "{err}"
+    );
+    assert_eq!(cp.json(&["history"])["items"].as_array().unwrap().len(), 1);
+
+    cp.ok(&["delete", "policy", "reviews"]);
+    cp.ok(&["delete", "fault", "flaky"]);
+    assert!(names(&cp.json(&["get", "policies"])).is_empty());
+    assert_eq!(cp.ok(&["get", "faults"]), "no faults\n");
+    let unknown = cp.ctl(&["get", "gateways"]);
+    let err = String::from_utf8_lossy(&unknown.stderr);
+    assert!(
+        err.contains("use services, endpoints, routes, policies or faults"),
+        "{err}"
+    );
+}

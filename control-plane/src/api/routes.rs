@@ -134,14 +134,15 @@ fn only(method: &Method, allowed: Method) -> Result<(), ApiError> {
 }
 
 fn collection(word: &str) -> Result<Kind, ApiError> {
-    match word {
-        "services" => Ok(Kind::Service),
-        "endpoints" => Ok(Kind::Endpoint),
-        "routes" => Ok(Kind::HttpRoute),
-        other => Err(ApiError::NotFound(format!(
-            "no collection {other:?}: use services, endpoints or routes"
-        ))),
-    }
+    Kind::ALL
+        .into_iter()
+        .find(|k| k.plural() == word)
+        .ok_or_else(|| {
+            ApiError::NotFound(format!(
+                "no collection {word:?}: use {}",
+                Kind::plurals_hint()
+            ))
+        })
 }
 
 pub(super) fn body<T: DeserializeOwned>(call: &Call) -> Result<T, ApiError> {

@@ -63,9 +63,9 @@ pub enum Command {
         #[arg(short = 'f', long = "filename")]
         file: String,
     },
-    /// List services, endpoints or routes, or show one.
+    /// List services, endpoints, routes, policies or faults, or show one.
     Get {
-        /// services | endpoints | routes.
+        /// services | endpoints | routes | policies | faults.
         kind: String,
         /// Show only this one (for endpoints: its name or its address).
         name: Option<String>,
@@ -73,9 +73,9 @@ pub enum Command {
         #[arg(short = 'n', long)]
         namespace: Option<String>,
     },
-    /// Delete a service, endpoint or route (an endpoint by its address or name).
+    /// Delete a service, endpoint, route, policy or fault (an endpoint by its address or name).
     Delete {
-        /// service | endpoint | route.
+        /// service | endpoint | route | policy | fault.
         kind: String,
         /// Its name (for endpoints: its address or name).
         name: String,
@@ -97,7 +97,7 @@ pub enum Command {
     },
     /// List revisions, oldest first.
     History,
-    /// Restore services and routes as of a revision, as a new revision.
+    /// Restore config (everything but endpoints) as of a revision, as a new revision.
     Rollback {
         /// The revision.
         revision: u64,
@@ -313,7 +313,8 @@ fn read_input(file: &str) -> Result<String, CtlError> {
 fn kind_word(word: &str) -> Result<Kind, CtlError> {
     Kind::from_word(word).ok_or_else(|| {
         CtlError(format!(
-            "unknown kind {word:?}: use services, endpoints or routes"
+            "unknown kind {word:?}: use {}",
+            Kind::plurals_hint()
         ))
     })
 }

@@ -142,6 +142,72 @@ pub fn table(kind: Kind, answer: &Value) -> String {
                 ]);
             }
         }
+        Kind::DestinationPolicy => {
+            rows.push(cols(&[
+                "NAMESPACE",
+                "NAME",
+                "TARGET",
+                "LB",
+                "OUTLIER",
+                "REVISION",
+            ]));
+            for i in &items {
+                let spec = &i["spec"];
+                let target = match spec["targetRef"]["namespace"].as_str() {
+                    Some(ns) => format!("{ns}/{}", s(&spec["targetRef"]["name"])),
+                    None => s(&spec["targetRef"]["name"]),
+                };
+                let lb = if spec["loadBalancer"].is_null() {
+                    "peakEwma".into()
+                } else {
+                    s(&spec["loadBalancer"])
+                };
+                let outlier = if spec["outlierDetection"].is_null() {
+                    "off"
+                } else {
+                    "on"
+                };
+                rows.push(vec![
+                    s(&i["metadata"]["namespace"]),
+                    s(&i["metadata"]["name"]),
+                    target,
+                    lb,
+                    outlier.into(),
+                    s(&i["status"]["updatedRevision"]),
+                ]);
+            }
+        }
+        Kind::FaultInjection => {
+            rows.push(cols(&["NAMESPACE", "NAME", "DELAY", "ABORT", "REVISION"]));
+            // Absent percent means every request.
+            let pct = |v: &Value| {
+                if v.is_null() {
+                    "100".to_string()
+                } else {
+                    s(v)
+                }
+            };
+            for i in &items {
+                let (d, a) = (&i["spec"]["delay"], &i["spec"]["abort"]);
+                let delay = if d.is_null() {
+                    String::new()
+                } else {
+                    format!("{} ({}%)", s(&d["fixedDelay"]), pct(&d["percent"]))
+                };
+                let abort = if a.is_null() {
+                    String::new()
+                } else {
+                    format!("{} ({}%)", s(&a["httpStatus"]), pct(&a["percent"]))
+                };
+                rows.push(vec![
+                    s(&i["metadata"]["namespace"]),
+                    s(&i["metadata"]["name"]),
+                    delay,
+                    abort,
+                    s(&i["status"]["updatedRevision"]),
+                ]);
+            }
+        }
     }
     if items.is_empty() {
         return format!("no {}\n", kind.plural());

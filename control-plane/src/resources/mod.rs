@@ -1,12 +1,14 @@
-//! What users write: Kubernetes-style documents (`Service`, `Endpoint`, `HTTPRoute`) in YAML
-//! or JSON, validated into a normalized stored form and converted to the domain types of
-//! [`tandem_xds::domain`].
+//! What users write: Kubernetes-style documents (`Service`, `Endpoint`, `HTTPRoute`,
+//! `DestinationPolicy`, `FaultInjection`) in YAML or JSON, validated into a normalized stored
+//! form and converted to the domain types of [`tandem_xds::domain`].
 //!
 //! - [`spec`]: the serde forms of the documents (unknown fields rejected);
 //! - [`validate`]: the rules of validity, with the field path of every violation;
-//! - [`domain`]: stored documents → [`tandem_xds::domain`] types.
+//! - [`domain`]: stored documents → [`tandem_xds::domain`] types;
+//! - [`duration`]: Gateway API duration strings (`1m30s`).
 
 pub mod domain;
+pub mod duration;
 pub mod spec;
 pub mod validate;
 
@@ -26,6 +28,11 @@ pub const SOURCE_ANNOTATION: &str = "tandem.dev/source";
 pub const REGISTRATION_ID_ANNOTATION: &str = "tandem.dev/registration-id";
 /// Annotation carrying an API registration's TTL in seconds.
 pub const REGISTRATION_TTL_ANNOTATION: &str = "tandem.dev/ttl-seconds";
+/// HTTPRoute annotation: `"true"` lets every rule's `retry` retry non-idempotent methods
+/// (`POST`, `PATCH`) too. Gateway API has no field for this, hence an annotation.
+pub const NON_IDEMPOTENT_RETRY_ANNOTATION: &str = "retry.tandem.dev/non-idempotent";
+/// The API group of Tandem's filter resources, as an `ExtensionRef` names it.
+pub const TANDEM_GROUP: &str = "tandem.dev";
 
 /// The kinds of resource the store holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -37,27 +44,52 @@ pub enum Kind {
     /// `gateway.networking.k8s.io/v1` `HTTPRoute`.
     #[serde(rename = "HTTPRoute")]
     HttpRoute,
+    /// `tandem.dev/v1alpha1` `DestinationPolicy`.
+    DestinationPolicy,
+    /// `tandem.dev/v1alpha1` `FaultInjection`.
+    FaultInjection,
 }
 
 impl Kind {
     /// Every kind, in store order.
-    pub const ALL: [Kind; 3] = [Kind::Service, Kind::Endpoint, Kind::HttpRoute];
+    pub const ALL: [Kind; 5] = [
+        Kind::Service,
+        Kind::Endpoint,
+        Kind::HttpRoute,
+        Kind::DestinationPolicy,
+        Kind::FaultInjection,
+    ];
 
-    /// The document's `kind` field: `Service`, `Endpoint`, `HTTPRoute`.
+    /// The document's `kind` field: `Service`, `Endpoint`, `HTTPRoute`, ...
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Service => "Service",
             Kind::Endpoint => "Endpoint",
             Kind::HttpRoute => "HTTPRoute",
+            Kind::DestinationPolicy => "DestinationPolicy",
+            Kind::FaultInjection => "FaultInjection",
         }
     }
 
-    /// The REST API's collection name: `services`, `endpoints`, `routes`.
+    /// The REST API's collection name: `services`, `endpoints`, `routes`, `policies`,
+    /// `faults`.
     pub fn plural(self) -> &'static str {
         match self {
             Kind::Service => "services",
             Kind::Endpoint => "endpoints",
             Kind::HttpRoute => "routes",
+            Kind::DestinationPolicy => "policies",
+            Kind::FaultInjection => "faults",
+        }
+    }
+
+    /// The `apiVersion` its documents are stored with.
+    pub fn api_version(self) -> &'static str {
+        match self {
+            Kind::HttpRoute => GATEWAY_API_VERSION,
+            Kind::Service | Kind::Endpoint | Kind::DestinationPolicy | Kind::FaultInjection => {
+                TANDEM_API_VERSION
+            }
         }
     }
 
@@ -66,13 +98,27 @@ impl Kind {
         Kind::ALL.into_iter().find(|k| k.as_str() == s)
     }
 
-    /// The kind of a REST collection name (`services`) or CLI word (`service`, `svc`, `route`).
+    /// The kind of a REST collection name (`services`) or CLI word (`service`, `svc`, `route`,
+    /// `policy`, `dp`, `fault`, ...).
     pub fn from_word(s: &str) -> Option<Kind> {
         match s.to_ascii_lowercase().as_str() {
             "services" | "service" | "svc" => Some(Kind::Service),
             "endpoints" | "endpoint" | "ep" => Some(Kind::Endpoint),
             "routes" | "route" | "httproutes" | "httproute" => Some(Kind::HttpRoute),
+            "policies" | "policy" | "destinationpolicies" | "destinationpolicy" | "dp" => {
+                Some(Kind::DestinationPolicy)
+            }
+            "faults" | "fault" | "faultinjections" | "faultinjection" => Some(Kind::FaultInjection),
             _ => None,
+        }
+    }
+
+    /// The REST collection names, for messages: `services, endpoints, ... or faults`.
+    pub fn plurals_hint() -> String {
+        let names: Vec<&str> = Kind::ALL.iter().map(|k| k.plural()).collect();
+        match names.split_last() {
+            Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+            _ => names.join(""),
         }
     }
 }

@@ -161,6 +161,18 @@ pub fn mesh_config_of<'a>(
                     .routes
                     .insert((route.namespace.clone(), route.name.clone()), route);
             }
+            Kind::DestinationPolicy => {
+                let p = domain::destination_policy(&r.doc)?;
+                config
+                    .policies
+                    .insert((p.namespace.clone(), p.name.clone()), p);
+            }
+            Kind::FaultInjection => {
+                let f = domain::fault_injection(&r.doc)?;
+                config
+                    .faults
+                    .insert((r.key.namespace.clone(), r.key.name.clone()), f);
+            }
         }
     }
     for list in config.endpoints.values_mut() {

@@ -14,7 +14,7 @@ use tandem_xds::domain::ServiceRef;
 use super::record::{Backup, Change, Outcome, Revision, StoredResource, BACKUP_FORMAT};
 use super::{decode, endpoint_service, scan, Key, Store, StoreError};
 use super::{CHANGES, HEAD, META, RESOURCES, REVISIONS};
-use crate::resources::validate::validate_document;
+use crate::resources::validate::{policy_targets_unique, validate_document};
 use crate::resources::{
     domain, Kind, Resource, ResourceKey, SOURCE_ANNOTATION, TANDEM_API_VERSION,
 };
@@ -93,6 +93,8 @@ impl Store {
     /// Applies validated documents as one revision (`who` = `api`). Documents equal to
     /// what is stored are no-ops; when nothing changes, no revision is made and the
     /// outcome carries the current head.
+    /// A `DestinationPolicy` whose service already has another one is rejected with the
+    /// path `documents[i].spec.targetRef` (`i` = its index in `resources`).
     pub fn apply(&self, resources: Vec<Resource>, who: &str) -> Result<Outcome, StoreError> {
         self.commit(who, "apply", |view| {
             for r in &resources {
@@ -100,6 +102,12 @@ impl Store {
                     check_endpoint_conflict(view, r)?;
                 }
             }
+            let stored = view
+                .list(Kind::DestinationPolicy, None)?
+                .into_iter()
+                .map(|p| Ok((p.key, domain::policy_target(&p.doc)?)))
+                .collect::<Result<Vec<_>, StoreError>>()?;
+            policy_targets_unique(&resources, &stored, |i| format!("documents[{i}]"))?;
             Ok(resources.into_iter().map(Put::set).collect())
         })
     }
@@ -200,9 +208,9 @@ impl Store {
         })
     }
 
-    /// Restores services and routes as they were at `revision`, as a new revision.
-    /// Endpoints are kept (they come from live sources); a kept endpoint whose service
-    /// did not exist then keeps a port-less service.
+    /// Restores every kind but endpoints (services, routes, policies, faults) as it was at
+    /// `revision`, as a new revision. Endpoints are kept (they come from live sources); a
+    /// kept endpoint whose service did not exist then keeps a port-less service.
     pub fn rollback(&self, revision: u64, who: &str) -> Result<Outcome, StoreError> {
         let head = self.head();
         if revision > head {
@@ -212,7 +220,7 @@ impl Store {
         self.commit(who, &format!("rollback to {revision}"), |view| {
             let mut puts = Vec::new();
             let mut services = BTreeSet::new();
-            for kind in [Kind::Service, Kind::HttpRoute] {
+            for kind in Kind::ALL.into_iter().filter(|k| *k != Kind::Endpoint) {
                 for cur in view.list(kind, None)? {
                     if !target.contains_key(&cur.key) {
                         puts.push(Put::delete(cur.key));

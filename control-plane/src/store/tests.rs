@@ -359,3 +359,232 @@ fn acknowledged_commits_survive_sigkill() {
         assert_eq!(store.changes(head).unwrap().len(), 10);
     }
 }
+
+const TRAFFIC: &str = r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: { name: reviews, annotations: { retry.tandem.dev/non-idempotent: "true" } }
+spec:
+  parentRefs: [ { kind: Service, name: reviews } ]
+  rules:
+    - matches: [ { path: { value: /api } } ]
+      filters:
+        - type: RequestHeaderModifier
+          requestHeaderModifier: { set: [ { name: X-Env, value: prod } ], remove: [ X-Debug ] }
+        - type: ResponseHeaderModifier
+          responseHeaderModifier: { add: [ { name: X-Served-By, value: mesh } ] }
+        - type: URLRewrite
+          urlRewrite: { path: { type: ReplacePrefixMatch, replacePrefixMatch: /v2 } }
+        - type: RequestMirror
+          requestMirror: { backendRef: { name: reviews-shadow }, percent: 10 }
+        - type: ExtensionRef
+          extensionRef: { group: tandem.dev, kind: FaultInjection, name: flaky }
+      backendRefs: [ { name: reviews-v1, weight: 90 }, { name: reviews-v2, weight: 10 } ]
+      timeouts: { request: 5s, backendRequest: 2s }
+      retry: { codes: [ 503 ], attempts: 2, backoff: 50ms }
+    - matches: [ { path: { type: Exact, value: /old } } ]
+      filters:
+        - type: RequestRedirect
+          requestRedirect: { path: { type: ReplaceFullPath, replaceFullPath: /api }, statusCode: 301 }
+---
+apiVersion: tandem.dev/v1alpha1
+kind: DestinationPolicy
+metadata: { name: reviews }
+spec:
+  targetRef: { name: reviews-v1 }
+  loadBalancer: roundRobin
+  connectionPool: { maxRequests: 100 }
+  outlierDetection: { consecutive5xx: 3 }
+---
+apiVersion: tandem.dev/v1alpha1
+kind: FaultInjection
+metadata: { name: flaky }
+spec:
+  delay: { fixedDelay: 1s, percent: 2.5 }
+  abort: { httpStatus: 503, percent: 1 }
+"#;
+
+#[test]
+fn traffic_resources_become_the_mesh_config() {
+    use std::time::Duration;
+    use tandem_xds::domain::{
+        Backend, CallPolicy, DestinationPolicy, FaultAbort, FaultDelay, FaultInjection, Fraction,
+        Header, HeaderModifier, LoadBalancer, OutlierDetection, PathMatch, PathModifier,
+        PoolLimits, RequestMirror, RequestRedirect, RetryBudget, RetryPolicy, RouteFilters,
+        RouteMatch, RouteRule, RouteTimeouts, UrlRewrite,
+    };
+    let dir = TempDir::new("traffic");
+    let store = Store::open(&dir.0).unwrap();
+    let resources = validate_documents(crate::resources::parse_text(TRAFFIC).unwrap()).unwrap();
+    let out = store.apply(resources, WHO_API).unwrap();
+    assert_eq!(
+        out.changed,
+        vec![
+            "HTTPRoute default/reviews",
+            "DestinationPolicy default/reviews",
+            "FaultInjection default/flaky"
+        ]
+    );
+    assert_eq!(store.list(Kind::DestinationPolicy, None).unwrap().len(), 1);
+    assert_eq!(store.list(Kind::FaultInjection, None).unwrap().len(), 1);
+    let config = store.mesh_config().unwrap();
+    let id = |n: &str| ("default".to_string(), n.to_string());
+    let svc = |n: &str| ServiceRef::new("default", n);
+
+    let route = &config.routes[&id("reviews")];
+    assert_eq!(route.created, 1);
+    assert_eq!(
+        route.rules[0],
+        RouteRule {
+            matches: vec![RouteMatch {
+                path: PathMatch::Prefix("/api".into()),
+                ..Default::default()
+            }],
+            backends: vec![
+                Backend {
+                    service: svc("reviews-v1"),
+                    port: None,
+                    weight: 90
+                },
+                Backend {
+                    service: svc("reviews-v2"),
+                    port: None,
+                    weight: 10
+                },
+            ],
+            filters: RouteFilters {
+                request_headers: HeaderModifier {
+                    set: vec![Header {
+                        name: "x-env".into(),
+                        value: "prod".into()
+                    }],
+                    add: vec![],
+                    remove: vec!["x-debug".into()],
+                },
+                response_headers: HeaderModifier {
+                    set: vec![],
+                    add: vec![Header {
+                        name: "x-served-by".into(),
+                        value: "mesh".into()
+                    }],
+                    remove: vec![],
+                },
+                redirect: None,
+                rewrite: Some(UrlRewrite {
+                    hostname: None,
+                    path: Some(PathModifier::ReplacePrefixMatch("/v2".into())),
+                }),
+                mirrors: vec![RequestMirror {
+                    backend: svc("reviews-shadow"),
+                    fraction: Fraction(100_000),
+                }],
+                fault: Some("flaky".into()),
+            },
+            timeouts: RouteTimeouts {
+                request: Some(Duration::from_secs(5)),
+                backend_request: Some(Duration::from_secs(2)),
+            },
+            retry: Some(RetryPolicy {
+                attempts: 2,
+                codes: vec![503],
+                backoff: Duration::from_millis(50),
+                non_idempotent: true,
+            }),
+        }
+    );
+    assert_eq!(
+        route.rules[1].filters.redirect,
+        Some(RequestRedirect {
+            scheme: None,
+            hostname: None,
+            path: Some(PathModifier::ReplaceFullPath("/api".into())),
+            port: None,
+            status_code: 301,
+        })
+    );
+    assert_eq!(route.rules[1].retry, None);
+
+    assert_eq!(
+        config.policies[&id("reviews")],
+        DestinationPolicy {
+            namespace: "default".into(),
+            name: "reviews".into(),
+            target: svc("reviews-v1"),
+            policy: CallPolicy {
+                lb: LoadBalancer::RoundRobin,
+                limits: PoolLimits {
+                    max_requests: Some(100),
+                    ..Default::default()
+                },
+                outlier: Some(OutlierDetection {
+                    consecutive_5xx: Some(3),
+                    consecutive_gateway_errors: None,
+                    base_ejection_time: Duration::from_secs(30),
+                    max_ejection_time: Duration::from_secs(300),
+                    max_ejection_percent: 50,
+                }),
+                retry_budget: RetryBudget {
+                    percent: 20,
+                    min_retries_per_second: 10
+                },
+            },
+        }
+    );
+    assert_eq!(
+        config.faults[&id("flaky")],
+        FaultInjection {
+            delay: Some(FaultDelay {
+                duration: Duration::from_secs(1),
+                fraction: Fraction(25_000),
+            }),
+            abort: Some(FaultAbort {
+                status: 503,
+                fraction: Fraction(10_000)
+            }),
+        }
+    );
+    // Re-applying the same text is a no-op: the stored normalized form is a fixed point.
+    let again = validate_documents(crate::resources::parse_text(TRAFFIC).unwrap()).unwrap();
+    assert!(store.apply(again, WHO_API).unwrap().changed.is_empty());
+}
+
+fn policy(name: &str, target: &str) -> Value {
+    json!({"apiVersion": "tandem.dev/v1alpha1", "kind": "DestinationPolicy",
+           "metadata": {"name": name}, "spec": {"targetRef": {"name": target}}})
+}
+
+#[test]
+fn a_second_policy_for_a_stored_policys_service_is_rejected() {
+    let dir = TempDir::new("policy-conflict");
+    let store = Store::open(&dir.0).unwrap();
+    store
+        .apply(docs(vec![policy("a", "web")]), WHO_API)
+        .unwrap();
+    match store.apply(docs(vec![svc("x", 80), policy("b", "web")]), WHO_API) {
+        Err(StoreError::Invalid(e)) => assert_eq!(
+            e.to_string(),
+            "documents[1].spec.targetRef: service default/web already has a DestinationPolicy: \
+             the stored DestinationPolicy default/a"
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(store.head(), 1);
+    // Updating the same policy is fine, and so is moving the stored one away in the same
+    // request that gives its old service a new policy.
+    let mut a2 = policy("a", "web");
+    a2["spec"]["loadBalancer"] = json!("roundRobin");
+    assert_eq!(store.apply(docs(vec![a2]), WHO_API).unwrap().revision, 2);
+    let out = store
+        .apply(docs(vec![policy("a", "api"), policy("b", "web")]), WHO_API)
+        .unwrap();
+    assert_eq!(out.revision, 3);
+    let config = store.mesh_config().unwrap();
+    assert_eq!(config.policies.len(), 2);
+    // Rollback restores policies too: at revision 1 there was only `a` (for web).
+    store.rollback(1, WHO_API).unwrap();
+    let config = store.mesh_config().unwrap();
+    assert_eq!(config.policies.len(), 1);
+    let a = &config.policies[&("default".to_string(), "a".to_string())];
+    assert_eq!(a.target, ServiceRef::new("default", "web"));
+    assert_eq!(a.policy.lb, tandem_xds::domain::LoadBalancer::PeakEwma);
+}

@@ -1,5 +1,12 @@
 //! The serde forms of the documents, as users write them. Unknown fields are rejected;
 //! serialization skips empty optional fields so stored documents stay tidy.
+//!
+//! Field names follow Gateway API v1 (`apis/v1/httproute_types.go`) for `HTTPRoute`, and
+//! the same camelCase conventions for Tandem's own kinds ([`traffic`]).
+
+mod traffic;
+
+pub use traffic::*;
 
 use std::collections::BTreeMap;
 
@@ -113,7 +120,8 @@ pub struct EndpointSpec {
     pub labels: BTreeMap<String, String>,
 }
 
-/// `HTTPRoute.spec` (mesh form).
+/// `HTTPRoute.spec` (mesh form). New fields skip serialization when absent, so documents
+/// stored before they existed normalize to the same JSON (re-applying them is a no-op).
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct HttpRouteSpec {
@@ -146,6 +154,10 @@ pub struct ServiceRefSpec {
     /// Weight (backendRefs only; default 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weight: Option<i64>,
+    /// Per-backend filters (Gateway API `HTTPBackendRef.filters`): read only so that
+    /// validation can say they are not supported, instead of "unknown field".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filters: Option<serde_json::Value>,
 }
 
 /// One rule of a route.
@@ -158,6 +170,15 @@ pub struct RuleSpec {
     /// Weighted destinations.
     #[serde(default)]
     pub backend_refs: Vec<ServiceRefSpec>,
+    /// Filters, applied in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub filters: Vec<FilterSpec>,
+    /// Timeouts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeouts: Option<TimeoutsSpec>,
+    /// Retries (Gateway API `HTTPRouteRetry`, GEP-1731).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetrySpec>,
 }
 
 /// One match of a rule.

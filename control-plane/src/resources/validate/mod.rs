@@ -1,22 +1,33 @@
 //! The rules of validity. Every error names the field: `documents[2].spec.rules[0].
 //! backendRefs[1].weight: must be ≤ 1000000`. Nothing here touches the store.
+//!
+//! - this module: documents, metadata, `Service`, `Endpoint`, shared checks;
+//! - [`route`]: `HTTPRoute` (matches, backends, timeouts, retry), with its rule
+//!   [`filters`];
+//! - [`policy`]: `DestinationPolicy` and `FaultInjection`.
+
+mod filters;
+mod policy;
+mod route;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::Value;
 use tandem_xds::domain::DEFAULT_NAMESPACE;
 
+pub use filters::{MAX_HEADER_ACTIONS, MAX_HEADER_VALUE, MAX_PATH_LEN, REDIRECT_CODES};
+pub use policy::{policy_targets_unique, MAX_CONSECUTIVE, MAX_MIN_RETRIES_PER_SECOND};
+pub use route::MAX_RETRY_ATTEMPTS;
+
 use super::spec::{
-    DnsSpec, Document, EndpointSpec, HttpRouteSpec, MatchSpec, Metadata, PathType, RuleSpec,
-    ServiceRefSpec, ServiceSpec, ValueMatchSpec, ValueType,
+    DestinationPolicySpec, DnsSpec, Document, EndpointSpec, FaultInjectionSpec, HttpRouteSpec,
+    Metadata, ServiceSpec,
 };
-use super::{
-    derived_endpoint_name, Kind, Resource, ResourceError, ResourceKey, GATEWAY_API_VERSION,
-    TANDEM_API_VERSION,
-};
+use super::{derived_endpoint_name, Kind, Resource, ResourceError, ResourceKey};
 
 /// Most `backendRefs` per rule.
 pub const MAX_BACKEND_REFS: usize = 16;
@@ -32,10 +43,6 @@ pub const MAX_VALUE_MATCHES: usize = 16;
 pub const MAX_WEIGHT: i64 = 1_000_000;
 /// Longest regular expression, in bytes.
 pub const MAX_REGEX_LEN: usize = 1024;
-
-const METHODS: [&str; 9] = [
-    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
-];
 
 /// Splits YAML or JSON text (one or many `---`-separated documents; a top-level list is
 /// flattened; empty documents are skipped) into JSON values, without validating them.
@@ -71,6 +78,7 @@ pub fn validate_documents(docs: Vec<Value>) -> Result<Vec<Resource>, ResourceErr
         }
         out.push(resource);
     }
+    policy_targets_unique(&out, &[], |i| format!("documents[{i}]"))?;
     Ok(out)
 }
 
@@ -84,15 +92,13 @@ pub fn validate_document(at: &str, doc: Value) -> Result<Resource, ResourceError
         ResourceError::new(
             format!("{at}.kind"),
             format!(
-                "unknown kind {:?}: expected Service, Endpoint or HTTPRoute",
+                "unknown kind {:?}: expected Service, Endpoint, HTTPRoute, \
+                 DestinationPolicy or FaultInjection",
                 doc.kind
             ),
         )
     })?;
-    let expected = match kind {
-        Kind::Service | Kind::Endpoint => TANDEM_API_VERSION,
-        Kind::HttpRoute => GATEWAY_API_VERSION,
-    };
+    let expected = kind.api_version();
     let version_ok = doc.api_version == expected
         || (kind == Kind::HttpRoute && doc.api_version == "gateway.networking.k8s.io/v1beta1");
     if !version_ok {
@@ -130,8 +136,19 @@ pub fn validate_document(at: &str, doc: Value) -> Result<Resource, ResourceError
             })
         }
         Kind::HttpRoute => {
+            route::annotations(at, &meta)?;
             let mut spec: HttpRouteSpec = from_value(&spec_at, doc.spec)?;
-            route(&spec_at, &mut spec)?;
+            route::route(&spec_at, &mut spec)?;
+            to_json(&spec)
+        }
+        Kind::DestinationPolicy => {
+            let spec: DestinationPolicySpec = from_value(&spec_at, doc.spec)?;
+            policy::destination_policy(&spec_at, &spec)?;
+            to_json(&spec)
+        }
+        Kind::FaultInjection => {
+            let spec: FaultInjectionSpec = from_value(&spec_at, doc.spec)?;
+            policy::fault_injection(&spec_at, &spec)?;
             to_json(&spec)
         }
     };
@@ -340,179 +357,16 @@ fn endpoint(at: &str, spec: &EndpointSpec) -> Result<SocketAddr, ResourceError> 
     Ok(addr)
 }
 
-fn route(at: &str, spec: &mut HttpRouteSpec) -> Result<(), ResourceError> {
-    if spec.parent_refs.is_empty() {
-        return Err(ResourceError::new(
-            format!("{at}.parentRefs"),
-            "at least one parentRef (kind: Service) is required",
-        ));
-    }
-    if spec.parent_refs.len() > MAX_PARENT_REFS {
-        return Err(ResourceError::new(
-            format!("{at}.parentRefs"),
-            format!("at most {MAX_PARENT_REFS} parentRefs"),
-        ));
-    }
-    for (i, p) in spec.parent_refs.iter().enumerate() {
-        let pat = format!("{at}.parentRefs[{i}]");
-        if p.kind.is_none() {
-            return Err(ResourceError::new(
-                format!("{pat}.kind"),
-                "required: Service (Gateway parents are not supported)",
-            ));
-        }
-        service_ref(&pat, p)?;
-        if p.weight.is_some() {
-            return Err(ResourceError::new(
-                format!("{pat}.weight"),
-                "not allowed in a parentRef",
-            ));
-        }
-    }
-    if spec.rules.len() > MAX_RULES {
-        return Err(ResourceError::new(
-            format!("{at}.rules"),
-            format!("at most {MAX_RULES} rules per route"),
-        ));
-    }
-    for (i, rule) in spec.rules.iter_mut().enumerate() {
-        route_rule(&format!("{at}.rules[{i}]"), rule)?;
-    }
-    Ok(())
+/// A header name: an HTTP token, returned lowercase (HTTP/2 and the domain types want it so).
+fn header_name(path: &str, name: &str) -> Result<String, ResourceError> {
+    http::HeaderName::from_bytes(name.as_bytes())
+        .map(|n| n.as_str().to_string())
+        .map_err(|_| ResourceError::new(path, format!("{name:?} is not a header name")))
 }
 
-fn service_ref(at: &str, r: &ServiceRefSpec) -> Result<(), ResourceError> {
-    if let Some(group) = &r.group {
-        if !group.is_empty() && group != "core" {
-            return Err(ResourceError::new(
-                format!("{at}.group"),
-                format!("{group:?} is not supported: use \"\" or \"core\""),
-            ));
-        }
-    }
-    if let Some(kind) = &r.kind {
-        if kind != "Service" {
-            return Err(ResourceError::new(
-                format!("{at}.kind"),
-                format!("{kind:?} is not supported: use Service"),
-            ));
-        }
-    }
-    dns_label(&format!("{at}.name"), &r.name)?;
-    if let Some(ns) = &r.namespace {
-        dns_label(&format!("{at}.namespace"), ns)?;
-    }
-    if r.port == Some(0) {
-        return Err(ResourceError::new(
-            format!("{at}.port"),
-            "must be 1..=65535",
-        ));
-    }
-    Ok(())
-}
-
-fn route_rule(at: &str, rule: &mut RuleSpec) -> Result<(), ResourceError> {
-    if rule.matches.len() > MAX_MATCHES {
-        return Err(ResourceError::new(
-            format!("{at}.matches"),
-            format!("at most {MAX_MATCHES} matches per rule"),
-        ));
-    }
-    for (i, m) in rule.matches.iter_mut().enumerate() {
-        route_match(&format!("{at}.matches[{i}]"), m)?;
-    }
-    if rule.backend_refs.len() > MAX_BACKEND_REFS {
-        return Err(ResourceError::new(
-            format!("{at}.backendRefs"),
-            format!("at most {MAX_BACKEND_REFS} backendRefs per rule"),
-        ));
-    }
-    for (i, b) in rule.backend_refs.iter().enumerate() {
-        let bat = format!("{at}.backendRefs[{i}]");
-        service_ref(&bat, b)?;
-        match b.weight {
-            Some(w) if w < 0 => {
-                return Err(ResourceError::new(format!("{bat}.weight"), "must be ≥ 0"))
-            }
-            Some(w) if w > MAX_WEIGHT => {
-                return Err(ResourceError::new(
-                    format!("{bat}.weight"),
-                    format!("must be ≤ {MAX_WEIGHT}"),
-                ))
-            }
-            _ => {}
-        }
-    }
-    Ok(())
-}
-
-fn route_match(at: &str, m: &mut MatchSpec) -> Result<(), ResourceError> {
-    if let Some(path) = &m.path {
-        let pat = format!("{at}.path.value");
-        match path.kind {
-            PathType::Exact | PathType::PathPrefix => {
-                if !path.value.starts_with('/') {
-                    return Err(ResourceError::new(pat, "must start with '/'"));
-                }
-                if path.value.len() > MAX_REGEX_LEN {
-                    return Err(ResourceError::new(
-                        pat,
-                        format!("at most {MAX_REGEX_LEN} bytes"),
-                    ));
-                }
-            }
-            PathType::RegularExpression => regex(&pat, &path.value)?,
-        }
-    }
-    if let Some(method) = &m.method {
-        if !METHODS.contains(&method.as_str()) {
-            return Err(ResourceError::new(
-                format!("{at}.method"),
-                format!("{method:?} is not one of {}", METHODS.join(", ")),
-            ));
-        }
-    }
-    value_matches(&format!("{at}.headers"), &mut m.headers, true)?;
-    value_matches(&format!("{at}.queryParams"), &mut m.query_params, false)?;
-    Ok(())
-}
-
-fn value_matches(at: &str, list: &mut [ValueMatchSpec], header: bool) -> Result<(), ResourceError> {
-    if list.len() > MAX_VALUE_MATCHES {
-        return Err(ResourceError::new(
-            at,
-            format!("at most {MAX_VALUE_MATCHES} entries"),
-        ));
-    }
-    for (i, v) in list.iter_mut().enumerate() {
-        let vat = format!("{at}[{i}]");
-        if header {
-            let name = http::HeaderName::from_bytes(v.name.as_bytes()).map_err(|_| {
-                ResourceError::new(
-                    format!("{vat}.name"),
-                    format!("{:?} is not a header name", v.name),
-                )
-            })?;
-            v.name = name.as_str().to_string();
-        } else if v.name.is_empty() {
-            return Err(ResourceError::new(
-                format!("{vat}.name"),
-                "must not be empty",
-            ));
-        }
-        match v.kind {
-            ValueType::Exact => {
-                if header && http::HeaderValue::from_str(&v.value).is_err() {
-                    return Err(ResourceError::new(
-                        format!("{vat}.value"),
-                        "not a valid header value",
-                    ));
-                }
-            }
-            ValueType::RegularExpression => regex(&format!("{vat}.value"), &v.value)?,
-        }
-    }
-    Ok(())
+/// A Gateway API duration string.
+fn duration(path: &str, text: &str) -> Result<Duration, ResourceError> {
+    super::duration::parse(text).map_err(|e| ResourceError::new(path, e))
 }
 
 /// RE2 syntax, linear time (the `regex` crate), at most [`MAX_REGEX_LEN`] bytes.
