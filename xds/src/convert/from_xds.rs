@@ -1,41 +1,40 @@
 //! Proxy side: accepted xDS resources → [`ProxyView`].
 //!
 //! Tandem's proxy implements a subset of xDS. Anything outside it that would change what
-//! the proxy does (a route action other than `cluster`/`weighted_clusters`/a 500
-//! `direct_response`, `runtime_fraction`, a cluster type other than EDS, HTTP filters other
-//! than the router, endpoint priorities, ...) is an [`FromXdsError::Invalid`] error naming
-//! the resource and field, so the client NACKs it instead of silently ignoring it. Benign
-//! fields (names, `stat_prefix`, metadata, `connect_timeout`) are accepted. A field that is
+//! the proxy does (a `direct_response` other than a bodiless 500, `runtime_fraction`
+//! matches, a cluster type other than EDS, HTTP filters other than fault and router,
+//! endpoint priorities, retry conditions Tandem lacks, ...) is an [`FromXdsError::Invalid`]
+//! error naming the resource and field, so the client NACKs it instead of silently
+//! ignoring it. Benign fields (names, `stat_prefix`, metadata, `connect_timeout`) are
+//! accepted. A field that is
 //! set but not understood is reported with its protobuf field number.
 //!
 //! Resources that are valid but reference ones not (yet) present give
 //! [`FromXdsError::Incomplete`], so a client can wait for the rest.
 
+mod action;
+mod cluster;
+mod filters;
 mod route;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 
-use envoy_types::pb::envoy::config::cluster::v3::{cluster, Cluster};
 use envoy_types::pb::envoy::config::core::v3::{
     address, config_source::ConfigSourceSpecifier, socket_address, ConfigSource, HealthStatus,
-    Metadata,
 };
 use envoy_types::pb::envoy::config::endpoint::v3::{lb_endpoint, ClusterLoadAssignment};
 use envoy_types::pb::envoy::config::listener::v3::Listener;
 use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
-use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
-    http_connection_manager::RouteSpecifier, http_filter, HttpConnectionManager,
+    http_connection_manager::RouteSpecifier, HttpConnectionManager,
 };
-use envoy_types::pb::google::protobuf::value;
 
-use super::to_xds::{PROTOCOL_FIELD, TANDEM_METADATA};
 use super::{
     unpack, ConvertError, FromXdsError, Missing, Resources, CLUSTER_TYPE, ENDPOINT_TYPE,
     LISTENER_TYPE, ROUTE_TYPE,
 };
-use crate::domain::{AppProtocol, ProxyCluster, ProxyRoute, ProxyView};
+use crate::domain::{ProxyCluster, ProxyRoute, ProxyView};
 
 /// Builds the proxy's view of a complete, consistent set of resources (per type URL, name
 /// → `Any`).
@@ -94,17 +93,20 @@ pub(crate) fn analyze(resources: &Resources) -> Result<Analysis, ConvertError> {
         let routes: Vec<ProxyRoute> = route::route_configuration(rc, &path)?;
         let used = routes
             .iter()
-            .flat_map(|r| r.clusters.iter().map(|c| c.cluster.clone()))
+            .flat_map(|r| {
+                let mirrors = r.mirrors.iter().map(|m| m.cluster.clone());
+                r.clusters.iter().map(|c| c.cluster.clone()).chain(mirrors)
+            })
             .collect();
         route_clusters.insert(name, used);
         a.view.route_configs.insert(name.clone(), routes);
     }
-    let mut clusters: BTreeMap<&str, (AppProtocol, String)> = BTreeMap::new();
+    let mut clusters: BTreeMap<&str, cluster::ClusterInfo> = BTreeMap::new();
     for (name, any) in of(CLUSTER_TYPE) {
         let path = format!("Cluster[{name}]");
-        let (protocol, eds_name) = cluster(unpack(any, &path)?, name, &path)?;
-        a.endpoint_refs.insert(eds_name.clone());
-        clusters.insert(name, (protocol, eds_name));
+        let info = cluster::cluster(unpack(any, &path)?, name, &path)?;
+        a.endpoint_refs.insert(info.eds_name.clone());
+        clusters.insert(name, info);
     }
     let mut assignments: BTreeMap<&str, Vec<SocketAddr>> = BTreeMap::new();
     for (name, any) in of(ENDPOINT_TYPE) {
@@ -133,22 +135,22 @@ pub(crate) fn analyze(resources: &Resources) -> Result<Analysis, ConvertError> {
             }
         }
     }
-    for (name, (protocol, eds_name)) in clusters {
-        match assignments.get(eds_name.as_str()) {
+    for (name, info) in clusters {
+        match assignments.get(info.eds_name.as_str()) {
             Some(endpoints) => {
                 a.view.clusters.insert(
                     name.to_string(),
                     ProxyCluster {
-                        protocol,
+                        protocol: info.protocol,
                         endpoints: endpoints.clone(),
-                        policy: Default::default(),
+                        policy: info.policy,
                     },
                 );
             }
             None => {
                 missing.insert(Missing {
                     type_url: ENDPOINT_TYPE,
-                    name: eds_name,
+                    name: info.eds_name,
                     referenced_by: format!("Cluster[{name}]"),
                 });
             }
@@ -184,14 +186,14 @@ pub(crate) fn reject_rest<T: prost::Message + Default + PartialEq>(
     ))
 }
 
-fn name_mismatch(path: &str, got: &str) -> ConvertError {
+pub(super) fn name_mismatch(path: &str, got: &str) -> ConvertError {
     ConvertError::new(
         format!("{path}.name"),
         format!("resource is named {got:?}, not as announced"),
     )
 }
 
-fn check_ads(source: Option<ConfigSource>, path: &str) -> Result<(), ConvertError> {
+pub(super) fn check_ads(source: Option<ConfigSource>, path: &str) -> Result<(), ConvertError> {
     match source.and_then(|s| s.config_source_specifier) {
         Some(ConfigSourceSpecifier::Ads(_)) | Some(ConfigSourceSpecifier::Self_(_)) => Ok(()),
         Some(_) => Err(ConvertError::new(path, "config source must be ads or self")),
@@ -221,7 +223,7 @@ fn listener(mut l: Listener, name: &str, path: &str) -> Result<String, ConvertEr
     hcm.stat_prefix.clear();
     hcm.codec_type = 0;
     reject_rest(&hcm, &path)?;
-    http_filters(filters, &format!("{path}.http_filters"))?;
+    filters::http_filters(filters, &format!("{path}.http_filters"))?;
     match route_specifier {
         Some(RouteSpecifier::Rds(rds)) => {
             check_ads(rds.config_source, &format!("{path}.rds.config_source"))?;
@@ -242,146 +244,6 @@ fn listener(mut l: Listener, name: &str, path: &str) -> Result<String, ConvertEr
             "scoped routes are not supported: use RDS",
         )),
         None => Err(ConvertError::new(format!("{path}.rds"), "required")),
-    }
-}
-
-/// The filter chain must end with the router; optional or disabled filters before it are
-/// skipped, any other filter is unsupported.
-fn http_filters(
-    filters: Vec<envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpFilter>,
-    path: &str,
-) -> Result<(), ConvertError> {
-    let last = filters.len().checked_sub(1).ok_or_else(|| {
-        ConvertError::new(path, "expected at least one HTTP filter (the router, last)")
-    })?;
-    for (i, f) in filters.into_iter().enumerate() {
-        let fpath = format!("{path}[{i}]");
-        let is_router = match &f.config_type {
-            Some(http_filter::ConfigType::TypedConfig(any)) => {
-                let router: Option<Router> = unpack(any, &fpath).ok();
-                if let Some(r) = &router {
-                    if !r.upstream_http_filters.is_empty() {
-                        return Err(ConvertError::new(
-                            format!("{fpath}.typed_config.upstream_http_filters"),
-                            "upstream HTTP filters are not supported",
-                        ));
-                    }
-                }
-                router.is_some()
-            }
-            _ => false,
-        };
-        match (is_router, i == last) {
-            (true, true) => {}
-            (true, false) => {
-                return Err(ConvertError::new(
-                    fpath,
-                    "the router filter must be the last filter",
-                ))
-            }
-            (false, true) => {
-                return Err(ConvertError::new(
-                    fpath,
-                    "the last filter must be the router",
-                ))
-            }
-            (false, false) if f.is_optional || f.disabled => {}
-            (false, false) => {
-                let what = match &f.config_type {
-                    Some(http_filter::ConfigType::TypedConfig(any)) => any.type_url.clone(),
-                    _ => f.name.clone(),
-                };
-                return Err(ConvertError::new(
-                    fpath,
-                    format!("unsupported HTTP filter {what:?}"),
-                ));
-            }
-        }
-    }
-    Ok(())
-}
-
-/// A cluster: must be EDS over ADS with round robin (or least request); returns its
-/// protocol hint and the name of its `ClusterLoadAssignment`.
-fn cluster(mut c: Cluster, name: &str, path: &str) -> Result<(AppProtocol, String), ConvertError> {
-    if c.name != name {
-        return Err(name_mismatch(path, &c.name));
-    }
-    let discovery = c.cluster_discovery_type.take();
-    let eds = c.eds_cluster_config.take();
-    let lb_policy = std::mem::take(&mut c.lb_policy);
-    let metadata = c.metadata.take();
-    c.name.clear();
-    c.alt_stat_name.clear();
-    c.connect_timeout = None;
-    reject_rest(&c, path)?;
-    match discovery {
-        Some(cluster::ClusterDiscoveryType::Type(t)) if t == cluster::DiscoveryType::Eds as i32 => {
-        }
-        Some(cluster::ClusterDiscoveryType::Type(t)) => {
-            let kind = cluster::DiscoveryType::try_from(t)
-                .map(|d| d.as_str_name().to_string())
-                .unwrap_or_else(|_| t.to_string());
-            return Err(ConvertError::new(
-                format!("{path}.type"),
-                format!("only EDS clusters are supported, got {kind}"),
-            ));
-        }
-        Some(cluster::ClusterDiscoveryType::ClusterType(_)) => {
-            return Err(ConvertError::new(
-                format!("{path}.cluster_type"),
-                "custom cluster types are not supported",
-            ))
-        }
-        None => {
-            return Err(ConvertError::new(
-                format!("{path}.type"),
-                "only EDS clusters are supported, got STATIC",
-            ))
-        }
-    }
-    let eds =
-        eds.ok_or_else(|| ConvertError::new(format!("{path}.eds_cluster_config"), "required"))?;
-    check_ads(
-        eds.eds_config,
-        &format!("{path}.eds_cluster_config.eds_config"),
-    )?;
-    let eds_name = if eds.service_name.is_empty() {
-        name.to_string()
-    } else {
-        eds.service_name
-    };
-    if lb_policy != cluster::LbPolicy::RoundRobin as i32
-        && lb_policy != cluster::LbPolicy::LeastRequest as i32
-    {
-        return Err(ConvertError::new(
-            format!("{path}.lb_policy"),
-            "only ROUND_ROBIN and LEAST_REQUEST are supported",
-        ));
-    }
-    Ok((protocol(metadata, path)?, eds_name))
-}
-
-fn protocol(metadata: Option<Metadata>, path: &str) -> Result<AppProtocol, ConvertError> {
-    let field = metadata
-        .and_then(|mut m| m.filter_metadata.remove(TANDEM_METADATA))
-        .and_then(|mut s| s.fields.remove(PROTOCOL_FIELD));
-    let Some(field) = field else {
-        return Ok(AppProtocol::Detect);
-    };
-    let fpath = format!("{path}.metadata.filter_metadata[{TANDEM_METADATA}].{PROTOCOL_FIELD}");
-    match field.kind {
-        Some(value::Kind::StringValue(s)) => match s.as_str() {
-            "http" => Ok(AppProtocol::Http),
-            "http2" => Ok(AppProtocol::Http2),
-            "tcp" => Ok(AppProtocol::Tcp),
-            "detect" => Ok(AppProtocol::Detect),
-            other => Err(ConvertError::new(
-                fpath,
-                format!("unknown protocol {other:?}"),
-            )),
-        },
-        _ => Err(ConvertError::new(fpath, "must be a string")),
     }
 }
 

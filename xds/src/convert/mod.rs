@@ -10,6 +10,7 @@
 //! Protobuf types stay at this edge: the domain module never sees them.
 
 pub mod from_xds;
+mod rewrite;
 mod snapshot;
 pub mod to_xds;
 
@@ -19,9 +20,13 @@ mod tests;
 use std::collections::BTreeMap;
 use std::fmt;
 
-use envoy_types::pb::google::protobuf::Any;
+use envoy_types::pb::envoy::r#type::v3::{fractional_percent::DenominatorType, FractionalPercent};
+use envoy_types::pb::google::protobuf::{Any, Duration as PbDuration};
+
+use crate::domain::Fraction;
 
 pub use from_xds::to_proxy_view;
+pub use rewrite::{rewrite_path, InvalidRewrite, PathRewriter, FULL_PATH_PATTERN};
 pub(crate) use snapshot::combine_hashes;
 pub use snapshot::XdsSnapshot;
 pub use to_xds::to_snapshot;
@@ -142,4 +147,51 @@ pub(crate) fn unpack<T: prost::Message + prost::Name + Default>(
     }
     T::decode(any.value.as_slice())
         .map_err(|e| ConvertError::new(path, format!("cannot decode {}: {e}", T::NAME)))
+}
+
+/// A protobuf `Duration` (saturating at `i64::MAX` seconds, which no timeout reaches).
+pub(crate) fn pb_duration(d: std::time::Duration) -> PbDuration {
+    PbDuration {
+        seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        // Below 10^9, so it fits.
+        nanos: i32::try_from(d.subsec_nanos()).unwrap_or(0),
+    }
+}
+
+/// A protobuf `Duration` as a std one; negative or unnormalized ones are invalid at `path`.
+pub(crate) fn std_duration(d: PbDuration, path: &str) -> Result<std::time::Duration, ConvertError> {
+    let secs =
+        u64::try_from(d.seconds).map_err(|_| ConvertError::new(path, "must not be negative"))?;
+    let nanos = u32::try_from(d.nanos)
+        .ok()
+        .filter(|n| *n < 1_000_000_000)
+        .ok_or_else(|| ConvertError::new(path, "nanos must be in 0..1000000000"))?;
+    Ok(std::time::Duration::new(secs, nanos))
+}
+
+/// A share of requests as an Envoy `FractionalPercent` (parts per million, exact).
+pub(crate) fn fractional_percent(f: Fraction) -> FractionalPercent {
+    FractionalPercent {
+        numerator: f.0,
+        denominator: DenominatorType::Million as i32,
+    }
+}
+
+/// An Envoy `FractionalPercent` in parts per million; a numerator above its denominator
+/// means every request, as in Envoy.
+pub(crate) fn fraction(fp: &FractionalPercent, path: &str) -> Result<Fraction, ConvertError> {
+    let scale: u64 = match DenominatorType::try_from(fp.denominator) {
+        Ok(DenominatorType::Hundred) => 10_000,
+        Ok(DenominatorType::TenThousand) => 100,
+        Ok(DenominatorType::Million) => 1,
+        Err(_) => {
+            return Err(ConvertError::new(
+                format!("{path}.denominator"),
+                format!("unknown denominator {}", fp.denominator),
+            ))
+        }
+    };
+    let ppm = (u64::from(fp.numerator) * scale).min(u64::from(Fraction::MILLION));
+    // At most a million, so it fits.
+    Ok(Fraction(u32::try_from(ppm).unwrap_or(Fraction::MILLION)))
 }

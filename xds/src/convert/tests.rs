@@ -7,7 +7,7 @@ use envoy_types::pb::envoy::config::cluster::v3::{cluster, Cluster};
 use envoy_types::pb::envoy::config::core::v3::RuntimeFractionalPercent;
 use envoy_types::pb::envoy::config::listener::v3::Listener;
 use envoy_types::pb::envoy::config::route::v3::{
-    route, route_match, RedirectAction, RouteConfiguration,
+    route, route_match, NonForwardingAction, RouteConfiguration,
 };
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     http_filter, HttpConnectionManager, HttpFilter,
@@ -17,6 +17,9 @@ use prost::Name;
 
 use super::*;
 use crate::domain::*;
+
+mod policy;
+mod traffic;
 
 fn svc(name: &str) -> ServiceRef {
     ServiceRef::new("default", name)
@@ -372,9 +375,12 @@ fn unsupported_action_and_runtime_fraction_are_invalid() {
     let snap = to_snapshot(&mesh(), "v1").unwrap();
     let res = edit_rc(&snap, |rc| {
         rc.virtual_hosts[0].routes[1].action =
-            Some(route::Action::Redirect(RedirectAction::default()));
+            Some(route::Action::NonForwardingAction(NonForwardingAction {}));
     });
-    assert_eq!(invalid(&res).path, format!("{RC}.routes[1].redirect"));
+    assert_eq!(
+        invalid(&res).path,
+        format!("{RC}.routes[1].non_forwarding_action")
+    );
 
     let res = edit_rc(&snap, |rc| {
         rc.virtual_hosts[0].routes[0]
@@ -388,10 +394,10 @@ fn unsupported_action_and_runtime_fraction_are_invalid() {
         format!("{RC}.routes[0].match.runtime_fraction")
     );
 
-    // An unknown-to-Tandem RouteAction field (timeout, field 8) is named by number.
+    // An unknown-to-Tandem RouteAction field (idle_timeout, field 24) is named by number.
     let res = edit_rc(&snap, |rc| {
         if let Some(route::Action::Route(ra)) = &mut rc.virtual_hosts[0].routes[6].action {
-            ra.timeout = Some(Duration {
+            ra.idle_timeout = Some(Duration {
                 seconds: 1,
                 nanos: 0,
             });
@@ -399,7 +405,7 @@ fn unsupported_action_and_runtime_fraction_are_invalid() {
     });
     let err = invalid(&res);
     assert_eq!(err.path, format!("{RC}.routes[6].route"));
-    assert!(err.reason.contains("protobuf field 8"), "{err}");
+    assert!(err.reason.contains("protobuf field 24"), "{err}");
 }
 
 #[test]
@@ -453,10 +459,9 @@ fn non_eds_cluster_and_extra_filter_are_invalid() {
     hcm.http_filters.insert(
         0,
         HttpFilter {
-            name: "fault".into(),
+            name: "cors".into(),
             config_type: Some(http_filter::ConfigType::TypedConfig(Any {
-                type_url: "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault"
-                    .into(),
+                type_url: "type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors".into(),
                 value: vec![],
             })),
             ..Default::default()
@@ -469,7 +474,7 @@ fn non_eds_cluster_and_extra_filter_are_invalid() {
         err.path,
         "Listener[reviews].api_listener.api_listener.http_filters[0]"
     );
-    assert!(err.reason.contains("HTTPFault"), "{err}");
+    assert!(err.reason.contains("cors.v3.Cors"), "{err}");
 }
 
 #[test]

@@ -1,16 +1,18 @@
-//! `RouteConfiguration` → routes in evaluation order.
+//! `RouteConfiguration` → routes in evaluation order: matches here, actions in
+//! [`super::action`], filters in [`super::filters`].
 
 use envoy_types::pb::envoy::config::route::v3::{
     header_matcher::HeaderMatchSpecifier, query_parameter_matcher::QueryParameterMatchSpecifier,
-    route, route_action::ClusterSpecifier, route_match::PathSpecifier, HeaderMatcher,
-    QueryParameterMatcher, Route, RouteAction, RouteConfiguration, RouteMatch as XdsRouteMatch,
+    route, route_match::PathSpecifier, HeaderMatcher, QueryParameterMatcher, Route,
+    RouteConfiguration, RouteMatch as XdsRouteMatch,
 };
 use envoy_types::pb::envoy::r#type::matcher::v3::{string_matcher::MatchPattern, StringMatcher};
 
-use super::reject_rest;
+use super::filters::{header_modifier, per_filter_config};
+use super::{action, reject_rest};
 use crate::convert::to_xds::NO_BACKEND_STATUS;
 use crate::convert::ConvertError;
-use crate::domain::{ClusterWeight, PathMatch, ProxyRoute, RouteMatch, StringMatch, ValueMatch};
+use crate::domain::{PathMatch, ProxyRoute, RouteMatch, StringMatch, ValueMatch};
 
 /// The routes of a route configuration's (single) virtual host, in order. Its `domains`
 /// are not consulted: the proxy picks the route configuration by listener name.
@@ -51,14 +53,28 @@ fn one_route(mut r: Route, path: &str) -> Result<ProxyRoute, ConvertError> {
     let name = std::mem::take(&mut r.name);
     let m = r.r#match.take();
     let action = r.action.take();
+    let per_filter = std::mem::take(&mut r.typed_per_filter_config);
+    let req_add = std::mem::take(&mut r.request_headers_to_add);
+    let req_remove = std::mem::take(&mut r.request_headers_to_remove);
+    let resp_add = std::mem::take(&mut r.response_headers_to_add);
+    let resp_remove = std::mem::take(&mut r.response_headers_to_remove);
     r.metadata = None;
     r.decorator = None;
     r.stat_prefix.clear();
     reject_rest(&r, path)?;
     let m = m.ok_or_else(|| ConvertError::new(format!("{path}.match"), "required"))?;
-    let matches = route_match(m, &format!("{path}.match"))?;
-    let clusters = match action {
-        Some(route::Action::Route(ra)) => route_action(ra, &format!("{path}.route"))?,
+    let mut out = ProxyRoute {
+        name,
+        matches: route_match(m, &format!("{path}.match"))?,
+        request_headers: header_modifier(req_add, req_remove, path, "request_headers_to_add")?,
+        response_headers: header_modifier(resp_add, resp_remove, path, "response_headers_to_add")?,
+        fault: per_filter_config(per_filter, path)?,
+        ..Default::default()
+    };
+    match action {
+        Some(route::Action::Route(ra)) => {
+            action::route_action(ra, &mut out, &format!("{path}.route"))?
+        }
         Some(route::Action::DirectResponse(d)) => {
             if d.status != NO_BACKEND_STATUS || d.body.is_some() || d.body_format.is_some() {
                 return Err(ConvertError::new(
@@ -66,10 +82,9 @@ fn one_route(mut r: Route, path: &str) -> Result<ProxyRoute, ConvertError> {
                     "only a 500 without body is supported",
                 ));
             }
-            Vec::new()
         }
-        Some(route::Action::Redirect(_)) => {
-            return Err(unsupported_action(path, "redirect"));
+        Some(route::Action::Redirect(rd)) => {
+            out.redirect = Some(action::redirect(rd, &format!("{path}.redirect"))?);
         }
         Some(route::Action::FilterAction(_)) => {
             return Err(unsupported_action(path, "filter_action"));
@@ -84,82 +99,14 @@ fn one_route(mut r: Route, path: &str) -> Result<ProxyRoute, ConvertError> {
             ))
         }
     };
-    Ok(ProxyRoute {
-        name,
-        matches,
-        clusters,
-        ..Default::default()
-    })
+    Ok(out)
 }
 
 fn unsupported_action(path: &str, field: &str) -> ConvertError {
     ConvertError::new(
         format!("{path}.{field}"),
-        "unsupported route action: only route (cluster, weighted_clusters) and direct_response",
+        "unsupported route action: only route, redirect and direct_response",
     )
-}
-
-// `total_weight` is deprecated but, when set, must agree with the weights.
-#[allow(deprecated)]
-fn route_action(mut ra: RouteAction, path: &str) -> Result<Vec<ClusterWeight>, ConvertError> {
-    let spec = ra.cluster_specifier.take();
-    reject_rest(&ra, path)?;
-    match spec {
-        Some(ClusterSpecifier::Cluster(c)) if !c.is_empty() => Ok(vec![ClusterWeight {
-            cluster: c,
-            weight: 1,
-        }]),
-        Some(ClusterSpecifier::Cluster(_)) => Err(ConvertError::new(
-            format!("{path}.cluster"),
-            "must be non-empty",
-        )),
-        Some(ClusterSpecifier::WeightedClusters(mut wc)) => {
-            let wpath = format!("{path}.weighted_clusters");
-            let items = std::mem::take(&mut wc.clusters);
-            let declared_total = wc.total_weight.take();
-            reject_rest(&wc, &wpath)?;
-            let mut out = Vec::new();
-            let mut total: u64 = 0;
-            for (i, mut cw) in items.into_iter().enumerate() {
-                let cpath = format!("{wpath}.clusters[{i}]");
-                let name = std::mem::take(&mut cw.name);
-                let weight = cw.weight.take();
-                reject_rest(&cw, &cpath)?;
-                if name.is_empty() {
-                    return Err(ConvertError::new(
-                        format!("{cpath}.name"),
-                        "must be non-empty",
-                    ));
-                }
-                let weight = weight
-                    .ok_or_else(|| ConvertError::new(format!("{cpath}.weight"), "required"))?
-                    .value;
-                total += u64::from(weight);
-                out.push(ClusterWeight {
-                    cluster: name,
-                    weight,
-                });
-            }
-            if total == 0 {
-                return Err(ConvertError::new(wpath, "no cluster has a non-zero weight"));
-            }
-            if total > u64::from(u32::MAX) {
-                return Err(ConvertError::new(wpath, "weights sum above 4294967295"));
-            }
-            if declared_total.is_some_and(|t| u64::from(t.value) != total) {
-                return Err(ConvertError::new(
-                    format!("{wpath}.total_weight"),
-                    "differs from the sum of the weights",
-                ));
-            }
-            Ok(out)
-        }
-        Some(_) => Err(ConvertError::new(
-            path,
-            "unsupported cluster specifier: only cluster and weighted_clusters",
-        )),
-        None => Err(ConvertError::new(format!("{path}.cluster"), "required")),
-    }
 }
 
 /// `prefix` → the domain's segment prefix when it is `""` or `/`, else a whole-path regex
