@@ -724,6 +724,22 @@ fn retries_round_trip_with_the_idempotent_flag() {
 }
 
 #[test]
+fn backoff_below_envoys_floor_is_sent_as_one_millisecond() {
+    let mut m = traffic_mesh();
+    m.routes
+        .get_mut(&("default".to_string(), "traffic".to_string()))
+        .unwrap()
+        .rules[5]
+        .retry
+        .as_mut()
+        .unwrap()
+        .backoff = StdDuration::ZERO;
+    let (_, view) = view_of(&m);
+    let retry = web_routes(&view)[&rule_name(5)].retry.clone().unwrap();
+    assert_eq!((retry.backoff_base, retry.backoff_max), (ms(1), ms(10)));
+}
+
+#[test]
 fn zero_attempts_send_no_retry_policy() {
     let mut m = traffic_mesh();
     m.routes

@@ -30,6 +30,9 @@ use crate::domain::{
     RouteMatch, RouteRule,
 };
 
+/// The shortest retry backoff Envoy applies.
+const MIN_BACKOFF: std::time::Duration = std::time::Duration::from_millis(1);
+
 /// `direct_response` 500: no backend (Gateway API), or an unresolvable filter.
 pub(super) fn no_backend() -> route::Action {
     route::Action::DirectResponse(DirectResponseAction {
@@ -240,9 +243,11 @@ fn retry_policy(
         }
         p.retriable_status_codes = r.codes.iter().map(|c| u32::from(*c)).collect();
         p.num_retries = Some(UInt32Value { value: r.attempts });
+        // Envoy refuses a zero base and rounds anything below 1 ms up to 1 ms: send that.
+        let base = r.backoff.max(MIN_BACKOFF);
         p.retry_back_off = Some(retry_policy::RetryBackOff {
-            base_interval: Some(pb_duration(r.backoff)),
-            max_interval: Some(pb_duration(r.backoff.saturating_mul(10))),
+            base_interval: Some(pb_duration(base)),
+            max_interval: Some(pb_duration(base.saturating_mul(10))),
         });
         if !r.non_idempotent {
             p.retriable_request_headers = vec![HeaderMatcher {
