@@ -258,6 +258,7 @@ impl Store {
             )));
         }
         let mut wanted = BTreeMap::new();
+        let mut valids = Vec::new();
         for (i, r) in backup.resources.into_iter().enumerate() {
             let valid = validate_document(&format!("resources[{i}].doc"), r.doc)?;
             if valid.key != r.key {
@@ -266,8 +267,11 @@ impl Store {
                     format!("key {} does not match its document ({})", r.key, valid.key),
                 )));
             }
-            wanted.insert(valid.key.clone(), (valid.doc, r.created));
+            wanted.insert(valid.key.clone(), (valid.doc.clone(), r.created));
+            valids.push(valid);
         }
+        // A hand-edited backup must not sneak in two policies for one service.
+        policy_targets_unique(&valids, &[], |i| format!("resources[{i}]"))?;
         self.commit(who, "restore", |view| {
             let mut puts = Vec::new();
             for kind in Kind::ALL {

@@ -587,4 +587,24 @@ fn a_second_policy_for_a_stored_policys_service_is_rejected() {
     let a = &config.policies[&("default".to_string(), "a".to_string())];
     assert_eq!(a.target, ServiceRef::new("default", "web"));
     assert_eq!(a.policy.lb, tandem_xds::domain::LoadBalancer::PeakEwma);
+    // A tampered backup with two policies for one service is refused whole.
+    let head = store.head();
+    let mut backup = store.backup().unwrap();
+    let mut second = backup.resources[0].clone();
+    assert_eq!(second.key.kind, Kind::DestinationPolicy);
+    second.key.name = "c".into();
+    second.doc["metadata"]["name"] = json!("c");
+    backup.resources.push(second);
+    let n = backup.resources.len() - 1;
+    match store.restore(backup, WHO_API) {
+        Err(StoreError::Invalid(e)) => assert_eq!(
+            e.to_string(),
+            format!(
+                "resources[{n}].spec.targetRef: service default/web already has a \
+                 DestinationPolicy: DestinationPolicy default/a (resources[0])"
+            )
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(store.head(), head);
 }
