@@ -19,6 +19,7 @@ use super::*;
 use crate::domain::*;
 
 mod policy;
+mod retry;
 mod traffic;
 
 fn svc(name: &str) -> ServiceRef {
