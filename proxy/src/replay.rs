@@ -35,6 +35,8 @@ pub struct Shared {
 pub enum RequestBody {
     /// No body at all (most requests): nothing to buffer or share.
     Empty,
+    /// Streamed as is, no copy kept (nothing on the route could replay it).
+    Stream(Incoming),
     /// The client's body, replayable while it fits the buffer.
     Replay(ReplayBody),
 }
@@ -56,15 +58,21 @@ pub struct ReplayBody {
 pub enum BodyHandle {
     /// There is no body.
     Empty,
+    /// The body is streamed without a copy: it cannot be sent again.
+    Gone,
     /// The shared buffer, with the size hint of the original.
     Shared(Arc<Mutex<Shared>>, SizeHint),
 }
 
 impl RequestBody {
-    /// Wraps a client's body, keeping up to `cap` bytes for replays.
+    /// Wraps a client's body, keeping up to `cap` bytes for replays (0: stream it with no
+    /// copy and no lock).
     pub fn new(body: Incoming, cap: usize) -> (Self, BodyHandle) {
         if body.is_end_stream() {
             return (RequestBody::Empty, BodyHandle::Empty);
+        }
+        if cap == 0 {
+            return (RequestBody::Stream(body), BodyHandle::Gone);
         }
         let hint = body.size_hint();
         let shared = Arc::new(Mutex::new(Shared {
@@ -94,6 +102,7 @@ impl BodyHandle {
     pub fn replay(&self) -> Option<RequestBody> {
         match self {
             BodyHandle::Empty => Some(RequestBody::Empty),
+            BodyHandle::Gone => None,
             BodyHandle::Shared(arc, hint) => {
                 let mut shared = arc.lock().ok()?;
                 if shared.overflowed {
@@ -117,6 +126,7 @@ impl BodyHandle {
     pub fn detached_copy(&self) -> Option<RequestBody> {
         match self {
             BodyHandle::Empty => Some(RequestBody::Empty),
+            BodyHandle::Gone => None,
             BodyHandle::Shared(arc, _) => {
                 let shared = arc.lock().ok()?;
                 if shared.overflowed || shared.source.is_some() {
@@ -153,6 +163,7 @@ impl Body for RequestBody {
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
             RequestBody::Empty => Poll::Ready(None),
+            RequestBody::Stream(b) => Pin::new(b).poll_frame(cx),
             RequestBody::Replay(r) => r.poll(cx),
         }
     }
@@ -160,6 +171,7 @@ impl Body for RequestBody {
     fn is_end_stream(&self) -> bool {
         match self {
             RequestBody::Empty => true,
+            RequestBody::Stream(b) => b.is_end_stream(),
             RequestBody::Replay(r) => r.ended,
         }
     }
@@ -167,6 +179,7 @@ impl Body for RequestBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             RequestBody::Empty => SizeHint::with_exact(0),
+            RequestBody::Stream(b) => b.size_hint(),
             RequestBody::Replay(r) if r.pos == 0 => r.hint,
             RequestBody::Replay(_) => SizeHint::default(),
         }
