@@ -4,7 +4,7 @@
 use http::header::{HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderMap, StatusCode, Uri};
-use regex::Regex;
+use tandem_xds::convert::PathRewriter;
 use tandem_xds::domain::{HeaderModifier, PathRewrite, ProxyRedirect};
 
 use super::MatchError;
@@ -81,30 +81,24 @@ fn header_name(name: &str, path: &str) -> Result<HeaderName, MatchError> {
 pub enum PathEdit {
     /// The whole path is replaced.
     Full(String),
-    /// Regex substitution over the path (not the query).
-    Regex {
-        /// Compiled pattern.
-        pattern: Regex,
-        /// Replacement in `regex` crate syntax (`${1}`).
-        replacement: String,
-    },
+    /// Regex substitution over the path (not the query), RE2 rewrite syntax.
+    Regex(PathRewriter),
 }
 
 impl PathEdit {
-    /// Compiles a rewrite; RE2 group references `\N` become `${N}`.
+    /// Compiles a rewrite.
     pub fn compile(r: &PathRewrite, at: &str) -> Result<Self, MatchError> {
         match r {
             PathRewrite::Full(p) => Ok(PathEdit::Full(p.clone())),
             PathRewrite::Regex {
                 pattern,
                 substitution,
-            } => Ok(PathEdit::Regex {
-                pattern: Regex::new(pattern).map_err(|e| MatchError {
-                    path: format!("{at}.pattern"),
-                    reason: format!("invalid regex: {e}"),
-                })?,
-                replacement: re2_substitution(substitution),
-            }),
+            } => PathRewriter::new(pattern, substitution)
+                .map(PathEdit::Regex)
+                .map_err(|e| MatchError {
+                    path: at.to_string(),
+                    reason: e.to_string(),
+                }),
         }
     }
 
@@ -112,10 +106,7 @@ impl PathEdit {
     pub fn apply(&self, path: &str) -> String {
         match self {
             PathEdit::Full(p) => p.clone(),
-            PathEdit::Regex {
-                pattern,
-                replacement,
-            } => pattern.replace_all(path, replacement.as_str()).into_owned(),
+            PathEdit::Regex(r) => r.apply(path).into_owned(),
         }
     }
 
@@ -138,33 +129,6 @@ impl PathEdit {
         }
         Uri::from_parts(parts).unwrap_or_else(|_| uri.clone())
     }
-}
-
-/// RE2 writes group references as `\1`; the `regex` crate as `${1}`, and treats a bare
-/// `$` specially, so that is escaped.
-fn re2_substitution(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '\\' => match chars.peek() {
-                Some(d) if d.is_ascii_digit() => {
-                    out.push_str("${");
-                    out.push(*d);
-                    out.push('}');
-                    chars.next();
-                }
-                Some('\\') => {
-                    out.push('\\');
-                    chars.next();
-                }
-                _ => out.push('\\'),
-            },
-            '$' => out.push_str("$$"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 /// A redirect, compiled.
@@ -299,7 +263,6 @@ mod tests {
         .unwrap();
         let uri: Uri = "/api/v2/users?x=1".parse().unwrap();
         assert_eq!(edit.rewrite_uri(&uri), "/v2/api/users?x=1");
-        assert_eq!(re2_substitution("$\\\\x"), "$$\\x");
     }
 
     #[test]

@@ -41,11 +41,15 @@ pub(super) fn route_action(
     out.clusters = clusters(spec, path)?;
     out.host_rewrite = match host {
         None => None,
-        Some(route_action::HostRewriteSpecifier::HostRewriteLiteral(h)) if !h.is_empty() => Some(h),
+        Some(route_action::HostRewriteSpecifier::HostRewriteLiteral(h))
+            if h.parse::<http::uri::Authority>().is_ok() =>
+        {
+            Some(h)
+        }
         Some(_) => {
             return Err(ConvertError::new(
                 path,
-                "only a non-empty host_rewrite_literal is supported as host rewrite",
+                "only host_rewrite_literal with a valid authority is supported as host rewrite",
             ))
         }
     };

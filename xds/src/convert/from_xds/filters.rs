@@ -156,6 +156,7 @@ pub(super) fn header_modifier(
             // Envoy drops empty values unless `keep_empty_value`.
             continue;
         }
+        check_header(&name, &value, &hpath)?;
         let header = Header { name, value };
         match HeaderAppendAction::try_from(action) {
             Ok(HeaderAppendAction::OverwriteIfExistsOrAdd) => out.set.push(header),
@@ -172,8 +173,39 @@ pub(super) fn header_modifier(
             }
         }
     }
-    out.remove = remove.into_iter().map(|n| n.to_ascii_lowercase()).collect();
+    let remove_field = field.replace("_to_add", "_to_remove");
+    out.remove = remove
+        .into_iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let n = n.to_ascii_lowercase();
+            http::HeaderName::from_bytes(n.as_bytes()).map_err(|_| {
+                ConvertError::new(
+                    format!("{path}.{remove_field}[{i}]"),
+                    format!("{n:?} is not a valid header name"),
+                )
+            })?;
+            Ok(n)
+        })
+        .collect::<Result<_, ConvertError>>()?;
     Ok(out)
+}
+
+/// Rejects what an HTTP message cannot carry (a name with spaces, a value with CR/LF).
+fn check_header(name: &str, value: &str, path: &str) -> Result<(), ConvertError> {
+    if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+        return Err(ConvertError::new(
+            format!("{path}.key"),
+            format!("{name:?} is not a valid header name"),
+        ));
+    }
+    if http::HeaderValue::from_str(value).is_err() {
+        return Err(ConvertError::new(
+            format!("{path}.value"),
+            "not a valid header value",
+        ));
+    }
+    Ok(())
 }
 
 /// `typed_per_filter_config`: only the fault filter's, as an `HTTPFault`.
