@@ -1,0 +1,247 @@
+//! Canary releases with the real binaries: `tandemctl canary` against the real control
+//! plane, a real `tandem-proxy` in xDS mode, and two upstream versions of `web`.
+//!
+//! - `canary abort` sends every new request back to the stable within one second of the
+//!   command returning (and the test records how soon it actually switched);
+//! - `canary status` reports request rates, success rates and p99 for both backends from
+//!   the proxies' own metrics once traffic flows.
+
+// Test helpers panic on failure by design, like the tests that call them.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use tandem_tests::control_plane::ControlPlane;
+use tandem_tests::load::{Load, LoadSpec};
+use tandem_tests::mesh::{self, docs, endpoint, service};
+use tandem_tests::upstream::{self, HttpServer};
+use tandem_tests::{client, eventually, within, Proxy, STEP_TIMEOUT};
+use tokio::sync::watch;
+
+/// How long a change may take to reach a proxy.
+const PROPAGATION: Duration = Duration::from_secs(15);
+/// The promise: every request sent this long after `canary abort` returned hits stable.
+const ROLLBACK: Duration = Duration::from_secs(1);
+/// How long the test keeps sending after the abort (bounded by count too).
+const OBSERVE: Duration = Duration::from_millis(2500);
+const MAX_PROBES: usize = 5000;
+
+/// Two versions of `web` behind their own services, registered with the control plane,
+/// and a client-side proxy in xDS mode. No route yet: `canary start` creates one.
+async fn mesh_with_two_versions() -> (HttpServer, HttpServer, ControlPlane, Proxy) {
+    let v1 = HttpServer::echo("web-v1").await;
+    let v2 = HttpServer::echo("web-v2").await;
+    let cp = ControlPlane::start().await;
+    cp.apply_ok(&docs(&[
+        service("web"),
+        service("web-v1"),
+        service("web-v2"),
+        endpoint("web-v1", v1.addr()),
+        endpoint("web-v2", v2.addr()),
+    ]))
+    .await;
+    let proxy = Proxy::start_xds(cp.xds(), "client", &["--workers", "1"]).await;
+    (v1, v2, cp, proxy)
+}
+
+async fn ctl_ok(cp: &ControlPlane, args: &[&str]) -> String {
+    cp.tandemctl(args)
+        .await
+        .expect_ok(&args.join(" "))
+        .to_owned()
+}
+
+/// Which upstream answered one fresh-connection `GET http://web/` via `outbound`.
+async fn probe(outbound: SocketAddr, i: usize) -> String {
+    let resp = within(
+        STEP_TIMEOUT,
+        &format!("probe #{i}"),
+        client::get_once(outbound, "web", "/"),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("probe #{i} via {outbound}: {e}"));
+    assert_eq!(resp.status(), 200, "probe #{i}: {:?}", resp.headers());
+    client::header(&resp, upstream::SERVER)
+        .unwrap_or_else(|| panic!("probe #{i}: no {} header", upstream::SERVER))
+        .to_owned()
+}
+
+/// Milliseconds from `from` to `to`, negative when `to` is earlier.
+fn signed_ms(from: Duration, to: Duration) -> i128 {
+    to.as_millis() as i128 - from.as_millis() as i128
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn canary_abort_returns_every_new_request_to_stable_within_a_second() {
+    let (_v1, _v2, cp, proxy) = mesh_with_two_versions().await;
+    ctl_ok(
+        &cp,
+        &[
+            "canary", "start", "web", "--stable", "web-v1", "--canary", "web-v2", "--steps",
+            "50,100",
+        ],
+    )
+    .await;
+    mesh::wait_split(
+        &proxy,
+        "web",
+        &[("web-v1", 50), ("web-v2", 50)],
+        PROPAGATION,
+    )
+    .await;
+    let before = mesh::answered_by(&proxy, "web", 60).await;
+    assert!(
+        before.get("web-v1").is_some_and(|n| *n > 0)
+            && before.get("web-v2").is_some_and(|n| *n > 0),
+        "both versions serve at 50/50 before the abort: {before:?}"
+    );
+
+    // Probe continuously from before the abort until OBSERVE after it returned (a fresh
+    // connection each, so each request sees the proxy's current config), remembering
+    // when each was sent and who answered. Bounded by MAX_PROBES and the stop signal.
+    let started = Instant::now();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let outbound = proxy.outbound();
+    let prober = tokio::spawn(async move {
+        let mut probes: Vec<(Duration, String)> = Vec::new();
+        while !*stop_rx.borrow() && probes.len() < MAX_PROBES {
+            let sent = started.elapsed();
+            let server = probe(outbound, probes.len()).await;
+            probes.push((sent, server));
+        }
+        probes
+    });
+    let command = started.elapsed();
+    ctl_ok(&cp, &["canary", "abort", "web"]).await;
+    let returned = started.elapsed();
+    // The observation period itself, not a wait for readiness.
+    tokio::time::sleep(OBSERVE).await;
+    stop_tx.send_replace(true);
+    let probes = within(STEP_TIMEOUT * 2, "prober to stop", prober)
+        .await
+        .expect("prober panicked");
+
+    let late: Vec<&(Duration, String)> = probes
+        .iter()
+        .filter(|(t, _)| *t >= returned + ROLLBACK)
+        .collect();
+    assert!(
+        late.len() >= 10,
+        "enough probes after {ROLLBACK:?} to mean something: {} of {}",
+        late.len(),
+        probes.len()
+    );
+    let strays: Vec<_> = late.iter().filter(|(_, s)| s != "web-v1").collect();
+    assert!(
+        strays.is_empty(),
+        "every request sent ≥ {ROLLBACK:?} after `canary abort` returned hits web-v1; strays: {strays:?}"
+    );
+    // How soon it switched: the send time of the last request the canary answered.
+    let last_canary = probes
+        .iter()
+        .filter(|(_, s)| s == "web-v2")
+        .map(|(t, _)| *t)
+        .max();
+    let by: BTreeMap<&str, usize> = probes.iter().fold(BTreeMap::new(), |mut m, (_, s)| {
+        *m.entry(s.as_str()).or_default() += 1;
+        m
+    });
+    eprintln!(
+        "canary abort: the command took {} ms; {} probes ({by:?}); the last request answered by the canary was sent {} ms after the command started ({} ms relative to its return)",
+        signed_ms(command, returned),
+        probes.len(),
+        last_canary.map_or(-1, |t| signed_ms(command, t)),
+        last_canary.map_or(0, |t| signed_ms(returned, t)),
+    );
+    mesh::wait_split(
+        &proxy,
+        "web",
+        &[("web-v1", 100), ("web-v2", 0)],
+        PROPAGATION,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn canary_status_reports_rates_for_both_backends_from_the_proxies_metrics() {
+    let (_v1, _v2, cp, proxy) = mesh_with_two_versions().await;
+
+    // The proxy announced its admin address over xDS; the control plane lists it.
+    let admin = proxy.admin().to_string();
+    eventually(
+        PROPAGATION,
+        "/v1/status to list the proxy's admin address",
+        || async {
+            let status = cp.api_get("/v1/status").await;
+            let listed = status["proxies"]
+                .as_array()
+                .is_some_and(|ps| ps.iter().any(|p| p["admin_addr"] == admin.as_str()));
+            if listed {
+                Ok(())
+            } else {
+                Err(status.to_string())
+            }
+        },
+    )
+    .await;
+
+    ctl_ok(
+        &cp,
+        &[
+            "canary", "start", "web", "--stable", "web-v1", "--canary", "web-v2", "--steps",
+            "50,100",
+        ],
+    )
+    .await;
+    mesh::wait_split(
+        &proxy,
+        "web",
+        &[("web-v1", 50), ("web-v2", 50)],
+        PROPAGATION,
+    )
+    .await;
+
+    let load = Load::start(&[proxy.outbound()], LoadSpec::new("web"));
+    load.wait_more(50, Duration::from_secs(20)).await;
+    // Rates need two scrapes (every 5 s by default) that both saw traffic.
+    let status = eventually(
+        Duration::from_secs(40),
+        "canary status to show traffic on both backends",
+        || async {
+            let s = cp.api_get("/v1/canaries/default/web").await;
+            let backends = s["backends"].as_array().cloned().unwrap_or_default();
+            let flowing = backends.len() == 2
+                && backends.iter().all(|b| {
+                    b["requests_per_second"].as_f64().is_some_and(|r| r > 0.0)
+                        && b["success_rate"].as_f64() == Some(1.0)
+                        && b["p99_seconds"]
+                            .as_f64()
+                            .is_some_and(|p| p > 0.0 && p < 5.0)
+                });
+            if flowing {
+                Ok(s)
+            } else {
+                Err(s.to_string())
+            }
+        },
+    )
+    .await;
+    assert_eq!(
+        status["weights"],
+        serde_json::json!({"web-v1": 50, "web-v2": 50})
+    );
+    assert!(
+        status["metrics"]["proxies_reporting"].as_u64() >= Some(1),
+        "{status}"
+    );
+
+    let text = ctl_ok(&cp, &["canary", "status", "web"]).await;
+    assert!(text.contains("web-v1") && text.contains("web-v2"), "{text}");
+    assert!(text.contains("100.00%"), "{text}");
+    assert!(!text.contains("no metrics"), "{text}");
+
+    let report = load.stop().await;
+    report.assert_no_failures("load during canary status");
+}
