@@ -161,7 +161,7 @@ pub fn extract(samples: &[prometheus::Sample]) -> BTreeMap<String, BackendCounts
             if s.label("code").is_some_and(|c| c.starts_with('5')) {
                 entry.errors += s.value;
             }
-        } else if let Some(le) = s.label("le").and_then(|le| parse_le(le)) {
+        } else if let Some(le) = s.label("le").and_then(parse_le) {
             entry.add_bucket(le, s.value);
         }
     }
