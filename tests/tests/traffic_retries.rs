@@ -49,15 +49,19 @@ async fn retries_recover_from_an_upstream_failing_thirty_percent() {
     wait_retry_policy(&proxy).await;
 
     let t = burst(proxy.outbound(), &Shot::get("http://web/"), 1000, 8).await;
-    assert_eq!(t.status(200), 1000, "every request recovered: {t:?}");
     let m = proxy.metrics().await;
+    // Concurrent requests interleave, so each attempt fails with about 30 % chance: with
+    // three retries a request fails only when all four attempts do, 0.3^4 = 0.8 % (8 of
+    // 1000 expected; without retries 300).
+    let failed = 1000 - t.status(200);
+    assert!(failed <= 25, "retries recover almost everything: {t:?}");
     let retries = m.value(
         "tandem_retries_total",
         &[("backend", "web-b"), ("reason", "policy")],
     );
     let upstream = flaky.requests();
     println!(
-        "30 % failing upstream: 1000/1000 ok, {retries} retries, {upstream} upstream requests"
+        "30 % failing upstream: {failed} of 1000 failed, {retries} retries, {upstream} upstream requests"
     );
     assert!(retries >= 300.0, "about 30 % were retried: {retries}");
     assert_eq!(
