@@ -451,18 +451,22 @@ pub fn plan(target: &Target<'_>, action: &Action) -> Result<Plan, CanaryError> {
 
     let mut documents = Vec::new();
     let mut routes = Vec::new();
+    let mut stale = Vec::new();
     for r in &attached {
         let carries = r["metadata"]["annotations"]
             .as_object()
             .is_some_and(|a| a.keys().any(|k| k.starts_with(ANNOTATION_PREFIX)));
         let mut doc = (*r).clone();
-        let edited = set_weights(&mut doc, target.namespace, &stable, &canary, percent);
-        if !edited && !carries {
-            continue;
+        if set_weights(&mut doc, target.namespace, &stable, &canary, percent) {
+            set_annotations(&mut doc, next.as_ref());
+            routes.push(route_id(&doc));
+            documents.push(doc);
+        } else if carries {
+            // A route that carried the canary but no longer routes it (edited by hand, or
+            // a new start with other backends) must not claim it any more.
+            set_annotations(&mut doc, None);
+            stale.push(doc);
         }
-        set_annotations(&mut doc, next.as_ref());
-        routes.push(route_id(&doc));
-        documents.push(doc);
     }
     if documents.is_empty() {
         if !attached.is_empty() {
@@ -488,6 +492,7 @@ pub fn plan(target: &Target<'_>, action: &Action) -> Result<Plan, CanaryError> {
         routes.push(route_id(&doc));
         documents.push(doc);
     }
+    documents.extend(stale);
     Ok(Plan {
         documents,
         state: next,
@@ -516,11 +521,7 @@ pub fn set_weights(
             continue;
         };
         let is = |r: &Value, name: &str| refers_to(r, &route_ns, namespace, name);
-        let names_stable = refs.iter().any(|r| is(r, stable));
-        let only_ours = refs.iter().all(|r| {
-            is(r, stable) || is(r, canary) || r.get("weight").and_then(Value::as_i64) == Some(0)
-        });
-        if !names_stable || !only_ours {
+        if !splits(refs, &route_ns, namespace, stable, canary) {
             continue;
         }
         any = true;
@@ -554,6 +555,17 @@ pub fn set_weights(
         }
     }
     any
+}
+
+/// Whether a rule with these backendRefs is a canary's to edit: it names the stable and
+/// sends traffic nowhere else than the stable and the canary (other backends at weight 0
+/// are deployed, not released, and do not count).
+fn splits(refs: &[Value], route_ns: &str, namespace: &str, stable: &str, canary: &str) -> bool {
+    let is = |r: &Value, name: &str| refers_to(r, route_ns, namespace, name);
+    refs.iter().any(|r| is(r, stable))
+        && refs.iter().all(|r| {
+            is(r, stable) || is(r, canary) || r.get("weight").and_then(Value::as_i64) == Some(0)
+        })
 }
 
 /// Replaces the canary annotations of `doc` with `state`'s (or removes them).
@@ -609,7 +621,7 @@ fn new_route(target: &Target<'_>, name: &str, stable: &str, canary: &str, percen
     })
 }
 
-/// The current weights of stable and canary in the first rule that carries them, if any.
+/// The current weights of stable and canary in the first rule a canary of them edits.
 pub fn observed_weights(
     target: &Target<'_>,
     stable: &str,
@@ -618,11 +630,12 @@ pub fn observed_weights(
     for r in target.attached() {
         let ns = route_namespace(r);
         for rule in r["spec"]["rules"].as_array().into_iter().flatten() {
-            let refs: Vec<&Value> = rule["backendRefs"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .collect();
+            let Some(refs) = rule["backendRefs"].as_array() else {
+                continue;
+            };
+            if !splits(refs, ns, target.namespace, stable, canary) {
+                continue;
+            }
             let weight = |name: &str| {
                 refs.iter()
                     .find(|b| refers_to(b, ns, target.namespace, name))
@@ -903,6 +916,31 @@ mod tests {
         ));
         // After an abort a new start is allowed.
         run(&routes, &start()).unwrap();
+    }
+
+    #[test]
+    fn a_route_that_no_longer_routes_the_canary_stops_claiming_it() {
+        let routes = vec![
+            route("a", "web", json!([{"backendRefs": [{"name": "web-v1"}]}])),
+            route("b", "web", json!([{"backendRefs": [{"name": "web-v1"}]}])),
+        ];
+        let p = run(&routes, &start()).unwrap();
+        let mut routes = applied(&routes, &p);
+        // Someone points route b elsewhere by hand.
+        routes[1]["spec"]["rules"][0]["backendRefs"] = json!([{"name": "other"}]);
+        let p = run(&routes, &Action::Step {}).unwrap();
+        assert_eq!(p.routes, vec!["default/a"]);
+        assert_eq!(p.documents.len(), 2);
+        assert!(p.documents[1]["metadata"].get("annotations").is_none());
+        assert_eq!(weights(&p.documents[1], 0), w(&[("other", 1)]));
+        // With no route left to edit, an action says so instead of pretending.
+        let routes = applied(&routes, &p);
+        let mut gone = routes.clone();
+        gone[0]["spec"]["rules"][0]["backendRefs"] = json!([{"name": "other"}]);
+        assert!(matches!(
+            run(&gone, &Action::Step {}),
+            Err(CanaryError::Conflict(m)) if m.contains("add such a rule")
+        ));
     }
 
     #[test]

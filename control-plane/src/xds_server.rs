@@ -199,3 +199,40 @@ fn report(store: &Store, node: &str, ads: &AdsStream, admin_addr: Option<SocketA
         admin_addr,
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use tandem_xds::envoy_types::pb::google::protobuf::{Struct, Value};
+
+    use super::*;
+
+    fn node(admin: Option<&str>) -> Node {
+        Node {
+            id: "n".into(),
+            metadata: admin.map(|a| Struct {
+                fields: [(
+                    ADMIN_ADDR_METADATA.to_string(),
+                    Value {
+                        kind: Some(value::Kind::StringValue(a.into())),
+                    },
+                )]
+                .into_iter()
+                .collect(),
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_admin_address_comes_from_the_node_metadata() {
+        let peer: SocketAddr = "10.0.0.7:40000".parse().unwrap();
+        let got = |admin| announced_admin_addr(&node(admin), Some(peer));
+        assert_eq!(got(Some("127.0.0.1:15000")), "127.0.0.1:15000".parse().ok());
+        // Listening on every interface: reach it where its xDS stream came from.
+        assert_eq!(got(Some("0.0.0.0:15000")), "10.0.0.7:15000".parse().ok());
+        assert_eq!(got(Some("[::]:15000")), "10.0.0.7:15000".parse().ok());
+        assert_eq!(got(Some("not an address")), None);
+        assert_eq!(got(None), None);
+        assert_eq!(announced_admin_addr(&node(Some("0.0.0.0:1")), None), None);
+    }
+}
