@@ -238,6 +238,7 @@ async fn canary_status_reports_rates_for_both_backends_from_the_proxies_metrics(
     );
 
     let text = ctl_ok(&cp, &["canary", "status", "web"]).await;
+    eprintln!("tandemctl canary status web:\n{text}");
     assert!(text.contains("web-v1") && text.contains("web-v2"), "{text}");
     assert!(text.contains("100.00%"), "{text}");
     assert!(!text.contains("no metrics"), "{text}");

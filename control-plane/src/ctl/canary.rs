@@ -272,10 +272,11 @@ fn status_text(a: &Value) -> String {
             s(&m["proxies_scraped"])
         ));
     } else {
+        let n = m["proxies_reporting"].as_u64().unwrap_or(0);
         out.push_str(&format!(
-            "metrics: last {}s from {} proxies\n",
-            s(&m["window_seconds"]),
-            s(&m["proxies_reporting"])
+            "metrics: last {:.0} s, {n} {} reporting\n",
+            m["window_seconds"].as_f64().unwrap_or(0.0),
+            if n == 1 { "proxy" } else { "proxies" }
         ));
     }
     out
@@ -321,5 +322,13 @@ mod tests {
         assert!(text.contains("web-v1   stable  95"), "{text}");
         assert!(text.contains("100.00%") && text.contains("4.2ms"), "{text}");
         assert!(text.contains("no metrics from proxies yet"), "{text}");
+        let mut reporting = status.clone();
+        reporting["metrics"] =
+            json!({"window_seconds": 30.0, "proxies_scraped": 1, "proxies_reporting": 1});
+        let text = status_text(&reporting);
+        assert!(
+            text.ends_with("metrics: last 30 s, 1 proxy reporting\n"),
+            "{text}"
+        );
     }
 }
