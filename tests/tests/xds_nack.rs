@@ -16,7 +16,9 @@ use tandem_tests::{eventually, Proxy};
 use tandem_xds::convert::{to_snapshot, ENDPOINT_TYPE, ROUTE_TYPE};
 use tandem_xds::domain::{AppProtocol, Endpoint, MeshConfig, Service, ServicePort, ServiceRef};
 use tandem_xds::envoy::discovery::DiscoveryRequest;
-use tandem_xds::envoy_types::pb::envoy::config::route::v3::{route, route_match, RedirectAction};
+use tandem_xds::envoy_types::pb::envoy::config::route::v3::{
+    route, route_match, NonForwardingAction,
+};
 use tandem_xds::envoy_types::pb::envoy::r#type::matcher::v3::RegexMatcher;
 
 const STEP: Duration = Duration::from_secs(15);
@@ -119,15 +121,16 @@ async fn xds_invalid_resource_on_the_wire_is_nacked_and_the_old_config_keeps_ser
     );
     assert_eq!(proxy.config_version().await, version_before);
 
-    // Version 3: an action Tandem does not support (a redirect).
+    // Version 3: an action Tandem does not support (a non-forwarding action).
     let v3 = edit_route_config(&v1, "3", &rc, |rc| {
-        rc.virtual_hosts[0].routes[0].action =
-            Some(route::Action::Redirect(RedirectAction::default()));
+        rc.virtual_hosts[0].routes[0].action = Some(route::Action::NonForwardingAction(
+            NonForwardingAction::default(),
+        ));
     });
     fake.publish(v3);
     let nack = fake
         .wait_request(STEP, "a RouteConfiguration NACK of version 3", |r| {
-            is_route_nack(r, "redirect")
+            is_route_nack(r, "non_forwarding_action")
         })
         .await;
     assert_eq!(nack.version_info, "1", "{}", describe(&nack));

@@ -79,14 +79,23 @@ impl Cluster {
         policy: CallPolicy,
         state: Arc<ClusterState>,
     ) -> Self {
+        let now = now_nanos();
         let endpoints: Vec<Arc<EndpointState>> = match state.endpoints.lock() {
             Ok(mut known) => {
+                let peers = known.len();
+                let average = (peers > 0)
+                    .then(|| known.values().map(|e| e.latency(now)).sum::<f64>() / peers as f64);
                 let eps: Vec<_> = endpoints
                     .iter()
                     .map(|a| {
                         known
                             .entry(*a)
-                            .or_insert_with(|| Arc::new(EndpointState::new(*a)))
+                            .or_insert_with(|| {
+                                Arc::new(match average {
+                                    Some(avg) => EndpointState::with_latency(*a, avg),
+                                    None => EndpointState::new(*a),
+                                })
+                            })
                             .clone()
                     })
                     .collect();
@@ -99,7 +108,6 @@ impl Cluster {
                 .collect(),
         };
         // Endpoints removed while ejected must not hold ejection places.
-        let now = now_nanos();
         let ejected = endpoints
             .iter()
             .filter(|e| e.is_ejected(now, || {}))
@@ -162,7 +170,9 @@ impl Cluster {
         let (a, b) = (get(i), get(j));
         let a_better = match self.policy.lb {
             LoadBalancer::LeastRequest => a.in_flight() <= b.in_flight(),
-            _ => a.ewma_cost(now) <= b.ewma_cost(now),
+            // Costs within 1 % are a tie, left to the random order of `a` and `b`: float
+            // noise must not decide, or equal endpoints would not share the traffic.
+            _ => a.ewma_cost(now) <= b.ewma_cost(now) * 1.01,
         };
         if a_better {
             a
@@ -260,5 +270,37 @@ mod tests {
             c.state.clone(),
         );
         assert!((0..10).all(|_| again.pick(None).unwrap().addr.port() != 2));
+    }
+
+    #[test]
+    fn a_joining_endpoint_starts_at_its_peers_average_latency() {
+        let state: Arc<ClusterState> = Arc::default();
+        let a = SocketAddr::from(([127, 0, 0, 1], 1));
+        let b = SocketAddr::from(([127, 0, 0, 1], 2));
+        let one = Cluster::new(
+            "c",
+            "c",
+            Protocol::Http1,
+            &[a],
+            CallPolicy::default(),
+            state.clone(),
+        );
+        one.endpoints[0].observe_latency(Duration::from_micros(300), now_nanos());
+        let two = Cluster::new(
+            "c",
+            "c",
+            Protocol::Http1,
+            &[a, b],
+            CallPolicy::default(),
+            state,
+        );
+        let now = now_nanos();
+        let (la, lb) = (two.endpoints[0].latency(now), two.endpoints[1].latency(now));
+        assert!((lb - la).abs() < la * 0.01, "new {lb} vs peer {la}");
+        // Equal latencies share the traffic.
+        let to_b = (0..1000)
+            .filter(|_| two.pick(None).unwrap().addr == b)
+            .count();
+        assert!((300..=700).contains(&to_b), "{to_b}");
     }
 }

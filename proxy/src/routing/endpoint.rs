@@ -83,11 +83,18 @@ pub struct EndpointState {
 impl EndpointState {
     /// A fresh endpoint: nothing in flight, default latency, healthy.
     pub fn new(addr: SocketAddr) -> Self {
+        Self::with_latency(addr, DEFAULT_RTT.as_nanos() as f64)
+    }
+
+    /// A fresh endpoint assumed to answer in `latency` nanoseconds: an endpoint joining a
+    /// cluster starts at its peers' average, so it neither starves (a pessimistic default
+    /// above the peers' latency would never be picked at low load) nor takes a burst.
+    pub fn with_latency(addr: SocketAddr, latency: f64) -> Self {
         EndpointState {
             addr,
             in_flight: AtomicU32::new(0),
             ewma: Mutex::new(Ewma {
-                cost: DEFAULT_RTT.as_nanos() as f64,
+                cost: latency,
                 stamp: now_nanos(),
             }),
             consecutive_5xx: AtomicU32::new(0),
@@ -112,14 +119,18 @@ impl EndpointState {
     /// The peak-EWMA load score: decayed latency times (requests in flight + 1). Lower is
     /// better. An endpoint that answered slowly a while ago slowly earns its way back.
     pub fn ewma_cost(&self, now: u64) -> f64 {
-        let latency = match self.ewma.lock() {
+        self.latency(now) * f64::from(self.in_flight() + 1)
+    }
+
+    /// The latency estimate (nanoseconds), decayed by the time since the last response.
+    pub fn latency(&self, now: u64) -> f64 {
+        match self.ewma.lock() {
             Ok(e) => {
                 let idle = now.saturating_sub(e.stamp) as f64;
                 e.cost * (-idle / EWMA_DECAY.as_nanos() as f64).exp()
             }
             Err(_) => DEFAULT_RTT.as_nanos() as f64,
-        };
-        latency * f64::from(self.in_flight() + 1)
+        }
     }
 
     /// Records a response latency: a slower response than the average replaces it at once
