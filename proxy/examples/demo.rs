@@ -81,6 +81,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         admin_addr: "127.0.0.1:15000".parse()?,
         app_port: a.port(),
         log: "info".into(),
+        retry_buffer_bytes: None,
         workers: None,
     };
     let result = tandem_proxy::run::run(args).await;

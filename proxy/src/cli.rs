@@ -49,6 +49,11 @@ pub struct Args {
     #[arg(long, env = "TANDEM_LOG", default_value = "info")]
     pub log: String,
 
+    /// Request body bytes kept so that a retry can resend them (control-plane mode; a
+    /// config file sets `limits.retry_buffer_bytes`). Default 65536.
+    #[arg(long, env = "TANDEM_RETRY_BUFFER_BYTES")]
+    pub retry_buffer_bytes: Option<usize>,
+
     /// Runtime worker threads (default: one per CPU).
     #[arg(long, env = "TANDEM_WORKERS")]
     pub workers: Option<usize>,

@@ -150,7 +150,17 @@ pub async fn run(args: Args) -> Result<(), StartupError> {
     let mut int = signal(SignalKind::interrupt()).ok();
     let hup = signal(SignalKind::hangup()).ok();
     let mode = Mode::from_args(&args)?;
-    let config = mode.config()?;
+    let mut config = mode.config()?;
+    match (&mode, args.retry_buffer_bytes) {
+        (Mode::Xds(_), Some(bytes)) => config.limits.retry_buffer_bytes = bytes,
+        // A reload re-reads the file, so a flag beside it would silently stop applying.
+        (Mode::Static { .. }, Some(_)) => {
+            return Err(StartupError::Usage(
+                "--retry-buffer-bytes is for --control-plane mode; with --config set limits.retry_buffer_bytes",
+            ))
+        }
+        _ => {}
+    }
     let path = mode.describe();
     let metrics = Metrics::new()?;
     metrics.set_config_version(1);

@@ -165,3 +165,102 @@ async fn a_post_that_never_reached_an_endpoint_is_sent_to_another() {
         "each POST reached the live endpoint exactly once"
     );
 }
+
+/// A route for `web` → `web-b` retrying 503 once, for POST too when `non_idempotent`.
+fn post_retry_route(non_idempotent: bool) -> String {
+    let annotation = if non_idempotent {
+        "\n  annotations: { retry.tandem.dev/non-idempotent: \"true\" }"
+    } else {
+        ""
+    };
+    format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\n\
+         metadata:\n  name: web-retry\n  namespace: default{annotation}\nspec:\n\
+         \x20 parentRefs: [{{ kind: Service, name: web }}]\n\
+         \x20 rules:\n    - backendRefs: [{{ name: web-b, port: 80 }}]\n      retry: {{ codes: [503], attempts: 1, backoff: 1ms }}\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_are_replayed_from_a_bounded_buffer_and_post_needs_the_routes_consent() {
+    // Every second request fails: with one client at a time, a failed first attempt's
+    // retry is the next request, which succeeds.
+    let flaky = HttpServer::builder("web-b").fail_ratio(0.5).start().await;
+    let cp = ControlPlane::start().await;
+    cp.apply_ok(&docs(&[
+        service("web"),
+        service("web-b"),
+        endpoint("web-b", flaky.addr()),
+        post_retry_route(true),
+    ]))
+    .await;
+    let proxy = Proxy::start_xds(
+        cp.xds(),
+        "client",
+        &["--workers", "1", "--retry-buffer-bytes", "1024"],
+    )
+    .await;
+    wait_dump(&proxy, PROPAGATION, "the POST retry policy", |d| {
+        routes_of(d, "web")
+            .first()
+            .is_some_and(|r| r["retry"]["idempotent_only"] == false)
+    })
+    .await;
+    let c = tandem_tests::client::http1(proxy.outbound());
+    let post = |body: Vec<u8>| {
+        let c = c.clone();
+        async move {
+            let req = tandem_tests::client::request(
+                "POST",
+                "http://web/orders",
+                tandem_tests::client::full(body),
+            );
+            tandem_tests::within(
+                tandem_tests::STEP_TIMEOUT,
+                "POST",
+                tandem_tests::client::send(&c, req),
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let small = b"x".repeat(600);
+    let big = b"y".repeat(4096);
+    // Request 1 succeeds; request 2 fails and its retry (request 3) succeeds with the
+    // same body, replayed from the buffer.
+    let first = post(small.clone()).await;
+    assert_eq!(first.status(), 200);
+    let replayed = post(small.clone()).await;
+    assert_eq!(replayed.status(), 200, "{replayed:?}");
+    assert_eq!(
+        replayed.body().as_ref(),
+        small.as_slice(),
+        "the retry carried the whole body"
+    );
+    assert_eq!(flaky.requests(), 3);
+    // Request 4 fails; a body over the 1024-byte buffer cannot be replayed: no retry.
+    let too_big = post(big).await;
+    assert_eq!(too_big.status(), 503, "{too_big:?}");
+    assert_eq!(flaky.requests(), 4);
+
+    // Without the route's consent, a failed POST is not retried.
+    cp.apply_ok(&post_retry_route(false)).await;
+    wait_dump(
+        &proxy,
+        PROPAGATION,
+        "the idempotent-only retry policy",
+        |d| {
+            routes_of(d, "web")
+                .first()
+                .is_some_and(|r| r["retry"]["idempotent_only"] == true)
+        },
+    )
+    .await;
+    assert_eq!(post(small.clone()).await.status(), 200, "request 5");
+    assert_eq!(
+        post(small).await.status(),
+        503,
+        "request 6 fails and stays failed"
+    );
+    assert_eq!(flaky.requests(), 6);
+}
