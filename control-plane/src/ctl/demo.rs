@@ -187,6 +187,8 @@ async fn run_in(work: &Path, cp_bin: &Path, proxy_bin: &Path) -> Result<(), CtlE
     println!("  {ctl} get routes");
     println!("  {ctl} history");
     println!("  edit the split: {ctl} apply -f your-route.yaml");
+    println!("  a canary release: {ctl} canary start web --stable web-v1 --canary web-v2");
+    println!("    then: {ctl} canary status web | canary step web | canary abort web");
     println!("Logs: {}", work.display());
     println!("Ctrl-C stops everything.");
     let _ = tokio::signal::ctrl_c().await;
