@@ -8,6 +8,9 @@
 # reported with ratios to direct and to the better of nginx and HAProxy.
 # See docs/benchmarks.md for what is measured and why.
 #
+# Targets: direct, tandem (static config, no routes), tandem-routed (xDS from a real
+# tandem-control-plane: a 20-rule HTTPRoute whose last rule splits 90/10), nginx, haproxy.
+#
 # Usage: benches/run.sh [--quick] [--runs N] [--targets direct,tandem,nginx,haproxy]
 #                       [--duration S] [--lat-duration S] [--rate N] [--wait-idle S]
 #                       [--retries N] [--no-install]
@@ -29,6 +32,7 @@ H2_CONNS=10          # h2load connections ...
 H2_STREAMS=10        # ... times concurrent streams each
 WORKERS=2            # worker processes/threads for each proxy and the upstream (= cores)
 HOST=bench           # Host / :authority sent to every target; tandem's service name
+ROUTED_RULES=20      # tandem-routed: rules in its HTTPRoute (the last one is the 90/10 split)
 TARGETS=direct,tandem,nginx,haproxy
 INSTALL=1
 WAIT_IDLE=120        # before each measurement, wait up to this long for compilers to finish
@@ -36,7 +40,7 @@ RETRIES=2            # repeat a measurement that overlapped compiler activity, a
 LAG_LIMIT_US=500     # latency runs whose generator lagged more than this at p99 are repeated
 
 usage() {
-    sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
     exit "${1:-0}"
 }
 
@@ -74,8 +78,10 @@ die() { log "error: $*"; exit 1; }
 has_target() { [[ ",$TARGETS," == *",$1,"* ]]; }
 
 for t in "${TARGET_LIST[@]}"; do
-    case "$t" in direct|tandem|nginx|haproxy) ;; *) die "unknown target '$t'" ;; esac
+    case "$t" in direct|tandem|tandem-routed|nginx|haproxy) ;; *) die "unknown target '$t'" ;; esac
 done
+# Whether any target runs tandem-proxy (static or routed).
+has_tandem() { has_target tandem || has_target tandem-routed; }
 
 # ---------------------------------------------------------------- cleanup
 PIDS=()
@@ -107,6 +113,7 @@ ensure_tools() {
     command -v h2load >/dev/null || { missing+=(h2load); pkgs+=(nghttp2-client); }
     command -v curl >/dev/null || { missing+=(curl); pkgs+=(curl); }
     if has_target nginx; then command -v nginx >/dev/null || { missing+=(nginx); pkgs+=(nginx); }; fi
+    if has_target tandem-routed; then command -v python3 >/dev/null || { missing+=(python3); pkgs+=(python3); }; fi
     if has_target haproxy; then command -v haproxy >/dev/null || { missing+=(haproxy); pkgs+=(haproxy); }; fi
     [[ ${#missing[@]} == 0 ]] && return 0
     [[ $INSTALL == 1 ]] || die "missing ${missing[*]} (run without --no-install, or apt-get install ${pkgs[*]})"
@@ -279,7 +286,7 @@ measured() {
 }
 
 # ---------------------------------------------------------------- targets
-declare -A URL H2URL MAIN_PID
+declare -A URL H2URL MAIN_PID ADMIN
 
 start_upstream() {
     "$BIN/bench-upstream" --addr 127.0.0.1:0 --workers "$WORKERS" \
@@ -293,6 +300,35 @@ start_upstream() {
     log "upstream at $UPSTREAM (pid ${MAIN_PID[upstream]})"
 }
 
+# spawn_tandem NAME ARGS...: starts tandem-proxy as target NAME with ARGS (its config source)
+# and the settings every tandem target shares: loopback listeners on port 0, `--log warn`, and
+# the same thread count as nginx's workers and HAProxy's threads. Waits for its ready line;
+# sets URL, H2URL, MAIN_PID and ADMIN for NAME.
+spawn_tandem() {
+    local name=$1 ready out
+    shift
+    "$TANDEM" "$@" --outbound-addr 127.0.0.1:0 --inbound-addr 127.0.0.1:0 \
+        --admin-addr 127.0.0.1:0 --log warn "${TANDEM_FLAGS[@]}" \
+        >"$WORK/$name.log" 2>"$WORK/$name.err.log" &
+    PIDS+=($!)
+    MAIN_PID[$name]=$!
+    ready=$(wait_line "$WORK/$name.log" '^tandem-proxy ready' 20) \
+        || { cat "$WORK/$name.err.log" >&2; die "$name: tandem-proxy printed no ready line"; }
+    out=$(sed -E 's/.* outbound=([^ ]+).*/\1/' <<<"$ready")
+    ADMIN[$name]=$(sed -E 's/.* admin=([^ ]+).*/\1/' <<<"$ready")
+    URL[$name]="http://$out/"
+    H2URL[$name]="http://$out/"
+}
+
+# check_tandem NAME: both HTTP/1.1 and h2c (prior knowledge) reach the upstream through it.
+check_tandem() {
+    local name=$1 out
+    wait_http "${URL[$name]}" 5 || die "$name does not proxy to the upstream (GET ${URL[$name]} with Host: $HOST)"
+    wait_http "${H2URL[$name]}" 5 h2 || die "$name does not proxy h2c (prior knowledge, :authority $HOST)"
+    out=${URL[$name]#http://}
+    log "$name: tandem-proxy outbound at ${out%/}, h1 and h2c (pid ${MAIN_PID[$name]}, ${TANDEM_FLAGS[*]:-default threads})"
+}
+
 start_tandem() {
     cat >"$WORK/tandem.yaml" <<EOF
 service: bench-client
@@ -303,23 +339,143 @@ services:
 timeouts:
   shutdown_grace: 1s
 EOF
-    local extra=()
-    # Same thread count as nginx's workers and HAProxy's threads, where the flag exists.
-    "$TANDEM" --help 2>/dev/null | grep -q -- '--workers' && extra=(--workers "$WORKERS")
-    "$TANDEM" --config "$WORK/tandem.yaml" --outbound-addr 127.0.0.1:0 \
-        --inbound-addr 127.0.0.1:0 --admin-addr 127.0.0.1:0 --log warn "${extra[@]}" \
-        >"$WORK/tandem.log" 2>"$WORK/tandem.err.log" &
+    spawn_tandem tandem --config "$WORK/tandem.yaml"
+    check_tandem tandem
+}
+
+# The mesh tandem-routed runs on: service $HOST (no endpoints of its own) with an HTTPRoute of
+# ROUTED_RULES rules. The first 19 never match the benchmark's requests (GET / with only Host
+# and the load tools' own headers), so each is evaluated and fails for every request: other
+# path prefixes and exact paths, header, method and query matches on `/`, two regexes. Gateway
+# API precedence keeps them all ahead of the last rule, which has no match (everything) and
+# splits 90/10 between $HOST-v1 and $HOST-v2. Both backends' only endpoint is the one
+# bench-upstream every target uses, so the upstream side is the same as for the others.
+routed_mesh() {
+    local svc
+    for svc in "$HOST" "$HOST-v1" "$HOST-v2"; do
+        cat <<EOF
+apiVersion: tandem.dev/v1alpha1
+kind: Service
+metadata: { name: $svc }
+spec: { ports: [ { port: 80, protocol: detect } ] }
+---
+EOF
+    done
+    for svc in "$HOST-v1" "$HOST-v2"; do
+        cat <<EOF
+apiVersion: tandem.dev/v1alpha1
+kind: Endpoint
+metadata: { namespace: default }
+spec: { service: $svc, address: "$UPSTREAM", labels: { version: ${svc##*-} } }
+---
+EOF
+    done
+    cat <<EOF
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: { name: $HOST-routes }
+spec:
+  parentRefs: [ { kind: Service, name: $HOST, port: 80 } ]
+  rules:
+    - matches: [ { path: { type: PathPrefix, value: /api/v1/users } } ]
+      backendRefs: [ { name: $HOST-v1, port: 80 } ]
+    - matches: [ { path: { type: PathPrefix, value: /api/v1/orders }, method: POST } ]
+      backendRefs: [ { name: $HOST-v1, port: 80 } ]
+    - matches: [ { path: { type: Exact, value: /healthz } } ]
+      backendRefs: [ { name: $HOST-v1, port: 80 } ]
+    - matches: [ { path: { type: Exact, value: /login }, method: POST } ]
+      backendRefs: [ { name: $HOST-v1, port: 80 } ]
+    - matches: [ { headers: [ { name: x-canary, value: "1" } ] } ]
+      backendRefs: [ { name: $HOST-v2, port: 80 } ]
+    - matches: [ { headers: [ { name: x-tenant, value: beta } ] } ]
+      backendRefs: [ { name: $HOST-v2, port: 80 } ]
+    - matches: [ { path: { type: PathPrefix, value: /static } } ]
+      backendRefs: [ { name: $HOST-v1, port: 80 } ]
+    - matches: [ { path: { type: PathPrefix, value: /admin }, headers: [ { type: RegularExpression, name: x-admin-token, value: "[0-9a-f]{32}" } ] } ]
+      backendRefs: [ { name: $HOST-v1, port: 80 } ]
+    - matches: [ { path: { type: RegularExpression, value: "/items/[0-9]+" } } ]
+      backendRefs: [ { name: $HOST-v1, port: 80 } ]
+    - matches: [ { queryParams: [ { name: debug, value: "1" } ] } ]
+      backendRefs: [ { name: $HOST-v2, port: 80 } ]
+    - matches: [ { path: { type: PathPrefix, value: /grpc.health.v1.Health }, method: POST } ]
+      backendRefs: [ { name: $HOST-v1, port: 80 } ]
+    - matches: [ { path: { type: PathPrefix, value: /reviews }, headers: [ { name: x-user, value: jason } ] } ]
+      backendRefs: [ { name: $HOST-v2, port: 80 } ]
+    - matches: [ { path: { type: PathPrefix, value: /v2 } } ]
+      backendRefs: [ { name: $HOST-v2, port: 80 } ]
+    - matches: [ { method: DELETE } ]
+      backendRefs: [ { name: $HOST-v1, port: 80 } ]
+    - matches: [ { headers: [ { name: x-version, value: v2 } ] } ]
+      backendRefs: [ { name: $HOST-v2, port: 80 } ]
+    - matches: [ { path: { type: PathPrefix, value: /search }, queryParams: [ { type: RegularExpression, name: q, value: ".+" } ] } ]
+      backendRefs: [ { name: $HOST-v1, port: 80 } ]
+    - matches: [ { path: { type: PathPrefix, value: /ws }, headers: [ { name: upgrade, value: websocket } ] } ]
+      backendRefs: [ { name: $HOST-v1, port: 80 } ]
+    - matches: [ { method: GET, headers: [ { name: x-debug, value: "true" } ] } ]
+      backendRefs: [ { name: $HOST-v2, port: 80 } ]
+    - matches: [ { path: { type: PathPrefix, value: /internal }, headers: [ { name: x-mesh-internal, value: "1" } ] } ]
+      backendRefs: [ { name: $HOST-v1, port: 80 } ]
+    - backendRefs:
+        - { name: $HOST-v1, port: 80, weight: 90 }
+        - { name: $HOST-v2, port: 80, weight: 10 }
+EOF
+}
+
+# routed_view ADMIN: "routes=N split=C1:W1,C2:W2 endpoints=E1,E2" for $HOST from the proxy's
+# /config_dump (the last route's clusters and their endpoint counts), or nothing while the
+# config is incomplete.
+routed_view() {
+    curl -s --max-time 2 "http://$1/config_dump" 2>/dev/null | python3 -c '
+import json, sys
+try:
+    d = json.load(sys.stdin)["routes"]
+    routes = d["route_configs"][d["listeners"][sys.argv[1]]]
+    last = routes[-1]["clusters"]
+    eps = [len(d["clusters"][c["cluster"]]["endpoints"]) for c in last]
+    print("routes=%d split=%s endpoints=%s" % (len(routes),
+        ",".join("%s:%d" % (c["cluster"], c["weight"]) for c in last), ",".join(map(str, eps))))
+except Exception:
+    pass
+' "$HOST"
+}
+
+# tandem-routed: the real control plane, the mesh above applied with tandemctl, and
+# tandem-proxy in xDS mode as the sidecar of a client service.
+start_tandem_routed() {
+    local ready api xds view="" i
+    "$CONTROL_PLANE" --data-dir "$WORK/cp-data" --api-addr 127.0.0.1:0 --xds-addr 127.0.0.1:0 \
+        --log warn >"$WORK/control-plane.log" 2>"$WORK/control-plane.err.log" &
     PIDS+=($!)
-    MAIN_PID[tandem]=$!
-    local ready out
-    ready=$(wait_line "$WORK/tandem.log" '^tandem-proxy ready' 15) \
-        || { cat "$WORK/tandem.err.log" >&2; die "tandem-proxy printed no ready line"; }
-    out=$(sed -E 's/.* outbound=([^ ]+).*/\1/' <<<"$ready")
-    URL[tandem]="http://$out/"
-    H2URL[tandem]="http://$out/"
-    wait_http "${URL[tandem]}" 5 || die "tandem-proxy does not proxy to the upstream (GET ${URL[tandem]} with Host: $HOST)"
-    wait_http "${H2URL[tandem]}" 5 h2 || die "tandem-proxy does not proxy h2c (prior knowledge, :authority $HOST)"
-    log "tandem-proxy outbound at $out, h1 and h2c (pid ${MAIN_PID[tandem]}, ${extra[*]:-default threads})"
+    MAIN_PID[control-plane]=$!
+    ready=$(wait_line "$WORK/control-plane.log" '^tandem-control-plane ready' 20) \
+        || { cat "$WORK/control-plane.err.log" >&2; die "tandem-control-plane printed no ready line"; }
+    api=$(sed -E 's/.* api=([^ ]+).*/\1/' <<<"$ready")
+    xds=$(sed -E 's/.* xds=([^ ]+).*/\1/' <<<"$ready")
+    routed_mesh >"$WORK/routed-mesh.yaml"
+    "$TANDEMCTL" --api "http://$api" --token-file "$WORK/cp-data/admin-token" \
+        apply -f "$WORK/routed-mesh.yaml" >"$WORK/tandemctl-apply.log" 2>&1 \
+        || { cat "$WORK/tandemctl-apply.log" >&2; die "tandemctl apply of the routed mesh failed"; }
+    log "control plane api=$api xds=$xds (pid ${MAIN_PID[control-plane]}); applied routed-mesh.yaml"
+    spawn_tandem tandem-routed --control-plane "$xds" --service client
+    # Ready means a complete config; wait (bounded) until it holds the whole route table.
+    for ((i = 0; i < 100; i++)); do
+        view=$(routed_view "${ADMIN[tandem-routed]}")
+        [[ $view == "routes=$ROUTED_RULES split="*":90,"*":10 endpoints=1,1" ]] && break
+        sleep 0.1
+    done
+    [[ $view == "routes=$ROUTED_RULES split="*":90,"*":10 endpoints=1,1" ]] \
+        || die "tandem-routed: route table not in /config_dump after 10 s (${view:-nothing}); see $RAW/tandem-routed.err.log"
+    log "tandem-routed config: $view"
+    check_tandem tandem-routed
+}
+
+# routed_split: the share of tandem-routed's requests each backend got, from its /metrics
+# (tandem_requests_total by `backend`), e.g. "bench-v1=90.0% bench-v2=10.0%".
+routed_split() {
+    curl -s --max-time 2 "http://${ADMIN[tandem-routed]}/metrics" 2>/dev/null | awk '
+        /^tandem_requests_total\{/ && match($0, /backend="[^"]*"/) {
+            b = substr($0, RSTART + 9, RLENGTH - 10); n[b] += $NF; t += $NF }
+        END { for (b in n) printf "%s=%.1f%% ", b, 100 * n[b] / t }'
 }
 
 start_nginx() {
@@ -419,15 +575,18 @@ EOF
 run_closed() {
     local round=$1 t=$2 kind=$3
     local raw="$RAW/$kind-$t-r$round.txt"
-    local pids up_pids c0 c1 u0 u1 reqs rps errs
+    local pids up_pids cp_pids=() c0 c1 u0 u1 p0 p1 reqs rps errs
     # shellcheck disable=SC2207
     pids=($(pids_of "$t"))
     # shellcheck disable=SC2207
     up_pids=($(pids_of upstream))
     [[ $t == direct ]] && pids=()
+    # tandem-routed's control plane: not on the data path, but it shares the cores.
+    # shellcheck disable=SC2207
+    [[ $t == tandem-routed ]] && cp_pids=($(pids_of control-plane))
     wait_quiet
     start_sampler "${pids[@]}"
-    c0=$(cpu_ticks "${pids[@]}"); u0=$(cpu_ticks "${up_pids[@]}")
+    c0=$(cpu_ticks "${pids[@]}"); u0=$(cpu_ticks "${up_pids[@]}"); p0=$(cpu_ticks "${cp_pids[@]}")
     if [[ $kind == h1 ]]; then
         timeout $((DURATION + 30)) wrk -t"$H1_THREADS" -c"$H1_CONNS" -d"${DURATION}s" \
             -H "Host: $HOST" "${URL[$t]}" >"$raw" 2>&1 || true
@@ -435,7 +594,7 @@ run_closed() {
         timeout $((DURATION + 30)) h2load -t"$H2_THREADS" -c"$H2_CONNS" -m"$H2_STREAMS" \
             -D "$DURATION" -H ":authority: $HOST" "${H2URL[$t]}" >"$raw" 2>&1 || true
     fi
-    c1=$(cpu_ticks "${pids[@]}"); u1=$(cpu_ticks "${up_pids[@]}")
+    c1=$(cpu_ticks "${pids[@]}"); u1=$(cpu_ticks "${up_pids[@]}"); p1=$(cpu_ticks "${cp_pids[@]}")
     stop_sampler
     record "$round" "$t" "${kind}_busy" "$BUSY_MAX"
     DISTURBED=""
@@ -460,6 +619,7 @@ run_closed() {
     local cpu_us up_us rss_max=$RSS_MAX split="" split_u split_s
     up_us=$(per_req "$u0" "$u1" "$reqs" | cut -d' ' -f1)
     record "$round" "$t" "${kind}_upstream_cpu_us" "$up_us"
+    [[ ${#cp_pids[@]} == 0 ]] || record "$round" "$t" "${kind}_cp_cpu_us" "$(per_req "$p0" "$p1" "$reqs" | cut -d' ' -f1)"
     if [[ ${#pids[@]} -gt 0 ]]; then
         read -r cpu_us split_u split_s <<<"$(per_req "$c0" "$c1" "$reqs")"
         split="${split_u}+${split_s}"
@@ -535,6 +695,12 @@ summarize() {
         function ratio(t, k, base) { return (t != "direct" || base == "direct") && base != "" && has(t, k) && has(base, k) && m[base, k] > 0 ? fmt(m[t, k] / m[base, k], 2) "×" : "—" }
         # Latency added over direct, in ms.
         function added(t, k) { return (t != "direct" && has(t, k) && has("direct", k)) ? fmt((m[t, k] - m["direct", k]) / 1000, 3) : "—" }
+        # One row of the routing-overhead table: tandem, tandem-routed, difference, ratio.
+        function row(label, k, d, scale,    a, b) {
+            if (!has("tandem", k) || !has("tandem-routed", k)) return
+            a = m["tandem", k] / scale; b = m["tandem-routed", k] / scale
+            printf "| %s | %s | %s | %+." d "f | %s |\n", label, fmt(a, d), fmt(b, d), b - a, (a > 0 ? fmt(b / a, 3) "×" : "—")
+        }
         # The better of nginx and HAProxy for a metric (higher is better), or "".
         function best_of(k,    b) {
             b = ""
@@ -574,6 +740,25 @@ summarize() {
             }
             print ""
             print "Reference: upstream CPU per request " cell("direct", "h1_upstream_cpu_us", 1, 1) " µs (h1, direct); latency generator scheduling lag p50/p99 " cell("direct", "lat_lag_p50_us", 0, 1) "/" cell("direct", "lat_lag_p99_us", 0, 1) " µs (direct run; included in every latency, cancels in \"added\")."
+            if (has("tandem", "h1_rps") && has("tandem-routed", "h1_rps")) {
+                print ""
+                print "**Routing overhead**: tandem-routed (xDS from tandem-control-plane; an HTTPRoute of 20 rules, 19 evaluated and missed per request, the last splitting 90/10) against tandem (static config, no routes). Medians."
+                print ""
+                print "| figure | tandem | tandem-routed | routed − static | routed / static |"
+                print "| --- | ---: | ---: | ---: | ---: |"
+                row("HTTP/1.1 req/s", "h1_rps", 0, 1)
+                row("HTTP/2 req/s", "h2_rps", 0, 1)
+                row("CPU µs/req h1", "h1_cpu_us", 2, 1)
+                row("CPU µs/req h1, user", "h1_cpu_user_us", 2, 1)
+                row("CPU µs/req h1, system", "h1_cpu_sys_us", 2, 1)
+                row("CPU µs/req h2", "h2_cpu_us", 2, 1)
+                row("latency p50 (ms)", "lat_p50_us", 3, 1000)
+                row("latency p99 (ms)", "lat_p99_us", 3, 1000)
+                row("RSS idle (MB)", "rss_idle_kb", 1, 1024)
+                row("RSS under load (MB)", "h1_rss_load_kb", 1, 1024)
+                print ""
+                print "Share of tandem-routed'"'"'s requests sent to the 10 % backend over the whole run (its /metrics): " cell("tandem-routed", "split_v2_pct", 1, 1) " %. The control plane'"'"'s own CPU during the routed closed-loop runs (not counted above): " cell("tandem-routed", "h1_cp_cpu_us", 2, 1) " µs/req h1, " cell("tandem-routed", "h2_cp_cpu_us", 2, 1) " µs/req h2."
+            }
             # The targets from the issue: tandem against the better of nginx and HAProxy.
             if (!has("tandem", "h1_rps")) exit
             bestadd = ""
@@ -613,7 +798,10 @@ TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 BIN="$TARGET_DIR/release"
 TANDEM="$BIN/tandem-proxy"
 log "building (release)"
-if has_target tandem; then
+if has_target tandem-routed; then
+    cargo build --release -q -p tandem-proxy -p tandem-control-plane -p tandem-benches \
+        || die "cargo build failed; to benchmark without tandem: $0 --targets direct,nginx,haproxy"
+elif has_target tandem; then
     cargo build --release -q -p tandem-proxy -p tandem-benches \
         || die "cargo build failed; to benchmark without tandem-proxy: $0 --targets direct,nginx,haproxy"
 else
@@ -635,6 +823,7 @@ busy=$(compilers)
     echo "wrk: $(wrk -v 2>&1 | awk 'NR==1{print $2}')"
     echo "h2load: $(h2load --version 2>/dev/null | awk '{print $NF}')"
     echo "rustc: $(rustc --version)"
+    has_target tandem-routed && echo "tandem-routed: xDS from tandem-control-plane; HTTPRoute of $ROUTED_RULES rules, 19 evaluated and missed per request, the last splitting 90/10 between $HOST-v1 and $HOST-v2 (both: the one bench-upstream)"
     echo "settings: wrk -t$H1_THREADS -c$H1_CONNS; h2load -t$H2_THREADS -c$H2_CONNS -m$H2_STREAMS; latency $RATE req/s over $LAT_CONNS connections per target, ${LAT_DURATION}s after ${LAT_WARMUP}s warm-up per target, targets interleaved in ${LAT_CHUNK}s turns; $WORKERS workers per proxy and upstream"
 } >"$OUT/meta.txt"
 [[ $busy == 0 ]] || log "warning: $busy compiler processes are running; figures will be skewed"
@@ -643,12 +832,22 @@ busy=$(compilers)
 # swap or stop what is being measured.
 mkdir -p "$WORK/bin"
 cp "$BIN/bench-upstream" "$BIN/bench-load" "$WORK/bin/"
-has_target tandem && cp "$TANDEM" "$WORK/bin/"
+has_tandem && cp "$TANDEM" "$WORK/bin/"
+has_target tandem-routed && cp "$BIN/tandem-control-plane" "$BIN/tandemctl" "$WORK/bin/"
 BIN="$WORK/bin"
 TANDEM="$BIN/tandem-proxy"
+CONTROL_PLANE="$BIN/tandem-control-plane"
+TANDEMCTL="$BIN/tandemctl"
+# Flags every tandem target gets: the same thread count as nginx's workers and HAProxy's
+# threads, where the flag exists.
+TANDEM_FLAGS=()
+if has_tandem && "$TANDEM" --help 2>/dev/null | grep -q -- '--workers'; then
+    TANDEM_FLAGS=(--workers "$WORKERS")
+fi
 
 start_upstream
 has_target tandem && start_tandem
+has_target tandem-routed && start_tandem_routed
 has_target nginx && start_nginx
 has_target haproxy && start_haproxy
 
@@ -687,6 +886,14 @@ for t in "${TARGET_LIST[@]}"; do
     cat "$WORK/pending" >>"$TSV"; : >"$WORK/pending"
 done
 echo "loadavg after: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/meta.txt"
+if has_target tandem-routed; then
+    split=$(routed_split)
+    echo "tandem-routed split over the whole run: $split" >>"$OUT/meta.txt"
+    log "tandem-routed split over the whole run: $split"
+    v2=$(grep -oE "$HOST-v2=[0-9.]+" <<<"$split" | cut -d= -f2 || true)
+    record 0 tandem-routed split_v2_pct "${v2:-0}"
+    cat "$WORK/pending" >>"$TSV"; : >"$WORK/pending"
+fi
 
 summarize
 ln -sfn "$STAMP" "$ROOT/benches/results/latest"
