@@ -466,7 +466,66 @@ fn get_and_delete_policies_and_faults() {
     let unknown = cp.ctl(&["get", "gateways"]);
     let err = String::from_utf8_lossy(&unknown.stderr);
     assert!(
-        err.contains("use services, endpoints, routes, policies or faults"),
+        err.contains("use services, endpoints, routes, grpcroutes, policies or faults"),
         "{err}"
     );
+}
+
+const GRPC_ROUTE: &str = r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: { name: echo }
+spec:
+  parentRefs: [ { kind: Service, name: echo, port: 80 } ]
+  rules:
+    - matches: [ { method: { service: grpc.health.v1.Health, method: Check } } ]
+      backendRefs: [ { name: echo-v2, port: 80 } ]
+    - backendRefs:
+        - { name: echo-v1, port: 80, weight: 100 }
+        - { name: echo-v2, port: 80, weight: 0 }
+"#;
+
+#[test]
+fn grpc_routes_apply_get_and_delete() {
+    let dir = TempDir::new("grpcroutes");
+    let cp = ControlPlane::start(dir.path(), &[]);
+    let file = write(dir.path(), "grpc.yaml", GRPC_ROUTE);
+    let applied = cp.json(&["apply", "-f", &file]);
+    assert_eq!(
+        applied["changed"],
+        serde_json::json!(["GRPCRoute default/echo"])
+    );
+    assert_eq!(names(&cp.json(&["get", "grpcroutes"])), vec!["echo"]);
+    assert!(
+        names(&cp.json(&["get", "routes"])).is_empty(),
+        "HTTPRoutes are a separate kind"
+    );
+    let table = cp.ok(&["get", "grpcroutes"]);
+    assert!(
+        table.starts_with("NAMESPACE  NAME  PARENTS  RULES"),
+        "{table}"
+    );
+    assert!(
+        table.contains("echo-v2(1),echo-v1(100),echo-v2(0)"),
+        "{table}"
+    );
+    let one = cp.json(&["get", "grpcroute", "echo"]);
+    assert_eq!(
+        one["spec"]["rules"][0]["matches"][0]["method"]["method"],
+        "Check"
+    );
+    let bad = write(
+        dir.path(),
+        "bad.yaml",
+        &GRPC_ROUTE.replace("method: Check", "method: Check/Now"),
+    );
+    let rejected = cp.ctl(&["apply", "-f", &bad]);
+    assert_eq!(rejected.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&rejected.stderr);
+    assert!(
+        err.contains("documents[0].spec.rules[0].matches[0].method.method: \"Check/Now\""),
+        "{err}"
+    );
+    cp.ok(&["delete", "grpcroute", "echo"]);
+    assert_eq!(cp.ok(&["get", "grpcroutes"]), "no grpcroutes\n");
 }

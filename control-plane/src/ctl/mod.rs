@@ -63,9 +63,9 @@ pub enum Command {
         #[arg(short = 'f', long = "filename")]
         file: String,
     },
-    /// List services, endpoints, routes, policies or faults, or show one.
+    /// List services, endpoints, routes, grpcroutes, policies or faults, or show one.
     Get {
-        /// services | endpoints | routes | policies | faults.
+        /// services | endpoints | routes | grpcroutes | policies | faults.
         kind: String,
         /// Show only this one (for endpoints: its name or its address).
         name: Option<String>,
@@ -73,9 +73,10 @@ pub enum Command {
         #[arg(short = 'n', long)]
         namespace: Option<String>,
     },
-    /// Delete a service, endpoint, route, policy or fault (an endpoint by its address or name).
+    /// Delete a service, endpoint, route, grpcroute, policy or fault (an endpoint by its
+    /// address or name).
     Delete {
-        /// service | endpoint | route | policy | fault.
+        /// service | endpoint | route | grpcroute | policy | fault.
         kind: String,
         /// Its name (for endpoints: its address or name).
         name: String,

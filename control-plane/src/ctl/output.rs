@@ -109,7 +109,8 @@ pub fn table(kind: Kind, answer: &Value) -> String {
                 ]);
             }
         }
-        Kind::HttpRoute => {
+        // GRPCRoute has the same parentRefs / rules / backendRefs shape.
+        Kind::HttpRoute | Kind::GrpcRoute => {
             rows.push(cols(&["NAMESPACE", "NAME", "PARENTS", "RULES", "BACKENDS"]));
             for i in &items {
                 let parents: Vec<String> = i["spec"]["parentRefs"]

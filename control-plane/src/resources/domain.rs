@@ -2,6 +2,13 @@
 //!
 //! Defaults that Gateway API or Tandem define for absent fields are applied here, not in
 //! the stored document, so a stored document shows what its author wrote.
+//!
+//! `GRPCRoute`s become the same domain [`HttpRoute`] as `HTTPRoute`s ([`grpc`]), so xDS
+//! generation and the proxy treat both alike.
+
+mod grpc;
+
+pub use grpc::{grpc_route, grpc_route_name, method_path};
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -17,9 +24,9 @@ use tandem_xds::domain::{
 };
 
 use super::spec::{
-    DestinationPolicySpec, EndpointSpec, FaultInjectionSpec, FilterType, FractionSpec,
+    DestinationPolicySpec, EndpointSpec, FaultInjectionSpec, FilterSpec, FilterType, FractionSpec,
     HeaderFilterSpec, HttpRouteSpec, LoadBalancerSpec, MatchSpec, MirrorSpec, OutlierDetectionSpec,
-    PathModifierSpec, PathModifierType, PathType, Protocol, RetrySpec, RuleSpec, ServiceSpec,
+    PathModifierSpec, PathModifierType, PathType, Protocol, RetrySpec, ServiceRefSpec, ServiceSpec,
     TargetRefSpec, TimeoutsSpec, ValueMatchSpec, ValueType,
 };
 use super::validate::metadata_of;
@@ -107,14 +114,7 @@ pub fn endpoint(doc: &Value) -> Result<Endpoint, ResourceError> {
 pub fn http_route(doc: &Value, created: u64) -> Result<HttpRoute, ResourceError> {
     let (namespace, name) = identity(doc);
     let spec: HttpRouteSpec = spec_of(doc)?;
-    let service_ref = |ns: &Option<String>, name: &str| {
-        ServiceRef::new(ns.clone().unwrap_or_else(|| namespace.clone()), name)
-    };
-    let parents = spec
-        .parent_refs
-        .iter()
-        .map(|p| service_ref(&p.namespace, &p.name))
-        .collect();
+    let parents = parents(&spec.parent_refs, &namespace);
     let non_idempotent = metadata_of(doc)
         .annotations
         .get(NON_IDEMPOTENT_RETRY_ANNOTATION)
@@ -127,16 +127,8 @@ pub fn http_route(doc: &Value, created: u64) -> Result<HttpRoute, ResourceError>
             let at = format!("spec.rules[{i}]");
             Ok(RouteRule {
                 matches: r.matches.iter().map(route_match).collect(),
-                backends: r
-                    .backend_refs
-                    .iter()
-                    .map(|b| Backend {
-                        service: service_ref(&b.namespace, &b.name),
-                        port: b.port,
-                        weight: u32::try_from(b.weight.unwrap_or(1)).unwrap_or(0),
-                    })
-                    .collect(),
-                filters: route_filters(&at, r, &namespace)?,
+                backends: backends(&r.backend_refs, &namespace),
+                filters: route_filters(&at, &r.filters, &namespace)?,
                 timeouts: r
                     .timeouts
                     .as_ref()
@@ -158,6 +150,32 @@ pub fn http_route(doc: &Value, created: u64) -> Result<HttpRoute, ResourceError>
         rules,
         created,
     })
+}
+
+/// A route's `parentRefs` as services; a ref without namespace is in the route's.
+fn parents(refs: &[ServiceRefSpec], namespace: &str) -> Vec<ServiceRef> {
+    refs.iter()
+        .map(|p| {
+            ServiceRef::new(
+                p.namespace.clone().unwrap_or_else(|| namespace.to_string()),
+                p.name.clone(),
+            )
+        })
+        .collect()
+}
+
+/// A rule's `backendRefs`; `weight` defaults to 1, as in Gateway API.
+fn backends(refs: &[ServiceRefSpec], namespace: &str) -> Vec<Backend> {
+    refs.iter()
+        .map(|b| Backend {
+            service: ServiceRef::new(
+                b.namespace.clone().unwrap_or_else(|| namespace.to_string()),
+                b.name.clone(),
+            ),
+            port: b.port,
+            weight: u32::try_from(b.weight.unwrap_or(1)).unwrap_or(0),
+        })
+        .collect()
 }
 
 fn route_match(m: &MatchSpec) -> RouteMatch {
@@ -193,11 +211,11 @@ fn parse_duration(at: &str, text: &str) -> Result<Duration, ResourceError> {
 
 fn route_filters(
     at: &str,
-    rule: &RuleSpec,
+    filters: &[FilterSpec],
     namespace: &str,
 ) -> Result<RouteFilters, ResourceError> {
     let mut out = RouteFilters::default();
-    for (i, f) in rule.filters.iter().enumerate() {
+    for (i, f) in filters.iter().enumerate() {
         let fat = format!("{at}.filters[{i}]");
         let missing = || ResourceError::new(format!("{fat}.{}", f.kind.field()), "missing");
         match f.kind {

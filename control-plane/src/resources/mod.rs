@@ -1,5 +1,5 @@
 //! What users write: Kubernetes-style documents (`Service`, `Endpoint`, `HTTPRoute`,
-//! `DestinationPolicy`, `FaultInjection`) in YAML or JSON, validated into a normalized stored
+//! `GRPCRoute`, `DestinationPolicy`, `FaultInjection`) in YAML or JSON, validated into a normalized stored
 //! form and converted to the domain types of [`tandem_xds::domain`].
 //!
 //! - [`spec`]: the serde forms of the documents (unknown fields rejected);
@@ -20,7 +20,7 @@ pub use validate::{parse_text, validate_documents};
 
 /// The `apiVersion` of Tandem's own kinds.
 pub const TANDEM_API_VERSION: &str = "tandem.dev/v1alpha1";
-/// The `apiVersion` of `HTTPRoute` (Gateway API).
+/// The `apiVersion` of `HTTPRoute` and `GRPCRoute` (Gateway API).
 pub const GATEWAY_API_VERSION: &str = "gateway.networking.k8s.io/v1";
 /// Annotation naming the discovery source that owns an endpoint.
 pub const SOURCE_ANNOTATION: &str = "tandem.dev/source";
@@ -33,6 +33,11 @@ pub const REGISTRATION_TTL_ANNOTATION: &str = "tandem.dev/ttl-seconds";
 pub const NON_IDEMPOTENT_RETRY_ANNOTATION: &str = "retry.tandem.dev/non-idempotent";
 /// The API group of Tandem's filter resources, as an `ExtensionRef` names it.
 pub const TANDEM_GROUP: &str = "tandem.dev";
+/// Prefix of a `GRPCRoute`'s name in [`tandem_xds::domain::MeshConfig::routes`] (and so in
+/// xDS route names and the proxies' `route` metric label: `default/grpc:echo/rule-0`).
+/// Both route kinds share that map; `:` is never part of a stored name (a DNS label), so
+/// a GRPCRoute can never collide with an HTTPRoute of the same name.
+pub const GRPC_ROUTE_PREFIX: &str = "grpc:";
 
 /// The kinds of resource the store holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -44,6 +49,9 @@ pub enum Kind {
     /// `gateway.networking.k8s.io/v1` `HTTPRoute`.
     #[serde(rename = "HTTPRoute")]
     HttpRoute,
+    /// `gateway.networking.k8s.io/v1` `GRPCRoute`.
+    #[serde(rename = "GRPCRoute")]
+    GrpcRoute,
     /// `tandem.dev/v1alpha1` `DestinationPolicy`.
     DestinationPolicy,
     /// `tandem.dev/v1alpha1` `FaultInjection`.
@@ -52,10 +60,11 @@ pub enum Kind {
 
 impl Kind {
     /// Every kind, in store order.
-    pub const ALL: [Kind; 5] = [
+    pub const ALL: [Kind; 6] = [
         Kind::Service,
         Kind::Endpoint,
         Kind::HttpRoute,
+        Kind::GrpcRoute,
         Kind::DestinationPolicy,
         Kind::FaultInjection,
     ];
@@ -66,18 +75,20 @@ impl Kind {
             Kind::Service => "Service",
             Kind::Endpoint => "Endpoint",
             Kind::HttpRoute => "HTTPRoute",
+            Kind::GrpcRoute => "GRPCRoute",
             Kind::DestinationPolicy => "DestinationPolicy",
             Kind::FaultInjection => "FaultInjection",
         }
     }
 
-    /// The REST API's collection name: `services`, `endpoints`, `routes`, `policies`,
-    /// `faults`.
+    /// The REST API's collection name: `services`, `endpoints`, `routes`, `grpcroutes`,
+    /// `policies`, `faults`.
     pub fn plural(self) -> &'static str {
         match self {
             Kind::Service => "services",
             Kind::Endpoint => "endpoints",
             Kind::HttpRoute => "routes",
+            Kind::GrpcRoute => "grpcroutes",
             Kind::DestinationPolicy => "policies",
             Kind::FaultInjection => "faults",
         }
@@ -86,7 +97,7 @@ impl Kind {
     /// The `apiVersion` its documents are stored with.
     pub fn api_version(self) -> &'static str {
         match self {
-            Kind::HttpRoute => GATEWAY_API_VERSION,
+            Kind::HttpRoute | Kind::GrpcRoute => GATEWAY_API_VERSION,
             Kind::Service | Kind::Endpoint | Kind::DestinationPolicy | Kind::FaultInjection => {
                 TANDEM_API_VERSION
             }
@@ -99,12 +110,13 @@ impl Kind {
     }
 
     /// The kind of a REST collection name (`services`) or CLI word (`service`, `svc`, `route`,
-    /// `policy`, `dp`, `fault`, ...).
+    /// `grpcroute`, `policy`, `dp`, `fault`, ...).
     pub fn from_word(s: &str) -> Option<Kind> {
         match s.to_ascii_lowercase().as_str() {
             "services" | "service" | "svc" => Some(Kind::Service),
             "endpoints" | "endpoint" | "ep" => Some(Kind::Endpoint),
             "routes" | "route" | "httproutes" | "httproute" => Some(Kind::HttpRoute),
+            "grpcroutes" | "grpcroute" => Some(Kind::GrpcRoute),
             "policies" | "policy" | "destinationpolicies" | "destinationpolicy" | "dp" => {
                 Some(Kind::DestinationPolicy)
             }

@@ -155,8 +155,14 @@ pub fn mesh_config_of<'a>(
                     .or_default()
                     .push(e);
             }
-            Kind::HttpRoute => {
-                let route = domain::http_route(&r.doc, r.created)?;
+            // Both route kinds land in one map: a GRPCRoute's domain name carries the
+            // `grpc:` prefix, which no stored name can, so the keys never collide.
+            Kind::HttpRoute | Kind::GrpcRoute => {
+                let route = if r.key.kind == Kind::HttpRoute {
+                    domain::http_route(&r.doc, r.created)?
+                } else {
+                    domain::grpc_route(&r.doc, r.created)?
+                };
                 config
                     .routes
                     .insert((route.namespace.clone(), route.name.clone()), route);

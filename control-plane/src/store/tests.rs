@@ -608,3 +608,85 @@ fn a_second_policy_for_a_stored_policys_service_is_rejected() {
     }
     assert_eq!(store.head(), head);
 }
+
+#[test]
+fn grpc_routes_join_http_routes_in_the_mesh_config() {
+    use tandem_xds::domain::{PathMatch, RouteMatch};
+    let dir = TempDir::new("grpc");
+    let store = Store::open(&dir.0).unwrap();
+    // An HTTPRoute and a GRPCRoute of the same name on the same service.
+    let grpc = json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "GRPCRoute",
+        "metadata": {"name": "echo"},
+        "spec": {"parentRefs": [{"kind": "Service", "name": "echo"}],
+                 "rules": [{"matches": [{"method": {"service": "pkg.Echo", "method": "Say"}}],
+                            "backendRefs": [{"name": "echo-v2"}]},
+                           {"backendRefs": [{"name": "echo-v1", "weight": 100},
+                                            {"name": "echo-v2", "weight": 0}]}]}});
+    let out = store
+        .apply(
+            docs(vec![grpc.clone(), route("echo", "echo", &[("echo-v1", 1)])]),
+            WHO_API,
+        )
+        .unwrap();
+    assert_eq!(
+        out.changed,
+        vec!["HTTPRoute default/echo", "GRPCRoute default/echo"]
+            .into_iter()
+            .map(String::from)
+            .collect::<Vec<_>>()
+    );
+    let stored = store
+        .get(&key(Kind::GrpcRoute, "echo"))
+        .unwrap()
+        .expect("stored under its own kind");
+    assert_eq!(stored.doc["kind"], "GRPCRoute");
+    assert_eq!(store.list(Kind::GrpcRoute, None).unwrap().len(), 1);
+    assert_eq!(store.list(Kind::HttpRoute, None).unwrap().len(), 1);
+
+    let config = store.mesh_config().unwrap();
+    let names: Vec<&(String, String)> = config.routes.keys().collect();
+    assert_eq!(
+        names,
+        vec![
+            &("default".to_string(), "echo".to_string()),
+            &("default".to_string(), "grpc:echo".to_string())
+        ]
+    );
+    let g = &config.routes[&("default".to_string(), "grpc:echo".to_string())];
+    assert_eq!(g.parents, vec![ServiceRef::new("default", "echo")]);
+    assert_eq!(g.created, out.revision);
+    assert_eq!(
+        g.rules[0].matches,
+        vec![RouteMatch {
+            path: PathMatch::Exact("/pkg.Echo/Say".into()),
+            ..RouteMatch::default()
+        }]
+    );
+    let weights: Vec<(String, u32)> = g.rules[1]
+        .backends
+        .iter()
+        .map(|b| (b.service.name.clone(), b.weight))
+        .collect();
+    assert_eq!(
+        weights,
+        vec![("echo-v1".to_string(), 100), ("echo-v2".to_string(), 0)]
+    );
+
+    // Re-applying is a no-op; deleting one kind leaves the other.
+    assert!(store
+        .apply(docs(vec![grpc]), WHO_API)
+        .unwrap()
+        .changed
+        .is_empty());
+    store
+        .delete(&key(Kind::GrpcRoute, "echo"), WHO_API)
+        .unwrap();
+    let config = store.mesh_config().unwrap();
+    assert_eq!(config.routes.len(), 1);
+    assert!(config
+        .routes
+        .contains_key(&("default".to_string(), "echo".to_string())));
+    // Rollback brings the GRPCRoute back.
+    store.rollback(out.revision, WHO_API).unwrap();
+    assert_eq!(store.mesh_config().unwrap().routes.len(), 2);
+}

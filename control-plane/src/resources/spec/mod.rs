@@ -1,11 +1,14 @@
 //! The serde forms of the documents, as users write them. Unknown fields are rejected;
 //! serialization skips empty optional fields so stored documents stay tidy.
 //!
-//! Field names follow Gateway API v1 (`apis/v1/httproute_types.go`) for `HTTPRoute`, and
-//! the same camelCase conventions for Tandem's own kinds ([`traffic`]).
+//! Field names follow Gateway API v1 (`apis/v1/httproute_types.go`) for `HTTPRoute`,
+//! (`apis/v1/grpcroute_types.go`) for `GRPCRoute` ([`grpc`]), and the same camelCase
+//! conventions for Tandem's own kinds ([`traffic`]).
 
+mod grpc;
 mod traffic;
 
+pub use grpc::*;
 pub use traffic::*;
 
 use std::collections::BTreeMap;
@@ -18,7 +21,7 @@ use serde::{Deserialize, Serialize};
 pub struct Document {
     /// `tandem.dev/v1alpha1` or `gateway.networking.k8s.io/v1`.
     pub api_version: String,
-    /// `Service`, `Endpoint` or `HTTPRoute`.
+    /// `Service`, `Endpoint`, `HTTPRoute`, `GRPCRoute`, ...
     pub kind: String,
     /// Name, namespace, labels, annotations.
     #[serde(default)]

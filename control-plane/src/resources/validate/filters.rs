@@ -26,8 +26,37 @@ pub const REDIRECT_CODES: [i64; 5] = [301, 302, 303, 307, 308];
 
 /// Validates (and normalizes) `rule.filters`; `at` is the rule's path.
 pub(super) fn rule_filters(at: &str, rule: &mut RuleSpec) -> Result<(), ResourceError> {
+    let first = filter_list(at, &mut rule.filters, &rule.matches)?;
+    if let Some(&r) = first.get(&FilterType::RequestRedirect) {
+        if let Some(&u) = first.get(&FilterType::UrlRewrite) {
+            return Err(ResourceError::new(
+                format!("{at}.filters[{}].type", r.max(u)),
+                format!(
+                    "RequestRedirect (filters[{r}]) and URLRewrite (filters[{u}]) cannot be \
+                     combined in one rule"
+                ),
+            ));
+        }
+        if !rule.backend_refs.is_empty() {
+            return Err(ResourceError::new(
+                format!("{at}.filters[{r}]"),
+                "a RequestRedirect answers the request itself: the rule must have no backendRefs",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Validates (and normalizes) each filter of a rule on its own, and that no type but
+/// `RequestMirror` repeats; `matches` are the rule's (path modifiers need them). Returns
+/// the index of the first filter of each type, for the checks across filters.
+pub(super) fn filter_list(
+    at: &str,
+    filters: &mut [FilterSpec],
+    matches: &[MatchSpec],
+) -> Result<BTreeMap<FilterType, usize>, ResourceError> {
     let mut first: BTreeMap<FilterType, usize> = BTreeMap::new();
-    for (i, f) in rule.filters.iter_mut().enumerate() {
+    for (i, f) in filters.iter_mut().enumerate() {
         let fat = format!("{at}.filters[{i}]");
         settings_match_type(&fat, f)?;
         if f.kind != FilterType::RequestMirror {
@@ -47,10 +76,10 @@ pub(super) fn rule_filters(at: &str, rule: &mut RuleSpec) -> Result<(), Resource
             header_filter(&field, h)?;
         }
         if let Some(r) = &f.request_redirect {
-            redirect(&field, r, &rule.matches)?;
+            redirect(&field, r, matches)?;
         }
         if let Some(u) = &f.url_rewrite {
-            url_rewrite(&field, u, &rule.matches)?;
+            url_rewrite(&field, u, matches)?;
         }
         if let Some(m) = &f.request_mirror {
             mirror(&field, m)?;
@@ -59,24 +88,7 @@ pub(super) fn rule_filters(at: &str, rule: &mut RuleSpec) -> Result<(), Resource
             extension_ref(&field, e)?;
         }
     }
-    if let Some(&r) = first.get(&FilterType::RequestRedirect) {
-        if let Some(&u) = first.get(&FilterType::UrlRewrite) {
-            return Err(ResourceError::new(
-                format!("{at}.filters[{}].type", r.max(u)),
-                format!(
-                    "RequestRedirect (filters[{r}]) and URLRewrite (filters[{u}]) cannot be \
-                     combined in one rule"
-                ),
-            ));
-        }
-        if !rule.backend_refs.is_empty() {
-            return Err(ResourceError::new(
-                format!("{at}.filters[{r}]"),
-                "a RequestRedirect answers the request itself: the rule must have no backendRefs",
-            ));
-        }
-    }
-    Ok(())
+    Ok(first)
 }
 
 /// Exactly the settings field of the filter's `type` is set.

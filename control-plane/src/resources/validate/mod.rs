@@ -4,9 +4,11 @@
 //! - this module: documents, metadata, `Service`, `Endpoint`, shared checks;
 //! - [`route`]: `HTTPRoute` (matches, backends, timeouts, retry), with its rule
 //!   [`filters`];
+//! - [`grpc`]: `GRPCRoute` (service/method and header matches, backends, filters);
 //! - [`policy`]: `DestinationPolicy` and `FaultInjection`.
 
 mod filters;
+mod grpc;
 mod policy;
 mod route;
 
@@ -20,12 +22,13 @@ use serde_json::Value;
 use tandem_xds::domain::DEFAULT_NAMESPACE;
 
 pub use filters::{MAX_HEADER_ACTIONS, MAX_HEADER_VALUE, MAX_PATH_LEN, REDIRECT_CODES};
+pub use grpc::GRPC_FILTER_TYPES;
 pub use policy::{policy_targets_unique, MAX_CONSECUTIVE, MAX_MIN_RETRIES_PER_SECOND};
 pub use route::MAX_RETRY_ATTEMPTS;
 
 use super::spec::{
-    DestinationPolicySpec, DnsSpec, Document, EndpointSpec, FaultInjectionSpec, HttpRouteSpec,
-    Metadata, ServiceSpec,
+    DestinationPolicySpec, DnsSpec, Document, EndpointSpec, FaultInjectionSpec, GrpcRouteSpec,
+    HttpRouteSpec, Metadata, ServiceSpec,
 };
 use super::{derived_endpoint_name, Kind, Resource, ResourceError, ResourceKey};
 
@@ -92,7 +95,7 @@ pub fn validate_document(at: &str, doc: Value) -> Result<Resource, ResourceError
         ResourceError::new(
             format!("{at}.kind"),
             format!(
-                "unknown kind {:?}: expected Service, Endpoint, HTTPRoute, \
+                "unknown kind {:?}: expected Service, Endpoint, HTTPRoute, GRPCRoute, \
                  DestinationPolicy or FaultInjection",
                 doc.kind
             ),
@@ -139,6 +142,11 @@ pub fn validate_document(at: &str, doc: Value) -> Result<Resource, ResourceError
             route::annotations(at, &meta)?;
             let mut spec: HttpRouteSpec = from_value(&spec_at, doc.spec)?;
             route::route(&spec_at, &mut spec)?;
+            to_json(&spec)
+        }
+        Kind::GrpcRoute => {
+            let mut spec: GrpcRouteSpec = from_value(&spec_at, doc.spec)?;
+            grpc::grpc_route(&spec_at, &mut spec)?;
             to_json(&spec)
         }
         Kind::DestinationPolicy => {

@@ -22,19 +22,35 @@ const METHODS: [&str; 9] = [
 
 /// Validates (and normalizes: header names lowercase) a route's spec; `at` is its path.
 pub(super) fn route(at: &str, spec: &mut HttpRouteSpec) -> Result<(), ResourceError> {
-    if spec.parent_refs.is_empty() {
+    parent_refs(at, &spec.parent_refs)?;
+    if spec.rules.len() > MAX_RULES {
+        return Err(ResourceError::new(
+            format!("{at}.rules"),
+            format!("at most {MAX_RULES} rules per route"),
+        ));
+    }
+    for (i, rule) in spec.rules.iter_mut().enumerate() {
+        route_rule(&format!("{at}.rules[{i}]"), rule)?;
+    }
+    Ok(())
+}
+
+/// A route's `parentRefs` (HTTPRoute and GRPCRoute alike): 1..=32 Services, named with an
+/// explicit `kind`; `at` is the spec's path.
+pub(super) fn parent_refs(at: &str, refs: &[ServiceRefSpec]) -> Result<(), ResourceError> {
+    if refs.is_empty() {
         return Err(ResourceError::new(
             format!("{at}.parentRefs"),
             "at least one parentRef (kind: Service) is required",
         ));
     }
-    if spec.parent_refs.len() > MAX_PARENT_REFS {
+    if refs.len() > MAX_PARENT_REFS {
         return Err(ResourceError::new(
             format!("{at}.parentRefs"),
             format!("at most {MAX_PARENT_REFS} parentRefs"),
         ));
     }
-    for (i, p) in spec.parent_refs.iter().enumerate() {
+    for (i, p) in refs.iter().enumerate() {
         let pat = format!("{at}.parentRefs[{i}]");
         if p.kind.is_none() {
             return Err(ResourceError::new(
@@ -55,15 +71,6 @@ pub(super) fn route(at: &str, spec: &mut HttpRouteSpec) -> Result<(), ResourceEr
                 "not allowed in a parentRef",
             ));
         }
-    }
-    if spec.rules.len() > MAX_RULES {
-        return Err(ResourceError::new(
-            format!("{at}.rules"),
-            format!("at most {MAX_RULES} rules per route"),
-        ));
-    }
-    for (i, rule) in spec.rules.iter_mut().enumerate() {
-        route_rule(&format!("{at}.rules[{i}]"), rule)?;
     }
     Ok(())
 }
@@ -122,13 +129,27 @@ fn route_rule(at: &str, rule: &mut RuleSpec) -> Result<(), ResourceError> {
     for (i, m) in rule.matches.iter_mut().enumerate() {
         route_match(&format!("{at}.matches[{i}]"), m)?;
     }
-    if rule.backend_refs.len() > MAX_BACKEND_REFS {
+    backend_refs(at, &rule.backend_refs)?;
+    filters::rule_filters(at, rule)?;
+    if let Some(t) = &rule.timeouts {
+        timeouts(&format!("{at}.timeouts"), t)?;
+    }
+    if let Some(r) = &rule.retry {
+        retry(&format!("{at}.retry"), r)?;
+    }
+    Ok(())
+}
+
+/// A rule's `backendRefs` (HTTPRoute and GRPCRoute alike): at most 16 Services, weights
+/// 0..=1000000, no per-backend filters; `at` is the rule's path.
+pub(super) fn backend_refs(at: &str, refs: &[ServiceRefSpec]) -> Result<(), ResourceError> {
+    if refs.len() > MAX_BACKEND_REFS {
         return Err(ResourceError::new(
             format!("{at}.backendRefs"),
             format!("at most {MAX_BACKEND_REFS} backendRefs per rule"),
         ));
     }
-    for (i, b) in rule.backend_refs.iter().enumerate() {
+    for (i, b) in refs.iter().enumerate() {
         let bat = format!("{at}.backendRefs[{i}]");
         service_ref(&bat, b)?;
         match b.weight {
@@ -149,13 +170,6 @@ fn route_rule(at: &str, rule: &mut RuleSpec) -> Result<(), ResourceError> {
                 "per-backend filters are not supported: put the filters on the rule",
             ));
         }
-    }
-    filters::rule_filters(at, rule)?;
-    if let Some(t) = &rule.timeouts {
-        timeouts(&format!("{at}.timeouts"), t)?;
-    }
-    if let Some(r) = &rule.retry {
-        retry(&format!("{at}.retry"), r)?;
     }
     Ok(())
 }
@@ -244,7 +258,12 @@ fn route_match(at: &str, m: &mut MatchSpec) -> Result<(), ResourceError> {
     Ok(())
 }
 
-fn value_matches(at: &str, list: &mut [ValueMatchSpec], header: bool) -> Result<(), ResourceError> {
+/// Header (`header`) or query parameter conditions; header names become lowercase.
+pub(super) fn value_matches(
+    at: &str,
+    list: &mut [ValueMatchSpec],
+    header: bool,
+) -> Result<(), ResourceError> {
     if list.len() > MAX_VALUE_MATCHES {
         return Err(ResourceError::new(
             at,

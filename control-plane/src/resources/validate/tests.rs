@@ -934,9 +934,14 @@ fn new_kinds_have_words_and_plurals() {
     }
     assert_eq!(Kind::DestinationPolicy.plural(), "policies");
     assert_eq!(Kind::FaultInjection.plural(), "faults");
+    for w in ["grpcroutes", "grpcroute", "GRPCRoute"] {
+        assert_eq!(Kind::from_word(w), Some(Kind::GrpcRoute), "{w}");
+    }
+    assert_eq!(Kind::GrpcRoute.plural(), "grpcroutes");
+    assert_eq!(Kind::from_kind_field("GRPCRoute"), Some(Kind::GrpcRoute));
     assert_eq!(
         Kind::plurals_hint(),
-        "services, endpoints, routes, policies or faults"
+        "services, endpoints, routes, grpcroutes, policies or faults"
     );
     let doc = json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "FaultInjection",
                      "metadata": {"name": "f"}, "spec": {"abort": {"httpStatus": 500}}});
