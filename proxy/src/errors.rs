@@ -126,6 +126,43 @@ impl ProxyError {
     }
 }
 
+/// Rewrites a response the proxy answered itself (it carries [`ERROR_HEADER`]) for a gRPC
+/// client: gRPC clients read `grpc-status` from a trailers-only response and would see any
+/// other HTTP status as `UNKNOWN`. The mapping follows gRPC's HTTP-to-status table, except
+/// that the proxy's own timeout is `DEADLINE_EXCEEDED` and a route with no backend is
+/// `UNAVAILABLE` (as Gateway API's GRPCRoute asks).
+pub fn into_grpc(resp: Response<ProxyBody>) -> Response<ProxyBody> {
+    let code: u16 = match resp.status().as_u16() {
+        400 => 13,                   // INTERNAL
+        401 => 16,                   // UNAUTHENTICATED
+        403 => 7,                    // PERMISSION_DENIED
+        404 => 12,                   // UNIMPLEMENTED
+        504 => 4,                    // DEADLINE_EXCEEDED
+        429 | 500 | 502 | 503 => 14, // UNAVAILABLE
+        _ => 2,                      // UNKNOWN
+    };
+    let (mut parts, _) = resp.into_parts();
+    parts.status = StatusCode::OK;
+    let message = parts.headers.get(ERROR_HEADER).cloned();
+    parts.headers.remove(http::header::CONTENT_LENGTH);
+    parts.headers.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    parts.headers.insert("grpc-status", HeaderValue::from(code));
+    if let Some(m) = message {
+        parts.headers.insert("grpc-message", m);
+    }
+    Response::from_parts(parts, ProxyBody::full(Bytes::new()))
+}
+
+/// Whether a request is gRPC (`content-type: application/grpc[+proto|…]`).
+pub fn is_grpc(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
 /// Keeps a reason printable in a header: visible ASCII, bounded length.
 fn one_line(text: &str) -> String {
     text.chars()
@@ -143,6 +180,20 @@ fn one_line(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn grpc_clients_get_a_grpc_status() {
+        let r = into_grpc(ProxyError::NoBackend("r".into()).into_response());
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(r.headers()["grpc-status"], "14");
+        assert!(r.headers()["grpc-message"]
+            .to_str()
+            .unwrap()
+            .contains("no backend"));
+        assert_eq!(r.headers()[http::header::CONTENT_TYPE], "application/grpc");
+        let r = into_grpc(ProxyError::Timeout(Duration::from_secs(1)).into_response());
+        assert_eq!(r.headers()["grpc-status"], "4");
+    }
 
     #[test]
     fn statuses_and_headers() {

@@ -222,6 +222,28 @@ async fn grpc_error_status_arrives_in_trailers() {
 }
 
 #[tokio::test]
+async fn errors_the_proxy_answers_reach_grpc_clients_as_grpc_statuses() {
+    let server = GrpcHealthServer::start().await;
+    let proxy = Proxy::start(&config("grpc", "detect", server.addr()), &[]).await;
+    // A service the proxy does not know: 503 for HTTP clients, UNAVAILABLE for gRPC ones
+    // (anything else than a gRPC status would reach the app as UNKNOWN).
+    let mut health = health_client(proxy.outbound(), "nope").await;
+    let status = within(
+        STEP_TIMEOUT,
+        "Health/Check through an unknown service",
+        health.check(HealthCheckRequest::default()),
+    )
+    .await
+    .expect_err("an unknown service must fail");
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert!(
+        status.message().starts_with("unknown service"),
+        "the proxy's reason is the grpc-message: {status:?}"
+    );
+    assert_eq!(server.requests(), 0);
+}
+
+#[tokio::test]
 async fn grpc_server_streaming_watch_sees_updates() {
     let server = GrpcHealthServer::start().await;
     server.set("tandem.Test", ServingStatus::Serving).await;

@@ -16,7 +16,7 @@ use crate::body::ProxyBody;
 use crate::client::{Client, ConnectSettings, Reusable, WireProtocol};
 use crate::config::{Limits, Protocol};
 use crate::drain::Watch;
-use crate::errors::ProxyError;
+use crate::errors::{into_grpc, is_grpc, ProxyError, ERROR_HEADER};
 use crate::listener::ListenerKind;
 use crate::metrics::{Metrics, RequestLabels};
 use crate::replay::RequestBody;
@@ -69,6 +69,7 @@ impl Forwarder {
         let start = Instant::now();
         let snapshot = self.store.load();
         let mut labels = Labels::default();
+        let grpc = is_grpc(req.headers());
         let mut resp = match self.forward(&snapshot, conn, req, &mut labels).await {
             Ok(resp) => resp,
             Err(e) => {
@@ -76,6 +77,11 @@ impl Forwarder {
                 e.into_response()
             }
         };
+        // The metric keeps the HTTP status the proxy decided on, also for gRPC clients.
+        let status = resp.status().as_u16();
+        if grpc && resp.headers().contains_key(ERROR_HEADER) {
+            resp = into_grpc(resp);
+        }
         *resp.version_mut() = match conn.client_protocol {
             WireProtocol::Http1 => Version::HTTP_11,
             WireProtocol::Http2 => Version::HTTP_2,
@@ -85,12 +91,8 @@ impl Forwarder {
             route: labels.route.as_deref().unwrap_or(""),
             backend: labels.backend.as_deref().unwrap_or(""),
         };
-        self.metrics.request(
-            conn.kind.direction(),
-            &labels,
-            resp.status().as_u16(),
-            start.elapsed(),
-        );
+        self.metrics
+            .request(conn.kind.direction(), &labels, status, start.elapsed());
         resp
     }
 
