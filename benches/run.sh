@@ -13,7 +13,7 @@
 #
 # Usage: benches/run.sh [--quick] [--runs N] [--targets direct,tandem,nginx,haproxy]
 #                       [--duration S] [--lat-duration S] [--rate N] [--wait-idle S]
-#                       [--retries N] [--no-install]
+#                       [--retries N] [--no-install] [--no-build]
 set -euo pipefail
 
 # ---------------------------------------------------------------- settings
@@ -35,6 +35,7 @@ HOST=bench           # Host / :authority sent to every target; tandem's service 
 ROUTED_RULES=20      # tandem-routed: rules in its HTTPRoute (the last one is the 90/10 split)
 TARGETS=direct,tandem,nginx,haproxy
 INSTALL=1
+BUILD=1              # --no-build: use the release binaries already built (a shared tree mid-edit)
 WAIT_IDLE=120        # before each measurement, wait up to this long for compilers to finish
 RETRIES=2            # repeat a measurement that overlapped compiler activity, at most this often
 LAG_LIMIT_US=500     # latency runs whose generator lagged more than this at p99 are repeated
@@ -55,6 +56,7 @@ while [[ $# -gt 0 ]]; do
         --wait-idle) WAIT_IDLE=$2; shift ;;
         --retries) RETRIES=$2; shift ;;
         --no-install) INSTALL=0 ;;
+        --no-build) BUILD=0 ;;
         -h|--help) usage 0 ;;
         *) echo "run.sh: unknown argument $1" >&2; usage 2 ;;
     esac
@@ -797,15 +799,19 @@ cd "$ROOT"
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 BIN="$TARGET_DIR/release"
 TANDEM="$BIN/tandem-proxy"
-log "building (release)"
-if has_target tandem-routed; then
-    cargo build --release -q -p tandem-proxy -p tandem-control-plane -p tandem-benches \
-        || die "cargo build failed; to benchmark without tandem: $0 --targets direct,nginx,haproxy"
-elif has_target tandem; then
-    cargo build --release -q -p tandem-proxy -p tandem-benches \
-        || die "cargo build failed; to benchmark without tandem-proxy: $0 --targets direct,nginx,haproxy"
+if [[ $BUILD == 0 ]]; then
+    log "not building: using the release binaries in $BIN as they are"
 else
-    cargo build --release -q -p tandem-benches
+    log "building (release)"
+    if has_target tandem-routed; then
+        cargo build --release -q -p tandem-proxy -p tandem-control-plane -p tandem-benches \
+            || die "cargo build failed; to benchmark without tandem: $0 --targets direct,nginx,haproxy"
+    elif has_target tandem; then
+        cargo build --release -q -p tandem-proxy -p tandem-benches \
+            || die "cargo build failed; to benchmark without tandem-proxy: $0 --targets direct,nginx,haproxy"
+    else
+        cargo build --release -q -p tandem-benches
+    fi
 fi
 
 busy=$(compilers)
@@ -813,6 +819,7 @@ busy=$(compilers)
     echo "date: $(date -Is)"
     echo "command: $0 --runs $RUNS --targets $TARGETS --duration $DURATION --lat-duration $LAT_DURATION --rate $RATE"
     echo "git: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo none) $(git -C "$ROOT" status --porcelain 2>/dev/null | wc -l) uncommitted paths"
+    [[ $BUILD == 1 ]] || echo "binaries: not rebuilt (--no-build); $(cd "$BIN" && ls -l --time-style=+%Y-%m-%dT%H:%M:%S tandem-proxy tandem-control-plane bench-upstream bench-load 2>/dev/null | awk '{printf "%s %s; ", $7, $6}')"
     echo "kernel: $(uname -sr)"
     echo "cpu: $(nproc) × $(awk -F': ' '/model name/{print $2; exit}' /proc/cpuinfo)"
     echo "memory: $(awk '/MemTotal/{printf "%.1f GiB", $2 / 1048576}' /proc/meminfo)"

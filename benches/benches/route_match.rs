@@ -91,7 +91,7 @@ fn filler(i: usize) -> ProxyRoute {
     ProxyRoute {
         name: format!("default/bench/rule-{i}"),
         matches,
-        clusters: one(if i % 2 == 0 { V1 } else { V2 }),
+        clusters: one(if i.is_multiple_of(2) { V1 } else { V2 }),
         ..Default::default()
     }
 }
@@ -174,7 +174,11 @@ fn bench_route(c: &mut Criterion) {
         for (case, canary, want) in [("last", false, n - 1), ("middle", true, n / 2)] {
             let (method, uri, headers) = request(canary);
             let hit = dest.route(&method, &uri, &headers).expect("a route");
-            assert_eq!(&*hit.name, format!("default/bench/rule-{want}"), "{case}/{n}");
+            assert_eq!(
+                &*hit.name,
+                format!("default/bench/rule-{want}"),
+                "{case}/{n}"
+            );
             g.bench_with_input(BenchmarkId::new(case, n), &n, |b, _| {
                 b.iter(|| {
                     let route = dest
@@ -198,7 +202,10 @@ fn bench_parts(c: &mut Criterion) {
     let v2 = (0..100_000)
         .filter(|_| split.pick_backend().is_some_and(|c| &*c.name == V2))
         .count();
-    assert!((8_000..12_000).contains(&v2), "90/10 split gave {v2} of 100000 to v2");
+    assert!(
+        (8_000..12_000).contains(&v2),
+        "90/10 split gave {v2} of 100000 to v2"
+    );
     g.bench_function("pick_backend_90_10", |b| {
         b.iter(|| black_box(split.pick_backend().expect("backend")))
     });
