@@ -35,6 +35,36 @@ pub struct Args {
     #[arg(long, env = "TANDEM_SCRAPE_INTERVAL", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=60))]
     pub scrape_interval: u64,
 
+    /// Identity endpoint (HTTPS, TLS 1.3): signs workload CSRs for join tokens.
+    #[arg(long, env = "TANDEM_IDENTITY_ADDR", default_value = "127.0.0.1:15012")]
+    pub identity_addr: SocketAddr,
+
+    /// The SPIFFE trust domain: identities are `spiffe://<trust-domain>/ns/<ns>/sa/<sa>`.
+    #[arg(long, env = "TANDEM_TRUST_DOMAIN", default_value = crate::identity::DEFAULT_TRUST_DOMAIN)]
+    pub trust_domain: String,
+
+    /// A CA certificate (PEM; an intermediate may be followed by its chain up to the root)
+    /// to sign with instead of the root generated in DATA_DIR/ca/. Needs --ca-key.
+    #[arg(long, env = "TANDEM_CA_CERT", requires = "ca_key")]
+    pub ca_cert: Option<PathBuf>,
+
+    /// The private key (PEM, PKCS#8) of --ca-cert.
+    #[arg(long, env = "TANDEM_CA_KEY", requires = "ca_cert")]
+    pub ca_key: Option<PathBuf>,
+
+    /// Lifetime of workload certificates (e.g. `24h`, `1h30m`).
+    #[arg(long, env = "TANDEM_CERT_TTL", default_value = "24h", value_parser = crate::resources::duration::parse)]
+    pub cert_ttl: std::time::Duration,
+
+    /// Extra DNS names or IPs for the identity endpoint's server certificate (repeatable;
+    /// `localhost`, `127.0.0.1` and `::1` are always in it).
+    #[arg(
+        long = "identity-san",
+        env = "TANDEM_IDENTITY_SANS",
+        value_delimiter = ','
+    )]
+    pub identity_sans: Vec<String>,
+
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `tandem_control_plane=debug`.
     #[arg(long, env = "TANDEM_LOG", default_value = "info")]
     pub log: String,

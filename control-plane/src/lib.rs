@@ -1,6 +1,7 @@
 //! Tandem's control plane as a library: the resource model and its validation, the
 //! crash-safe store with numbered revisions, the REST API, the admin token, and the
-//! discovery sources that feed endpoints into the store.
+//! discovery sources that feed endpoints into the store, and workload identity (the CA,
+//! join tokens and the identity endpoint).
 //!
 //! The binaries `tandem-control-plane` and `tandemctl` are thin shells over this crate.
 //! Request path through the modules: [`api`] (HTTP, auth via [`auth`]) → [`resources`]
@@ -14,6 +15,7 @@ pub mod cli;
 pub mod client;
 pub mod ctl;
 pub mod discovery;
+pub mod identity;
 pub mod proxies;
 pub mod resources;
 pub mod store;

@@ -13,6 +13,9 @@ use tandem_control_plane::discovery::dns::Dns;
 use tandem_control_plane::discovery::registrations::{Expiry, Registrations};
 use tandem_control_plane::discovery::static_file::StaticFile;
 use tandem_control_plane::discovery::{self, Source};
+use tandem_control_plane::identity::ca::{Ca, CaSource};
+use tandem_control_plane::identity::server::{self as identity_server, IdentityService};
+use tandem_control_plane::identity::tokens::JoinTokens;
 use tandem_control_plane::store::Store;
 use tandem_control_plane::telemetry::{self, Telemetry};
 use tandem_control_plane::xds_server;
@@ -60,6 +63,47 @@ async fn run(args: Args) -> Result<(), String> {
     let api_addr = api_listener.local_addr().map_err(|e| e.to_string())?;
     let xds_addr = xds_listener.local_addr().map_err(|e| e.to_string())?;
 
+    if args.cert_ttl < Duration::from_secs(60) {
+        return Err(format!(
+            "--cert-ttl {}s: at least 1m (proxies renew at half life)",
+            args.cert_ttl.as_secs()
+        ));
+    }
+    // Identity: the CA is loaded (or generated) before any listener answers, so a bad
+    // --ca-cert/--ca-key stops the start with the file's path.
+    let ca_source =
+        CaSource::from_flags(&args.data_dir, args.ca_cert.as_ref(), args.ca_key.as_ref())
+            .map_err(|e| e.to_string())?;
+    let ca = Arc::new(Ca::load(&ca_source, &args.trust_domain).map_err(|e| format!("CA: {e}"))?);
+    let tokens = Arc::new(
+        JoinTokens::load(&args.data_dir, &args.trust_domain, &ca.root_fingerprint())
+            .map_err(|e| format!("join tokens: {e}"))?,
+    );
+    let identity_listener = TcpListener::bind(args.identity_addr)
+        .await
+        .map_err(|e| format!("identity listener {}: {e}", args.identity_addr))?;
+    let identity_addr = identity_listener.local_addr().map_err(|e| e.to_string())?;
+    let mut names = vec![
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        "::1".to_string(),
+    ];
+    if !identity_addr.ip().is_unspecified() {
+        names.push(identity_addr.ip().to_string());
+    }
+    for name in &args.identity_sans {
+        if !names.contains(name) {
+            names.push(name.clone());
+        }
+    }
+    let tls = identity_server::tls_config(&ca, &names, tandem_control_plane::util::unix_now())
+        .map_err(|e| format!("identity endpoint certificate: {e}"))?;
+    let identity = Arc::new(IdentityService::new(
+        ca.clone(),
+        tokens.clone(),
+        args.cert_ttl,
+    ));
+
     let registrations = Registrations::new();
     let mut sources: Vec<Box<dyn Source>> = vec![
         Box::new(Expiry(registrations.clone())),
@@ -83,18 +127,20 @@ async fn run(args: Args) -> Result<(), String> {
         token,
         registrations,
         telemetry,
+        tokens,
     });
     tokio::spawn(api::serve(api_listener, state));
     tokio::spawn(xds_server::serve(xds_listener, store.clone()));
+    tokio::spawn(identity_server::serve(identity_listener, tls, identity));
 
     let mut out = std::io::stdout();
     let _ = writeln!(
         out,
-        "tandem-control-plane ready api={api_addr} xds={xds_addr} data-dir={}",
+        "tandem-control-plane ready api={api_addr} xds={xds_addr} data-dir={} identity={identity_addr}",
         args.data_dir.display()
     );
     let _ = out.flush();
-    tracing::info!(%api_addr, %xds_addr, revision = store.head(), "serving");
+    tracing::info!(%api_addr, %xds_addr, %identity_addr, ca_sha256 = %ca.root_fingerprint(), revision = store.head(), "serving");
     shutdown_signal().await;
     tracing::info!("shutting down");
     Ok(())

@@ -59,7 +59,7 @@ impl Drop for TempDir {
 }
 
 /// The addresses of the ready line
-/// `tandem-control-plane ready api=A xds=A data-dir=D`.
+/// `tandem-control-plane ready api=A xds=A data-dir=D identity=A`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CpReadyLine {
     /// `api=`
@@ -68,6 +68,8 @@ pub struct CpReadyLine {
     pub xds: SocketAddr,
     /// `data-dir=`
     pub data_dir: PathBuf,
+    /// `identity=` (the identity endpoint; absent from control planes older than it)
+    pub identity: Option<SocketAddr>,
 }
 
 /// Parses the control plane's ready line.
@@ -76,7 +78,7 @@ pub fn parse_ready_line(line: &str) -> Result<CpReadyLine, String> {
         .trim_end()
         .strip_prefix("tandem-control-plane ready ")
         .ok_or("not a control plane ready line")?;
-    let (mut api, mut xds, mut data_dir) = (None, None, None);
+    let (mut api, mut xds, mut data_dir, mut identity) = (None, None, None, None);
     for token in rest.split_whitespace() {
         let (key, value) = token
             .split_once('=')
@@ -90,6 +92,7 @@ pub fn parse_ready_line(line: &str) -> Result<CpReadyLine, String> {
             "api" => api = Some(addr()?),
             "xds" => xds = Some(addr()?),
             "data-dir" => data_dir = Some(PathBuf::from(value)),
+            "identity" => identity = Some(addr()?),
             _ => return Err(format!("unknown key {key:?}")),
         }
     }
@@ -97,6 +100,7 @@ pub fn parse_ready_line(line: &str) -> Result<CpReadyLine, String> {
         api: api.ok_or("no api=")?,
         xds: xds.ok_or("no xds=")?,
         data_dir: data_dir.ok_or("no data-dir=")?,
+        identity,
     })
 }
 
@@ -163,6 +167,7 @@ impl ControlPlane {
         cmd.arg("--data-dir")
             .arg(data.path())
             .args(["--xds-addr", &xds.to_string(), "--api-addr", "127.0.0.1:0"])
+            .args(["--identity-addr", "127.0.0.1:0"])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -451,6 +456,12 @@ mod tests {
         assert_eq!(r.api.port(), 1);
         assert_eq!(r.xds.port(), 2);
         assert_eq!(r.data_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(r.identity, None);
+        let r = parse_ready_line(
+            "tandem-control-plane ready api=127.0.0.1:1 xds=127.0.0.1:2 data-dir=/tmp/x identity=127.0.0.1:3\n",
+        )
+        .unwrap();
+        assert_eq!(r.identity.map(|a| a.port()), Some(3));
         assert!(parse_ready_line("tandem-control-plane ready api=127.0.0.1:1").is_err());
     }
 }

@@ -3,6 +3,7 @@
 use http::StatusCode;
 
 use crate::canary::CanaryError;
+use crate::identity::tokens::TokenError;
 use crate::resources::ResourceError;
 use crate::store::StoreError;
 
@@ -74,6 +75,18 @@ impl From<StoreError> for ApiError {
             e @ (StoreError::Db(_) | StoreError::Corrupt(_)) => {
                 tracing::error!(error = %e, "store failure");
                 ApiError::Internal(format!("{e}; nothing was applied"))
+            }
+        }
+    }
+}
+
+impl From<TokenError> for ApiError {
+    fn from(e: TokenError) -> Self {
+        match e {
+            TokenError::Invalid(m) => ApiError::Invalid(m),
+            e @ TokenError::Persist { .. } => {
+                tracing::error!(error = %e, "join token not persisted");
+                ApiError::Internal(format!("{e}; no token was created"))
             }
         }
     }

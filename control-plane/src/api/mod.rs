@@ -6,6 +6,7 @@
 mod canary;
 pub mod error;
 mod routes;
+mod tokens;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -23,6 +24,7 @@ pub use error::ApiError;
 
 use crate::auth::AdminToken;
 use crate::discovery::registrations::Registrations;
+use crate::identity::tokens::JoinTokens;
 use crate::store::Store;
 use crate::telemetry::Telemetry;
 
@@ -40,6 +42,8 @@ pub struct ApiState {
     pub registrations: Arc<Registrations>,
     /// The proxies' metrics, as scraped (canary status).
     pub telemetry: Arc<Telemetry>,
+    /// Join tokens (`POST /v1/tokens` creates one).
+    pub tokens: Arc<JoinTokens>,
 }
 
 /// Serves the API on `listener` until the process exits.

@@ -105,6 +105,10 @@ pub(crate) async fn route(state: &ApiState, call: Call) -> Answer {
             only(m, Method::GET)?;
             status(state).await
         }
+        ["v1", "tokens"] => {
+            only(m, Method::POST)?;
+            super::tokens::create(state, &call).await
+        }
         ["v1", "canaries", ns, name] => super::canary::handle(state, &call, ns, name).await,
         ["v1", kind] => {
             let kind = collection(kind)?;

@@ -99,6 +99,8 @@ async fn run_in(work: &Path, cp_bin: &Path, proxy_bin: &Path) -> Result<(), CtlE
             "127.0.0.1:0",
             "--api-addr",
             "127.0.0.1:0",
+            "--identity-addr",
+            "127.0.0.1:0",
         ]),
         "tandem-control-plane ready",
         &work.join("control-plane.log"),

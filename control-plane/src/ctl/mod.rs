@@ -8,6 +8,7 @@ mod canary;
 mod demo;
 mod endpoint;
 mod output;
+mod token;
 
 use std::path::PathBuf;
 
@@ -95,6 +96,12 @@ pub enum Command {
         /// start | set | step | promote | abort | status.
         #[command(subcommand)]
         command: canary::CanaryCommand,
+    },
+    /// Join tokens: short-lived credentials a proxy trades for its first certificate.
+    Token {
+        /// create.
+        #[command(subcommand)]
+        command: token::TokenCommand,
     },
     /// List revisions, oldest first.
     History,
@@ -252,6 +259,7 @@ pub async fn run(args: CtlArgs) -> Result<(), CtlError> {
         }
         Command::Endpoint { command } => endpoint::run(&client, out, command).await,
         Command::Canary { command } => canary::run(&client, out, command).await,
+        Command::Token { command } => token::run(&client, out, command).await,
         Command::History => {
             let answer = client.call(Method::GET, "/v1/history", None).await?;
             output::print(out, &answer, output::history)

@@ -42,6 +42,7 @@ pub struct ControlPlane {
     pub child: Child,
     pub api: String,
     pub api_addr: String,
+    pub identity_addr: String,
     pub data_dir: PathBuf,
 }
 
@@ -50,6 +51,8 @@ impl ControlPlane {
         let mut child = Command::new(env!("CARGO_BIN_EXE_tandem-control-plane"))
             .args([
                 "--api-addr",
+                "127.0.0.1:0",
+                "--identity-addr",
                 "127.0.0.1:0",
                 "--xds-addr",
                 "127.0.0.1:0",
@@ -83,6 +86,11 @@ impl ControlPlane {
             .find_map(|w| w.strip_prefix("api="))
             .unwrap()
             .to_string();
+        let identity_addr = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("identity="))
+            .unwrap_or_default()
+            .to_string();
         assert!(
             line.contains(&format!("data-dir={}", data_dir.display())),
             "{line}"
@@ -91,6 +99,7 @@ impl ControlPlane {
             child,
             api: format!("http://{api_addr}"),
             api_addr,
+            identity_addr,
             data_dir: data_dir.to_path_buf(),
         }
     }
