@@ -82,6 +82,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         app_port: a.port(),
         log: "info".into(),
         retry_buffer_bytes: None,
+        token: None,
+        identity_addr: None,
         workers: None,
     };
     let result = tandem_proxy::run::run(args).await;

@@ -18,6 +18,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
+use crate::identity::IdentityStore;
 use crate::listener::ServiceListeners;
 use crate::metrics::Metrics;
 use crate::snapshot::Store;
@@ -44,6 +45,8 @@ pub struct AdminState {
     pub drain_tx: mpsc::Sender<()>,
     /// The xDS connection, in control-plane mode.
     pub xds: Option<Arc<XdsStatus>>,
+    /// The workload identity, when the proxy was given a join token.
+    pub identity: Option<Arc<IdentityStore>>,
 }
 
 /// Serves the admin API on `listener` until the process exits.
@@ -135,6 +138,7 @@ fn config_dump(state: &AdminState) -> serde_json::Value {
                 "last_nack": detail.last_nack,
             })
         }),
+        "identity": state.identity.as_ref().map(|i| i.dump()),
         "routes": snapshot.view,
         "config": snapshot.config,
     })

@@ -54,6 +54,15 @@ pub struct Args {
     #[arg(long, env = "TANDEM_RETRY_BUFFER_BYTES")]
     pub retry_buffer_bytes: Option<usize>,
 
+    /// Join token (`tandemctl token create`): obtain a workload certificate from the
+    /// control plane's CA before becoming ready (control-plane mode only).
+    #[arg(long, env = "TANDEM_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+
+    /// Identity endpoint `host:port` (default: the control plane's host, port 15012).
+    #[arg(long, env = "TANDEM_IDENTITY_ADDR")]
+    pub identity_addr: Option<String>,
+
     /// Runtime worker threads (default: one per CPU).
     #[arg(long, env = "TANDEM_WORKERS")]
     pub workers: Option<usize>,

@@ -4,7 +4,8 @@
 //! the protocol ([`detect`]); [`http::server`] serves HTTP/1 or HTTP/2; [`http::forward`]
 //! picks the destination from the current [`snapshot`] and an endpoint, and sends through
 //! the [`client`] pools; opaque connections go through [`tcp`]. Around it: [`config`] and
-//! [`reload`] produce snapshots, [`admin`] and [`metrics`] report, [`drain`] shuts down.
+//! [`reload`] produce snapshots, [`identity`] obtains and renews the workload certificate,
+//! [`admin`] and [`metrics`] report, [`drain`] shuts down.
 
 pub mod admin;
 pub mod body;
@@ -15,6 +16,7 @@ pub mod detect;
 pub mod drain;
 pub mod errors;
 pub mod http;
+pub mod identity;
 pub mod idle;
 pub mod listener;
 pub mod metrics;

@@ -16,6 +16,7 @@ use crate::config::Config;
 use crate::config::{self, ConfigError};
 use crate::drain::Drain;
 use crate::http::forward::Forwarder;
+use crate::identity::{self, Expected, IdentityConfig, IdentityError, IdentityStore, JoinToken};
 use crate::listener::{accept_loop, ListenerKind, ServiceListeners};
 use crate::metrics::Metrics;
 use crate::reload::Reloader;
@@ -59,6 +60,10 @@ pub enum StartupError {
     /// Worker threads could not be started.
     #[error("cannot start worker threads: {0}")]
     Workers(std::io::Error),
+    /// No workload certificate can be obtained (a malformed token, or a token for another
+    /// workload).
+    #[error("{0}")]
+    Identity(#[from] IdentityError),
     /// Metrics registration failed (a programming error).
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
@@ -69,8 +74,8 @@ pub enum StartupError {
 enum Mode {
     /// A static file, watched for changes.
     Static { path: PathBuf, text: String },
-    /// A control plane over ADS.
-    Xds(XdsTarget),
+    /// A control plane over ADS, and the identity endpoint when a join token was given.
+    Xds(XdsTarget, Option<IdentityConfig>),
 }
 
 impl Mode {
@@ -82,6 +87,11 @@ impl Mode {
             (None, None) => Err(StartupError::Usage(
                 "need --config FILE (static) or --control-plane ADDR --service NAME",
             )),
+            (Some(_), None) if args.token.is_some() || args.identity_addr.is_some() => {
+                Err(StartupError::Usage(
+                    "--token and --identity-addr are for --control-plane mode, not --config",
+                ))
+            }
             (Some(path), None) => {
                 let text =
                     std::fs::read_to_string(path).map_err(|source| StartupError::ReadConfig {
@@ -105,11 +115,33 @@ impl Mode {
                 let node_id = args.node_id.clone().unwrap_or_else(|| {
                     format!("{service}~{}~{}", args.namespace, std::process::id())
                 });
-                Ok(Mode::Xds(XdsTarget {
-                    endpoint,
-                    node_id,
-                    service,
-                }))
+                let identity = match &args.token {
+                    None if args.identity_addr.is_some() => {
+                        return Err(StartupError::Usage(
+                            "--identity-addr needs --token (the join token to present)",
+                        ))
+                    }
+                    None => None,
+                    Some(token) => Some(IdentityConfig {
+                        token: JoinToken::parse(token)?,
+                        addr: args
+                            .identity_addr
+                            .clone()
+                            .unwrap_or_else(|| default_identity_addr(&endpoint)),
+                        expected: Expected {
+                            namespace: args.namespace.clone(),
+                            service: service.clone(),
+                        },
+                    }),
+                };
+                Ok(Mode::Xds(
+                    XdsTarget {
+                        endpoint,
+                        node_id,
+                        service,
+                    },
+                    identity,
+                ))
             }
         }
     }
@@ -123,7 +155,7 @@ impl Mode {
                     source,
                 })
             }
-            Mode::Xds(target) => {
+            Mode::Xds(target, _) => {
                 let mut c = config::parse("").map_err(|source| StartupError::Config {
                     path: "(defaults)".into(),
                     source,
@@ -137,7 +169,7 @@ impl Mode {
     fn describe(&self) -> String {
         match self {
             Mode::Static { path, .. } => path.display().to_string(),
-            Mode::Xds(t) => t.endpoint.clone(),
+            Mode::Xds(t, _) => t.endpoint.clone(),
         }
     }
 }
@@ -152,7 +184,7 @@ pub async fn run(args: Args) -> Result<(), StartupError> {
     let mode = Mode::from_args(&args)?;
     let mut config = mode.config()?;
     match (&mode, args.retry_buffer_bytes) {
-        (Mode::Xds(_), Some(bytes)) => config.limits.retry_buffer_bytes = bytes,
+        (Mode::Xds(..), Some(bytes)) => config.limits.retry_buffer_bytes = bytes,
         // A reload re-reads the file, so a flag beside it would silently stop applying.
         (Mode::Static { .. }, Some(_)) => {
             return Err(StartupError::Usage(
@@ -205,21 +237,29 @@ pub async fn run(args: Args) -> Result<(), StartupError> {
     listeners.insert("admin", local(&admin_listener, args.admin_addr));
 
     let (drain_tx, mut drain_rx) = mpsc::channel(1);
+    let identity_cfg = match &mode {
+        Mode::Xds(_, identity) => identity.clone(),
+        Mode::Static { .. } => None,
+    };
+    let identity_store = identity_cfg
+        .as_ref()
+        .map(|_| Arc::new(IdentityStore::default()));
     let state = Arc::new(AdminState {
         store: store.clone(),
         metrics: metrics.clone(),
         ready: Default::default(),
         source: match &mode {
             Mode::Static { path, .. } => Some(path.clone()),
-            Mode::Xds(_) => None,
+            Mode::Xds(..) => None,
         },
         listeners: listeners.clone(),
         service_listeners: service_listeners.clone(),
         last_error: Mutex::new(None),
         drain_tx,
+        identity: identity_store.clone(),
         xds: match &mode {
             Mode::Static { .. } => None,
-            Mode::Xds(target) => Some(Arc::new(XdsStatus {
+            Mode::Xds(target, _) => Some(Arc::new(XdsStatus {
                 control_plane: target.endpoint.clone(),
                 admin_addr: admin_listener.local_addr().ok(),
                 ..Default::default()
@@ -256,7 +296,7 @@ pub async fn run(args: Args) -> Result<(), StartupError> {
                 .run(hup),
             );
         }
-        Mode::Xds(target) => {
+        Mode::Xds(target, _) => {
             if let Some(status) = &state.xds {
                 tokio::spawn(xds_client::run(
                     target.clone(),
@@ -270,11 +310,38 @@ pub async fn run(args: Args) -> Result<(), StartupError> {
         }
     }
 
-    // Ready means: listeners bound and a complete config in force.
+    // The identity task ends only on a failure retrying cannot fix; before readiness that
+    // stops the start, after it (cannot happen: renewals ask for the same identity) it is
+    // logged by the task's caller below.
+    let (identity_tx, mut identity_rx) = watch::channel(identity_cfg.is_none());
+    let mut identity_task = match (identity_cfg, &identity_store) {
+        (Some(cfg), Some(store)) => tokio::spawn(identity::run(
+            cfg,
+            store.clone(),
+            metrics.clone(),
+            identity_tx,
+        )),
+        _ => tokio::spawn(std::future::pending()),
+    };
+
+    // Ready means: listeners bound, a complete config in force, and (with a token) a
+    // workload certificate held.
     let first_config = async {
         let _ = first_rx.wait_for(|got| *got).await;
+        // A closed channel means the identity task ended without a certificate: never
+        // ready (the task's own arm below reports why).
+        if identity_rx.wait_for(|got| *got).await.is_err() {
+            std::future::pending::<()>().await;
+        }
     };
     tokio::select! {
+        biased;
+        result = &mut identity_task => {
+            return match result {
+                Ok(Err(e)) => Err(StartupError::Identity(e)),
+                Ok(Ok(())) | Err(_) => Err(StartupError::Usage("the identity task ended")),
+            };
+        }
         () = first_config => {
             state.ready.store(true, Ordering::Release);
             announce(&listeners, &service_listeners.addresses());
@@ -336,7 +403,41 @@ fn announce(fixed: &BTreeMap<&'static str, SocketAddr>, services: &BTreeMap<Stri
     tracing::info!("{line}");
 }
 
+/// The identity endpoint beside the control plane: its host, port 15012.
+fn default_identity_addr(endpoint: &str) -> String {
+    let authority = endpoint
+        .split_once("://")
+        .map_or(endpoint, |(_, rest)| rest)
+        .split('/')
+        .next()
+        .unwrap_or_default();
+    let (host, _) = identity::request::split_host(authority);
+    if host.contains(':') {
+        format!("[{host}]:{}", identity::DEFAULT_IDENTITY_PORT)
+    } else {
+        format!("{host}:{}", identity::DEFAULT_IDENTITY_PORT)
+    }
+}
+
 /// One worker per CPU the process may use.
 fn default_workers() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_identity_endpoint_defaults_to_the_control_planes_host() {
+        assert_eq!(
+            default_identity_addr("http://10.0.0.5:15010"),
+            "10.0.0.5:15012"
+        );
+        assert_eq!(
+            default_identity_addr("http://cp.mesh:15010/"),
+            "cp.mesh:15012"
+        );
+        assert_eq!(default_identity_addr("http://[::1]:15010"), "[::1]:15012");
+    }
 }

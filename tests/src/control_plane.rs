@@ -142,15 +142,24 @@ pub struct ControlPlane {
     stderr: Arc<Mutex<Vec<u8>>>,
     readers: Vec<AbortOnDrop>,
     files: TempDir,
+    identity: Option<SocketAddr>,
+    extra: Vec<String>,
 }
 
 impl ControlPlane {
     /// Starts a control plane in a fresh data dir with both listeners on `127.0.0.1:0`,
     /// and waits (bounded) for its ready line.
     pub async fn start() -> ControlPlane {
+        Self::start_with(&[]).await
+    }
+
+    /// Like [`ControlPlane::start`], with extra flags (kept for restarts), e.g.
+    /// `["--cert-ttl", "10s"]`.
+    pub async fn start_with(extra: &[&str]) -> ControlPlane {
         let data = Arc::new(TempDir::new("cp-data"));
         let xds: SocketAddr = "127.0.0.1:0".parse().expect("addr");
-        match Self::spawn(data, xds, Arc::default()).await {
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        match Self::spawn(data, xds, Arc::default(), extra).await {
             Ok(cp) => cp,
             Err(e) => panic!("{e}"),
         }
@@ -160,6 +169,7 @@ impl ControlPlane {
         data: Arc<TempDir>,
         xds: SocketAddr,
         stderr: Arc<Mutex<Vec<u8>>>,
+        extra: Vec<String>,
     ) -> Result<ControlPlane, String> {
         let bin = bins::path(CONTROL_PLANE).await;
         let mut cmd = Command::new(&bin);
@@ -168,6 +178,7 @@ impl ControlPlane {
             .arg(data.path())
             .args(["--xds-addr", &xds.to_string(), "--api-addr", "127.0.0.1:0"])
             .args(["--identity-addr", "127.0.0.1:0"])
+            .args(&extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -239,6 +250,8 @@ impl ControlPlane {
             stderr,
             readers: vec![err_reader, out_reader],
             files: TempDir::new("cp-files"),
+            identity: ready.identity,
+            extra,
         })
     }
 
@@ -250,6 +263,12 @@ impl ControlPlane {
     /// The xDS (ADS) address.
     pub fn xds(&self) -> SocketAddr {
         self.xds
+    }
+
+    /// The identity endpoint (CSRs with join tokens).
+    pub fn identity(&self) -> SocketAddr {
+        self.identity
+            .expect("the control plane's ready line has no identity=")
     }
 
     /// The data dir.
@@ -304,10 +323,18 @@ impl ControlPlane {
         );
         let deadline = tokio::time::Instant::now() + REBIND_TIMEOUT;
         loop {
-            match Self::spawn(self.data.clone(), self.xds, self.stderr.clone()).await {
+            match Self::spawn(
+                self.data.clone(),
+                self.xds,
+                self.stderr.clone(),
+                self.extra.clone(),
+            )
+            .await
+            {
                 Ok(mut fresh) => {
                     self.child = fresh.child.take();
                     self.api = fresh.api;
+                    self.identity = fresh.identity;
                     self.readers = std::mem::take(&mut fresh.readers);
                     return;
                 }

@@ -69,6 +69,9 @@ pub struct Metrics {
     rss: Gauge,
     cpu: Counter,
     fds: Gauge,
+    identity_expiry: Gauge,
+    bundle_expiry: Gauge,
+    identity_renewals: IntCounterVec,
 }
 
 /// Latency buckets in seconds: fine below 10 ms where a proxy's own overhead lives.
@@ -151,6 +154,24 @@ impl Metrics {
             "process_start_time_seconds",
             "Start time of the process since unix epoch in seconds.",
         )?;
+        let identity_expiry = Gauge::new(
+            "tandem_identity_cert_expiry_timestamp_seconds",
+            "Expiry of the workload certificate in force, Unix seconds (0 before the first).",
+        )?;
+        let bundle_expiry = Gauge::new(
+            "tandem_trust_bundle_expiry_timestamp_seconds",
+            "Earliest expiry among the trust bundle's roots, Unix seconds (0 before the first).",
+        )?;
+        let identity_renewals = IntCounterVec::new(
+            Opts::new(
+                "tandem_identity_renewals_total",
+                "Workload certificate renewal attempts (the first certificate is not one).",
+            ),
+            &["result"],
+        )?;
+        registry.register(Box::new(identity_expiry.clone()))?;
+        registry.register(Box::new(bundle_expiry.clone()))?;
+        registry.register(Box::new(identity_renewals.clone()))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(duration.clone()))?;
         registry.register(Box::new(tcp_open.clone()))?;
@@ -173,6 +194,7 @@ impl Metrics {
         }
         for result in ["ok", "error"] {
             reloads.with_label_values(&[result]);
+            identity_renewals.with_label_values(&[result]);
         }
         Ok(Metrics {
             traffic: TrafficMetrics::register(&registry)?,
@@ -192,6 +214,9 @@ impl Metrics {
             rss,
             cpu,
             fds,
+            identity_expiry,
+            bundle_expiry,
+            identity_renewals,
         })
     }
 
@@ -261,6 +286,20 @@ impl Metrics {
     /// One rejected xDS update.
     pub fn xds_rejected(&self) {
         self.xds_rejected.inc();
+    }
+
+    /// The certificate now in force expires at `cert`, the earliest root at `bundle`
+    /// (Unix seconds).
+    pub fn set_identity_expiry(&self, cert: u64, bundle: Option<u64>) {
+        self.identity_expiry.set(cert as f64);
+        self.bundle_expiry.set(bundle.unwrap_or(0) as f64);
+    }
+
+    /// One renewal attempt.
+    pub fn identity_renewal(&self, ok: bool) {
+        self.identity_renewals
+            .with_label_values(&[if ok { "ok" } else { "error" }])
+            .inc();
     }
 
     /// Renders every metric in the Prometheus text format, refreshing process stats first.

@@ -1,0 +1,412 @@
+//! The workload's identity: a key made here, a certificate from the control plane's CA,
+//! renewed at half life.
+//!
+//! Path: [`JoinToken`] (from `--token`) → [`request::obtain`] makes a P-256 key and a CSR
+//! and posts it over TLS 1.3 to the identity endpoint, which it authenticates by the CA
+//! pin in the token ([`pin::PinVerifier`]) → the answer becomes one [`Identity`] in the
+//! [`IdentityStore`] (one `ArcSwap`: chain, key, trust bundle and expiry change together)
+//! → [`run`] sleeps until half life and does it again with a new key.
+//!
+//! The private key exists only in memory, inside the [`Identity`]'s `CertifiedKey`; no
+//! `Debug`, log line or dump prints it.
+//!
+//! Renewal presents the join token again, so it works only while the token is valid (1 h
+//! by default). Renewal authenticated by the current certificate (mTLS) is the next step.
+
+pub mod pin;
+pub mod request;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use rustls::pki_types::CertificateDer;
+use rustls::sign::CertifiedKey;
+use tokio::sync::watch;
+
+use crate::metrics::Metrics;
+
+/// The port of the identity endpoint when only the control plane's address is given.
+pub const DEFAULT_IDENTITY_PORT: u16 = 15012;
+
+/// A join token `tdm1.<id>.<secret>.<ca-sha256>`, parsed.
+#[derive(Clone)]
+pub struct JoinToken {
+    text: String,
+    /// SHA-256 of the CA certificate the identity endpoint must chain to.
+    pub pin: [u8; 32],
+}
+
+impl std::fmt::Debug for JoinToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The secret is a credential: only the pin is shown.
+        write!(f, "JoinToken(pin={})", pin::hex(&self.pin))
+    }
+}
+
+impl JoinToken {
+    /// Parses a token; the error says which part is wrong, never echoing the secret.
+    pub fn parse(text: &str) -> Result<JoinToken, IdentityError> {
+        let text = text.trim();
+        let parts: Vec<&str> = text.split('.').collect();
+        let bad = |why: &str| IdentityError::MalformedToken(why.to_string());
+        let [version, id, secret, pin_hex] = parts[..] else {
+            return Err(bad(
+                "expected tdm1.<id>.<secret>.<ca-sha256> (four dot-separated parts)",
+            ));
+        };
+        if version != "tdm1" {
+            return Err(bad("it does not start with tdm1."));
+        }
+        let is_hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
+        if !is_hex(id, 16) || !is_hex(secret, 64) {
+            return Err(bad("the id must be 16 and the secret 64 hex digits"));
+        }
+        if !is_hex(pin_hex, 64) {
+            return Err(bad("the CA pin (last part) must be 64 hex digits"));
+        }
+        let mut pin = [0u8; 32];
+        for (i, byte) in pin.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&pin_hex[2 * i..2 * i + 2], 16)
+                .map_err(|_| bad("the CA pin is not hex"))?;
+        }
+        Ok(JoinToken {
+            text: text.to_string(),
+            pin,
+        })
+    }
+
+    /// The whole token, for the request body only.
+    pub fn secret(&self) -> &str {
+        &self.text
+    }
+}
+
+/// Which workload this proxy is: the certificate must name it.
+#[derive(Debug, Clone)]
+pub struct Expected {
+    /// `--namespace`.
+    pub namespace: String,
+    /// `--service` (the service account, standalone).
+    pub service: String,
+}
+
+impl Expected {
+    /// Whether `spiffe_id` is `spiffe://<any trust domain>/ns/<namespace>/sa/<service>`.
+    /// The trust domain is the control plane's to choose.
+    pub fn matches(&self, spiffe_id: &str) -> bool {
+        let Some(rest) = spiffe_id.strip_prefix("spiffe://") else {
+            return false;
+        };
+        let Some((domain, path)) = rest.split_once('/') else {
+            return false;
+        };
+        !domain.is_empty() && path == format!("ns/{}/sa/{}", self.namespace, self.service)
+    }
+}
+
+/// How to obtain the identity.
+#[derive(Debug, Clone)]
+pub struct IdentityConfig {
+    /// The credential.
+    pub token: JoinToken,
+    /// The identity endpoint, `host:port`.
+    pub addr: String,
+    /// Who this proxy is.
+    pub expected: Expected,
+}
+
+/// One root of the trust bundle, as reported.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RootInfo {
+    /// Its subject DN.
+    pub subject: String,
+    /// Its expiry, Unix seconds.
+    pub not_after: u64,
+    /// SHA-256 of its DER, hex.
+    pub sha256: String,
+}
+
+/// The certificate in force, with its key and the roots to trust peers by.
+pub struct Identity {
+    /// `spiffe://<td>/ns/<ns>/sa/<service>`.
+    pub spiffe_id: String,
+    /// When the answer arrived, Unix seconds (the start of the half-life clock: the
+    /// certificate's notBefore is backdated for clock skew).
+    pub issued_at: u64,
+    /// The certificate's expiry, Unix seconds.
+    pub not_after: u64,
+    /// Chain (leaf first) and private key, ready for a rustls resolver.
+    pub certified: Arc<CertifiedKey>,
+    /// The trust bundle, DER.
+    pub trust_bundle: Vec<CertificateDer<'static>>,
+    /// The trust bundle, described.
+    pub roots: Vec<RootInfo>,
+}
+
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key.
+        f.debug_struct("Identity")
+            .field("spiffe_id", &self.spiffe_id)
+            .field("not_after", &self.not_after)
+            .field("roots", &self.roots)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Identity {
+    /// The earliest expiry among the trust bundle's roots.
+    pub fn bundle_not_after(&self) -> Option<u64> {
+        self.roots.iter().map(|r| r.not_after).min()
+    }
+
+    /// When to renew: half way from issue to expiry, ±5% of the lifetime so a fleet
+    /// started together does not renew in lockstep.
+    pub fn renew_in(&self, now: u64) -> Duration {
+        let life_ms = self.not_after.saturating_sub(self.issued_at) * 1000;
+        let jitter = crate::routing::random_below(life_ms / 10 + 1) as i64 - (life_ms / 20) as i64;
+        let at_ms = (self.issued_at * 1000 + life_ms / 2) as i64 + jitter;
+        Duration::from_millis(u64::try_from(at_ms - (now * 1000) as i64).unwrap_or(0))
+    }
+}
+
+/// The identity in force, swapped whole.
+#[derive(Debug, Default)]
+pub struct IdentityStore {
+    current: ArcSwapOption<Identity>,
+    renewals_ok: std::sync::atomic::AtomicU64,
+}
+
+impl IdentityStore {
+    /// The identity in force, if any yet.
+    pub fn load(&self) -> Option<Arc<Identity>> {
+        self.current.load_full()
+    }
+
+    fn store(&self, identity: Identity, metrics: &Metrics) {
+        metrics.set_identity_expiry(identity.not_after, identity.bundle_not_after());
+        self.current.store(Some(Arc::new(identity)));
+    }
+
+    /// What `/config_dump` shows: names and dates, never key material.
+    pub fn dump(&self) -> serde_json::Value {
+        match self.load() {
+            None => serde_json::json!({ "state": "pending" }),
+            Some(id) => serde_json::json!({
+                "state": "ready",
+                "spiffe_id": id.spiffe_id,
+                "not_after": id.not_after,
+                "renewals": self.renewals_ok.load(std::sync::atomic::Ordering::Relaxed),
+                "trust_bundle": id.roots,
+            }),
+        }
+    }
+}
+
+/// Why a certificate could not be obtained.
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    /// `--token` is not a join token.
+    #[error("--token is not a join token: {0}")]
+    MalformedToken(String),
+    /// The endpoint's chain does not end in the pinned CA: never proceed.
+    #[error("{0} (wrong token, or not the mesh's identity endpoint)")]
+    PinMismatch(String),
+    /// The endpoint refused the token (401).
+    #[error("the identity endpoint refused the join token: {0}")]
+    BadToken(String),
+    /// Any other refusal (403: the CSR asks for what the token does not allow; 400; 5xx).
+    #[error("the identity endpoint refused the request ({status}): {message}")]
+    Refused {
+        /// HTTP status.
+        status: u16,
+        /// The endpoint's one-line reason.
+        message: String,
+    },
+    /// The token is for another workload than `--namespace`/`--service`.
+    #[error("the join token is for {got}, but this proxy runs as --namespace {namespace} --service {service}; refusing that identity")]
+    WrongIdentity {
+        /// What the endpoint issued.
+        got: String,
+        /// `--namespace`.
+        namespace: String,
+        /// `--service`.
+        service: String,
+    },
+    /// Network, TLS or HTTP failure.
+    #[error("identity endpoint {addr}: {reason}")]
+    Unreachable {
+        /// The endpoint.
+        addr: String,
+        /// What failed.
+        reason: String,
+    },
+    /// The answer is not usable.
+    #[error("the identity endpoint's answer is unusable: {0}")]
+    BadAnswer(String),
+    /// Key or CSR generation failed.
+    #[error("making the key or CSR: {0}")]
+    Csr(String),
+}
+
+impl IdentityError {
+    /// Whether trying again can help. A token for another workload never turns into
+    /// this one, so that stops the proxy.
+    pub fn is_retryable(&self) -> bool {
+        !matches!(
+            self,
+            IdentityError::WrongIdentity { .. } | IdentityError::MalformedToken(_)
+        )
+    }
+}
+
+/// Obtains the first certificate (retrying with jittered backoff, each failure logged on
+/// one line), signals `ready`, then renews at half life forever. Returns only on a
+/// failure that retrying cannot fix.
+pub async fn run(
+    cfg: IdentityConfig,
+    store: Arc<IdentityStore>,
+    metrics: Metrics,
+    ready: watch::Sender<bool>,
+) -> Result<(), IdentityError> {
+    let mut attempt = 0u32;
+    let first = loop {
+        match request::obtain(&cfg, None).await {
+            Ok(id) => break id,
+            Err(e) if e.is_retryable() => {
+                let wait = backoff(attempt, Duration::from_secs(30));
+                tracing::warn!(error = %e, retry_in = ?wait, "no workload certificate yet");
+                tokio::time::sleep(wait).await;
+                attempt = attempt.saturating_add(1);
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    tracing::info!(spiffe_id = %first.spiffe_id, not_after = first.not_after, "workload certificate obtained");
+    store.store(first, &metrics);
+    ready.send_replace(true);
+    loop {
+        let Some(current) = store.load() else {
+            return Ok(());
+        };
+        tokio::time::sleep(current.renew_in(unix_now())).await;
+        let mut attempt = 0u32;
+        loop {
+            match request::obtain(&cfg, Some(&current.spiffe_id)).await {
+                Ok(id) => {
+                    tracing::info!(spiffe_id = %id.spiffe_id, not_after = id.not_after, "workload certificate renewed");
+                    metrics.identity_renewal(true);
+                    store
+                        .renewals_ok
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    store.store(id, &metrics);
+                    break;
+                }
+                Err(e) => {
+                    metrics.identity_renewal(false);
+                    // Retry quickly while the certificate in force still lives; an expired
+                    // one is logged as such, and retrying continues.
+                    let wait = backoff(attempt, Duration::from_secs(5));
+                    if unix_now() >= current.not_after {
+                        tracing::error!(error = %e, "workload certificate expired and renewal fails");
+                    } else {
+                        tracing::warn!(error = %e, retry_in = ?wait, "certificate renewal failed");
+                    }
+                    tokio::time::sleep(wait).await;
+                    attempt = attempt.saturating_add(1);
+                }
+            }
+        }
+    }
+}
+
+/// Doubles from 200 ms up to `cap`, ±50% jitter.
+fn backoff(attempt: u32, cap: Duration) -> Duration {
+    let cap_ms = u64::try_from(cap.as_millis()).unwrap_or(u64::MAX);
+    let base = 200u64.saturating_mul(1 << attempt.min(10)).min(cap_ms);
+    let jitter = crate::routing::random_below(base) as i64 - (base / 2) as i64;
+    Duration::from_millis((base as i64 + jitter).max(10) as u64)
+}
+
+/// Unix seconds now.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TOKEN: &str = "tdm1.0123456789abcdef.0000000000000000000000000000000000000000000000000000000000000000.ff00000000000000000000000000000000000000000000000000000000000001";
+
+    #[test]
+    fn a_token_parses_and_its_debug_hides_the_secret() {
+        let t = JoinToken::parse(TOKEN).unwrap();
+        assert_eq!(t.pin[0], 0xff);
+        assert_eq!(t.pin[31], 0x01);
+        let shown = format!("{t:?}");
+        assert!(!shown.contains("0123456789abcdef"), "{shown}");
+        for bad in [
+            "",
+            "tdm1.a.b.c",
+            "tdm2.0123456789abcdef.00.ff",
+            &TOKEN[..TOKEN.len() - 1],
+        ] {
+            assert!(JoinToken::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_expected_identity_matches_any_trust_domain_but_only_this_workload() {
+        let e = Expected {
+            namespace: "default".into(),
+            service: "web".into(),
+        };
+        assert!(e.matches("spiffe://cluster.local/ns/default/sa/web"));
+        assert!(e.matches("spiffe://other.td/ns/default/sa/web"));
+        assert!(!e.matches("spiffe://cluster.local/ns/default/sa/web2"));
+        assert!(!e.matches("spiffe://cluster.local/ns/prod/sa/web"));
+        assert!(!e.matches("spiffe:///ns/default/sa/web"));
+        assert!(!e.matches("https://cluster.local/ns/default/sa/web"));
+    }
+
+    #[test]
+    fn renewal_is_due_near_half_life() {
+        let provider = rustls::crypto::ring::default_provider();
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let cert = rcgen::CertificateParams::default()
+            .self_signed(&key)
+            .unwrap();
+        let signing = provider
+            .key_provider
+            .load_private_key(rustls::pki_types::PrivateKeyDer::Pkcs8(
+                key.serialize_der().into(),
+            ))
+            .unwrap();
+        let id = Identity {
+            spiffe_id: "spiffe://cluster.local/ns/default/sa/web".into(),
+            issued_at: 1_000,
+            not_after: 1_000 + 86_400,
+            certified: Arc::new(CertifiedKey::new(vec![cert.der().clone()], signing)),
+            trust_bundle: vec![],
+            roots: vec![],
+        };
+        for _ in 0..100 {
+            let d = id.renew_in(1_000).as_secs();
+            assert!((43_200 - 4_320..=43_200 + 4_320).contains(&d), "{d}");
+        }
+        assert_eq!(id.renew_in(1_000 + 86_400), Duration::ZERO);
+        assert!(!format!("{id:?}").contains("PRIVATE"));
+    }
+
+    #[test]
+    fn backoff_stays_under_its_cap() {
+        for attempt in 0..20 {
+            assert!(backoff(attempt, Duration::from_secs(5)) <= Duration::from_millis(7_500));
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! Authenticating the identity endpoint before the proxy trusts any root: the join token
+//! carries the SHA-256 of the CA certificate (kubeadm's `discovery-token-ca-cert-hash`
+//! idea), and the server's chain must be signed by the certificate with that hash.
+//!
+//! The pinned certificate becomes the one trust anchor of a normal WebPKI path check, so
+//! every signature in the chain is still verified; a chain that merely *contains* a
+//! certificate with the right hash but is not signed by it fails.
+
+use std::sync::{Arc, Mutex};
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::server::ParsedCertificate;
+use rustls::{CertificateError, DigitallySignedStruct, Error, RootCertStore, SignatureScheme};
+
+/// The SHA-256 of a certificate's DER.
+pub fn fingerprint(der: &[u8]) -> [u8; 32] {
+    let digest = ring::digest::digest(&ring::digest::SHA256, der);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest.as_ref());
+    out
+}
+
+/// Lower-case hex.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A [`ServerCertVerifier`] that trusts exactly the CA the join token pins.
+#[derive(Debug)]
+pub struct PinVerifier {
+    pin: [u8; 32],
+    provider: Arc<CryptoProvider>,
+    /// Why the last handshake failed the pin check, so the caller can say "pin mismatch"
+    /// instead of a generic TLS alert.
+    mismatch: Mutex<Option<String>>,
+}
+
+impl PinVerifier {
+    /// A verifier for the CA whose DER hashes to `pin`.
+    pub fn new(pin: [u8; 32], provider: Arc<CryptoProvider>) -> Self {
+        PinVerifier {
+            pin,
+            provider,
+            mismatch: Mutex::new(None),
+        }
+    }
+
+    /// The pin failure of the last handshake, if it failed on the pin.
+    pub fn mismatch(&self) -> Option<String> {
+        self.mismatch.lock().ok().and_then(|m| m.clone())
+    }
+
+    fn record(&self, why: String) {
+        if let Ok(mut m) = self.mismatch.lock() {
+            *m = Some(why);
+        }
+    }
+}
+
+impl ServerCertVerifier for PinVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, Error> {
+        let anchor = intermediates
+            .iter()
+            .find(|c| fingerprint(c.as_ref()) == self.pin);
+        let Some(anchor) = anchor else {
+            let presented: Vec<String> = std::iter::once(end_entity)
+                .chain(intermediates)
+                .map(|c| hex(&fingerprint(c.as_ref())))
+                .collect();
+            self.record(format!(
+                "CA pin mismatch: the token pins sha256 {}, the identity endpoint presented {}",
+                hex(&self.pin),
+                presented.join(", ")
+            ));
+            return Err(Error::InvalidCertificate(
+                CertificateError::ApplicationVerificationFailure,
+            ));
+        };
+        let mut roots = RootCertStore::empty();
+        roots.add(anchor.clone().into_owned())?;
+        let others: Vec<CertificateDer<'_>> = intermediates
+            .iter()
+            .filter(|c| c.as_ref() != anchor.as_ref())
+            .cloned()
+            .collect();
+        let parsed = ParsedCertificate::try_from(end_entity)?;
+        rustls::client::verify_server_cert_signed_by_trust_anchor(
+            &parsed,
+            &roots,
+            &others,
+            now,
+            self.provider.signature_verification_algorithms.all,
+        )?;
+        // Workload certificates from the same CA carry serverAuth too; the name check keeps
+        // a workload from posing as the identity endpoint (they have only a SPIFFE URI).
+        rustls::client::verify_server_name(&parsed, server_name)?;
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        // The client config allows TLS 1.3 only; a 1.2 signature is never legitimate here.
+        Err(Error::PeerIncompatible(
+            rustls::PeerIncompatible::Tls12NotOffered,
+        ))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
