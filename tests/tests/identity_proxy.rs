@@ -164,8 +164,15 @@ async fn a_token_with_a_wrong_pin_never_makes_the_proxy_ready() {
     );
 }
 
+/// Certificates live 10 s and the join token 6 s: the second and third renewals happen
+/// after the token expired, so they can only have been authenticated by the certificate
+/// in force (mTLS).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_certificate_is_renewed_at_half_life_while_traffic_flows() {
+async fn the_certificate_is_renewed_at_half_life_over_mtls_while_traffic_flows() {
+    // Build (or find) the proxy binary first: the 6 s token must not expire during a build.
+    tokio::task::spawn_blocking(tandem_tests::proxy::binary)
+        .await
+        .unwrap();
     let upstream = HttpServer::echo("api-a").await;
     let cp = ControlPlane::start_with(&["--cert-ttl", "10s"]).await;
     cp.apply_ok(&mesh::docs(&[service("api"), service("client")]))
@@ -173,7 +180,13 @@ async fn the_certificate_is_renewed_at_half_life_while_traffic_flows() {
     cp.tandemctl(&["endpoint", "add", "api", &upstream.addr().to_string()])
         .await
         .expect_ok("endpoint add");
-    let token = join_token(&cp, "client").await;
+    let token = cp
+        .tandemctl(&["token", "create", "--service", "client", "--ttl", "6s"])
+        .await
+        .expect_ok("token create")
+        .trim()
+        .to_string();
+    let token_expiry = now() + 6;
     let id_addr = cp.identity().to_string();
     let proxy = Proxy::start_xds(
         cp.xds(),
@@ -195,10 +208,10 @@ async fn the_certificate_is_renewed_at_half_life_while_traffic_flows() {
 
     let load = Load::start(&[proxy.outbound()], LoadSpec::new("api"));
     load.wait_more(20, Duration::from_secs(20)).await;
-    let renewed = eventually(RENEWAL, "two renewals", || async {
+    let renewed = eventually(RENEWAL, "three renewals", || async {
         let m = proxy.metrics().await;
         let ok = m.value("tandem_identity_renewals_total", &[("result", "ok")]);
-        if ok >= 2.0 {
+        if ok >= 3.0 {
             Ok(m.value("tandem_identity_cert_expiry_timestamp_seconds", &[]))
         } else {
             Err(format!("renewals ok = {ok}"))
@@ -207,7 +220,16 @@ async fn the_certificate_is_renewed_at_half_life_while_traffic_flows() {
     .await;
     load.wait_more(20, Duration::from_secs(20)).await;
     let report = load.stop().await;
-    report.assert_no_failures("load across two certificate renewals");
+    report.assert_no_failures("load across three certificate renewals");
+    assert!(
+        now() > token_expiry + 1,
+        "the token expired before the last renewal"
+    );
+    assert!(
+        cp.stderr().contains("client certificate"),
+        "renewals authenticated by the certificate: {}",
+        cp.stderr()
+    );
 
     let id = identity(&proxy.config_dump().await);
     assert_eq!(

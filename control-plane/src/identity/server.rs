@@ -1,7 +1,9 @@
 //! The identity endpoint: HTTPS (rustls, TLS 1.3 only) with a server certificate from the
 //! mesh's own CA, serving `POST /v1/certificates`.
 //!
-//! Request `{"token": "...", "csr_pem": "..."}`; answer `{"certificate_chain_pem",
+//! Request `{"token": "...", "csr_pem": "..."}`, or, to renew, `{"csr_pem": "..."}` over a
+//! TLS connection where the workload presented its current certificate (mTLS: join tokens
+//! are short-lived, certificates are renewed for as long as the workload runs); answer `{"certificate_chain_pem",
 //! "trust_bundle_pem", "expires_at", "spiffe_id"}`. The workload's key never travels: the
 //! CSR carries only its public half, and its signature proves possession. Errors are
 //! `{"error": "<one line>"}` with the status from [`IdentityError::status`].
@@ -37,8 +39,10 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CertificateRequest {
-    /// The credential (standalone: a join token).
-    pub token: String,
+    /// The credential (standalone: a join token). Absent on a renewal authenticated by
+    /// the client certificate.
+    #[serde(default)]
+    pub token: Option<String>,
     /// A PKCS#10 CSR, PEM.
     pub csr_pem: String,
 }
@@ -82,14 +86,24 @@ impl<A: Authenticator> IdentityService<A> {
         }
     }
 
-    /// Answers one certificate request at Unix time `now`.
+    /// Answers one certificate request at Unix time `now`. `peer` is the identity of a
+    /// verified client certificate (issued by this CA), if the caller presented one: it
+    /// stands in for a token, so a workload renews with the certificate it holds.
     pub fn issue(
         &self,
         req: &CertificateRequest,
+        peer: Option<&SpiffeId>,
         now: u64,
     ) -> Result<CertificateResponse, IdentityError> {
         // Authenticate before looking at the CSR: an anonymous caller learns nothing.
-        let id = self.authenticator.authenticate(&req.token, now)?;
+        let (id, how) = match (&req.token, peer) {
+            (Some(token), _) => (self.authenticator.authenticate(token, now)?, "join token"),
+            (None, Some(peer)) => (peer.clone(), "client certificate"),
+            (None, None) => return Err(IdentityError::Unauthenticated(
+                "no credential: send a join token, or renew over mTLS with the current certificate"
+                    .into(),
+            )),
+        };
         let csr = CertificateSigningRequestParams::from_pem(&req.csr_pem).map_err(|e| {
             IdentityError::BadRequest(match e {
                 rcgen::Error::InvalidCertificationRequestSignature => {
@@ -102,7 +116,7 @@ impl<A: Authenticator> IdentityService<A> {
         let issued = self
             .ca
             .issue_workload(&csr.public_key, &id, self.cert_ttl, now)?;
-        tracing::info!(spiffe_id = %id, expires_at = issued.not_after, "issued a workload certificate");
+        tracing::info!(spiffe_id = %id, expires_at = issued.not_after, credential = how, "issued a workload certificate");
         Ok(CertificateResponse {
             certificate_chain_pem: issued.chain_pem,
             trust_bundle_pem: self.ca.trust_bundle_pem().to_string(),
@@ -143,8 +157,45 @@ fn check_requested(
     Ok(())
 }
 
+/// The SPIFFE ID a verified client certificate names: exactly one URI SAN of the mesh's
+/// shape. The chain was verified against this CA's roots during the handshake, and this
+/// CA puts only the identity it vouched for into a leaf, so the name is trusted as is.
+pub fn peer_identity(leaf: &[u8]) -> Option<SpiffeId> {
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf).ok()?;
+    let san = cert.subject_alternative_name().ok()??;
+    let mut uris = san.value.general_names.iter().filter_map(|n| match n {
+        x509_parser::extensions::GeneralName::URI(u) => Some(*u),
+        _ => None,
+    });
+    let (uri, None) = (uris.next()?, uris.next()) else {
+        return None;
+    };
+    let rest = uri.strip_prefix("spiffe://")?;
+    let (trust_domain, path) = rest.split_once('/')?;
+    let mut parts = path.split('/');
+    match (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) {
+        (Some("ns"), Some(ns), Some("sa"), Some(sa), None)
+            if !trust_domain.is_empty() && !ns.is_empty() && !sa.is_empty() =>
+        {
+            Some(SpiffeId {
+                trust_domain: trust_domain.to_string(),
+                namespace: ns.to_string(),
+                service_account: sa.to_string(),
+            })
+        }
+        _ => None,
+    }
+}
+
 /// The endpoint's TLS config: TLS 1.3 only, a server certificate for `names` issued by
-/// `ca` (its chain sent along), `http/1.1` over ALPN.
+/// `ca` (its chain sent along), `http/1.1` over ALPN. A client certificate is optional
+/// and, when sent, must chain to the CA's trust bundle (renewal over mTLS).
 pub fn tls_config(
     ca: &Ca,
     names: &[String],
@@ -159,10 +210,24 @@ pub fn tls_config(
         reason: e.to_string(),
     };
     let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for der in super::ca::pem_blocks(ca.trust_bundle_pem(), "CERTIFICATE") {
+        roots.add(CertificateDer::from(der)).map_err(tls_err)?;
+    }
+    let clients = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .allow_unauthenticated()
+    .build()
+    .map_err(|e| CaError::Invalid {
+        path: "identity endpoint TLS".into(),
+        reason: e.to_string(),
+    })?;
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(tls_err)?
-        .with_no_client_auth()
+        .with_client_cert_verifier(clients)
         .with_single_cert(chain, key)
         .map_err(tls_err)?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
@@ -198,9 +263,15 @@ pub async fn serve<A: Authenticator>(
                     return;
                 }
             };
+            let peer_id = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .and_then(|leaf| peer_identity(leaf.as_ref()));
             let svc = service_fn(move |req| {
-                let service = service.clone();
-                async move { Ok::<_, Infallible>(handle(&service, req).await) }
+                let (service, peer_id) = (service.clone(), peer_id.clone());
+                async move { Ok::<_, Infallible>(handle(&service, peer_id.as_ref(), req).await) }
             });
             if let Err(e) = http1::Builder::new()
                 .serve_connection(TokioIo::new(tls), svc)
@@ -214,9 +285,10 @@ pub async fn serve<A: Authenticator>(
 
 async fn handle<A: Authenticator>(
     service: &IdentityService<A>,
+    peer: Option<&SpiffeId>,
     req: Request<Incoming>,
 ) -> Response<Full<Bytes>> {
-    let (status, body) = match handle_inner(service, req).await {
+    let (status, body) = match handle_inner(service, peer, req).await {
         Ok(answer) => (
             StatusCode::OK,
             serde_json::to_value(answer).unwrap_or_default(),
@@ -236,6 +308,7 @@ async fn handle<A: Authenticator>(
 
 async fn handle_inner<A: Authenticator>(
     service: &IdentityService<A>,
+    peer: Option<&SpiffeId>,
     req: Request<Incoming>,
 ) -> Result<CertificateResponse, IdentityError> {
     if req.uri().path() != "/v1/certificates" || req.method() != Method::POST {
@@ -256,7 +329,7 @@ async fn handle_inner<A: Authenticator>(
         .to_bytes();
     let request: CertificateRequest = serde_json::from_slice(&body)
         .map_err(|e| IdentityError::BadRequest(format!("body: {e}")))?;
-    service.issue(&request, crate::util::unix_now())
+    service.issue(&request, peer, crate::util::unix_now())
 }
 
 #[cfg(test)]
@@ -311,7 +384,7 @@ mod tests {
 
     fn req(token: &str, csr_pem: String) -> CertificateRequest {
         CertificateRequest {
-            token: token.into(),
+            token: Some(token.into()),
             csr_pem,
         }
     }
@@ -320,7 +393,7 @@ mod tests {
     fn a_csr_becomes_a_leaf_with_exactly_the_token_identity_and_lifetime() {
         let (svc, dir) = service("ok");
         for sans in [vec![], vec![uri("spiffe://cluster.local/ns/default/sa/a")]] {
-            let answer = svc.issue(&req("good", csr(&sans)), NOW).unwrap();
+            let answer = svc.issue(&req("good", csr(&sans)), None, NOW).unwrap();
             assert_eq!(answer.spiffe_id, "spiffe://cluster.local/ns/default/sa/a");
             assert_eq!(answer.expires_at, NOW + 86_400);
             let chain = pem_blocks(&answer.certificate_chain_pem, "CERTIFICATE");
@@ -367,6 +440,7 @@ mod tests {
                     "good",
                     csr(&[uri("spiffe://cluster.local/ns/default/sa/b")]),
                 ),
+                None,
                 NOW,
             )
             .unwrap_err();
@@ -378,6 +452,7 @@ mod tests {
                     "good",
                     csr(&[SanType::DnsName("b.example".try_into().unwrap())]),
                 ),
+                None,
                 NOW,
             )
             .unwrap_err();
@@ -386,18 +461,58 @@ mod tests {
         let mut params = CertificateParams::default();
         params.is_ca = IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
         let ca_csr = params.serialize_request(&key).unwrap().pem().unwrap();
-        let ca = svc.issue(&req("good", ca_csr), NOW).unwrap_err();
+        let ca = svc.issue(&req("good", ca_csr), None, NOW).unwrap_err();
         assert_eq!(ca.status(), StatusCode::FORBIDDEN);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_verified_client_certificate_renews_exactly_its_own_identity() {
+        let (svc, dir) = service("peer");
+        let first = svc.issue(&req("good", csr(&[])), None, NOW).unwrap();
+        let leaf = pem_blocks(&first.certificate_chain_pem, "CERTIFICATE").remove(0);
+        let peer = peer_identity(&leaf).unwrap();
+        assert_eq!(peer.to_string(), "spiffe://cluster.local/ns/default/sa/a");
+        let renew = |csr_pem| CertificateRequest {
+            token: None,
+            csr_pem,
+        };
+        let again = svc
+            .issue(
+                &renew(csr(&[uri("spiffe://cluster.local/ns/default/sa/a")])),
+                Some(&peer),
+                NOW,
+            )
+            .unwrap();
+        assert_eq!(again.spiffe_id, first.spiffe_id);
+        let other = svc
+            .issue(
+                &renew(csr(&[uri("spiffe://cluster.local/ns/default/sa/b")])),
+                Some(&peer),
+                NOW,
+            )
+            .unwrap_err();
+        assert_eq!(other.status(), StatusCode::FORBIDDEN);
+        let anonymous = svc.issue(&renew(csr(&[])), None, NOW).unwrap_err();
+        assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+        // The endpoint's own server certificate names no workload.
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut params = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        params
+            .subject_alt_names
+            .push(uri("spiffe://cluster.local/ns/x"));
+        let odd = params.self_signed(&key).unwrap();
+        assert!(peer_identity(odd.der()).is_none());
         let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]
     fn bad_token_is_401_and_malformed_csr_is_400() {
         let (svc, dir) = service("bad");
-        let e = svc.issue(&req("bad", csr(&[])), NOW).unwrap_err();
+        let e = svc.issue(&req("bad", csr(&[])), None, NOW).unwrap_err();
         assert_eq!(e.status(), StatusCode::UNAUTHORIZED);
         let e = svc
-            .issue(&req("good", "not a csr".into()), NOW)
+            .issue(&req("good", "not a csr".into()), None, NOW)
             .unwrap_err();
         assert_eq!(e.status(), StatusCode::BAD_REQUEST);
         // A CSR whose signature was made over other content.
@@ -405,7 +520,7 @@ mod tests {
         let n = der.len();
         der[n - 3] ^= 0x01;
         let tampered = crate::identity::ca::pem_encode("CERTIFICATE REQUEST", &der);
-        let e = svc.issue(&req("good", tampered), NOW).unwrap_err();
+        let e = svc.issue(&req("good", tampered), None, NOW).unwrap_err();
         assert_eq!(e.status(), StatusCode::BAD_REQUEST, "{e}");
         let _ = std::fs::remove_dir_all(dir);
     }

@@ -10,8 +10,8 @@
 //! The private key exists only in memory, inside the [`Identity`]'s `CertifiedKey`; no
 //! `Debug`, log line or dump prints it.
 //!
-//! Renewal presents the join token again, so it works only while the token is valid (1 h
-//! by default). Renewal authenticated by the current certificate (mTLS) is the next step.
+//! Renewals authenticate with the certificate in force (mTLS to the identity endpoint),
+//! not the join token: the token is short-lived (1 h by default), the workload is not.
 
 pub mod pin;
 pub mod request;
@@ -272,7 +272,7 @@ pub async fn run(
 ) -> Result<(), IdentityError> {
     let mut attempt = 0u32;
     let first = loop {
-        match request::obtain(&cfg, None).await {
+        match request::obtain(&cfg, None, None).await {
             Ok(id) => break id,
             Err(e) if e.is_retryable() => {
                 let wait = backoff(attempt, Duration::from_secs(30));
@@ -293,7 +293,10 @@ pub async fn run(
         tokio::time::sleep(current.renew_in(unix_now())).await;
         let mut attempt = 0u32;
         loop {
-            match request::obtain(&cfg, Some(&current.spiffe_id)).await {
+            // mTLS with the certificate in force; once it has expired (say, the host slept
+            // through the renewal window) only the token is left, if it is still valid.
+            let client = (unix_now() < current.not_after).then(|| current.certified.clone());
+            match request::obtain(&cfg, Some(&current.spiffe_id), client).await {
                 Ok(id) => {
                     tracing::info!(spiffe_id = %id.spiffe_id, not_after = id.not_after, "workload certificate renewed");
                     metrics.identity_renewal(true);

@@ -25,7 +25,8 @@ const MAX_ANSWER: usize = 1 << 20;
 
 #[derive(serde::Serialize)]
 struct CertificateRequest<'a> {
-    token: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token: Option<&'a str>,
     csr_pem: &'a str,
 }
 
@@ -39,8 +40,14 @@ struct CertificateResponse {
 
 /// Obtains a certificate. `san` is the SPIFFE ID to ask for: `None` on the first request
 /// (the trust domain is the control plane's to decide, and the token names the workload),
-/// the current identity on renewals so the CA refuses anything else.
-pub async fn obtain(cfg: &IdentityConfig, san: Option<&str>) -> Result<Identity, IdentityError> {
+/// the current identity on renewals so the CA refuses anything else. With `client` (the
+/// certificate in force) the request is authenticated by mTLS and the token is not sent:
+/// the token is short-lived, the workload is not.
+pub async fn obtain(
+    cfg: &IdentityConfig,
+    san: Option<&str>,
+    client: Option<Arc<CertifiedKey>>,
+) -> Result<Identity, IdentityError> {
     // A new key every time: a renewal never extends the life of a key.
     let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
         .map_err(|e| IdentityError::Csr(e.to_string()))?;
@@ -57,11 +64,11 @@ pub async fn obtain(cfg: &IdentityConfig, san: Option<&str>) -> Result<Identity,
         .and_then(|csr| csr.pem())
         .map_err(|e| IdentityError::Csr(e.to_string()))?;
     let body = serde_json::to_vec(&CertificateRequest {
-        token: cfg.token.secret(),
+        token: client.is_none().then(|| cfg.token.secret()),
         csr_pem: &csr_pem,
     })
     .map_err(|e| IdentityError::Csr(e.to_string()))?;
-    let answer = tokio::time::timeout(REQUEST_TIMEOUT, post(cfg, body))
+    let answer = tokio::time::timeout(REQUEST_TIMEOUT, post(cfg, body, client))
         .await
         .map_err(|_| IdentityError::Unreachable {
             addr: cfg.addr.clone(),
@@ -119,7 +126,11 @@ pub async fn obtain(cfg: &IdentityConfig, san: Option<&str>) -> Result<Identity,
     })
 }
 
-async fn post(cfg: &IdentityConfig, body: Vec<u8>) -> Result<CertificateResponse, IdentityError> {
+async fn post(
+    cfg: &IdentityConfig,
+    body: Vec<u8>,
+    client: Option<Arc<CertifiedKey>>,
+) -> Result<CertificateResponse, IdentityError> {
     let unreachable = |reason: String| IdentityError::Unreachable {
         addr: cfg.addr.clone(),
         reason,
@@ -129,12 +140,15 @@ async fn post(cfg: &IdentityConfig, body: Vec<u8>) -> Result<CertificateResponse
         .map_err(|e| unreachable(format!("bad host name {host:?}: {e}")))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let verifier = Arc::new(PinVerifier::new(cfg.token.pin, provider.clone()));
-    let tls = rustls::ClientConfig::builder_with_provider(provider)
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| unreachable(e.to_string()))?
         .dangerous()
-        .with_custom_certificate_verifier(verifier.clone())
-        .with_no_client_auth();
+        .with_custom_certificate_verifier(verifier.clone());
+    let tls = match client {
+        Some(current) => builder.with_client_cert_resolver(Arc::new(Current(current))),
+        None => builder.with_no_client_auth(),
+    };
     let tcp = TcpStream::connect(cfg.addr.as_str())
         .await
         .map_err(|e| unreachable(e.to_string()))?;
@@ -189,6 +203,24 @@ async fn post(cfg: &IdentityConfig, body: Vec<u8>) -> Result<CertificateResponse
         });
     }
     serde_json::from_slice(&bytes).map_err(|e| IdentityError::BadAnswer(e.to_string()))
+}
+
+/// Presents the certificate in force (renewal over mTLS).
+#[derive(Debug)]
+struct Current(Arc<CertifiedKey>);
+
+impl rustls::client::ResolvesClientCert for Current {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[rustls::SignatureScheme],
+    ) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.clone())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
 }
 
 /// `host:port` → (`host`, `port`), IPv6 brackets removed.
