@@ -330,16 +330,7 @@ fn invalid_domain_regex_is_reported_with_the_route_path() {
 
 /// Rewrites the RouteConfiguration of reviews with `f`.
 fn edit_rc(snap: &XdsSnapshot, f: impl FnOnce(&mut RouteConfiguration)) -> Resources {
-    let mut res = snap.resources().clone();
-    let any = res
-        .get_mut(ROUTE_TYPE)
-        .unwrap()
-        .get_mut(&fqdn("reviews"))
-        .unwrap();
-    let mut rc: RouteConfiguration = unpack(any, "x").unwrap();
-    f(&mut rc);
-    *any = pack(&rc);
-    res
+    traffic::edit(snap.resources(), &fqdn("reviews"), f)
 }
 
 fn invalid(res: &Resources) -> ConvertError {
@@ -428,48 +419,32 @@ fn wrong_type_url_is_invalid() {
 #[test]
 fn non_eds_cluster_and_extra_filter_are_invalid() {
     let snap = to_snapshot(&mesh(), "v1").unwrap();
-    let mut res = snap.resources().clone();
     let name = fqdn("reviews-v1");
-    let any = res.get_mut(CLUSTER_TYPE).unwrap().get_mut(&name).unwrap();
-    let mut c: Cluster = unpack(any, "x").unwrap();
-    c.cluster_discovery_type = Some(cluster::ClusterDiscoveryType::Type(
-        cluster::DiscoveryType::StrictDns as i32,
-    ));
-    *any = pack(&c);
+    let res = traffic::edit::<Cluster>(snap.resources(), &name, |c| {
+        c.cluster_discovery_type = Some(cluster::ClusterDiscoveryType::Type(
+            cluster::DiscoveryType::StrictDns as i32,
+        ));
+    });
     let err = invalid(&res);
     assert_eq!(
         err.to_string(),
         format!("Cluster[{name}].type: only EDS clusters are supported, got STRICT_DNS")
     );
 
-    let mut res = snap.resources().clone();
-    let any = res
-        .get_mut(LISTENER_TYPE)
-        .unwrap()
-        .get_mut("reviews")
-        .unwrap();
-    let mut l: Listener = unpack(any, "x").unwrap();
-    let api = l
-        .api_listener
-        .as_mut()
-        .unwrap()
-        .api_listener
-        .as_mut()
-        .unwrap();
-    let mut hcm: HttpConnectionManager = unpack(api, "x").unwrap();
-    hcm.http_filters.insert(
-        0,
-        HttpFilter {
-            name: "cors".into(),
-            config_type: Some(http_filter::ConfigType::TypedConfig(Any {
-                type_url: "type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors".into(),
-                value: vec![],
-            })),
-            ..Default::default()
-        },
-    );
-    *api = pack(&hcm);
-    *any = pack(&l);
+    let res = traffic::edit_hcm(snap.resources(), "reviews", |hcm| {
+        hcm.http_filters.insert(
+            0,
+            HttpFilter {
+                name: "cors".into(),
+                config_type: Some(http_filter::ConfigType::TypedConfig(Any {
+                    type_url: "type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors"
+                        .into(),
+                    value: vec![],
+                })),
+                ..Default::default()
+            },
+        );
+    });
     let err = invalid(&res);
     assert_eq!(
         err.path,

@@ -215,6 +215,26 @@ pub(super) fn edit<T: prost::Message + Name + Default>(
     res
 }
 
+/// Rewrites the HTTP connection manager of listener `name` in a copy of `res`.
+pub(super) fn edit_hcm(
+    res: &Resources,
+    name: &str,
+    f: impl FnOnce(&mut HttpConnectionManager),
+) -> Resources {
+    edit::<Listener>(res, name, |l| {
+        let api = l
+            .api_listener
+            .as_mut()
+            .unwrap()
+            .api_listener
+            .as_mut()
+            .unwrap();
+        let mut hcm: HttpConnectionManager = unpack(api, "x").unwrap();
+        f(&mut hcm);
+        *api = pack(&hcm);
+    })
+}
+
 /// Edits route `i` of web's route configuration.
 pub(super) fn edit_web_route(res: &Resources, i: usize, f: impl FnOnce(&mut Route)) -> Resources {
     edit::<RouteConfiguration>(
@@ -639,21 +659,12 @@ fn fault_rejections_name_the_field() {
         format!("{WEB_RC}.routes[{i}].typed_per_filter_config[envoy.filters.http.cors]")
     );
     // A listener-wide fault is refused: faults are per route.
-    let res = edit::<Listener>(snap.resources(), "web", |l| {
-        let api = l
-            .api_listener
-            .as_mut()
-            .unwrap()
-            .api_listener
-            .as_mut()
-            .unwrap();
-        let mut hcm: HttpConnectionManager = unpack(api, "x").unwrap();
+    let res = edit_hcm(snap.resources(), "web", |hcm| {
         hcm.http_filters[0].config_type =
             Some(http_filter::ConfigType::TypedConfig(pack(&HttpFault {
                 upstream_cluster: "x".into(),
                 ..Default::default()
             })));
-        *api = pack(&hcm);
     });
     assert_eq!(
         invalid(&res).path,
