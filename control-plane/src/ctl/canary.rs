@@ -193,31 +193,6 @@ fn millis(v: &Value) -> String {
         .map_or_else(|| "-".into(), |x| format!("{:.1}ms", x * 1000.0))
 }
 
-/// Rows as left-aligned columns, two spaces apart.
-fn align(rows: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = Vec::new();
-    for row in rows {
-        for (i, cell) in row.iter().enumerate() {
-            let n = cell.chars().count();
-            match widths.get_mut(i) {
-                Some(w) => *w = (*w).max(n),
-                None => widths.push(n),
-            }
-        }
-    }
-    let mut out = String::new();
-    for row in rows {
-        let mut line = String::new();
-        for (i, cell) in row.iter().enumerate() {
-            let pad = widths.get(i).copied().unwrap_or(0);
-            line.push_str(&format!("{cell:<pad$}  "));
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
-    out
-}
-
 /// The status as a table.
 fn status_text(a: &Value) -> String {
     let state = &a["state"];
@@ -264,7 +239,7 @@ fn status_text(a: &Value) -> String {
             millis(&b["p99_seconds"]),
         ]);
     }
-    out.push_str(&align(&rows));
+    out.push_str(&output::render(&rows));
     let m = &a["metrics"];
     if m["proxies_reporting"].as_u64().unwrap_or(0) == 0 {
         out.push_str(&format!(

@@ -237,7 +237,8 @@ fn cols(names: &[&str]) -> Vec<String> {
     names.iter().map(|n| n.to_string()).collect()
 }
 
-fn render(rows: &[Vec<String>]) -> String {
+/// Rows as left-aligned columns, two spaces apart.
+pub fn render(rows: &[Vec<String>]) -> String {
     let n = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..n)
         .map(|c| {
