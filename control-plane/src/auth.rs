@@ -2,9 +2,6 @@
 //! required as `Authorization: Bearer <token>` on every API request, compared in
 //! constant time.
 
-use std::fs::OpenOptions;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 /// The token file's name inside the data dir.
@@ -52,15 +49,7 @@ impl AdminToken {
         }
         std::fs::create_dir_all(dir).map_err(err)?;
         let token = crate::util::random_hex(32).map_err(err)?;
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(err)?;
-        file.write_all(format!("{token}\n").as_bytes())
-            .and_then(|()| file.sync_all())
-            .map_err(err)?;
+        crate::util::write_new(&path, format!("{token}\n").as_bytes(), 0o600).map_err(err)?;
         Ok(AdminToken(token))
     }
 

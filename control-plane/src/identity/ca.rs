@@ -2,10 +2,8 @@
 //! (dir 0700, key 0600, cert 0644), or a user-supplied root or intermediate. It signs
 //! workload certificates and the identity endpoint's own server certificate.
 
-use std::fs::OpenOptions;
-use std::io::Write;
 use std::net::IpAddr;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -322,15 +320,7 @@ fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), CaError> {
         path: path.to_path_buf(),
         source,
     };
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(path)
-        .map_err(err)?;
-    file.write_all(bytes)
-        .and_then(|()| file.sync_all())
-        .map_err(err)
+    crate::util::write_new(path, bytes, mode).map_err(err)
 }
 
 fn random_serial() -> Result<SerialNumber, CaError> {

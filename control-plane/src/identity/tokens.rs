@@ -10,9 +10,6 @@
 //! dir leaks no usable token. A token may be used by several replicas until it expires.
 
 use std::collections::BTreeMap;
-use std::fs::OpenOptions;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -241,15 +238,7 @@ impl JoinTokens {
             path: self.path.clone(),
             reason: e.to_string(),
         })?;
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(err)?;
-        file.write_all(&bytes)
-            .and_then(|()| file.sync_all())
-            .map_err(err)?;
+        crate::util::write_new(&tmp, &bytes, 0o600).map_err(err)?;
         std::fs::rename(&tmp, &self.path).map_err(err)
     }
 }
