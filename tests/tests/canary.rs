@@ -53,6 +53,20 @@ async fn ctl_ok(cp: &ControlPlane, args: &[&str]) -> String {
         .to_owned()
 }
 
+/// `canary start web` from web-v1 to web-v2 in steps 50,100; returns once the proxy
+/// routes 50/50.
+async fn start_canary_at_half(cp: &ControlPlane, proxy: &Proxy) {
+    ctl_ok(
+        cp,
+        &[
+            "canary", "start", "web", "--stable", "web-v1", "--canary", "web-v2", "--steps",
+            "50,100",
+        ],
+    )
+    .await;
+    mesh::wait_split(proxy, "web", &[("web-v1", 50), ("web-v2", 50)], PROPAGATION).await;
+}
+
 /// Which upstream answered one fresh-connection `GET http://web/` via `outbound`.
 async fn probe(outbound: SocketAddr, i: usize) -> String {
     let resp = within(
@@ -76,21 +90,7 @@ fn signed_ms(from: Duration, to: Duration) -> i128 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn canary_abort_returns_every_new_request_to_stable_within_a_second() {
     let (_v1, _v2, cp, proxy) = mesh_with_two_versions().await;
-    ctl_ok(
-        &cp,
-        &[
-            "canary", "start", "web", "--stable", "web-v1", "--canary", "web-v2", "--steps",
-            "50,100",
-        ],
-    )
-    .await;
-    mesh::wait_split(
-        &proxy,
-        "web",
-        &[("web-v1", 50), ("web-v2", 50)],
-        PROPAGATION,
-    )
-    .await;
+    start_canary_at_half(&cp, &proxy).await;
     let before = mesh::answered_by(&proxy, "web", 60).await;
     assert!(
         before.get("web-v1").is_some_and(|n| *n > 0)
@@ -187,21 +187,7 @@ async fn canary_status_reports_rates_for_both_backends_from_the_proxies_metrics(
     )
     .await;
 
-    ctl_ok(
-        &cp,
-        &[
-            "canary", "start", "web", "--stable", "web-v1", "--canary", "web-v2", "--steps",
-            "50,100",
-        ],
-    )
-    .await;
-    mesh::wait_split(
-        &proxy,
-        "web",
-        &[("web-v1", 50), ("web-v2", 50)],
-        PROPAGATION,
-    )
-    .await;
+    start_canary_at_half(&cp, &proxy).await;
 
     let load = Load::start(&[proxy.outbound()], LoadSpec::new("web"));
     load.wait_more(50, Duration::from_secs(20)).await;
