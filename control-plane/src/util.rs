@@ -14,12 +14,20 @@ pub fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
-/// `n` random bytes from the OS (`/dev/urandom`), hex encoded.
-pub fn random_hex(n: usize) -> std::io::Result<String> {
+/// `n` random bytes from the OS (`/dev/urandom`).
+pub fn random_bytes(n: usize) -> std::io::Result<Vec<u8>> {
     use std::io::Read;
     let mut buf = vec![0u8; n];
     std::fs::File::open("/dev/urandom")?.read_exact(&mut buf)?;
-    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
+    Ok(buf)
+}
+
+/// `n` random bytes from the OS (`/dev/urandom`), hex encoded.
+pub fn random_hex(n: usize) -> std::io::Result<String> {
+    Ok(random_bytes(n)?
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
 }
 
 /// Creates `path` with `mode` (it must not exist yet), writes `bytes` and fsyncs.

@@ -324,13 +324,10 @@ fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), CaError> {
 }
 
 fn random_serial() -> Result<SerialNumber, CaError> {
-    let hex = crate::util::random_hex(16).map_err(|source| CaError::Io {
+    let mut bytes = crate::util::random_bytes(16).map_err(|source| CaError::Io {
         path: PathBuf::from("/dev/urandom"),
         source,
     })?;
-    let mut bytes: Vec<u8> = (0..16)
-        .filter_map(|i| u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok())
-        .collect();
     // A positive INTEGER of at most 20 bytes (RFC 5280 4.1.2.2), never zero.
     if let Some(b) = bytes.first_mut() {
         *b = (*b & 0x7f) | 0x01;
