@@ -32,7 +32,7 @@ pub struct Args {
     pub static_endpoints: Option<PathBuf>,
 
     /// Seconds between two scrapes of every connected proxy's `/metrics` (canary status).
-    #[arg(long, env = "TANDEM_SCRAPE_INTERVAL", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=60))]
+    #[arg(long, env = "TANDEM_SCRAPE_INTERVAL", default_value_t = crate::telemetry::DEFAULT_INTERVAL.as_secs(), value_parser = clap::value_parser!(u64).range(1..=60))]
     pub scrape_interval: u64,
 
     /// Identity endpoint (HTTPS, TLS 1.3): signs workload CSRs for join tokens.

@@ -11,14 +11,11 @@ pub mod server;
 pub mod tokens;
 
 use std::fmt;
-use std::time::Duration;
 
 use http::StatusCode;
 
 /// The default trust domain.
 pub const DEFAULT_TRUST_DOMAIN: &str = "cluster.local";
-/// The default lifetime of a workload certificate.
-pub const DEFAULT_CERT_TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// A SPIFFE ID of the mesh's shape: `spiffe://<trust-domain>/ns/<namespace>/sa/<account>`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
