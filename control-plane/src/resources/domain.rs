@@ -29,7 +29,7 @@ use super::spec::{
     PathModifierSpec, PathModifierType, PathType, Protocol, RetrySpec, ServiceRefSpec, ServiceSpec,
     TargetRefSpec, TimeoutsSpec, ValueMatchSpec, ValueType,
 };
-use super::validate::metadata_of;
+use super::validate::{duration, metadata_of};
 use super::{ResourceError, NON_IDEMPOTENT_RETRY_ANNOTATION};
 
 /// Redirect status when `statusCode` is absent (Gateway API's default).
@@ -205,10 +205,6 @@ fn value_match(v: &ValueMatchSpec) -> ValueMatch {
     }
 }
 
-fn parse_duration(at: &str, text: &str) -> Result<Duration, ResourceError> {
-    super::duration::parse(text).map_err(|e| ResourceError::new(at, e))
-}
-
 fn route_filters(
     at: &str,
     filters: &[FilterSpec],
@@ -330,7 +326,7 @@ fn fraction(f: &FractionSpec) -> Fraction {
 fn timeouts(at: &str, t: &TimeoutsSpec) -> Result<RouteTimeouts, ResourceError> {
     let read = |field: &str, v: &Option<String>| {
         v.as_deref()
-            .map(|s| parse_duration(&format!("{at}.{field}"), s))
+            .map(|s| duration(&format!("{at}.{field}"), s))
             .transpose()
             .map(|d| d.filter(|d| !d.is_zero()))
     };
@@ -354,7 +350,7 @@ fn retry(at: &str, r: &RetrySpec, non_idempotent: bool) -> Result<RetryPolicy, R
         backoff: r
             .backoff
             .as_deref()
-            .map(|b| parse_duration(&format!("{at}.backoff"), b))
+            .map(|b| duration(&format!("{at}.backoff"), b))
             .transpose()?
             .unwrap_or(DEFAULT_RETRY_BACKOFF),
         non_idempotent,
@@ -427,7 +423,7 @@ fn outlier_detection(
     let at = "spec.outlierDetection";
     let time = |field: &str, v: &Option<String>, default: Duration| {
         v.as_deref()
-            .map(|s| parse_duration(&format!("{at}.{field}"), s))
+            .map(|s| duration(&format!("{at}.{field}"), s))
             .transpose()
             .map(|d| d.unwrap_or(default))
     };
@@ -465,7 +461,7 @@ pub fn fault_injection(doc: &Value) -> Result<FaultInjection, ResourceError> {
             .delay
             .map(|d| {
                 Ok::<_, ResourceError>(FaultDelay {
-                    duration: parse_duration("spec.delay.fixedDelay", &d.fixed_delay)?,
+                    duration: duration("spec.delay.fixedDelay", &d.fixed_delay)?,
                     fraction: share(d.percent),
                 })
             })

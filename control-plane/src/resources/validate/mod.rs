@@ -372,8 +372,8 @@ fn header_name(path: &str, name: &str) -> Result<String, ResourceError> {
         .map_err(|_| ResourceError::new(path, format!("{name:?} is not a header name")))
 }
 
-/// A Gateway API duration string.
-fn duration(path: &str, text: &str) -> Result<Duration, ResourceError> {
+/// A Gateway API duration string; the error carries `path`.
+pub(super) fn duration(path: &str, text: &str) -> Result<Duration, ResourceError> {
     super::duration::parse(text).map_err(|e| ResourceError::new(path, e))
 }
 
