@@ -84,14 +84,7 @@ impl RequestBody {
             trailers: None,
             generation: 0,
         }));
-        let body = RequestBody::Replay(ReplayBody {
-            shared: shared.clone(),
-            generation: 0,
-            pos: 0,
-            trailers_sent: false,
-            hint,
-            ended: false,
-        });
+        let body = ReplayBody::from_start(shared.clone(), 0, hint);
         (body, BodyHandle::Shared(shared, hint))
     }
 }
@@ -109,14 +102,11 @@ impl BodyHandle {
                     return None;
                 }
                 shared.generation += 1;
-                Some(RequestBody::Replay(ReplayBody {
-                    shared: arc.clone(),
-                    generation: shared.generation,
-                    pos: 0,
-                    trailers_sent: false,
-                    hint: *hint,
-                    ended: false,
-                }))
+                Some(ReplayBody::from_start(
+                    arc.clone(),
+                    shared.generation,
+                    *hint,
+                ))
             }
         }
     }
@@ -132,22 +122,15 @@ impl BodyHandle {
                 if shared.overflowed || shared.source.is_some() {
                     return None;
                 }
-                Some(RequestBody::Replay(ReplayBody {
-                    shared: Arc::new(Mutex::new(Shared {
-                        chunks: shared.chunks.clone(),
-                        buffered: shared.buffered,
-                        cap: shared.cap,
-                        overflowed: false,
-                        source: None,
-                        trailers: shared.trailers.clone(),
-                        generation: 0,
-                    })),
+                let copy = Shared {
+                    chunks: shared.chunks.clone(),
+                    source: None,
+                    trailers: shared.trailers.clone(),
                     generation: 0,
-                    pos: 0,
-                    trailers_sent: false,
-                    hint: SizeHint::with_exact(shared.buffered as u64),
-                    ended: false,
-                }))
+                    ..*shared
+                };
+                let hint = SizeHint::with_exact(shared.buffered as u64);
+                Some(ReplayBody::from_start(Arc::new(Mutex::new(copy)), 0, hint))
             }
         }
     }
@@ -187,6 +170,18 @@ impl Body for RequestBody {
 }
 
 impl ReplayBody {
+    /// A body of generation `generation` reading `shared` from its first chunk.
+    fn from_start(shared: Arc<Mutex<Shared>>, generation: u64, hint: SizeHint) -> RequestBody {
+        RequestBody::Replay(ReplayBody {
+            shared,
+            generation,
+            pos: 0,
+            trailers_sent: false,
+            hint,
+            ended: false,
+        })
+    }
+
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         if self.ended {
             return Poll::Ready(None);

@@ -91,6 +91,14 @@ impl SendError {
             unsent: None,
         }
     }
+
+    /// Nothing of `req` reached the endpoint: it goes back to the caller.
+    fn unsent(error: ProxyError, req: Request<RequestBody>) -> Self {
+        SendError {
+            error,
+            unsent: Some(Box::new(req)),
+        }
+    }
 }
 
 impl Reusable {
@@ -181,20 +189,15 @@ impl Client {
         }
         let io = match connect(addr, settings.connect_timeout).await {
             Ok(io) => io,
-            Err(error) => {
-                return Err(SendError {
-                    error,
-                    unsent: Some(Box::new(req)),
-                })
-            }
+            Err(error) => return Err(SendError::unsent(error, req)),
         };
         let (mut tx, conn) = match http1::Builder::new().handshake(TokioIo::new(io)).await {
             Ok(pair) => pair,
             Err(source) => {
-                return Err(SendError {
-                    error: ProxyError::Handshake { addr, source },
-                    unsent: Some(Box::new(req)),
-                })
+                return Err(SendError::unsent(
+                    ProxyError::Handshake { addr, source },
+                    req,
+                ))
             }
         };
         tokio::spawn(async move {
@@ -240,12 +243,7 @@ impl Client {
                 Some(tx) => tx,
                 None => match self.connect_h2(addr, settings).await {
                     Ok(tx) => tx,
-                    Err(error) => {
-                        return Err(SendError {
-                            error,
-                            unsent: Some(Box::new(req)),
-                        })
-                    }
+                    Err(error) => return Err(SendError::unsent(error, req)),
                 },
             };
             if tx.ready().await.is_err() {
@@ -270,12 +268,7 @@ impl Client {
         }
         let mut tx = match self.connect_h2(addr, settings).await {
             Ok(tx) => tx,
-            Err(error) => {
-                return Err(SendError {
-                    error,
-                    unsent: Some(Box::new(req)),
-                })
-            }
+            Err(error) => return Err(SendError::unsent(error, req)),
         };
         match tx.try_send_request(req).await {
             Ok(resp) => Ok(resp),

@@ -249,7 +249,7 @@ impl Forwarder {
                     if !mirrored {
                         self.mirror(route, template.as_ref(), &handle, authority.as_ref(), conn);
                     }
-                    return Ok(self.relay(conn, resp, reuse, client_upgrade, Some(held)));
+                    return Ok(self.relay(conn, resp, reuse, client_upgrade, held));
                 }
                 Err(SendError {
                     error,

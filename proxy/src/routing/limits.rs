@@ -30,12 +30,22 @@ pub enum Overflow {
 }
 
 impl LimitState {
-    /// Admits one more request in flight, or refuses it.
-    pub fn admit_request(self: &Arc<Self>, limits: &PoolLimits) -> Result<Permit, Overflow> {
+    /// Admits one more request in flight, or refuses it. Without `max_requests` nothing is
+    /// counted: a shared counter touched by every worker on every request would cost
+    /// cache-line traffic for a limit nobody set.
+    pub fn admit_request(
+        self: &Arc<Self>,
+        limits: &PoolLimits,
+    ) -> Result<Option<Permit>, Overflow> {
+        if limits.max_requests.is_none() {
+            return Ok(None);
+        }
         acquire(&self.requests, limits.max_requests)
-            .then(|| Permit {
-                state: self.clone(),
-                kind: PermitKind::Request,
+            .then(|| {
+                Some(Permit {
+                    state: self.clone(),
+                    kind: PermitKind::Request,
+                })
             })
             .ok_or(Overflow::Requests)
     }
@@ -152,7 +162,7 @@ mod tests {
             max_pending_requests: Some(1),
             max_requests: Some(2),
         };
-        let r1 = state.admit_request(&limits).unwrap();
+        let r1 = state.admit_request(&limits).unwrap().unwrap();
         let _r2 = state.admit_request(&limits).unwrap();
         assert_eq!(
             state.admit_request(&limits).unwrap_err(),
