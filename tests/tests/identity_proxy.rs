@@ -24,6 +24,18 @@ async fn join_token(cp: &ControlPlane, service: &str) -> String {
         .to_string()
 }
 
+/// Proxy arguments that fetch a certificate with `token` from the identity endpoint.
+fn identity_args<'a>(token: &'a str, id_addr: &'a str) -> [&'a str; 6] {
+    [
+        "--token",
+        token,
+        "--identity-addr",
+        id_addr,
+        "--workers",
+        "1",
+    ]
+}
+
 fn identity(dump: &serde_json::Value) -> serde_json::Value {
     match dump.get("identity") {
         Some(i) if i.is_object() => i.clone(),
@@ -44,19 +56,7 @@ async fn a_proxy_with_a_token_is_ready_only_with_exactly_its_identity() {
     cp.apply_ok(&service("web")).await;
     let token = join_token(&cp, "web").await;
     let id_addr = cp.identity().to_string();
-    let proxy = Proxy::start_xds(
-        cp.xds(),
-        "web",
-        &[
-            "--token",
-            &token,
-            "--identity-addr",
-            &id_addr,
-            "--workers",
-            "1",
-        ],
-    )
-    .await;
+    let proxy = Proxy::start_xds(cp.xds(), "web", &identity_args(&token, &id_addr)).await;
 
     assert_eq!(proxy.admin_get("/ready").await.0, 200);
     let (_, dump_text) = proxy.admin_get("/config_dump").await;
@@ -98,14 +98,7 @@ async fn a_token_for_another_service_gives_that_identity_only_to_that_service() 
         .await;
     let token = join_token(&cp, "api").await;
     let id_addr = cp.identity().to_string();
-    let args = [
-        "--token",
-        &token,
-        "--identity-addr",
-        &id_addr,
-        "--workers",
-        "1",
-    ];
+    let args = identity_args(&token, &id_addr);
 
     // --service web with a token for api: refused, with the reason, and never ready.
     let failure = Proxy::try_start_xds(cp.xds(), "web", &args)
@@ -136,20 +129,9 @@ async fn a_token_with_a_wrong_pin_never_makes_the_proxy_ready() {
     let bad = format!("{}{flipped}", &token[..token.len() - 1]);
     let id_addr = cp.identity().to_string();
 
-    let failure = Proxy::try_start_xds(
-        cp.xds(),
-        "web",
-        &[
-            "--token",
-            &bad,
-            "--identity-addr",
-            &id_addr,
-            "--workers",
-            "1",
-        ],
-    )
-    .await
-    .expect_err("a pin mismatch must never become ready");
+    let failure = Proxy::try_start_xds(cp.xds(), "web", &identity_args(&bad, &id_addr))
+        .await
+        .expect_err("a pin mismatch must never become ready");
     assert!(failure.status.is_none(), "it keeps retrying: {failure}");
     assert!(failure.stderr.contains("CA pin mismatch"), "{failure}");
     assert!(
@@ -188,19 +170,7 @@ async fn the_certificate_is_renewed_at_half_life_over_mtls_while_traffic_flows()
         .to_string();
     let token_expiry = now() + 6;
     let id_addr = cp.identity().to_string();
-    let proxy = Proxy::start_xds(
-        cp.xds(),
-        "client",
-        &[
-            "--token",
-            &token,
-            "--identity-addr",
-            &id_addr,
-            "--workers",
-            "1",
-        ],
-    )
-    .await;
+    let proxy = Proxy::start_xds(cp.xds(), "client", &identity_args(&token, &id_addr)).await;
     let first = identity(&proxy.config_dump().await)["not_after"]
         .as_u64()
         .unwrap();
