@@ -256,6 +256,16 @@ impl Target<'_> {
         format!("{}/{}", self.namespace, self.service)
     }
 
+    /// [`Target::attached`], or [`CanaryError::UnknownService`] when there is none and no
+    /// such service either.
+    fn attached_or_unknown(&self) -> Result<Vec<&Value>, CanaryError> {
+        let attached = self.attached();
+        if attached.is_empty() && !self.services.contains_key(self.service) {
+            return Err(CanaryError::UnknownService(self.id()));
+        }
+        Ok(attached)
+    }
+
     /// The routes whose parentRefs include the service, by (namespace, name).
     fn attached(&self) -> Vec<&Value> {
         let mut out: Vec<&Value> = self
@@ -291,11 +301,7 @@ pub struct Plan {
 /// The current state of the service's canary (running or aborted) and the routes that
 /// carry it; [`CanaryError::NotInProgress`] when there is none.
 pub fn current(target: &Target<'_>) -> Result<(CanaryState, Vec<String>), CanaryError> {
-    let attached = target.attached();
-    if attached.is_empty() && !target.services.contains_key(target.service) {
-        return Err(CanaryError::UnknownService(target.id()));
-    }
-    match state_of(&attached)? {
+    match state_of(&target.attached_or_unknown()?)? {
         Some((state, routes)) => Ok((state, routes)),
         None => Err(CanaryError::NotInProgress(target.id())),
     }
@@ -330,10 +336,7 @@ fn state_of(attached: &[&Value]) -> Result<Option<(CanaryState, Vec<String>)>, C
 
 /// Plans `action` for the target's service.
 pub fn plan(target: &Target<'_>, action: &Action) -> Result<Plan, CanaryError> {
-    let attached = target.attached();
-    if attached.is_empty() && !target.services.contains_key(target.service) {
-        return Err(CanaryError::UnknownService(target.id()));
-    }
+    let attached = target.attached_or_unknown()?;
     let current = state_of(&attached)?.map(|(s, _)| s);
     let running = || match &current {
         Some(s) if s.phase == Phase::Running => Ok(s.clone()),
