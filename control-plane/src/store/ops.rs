@@ -102,12 +102,18 @@ impl Store {
                     check_endpoint_conflict(view, r)?;
                 }
             }
-            let stored = view
-                .list(Kind::DestinationPolicy, None)?
-                .into_iter()
-                .map(|p| Ok((p.key, domain::policy_target(&p.doc)?)))
-                .collect::<Result<Vec<_>, StoreError>>()?;
-            policy_targets_unique(&resources, &stored, |i| format!("documents[{i}]"))?;
+            // Only an applied policy can clash: most applies skip reading the stored ones.
+            if resources
+                .iter()
+                .any(|r| r.key.kind == Kind::DestinationPolicy)
+            {
+                let stored = view
+                    .list(Kind::DestinationPolicy, None)?
+                    .into_iter()
+                    .map(|p| Ok((p.key, domain::policy_target(&p.doc)?)))
+                    .collect::<Result<Vec<_>, StoreError>>()?;
+                policy_targets_unique(&resources, &stored, |i| format!("documents[{i}]"))?;
+            }
             Ok(resources.into_iter().map(Put::set).collect())
         })
     }
