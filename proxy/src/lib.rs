@@ -8,6 +8,7 @@
 //! [`admin`] and [`metrics`] report, [`drain`] shuts down.
 
 pub mod admin;
+pub mod backoff;
 pub mod body;
 pub mod cli;
 pub mod client;

@@ -92,6 +92,10 @@ impl Mode {
                     "--token and --identity-addr are for --control-plane mode, not --config",
                 ))
             }
+            // A reload re-reads the file, so a flag beside it would silently stop applying.
+            (Some(_), None) if args.retry_buffer_bytes.is_some() => Err(StartupError::Usage(
+                "--retry-buffer-bytes is for --control-plane mode; with --config set limits.retry_buffer_bytes",
+            )),
             (Some(path), None) => {
                 let text =
                     std::fs::read_to_string(path).map_err(|source| StartupError::ReadConfig {
@@ -183,15 +187,9 @@ pub async fn run(args: Args) -> Result<(), StartupError> {
     let hup = signal(SignalKind::hangup()).ok();
     let mode = Mode::from_args(&args)?;
     let mut config = mode.config()?;
-    match (&mode, args.retry_buffer_bytes) {
-        (Mode::Xds(..), Some(bytes)) => config.limits.retry_buffer_bytes = bytes,
-        // A reload re-reads the file, so a flag beside it would silently stop applying.
-        (Mode::Static { .. }, Some(_)) => {
-            return Err(StartupError::Usage(
-                "--retry-buffer-bytes is for --control-plane mode; with --config set limits.retry_buffer_bytes",
-            ))
-        }
-        _ => {}
+    if let Some(bytes) = args.retry_buffer_bytes {
+        // Only reachable in control-plane mode: `Mode::from_args` refuses it with a file.
+        config.limits.retry_buffer_bytes = bytes;
     }
     let path = mode.describe();
     let metrics = Metrics::new()?;

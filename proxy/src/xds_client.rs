@@ -44,12 +44,9 @@ pub struct XdsDetail {
     pub last_nack: Option<String>,
 }
 
-/// Backoff between reconnects: doubles from 100 ms to 5 s, with ±50% jitter so a fleet of
-/// proxies does not reconnect in lockstep when the control plane returns.
+/// Backoff between reconnects: doubles from 100 ms to 5 s, jittered.
 fn backoff(attempt: u32) -> Duration {
-    let base = 100u64.saturating_mul(1 << attempt.min(6)).min(5_000);
-    let jitter = crate::routing::random_below(base) as i64 - (base / 2) as i64;
-    Duration::from_millis((base as i64 + jitter).max(10) as u64)
+    crate::backoff::jittered(Duration::from_millis(100), attempt, Duration::from_secs(5))
 }
 
 /// Where and as whom the proxy subscribes.

@@ -324,12 +324,9 @@ pub async fn run(
     }
 }
 
-/// Doubles from 200 ms up to `cap`, ±50% jitter.
+/// Doubles from 200 ms up to `cap`, jittered.
 fn backoff(attempt: u32, cap: Duration) -> Duration {
-    let cap_ms = u64::try_from(cap.as_millis()).unwrap_or(u64::MAX);
-    let base = 200u64.saturating_mul(1 << attempt.min(10)).min(cap_ms);
-    let jitter = crate::routing::random_below(base) as i64 - (base / 2) as i64;
-    Duration::from_millis((base as i64 + jitter).max(10) as u64)
+    crate::backoff::jittered(Duration::from_millis(200), attempt, cap)
 }
 
 /// Unix seconds now.
