@@ -180,6 +180,26 @@ pub async fn wait_dump(
     .await;
 }
 
+/// Applies services `web` and `web-b` (at `endpoints`) plus `extra` documents, starts a
+/// one-worker client proxy in xDS mode and waits (up to 15 s) until its `/config_dump`
+/// satisfies `ready`.
+pub async fn web_b_mesh(
+    endpoints: &[SocketAddr],
+    extra: &[String],
+    ready: impl Fn(&serde_json::Value) -> bool,
+) -> (crate::control_plane::ControlPlane, crate::Proxy) {
+    use crate::mesh::{docs, endpoint, service};
+    let cp = crate::control_plane::ControlPlane::start().await;
+    let mut all = vec![service("web"), service("web-b")];
+    all.extend(endpoints.iter().map(|a| endpoint("web-b", *a)));
+    all.extend_from_slice(extra);
+    cp.apply_ok(&docs(&all)).await;
+    let proxy = crate::Proxy::start_xds(cp.xds(), "client", &["--workers", "1"]).await;
+    let limit = std::time::Duration::from_secs(15);
+    wait_dump(&proxy, limit, "the mesh config to arrive", ready).await;
+    (cp, proxy)
+}
+
 /// The routes of route config `fqdn(service)` in a `/config_dump`.
 pub fn routes_of<'a>(dump: &'a serde_json::Value, service: &str) -> &'a [serde_json::Value] {
     dump["routes"]["route_configs"][crate::mesh::fqdn(service)]

@@ -7,12 +7,10 @@
 use std::time::{Duration, Instant};
 
 use tandem_tests::control_plane::ControlPlane;
-use tandem_tests::mesh::{docs, endpoint, service};
-use tandem_tests::traffic::{burst, fault_injection, percent, route, routes_of, wait_dump, Shot};
+use tandem_tests::mesh::{endpoint, service};
+use tandem_tests::traffic::{burst, fault_injection, percent, route, routes_of, web_b_mesh, Shot};
 use tandem_tests::upstream::{self, HttpServer};
 use tandem_tests::{client, eventually, within, Proxy, STEP_TIMEOUT};
-
-const PROPAGATION: Duration = Duration::from_secs(15);
 
 /// Applies `extra` documents plus `web` → `web-b` (served by `backend`), starts a proxy
 /// and waits for route config `web` to satisfy `ready`.
@@ -21,20 +19,7 @@ async fn mesh(
     extra: &[String],
     ready: impl Fn(&[serde_json::Value]) -> bool,
 ) -> (ControlPlane, Proxy) {
-    let cp = ControlPlane::start().await;
-    let mut all = vec![
-        service("web"),
-        service("web-b"),
-        endpoint("web-b", backend.addr()),
-    ];
-    all.extend_from_slice(extra);
-    cp.apply_ok(&docs(&all)).await;
-    let proxy = Proxy::start_xds(cp.xds(), "client", &["--workers", "1"]).await;
-    wait_dump(&proxy, PROPAGATION, "the route to arrive", |d| {
-        ready(routes_of(d, "web"))
-    })
-    .await;
-    (cp, proxy)
+    web_b_mesh(&[backend.addr()], extra, |d| ready(routes_of(d, "web"))).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

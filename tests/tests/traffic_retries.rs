@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use tandem_tests::control_plane::ControlPlane;
 use tandem_tests::mesh::{docs, endpoint, service};
-use tandem_tests::traffic::{burst, destination_policy, route, routes_of, wait_dump, Shot};
+use tandem_tests::traffic::{
+    burst, destination_policy, route, routes_of, wait_dump, web_b_mesh, Shot,
+};
 use tandem_tests::upstream::HttpServer;
 use tandem_tests::Proxy;
 
@@ -23,30 +25,26 @@ fn retrying_route() -> String {
     )
 }
 
-async fn wait_retry_policy(proxy: &Proxy) {
-    wait_dump(proxy, PROPAGATION, "the retry policy to arrive", |d| {
-        routes_of(d, "web")
-            .first()
-            .is_some_and(|r| r["retry"]["attempts"] == 3)
-    })
-    .await;
+/// Whether a `/config_dump` holds the retry policy of [`retrying_route`].
+fn has_retry_policy(dump: &serde_json::Value) -> bool {
+    routes_of(dump, "web")
+        .first()
+        .is_some_and(|r| r["retry"]["attempts"] == 3)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retries_recover_from_an_upstream_failing_thirty_percent() {
     let flaky = HttpServer::builder("web-b").fail_ratio(0.3).start().await;
-    let cp = ControlPlane::start().await;
-    cp.apply_ok(&docs(&[
-        service("web"),
-        service("web-b"),
-        endpoint("web-b", flaky.addr()),
-        retrying_route(),
-        // 30 % failures need more than the default 20 % budget.
-        destination_policy("web-b", "web-b", "  retryBudget: { percent: 60 }\n"),
-    ]))
+    let (_cp, proxy) = web_b_mesh(
+        &[flaky.addr()],
+        &[
+            retrying_route(),
+            // 30 % failures need more than the default 20 % budget.
+            destination_policy("web-b", "web-b", "  retryBudget: { percent: 60 }\n"),
+        ],
+        has_retry_policy,
+    )
     .await;
-    let proxy = Proxy::start_xds(cp.xds(), "client", &["--workers", "1"]).await;
-    wait_retry_policy(&proxy).await;
 
     let t = burst(proxy.outbound(), &Shot::get("http://web/"), 1000, 8).await;
     let m = proxy.metrics().await;
@@ -74,21 +72,19 @@ async fn retries_recover_from_an_upstream_failing_thirty_percent() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_retry_budget_caps_retries_during_a_total_outage() {
     let down = HttpServer::builder("web-b").status(503).start().await;
-    let cp = ControlPlane::start().await;
-    cp.apply_ok(&docs(&[
-        service("web"),
-        service("web-b"),
-        endpoint("web-b", down.addr()),
-        retrying_route(),
-        destination_policy(
-            "web-b",
-            "web-b",
-            "  retryBudget: { percent: 20, minRetriesPerSecond: 1 }\n",
-        ),
-    ]))
+    let (_cp, proxy) = web_b_mesh(
+        &[down.addr()],
+        &[
+            retrying_route(),
+            destination_policy(
+                "web-b",
+                "web-b",
+                "  retryBudget: { percent: 20, minRetriesPerSecond: 1 }\n",
+            ),
+        ],
+        has_retry_policy,
+    )
     .await;
-    let proxy = Proxy::start_xds(cp.xds(), "client", &["--workers", "1"]).await;
-    wait_retry_policy(&proxy).await;
 
     let t = burst(proxy.outbound(), &Shot::get("http://web/"), 1000, 8).await;
     assert_eq!(t.status(503), 1000, "{t:?}");
@@ -119,25 +115,22 @@ async fn a_post_that_never_reached_an_endpoint_is_sent_to_another() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap()
     };
-    let cp = ControlPlane::start().await;
-    cp.apply_ok(&docs(&[
-        service("web"),
-        service("web-b"),
-        endpoint("web-b", live.addr()),
-        endpoint("web-b", dead),
-        route(
-            "web-b-only",
-            "web",
-            "    - backendRefs: [{ name: web-b, port: 80 }]\n",
-        ),
-        destination_policy("web-b", "web-b", "  loadBalancer: roundRobin\n"),
-    ]))
-    .await;
-    let proxy = Proxy::start_xds(cp.xds(), "client", &["--workers", "1"]).await;
-    wait_dump(&proxy, PROPAGATION, "two endpoints, round robin", |d| {
-        let c = &d["routes"]["clusters"][tandem_tests::mesh::fqdn("web-b")];
-        c["endpoints"].as_array().is_some_and(|e| e.len() == 2) && c["policy"]["lb"] == "roundRobin"
-    })
+    let (_cp, proxy) = web_b_mesh(
+        &[live.addr(), dead],
+        &[
+            route(
+                "web-b-only",
+                "web",
+                "    - backendRefs: [{ name: web-b, port: 80 }]\n",
+            ),
+            destination_policy("web-b", "web-b", "  loadBalancer: roundRobin\n"),
+        ],
+        |d| {
+            let c = &d["routes"]["clusters"][tandem_tests::mesh::fqdn("web-b")];
+            c["endpoints"].as_array().is_some_and(|e| e.len() == 2)
+                && c["policy"]["lb"] == "roundRobin"
+        },
+    )
     .await;
 
     let body = b"order #42: one bicycle".to_vec();
