@@ -8,12 +8,10 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
 use tandem_tests::control_plane::ControlPlane;
-use tandem_tests::mesh::{docs, endpoint, fqdn, service};
-use tandem_tests::traffic::{burst, destination_policy, percent, route, wait_dump, Shot};
+use tandem_tests::mesh::fqdn;
+use tandem_tests::traffic::{burst, destination_policy, percent, route, web_b_mesh, Shot};
 use tandem_tests::upstream::HttpServer;
 use tandem_tests::{client, within, Proxy, STEP_TIMEOUT};
-
-const PROPAGATION: Duration = Duration::from_secs(15);
 
 /// Control plane and proxy for `web` → backend `web-b` over `endpoints`, with a policy.
 async fn mesh_with(
@@ -21,10 +19,7 @@ async fn mesh_with(
     policy: &str,
     wait: impl Fn(&serde_json::Value) -> bool,
 ) -> (ControlPlane, Proxy) {
-    let cp = ControlPlane::start().await;
-    let mut all = vec![
-        service("web"),
-        service("web-b"),
+    let extra = [
         route(
             "web-b-only",
             "web",
@@ -32,14 +27,10 @@ async fn mesh_with(
         ),
         destination_policy("web-b", "web-b", policy),
     ];
-    all.extend(endpoints.iter().map(|a| endpoint("web-b", *a)));
-    cp.apply_ok(&docs(&all)).await;
-    let proxy = Proxy::start_xds(cp.xds(), "client", &["--workers", "1"]).await;
-    wait_dump(&proxy, PROPAGATION, "the destination policy", |d| {
+    web_b_mesh(endpoints, &extra, |d| {
         wait(&d["routes"]["clusters"][fqdn("web-b")]["policy"])
     })
-    .await;
-    (cp, proxy)
+    .await
 }
 
 /// Sends `n` concurrent GETs on fresh connections; (status, proxy error, elapsed) each.
