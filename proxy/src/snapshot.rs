@@ -81,6 +81,7 @@ pub fn static_view(config: &Config) -> ProxyView {
                 protocol: s.protocol.into(),
                 endpoints: s.endpoints.clone(),
                 policy: Default::default(),
+                tls: None,
             },
         );
     }

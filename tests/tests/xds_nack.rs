@@ -37,6 +37,7 @@ fn mesh_with(backend: std::net::SocketAddr) -> MeshConfig {
                 port: 80,
                 protocol: AppProtocol::Http,
             }],
+            tls_mode: Default::default(),
         },
     );
     mesh.endpoints.insert(

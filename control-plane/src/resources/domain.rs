@@ -91,6 +91,7 @@ pub fn service(doc: &Value) -> Result<Service, ResourceError> {
                 },
             })
             .collect(),
+        tls_mode: Default::default(),
     })
 }
 

@@ -27,6 +27,7 @@ fn snap(version: &str, endpoints: u8) -> XdsSnapshot {
             Service {
                 id: svc(n),
                 ports: vec![],
+                tls_mode: Default::default(),
             },
         );
     }

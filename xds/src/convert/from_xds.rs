@@ -144,6 +144,8 @@ pub(crate) fn analyze(resources: &Resources) -> Result<Analysis, ConvertError> {
                         protocol: info.protocol,
                         endpoints: endpoints.clone(),
                         policy: info.policy,
+                        // Filled in from the cluster's transport socket (issue #5).
+                        tls: None,
                     },
                 );
             }

@@ -36,6 +36,7 @@ fn service(name: &str, protocol: AppProtocol) -> (ServiceRef, Service) {
                 port: 9080,
                 protocol,
             }],
+            tls_mode: Default::default(),
         },
     )
 }

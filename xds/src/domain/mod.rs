@@ -10,8 +10,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+mod security;
 mod traffic;
 
+pub use security::*;
 pub use traffic::*;
 
 /// The namespace used when a resource names none.
@@ -91,6 +93,9 @@ pub struct Service {
     pub id: ServiceRef,
     /// Ports (may be empty: a virtual service reached only through routes).
     pub ports: Vec<ServicePort>,
+    /// What its inbound ports accept (and so whether clients originate mutual TLS).
+    #[serde(default)]
+    pub tls_mode: TlsMode,
 }
 
 /// One instance of a service.
@@ -221,6 +226,12 @@ pub struct MeshConfig {
     pub policies: BTreeMap<(String, String), DestinationPolicy>,
     /// `FaultInjection`s by (namespace, name), referenced from route filters.
     pub faults: BTreeMap<(String, String), FaultInjection>,
+    /// `AuthorizationPolicy`s by (namespace, name).
+    #[serde(default)]
+    pub authz: BTreeMap<(String, String), AuthorizationPolicy>,
+    /// Trust domain, trusted roots and the default authorization action.
+    #[serde(default)]
+    pub security: MeshSecurity,
 }
 
 /// A rule's destination as the proxy sees it: an xDS cluster name and a weight.
@@ -326,6 +337,9 @@ pub struct ProxyCluster {
     pub endpoints: Vec<SocketAddr>,
     /// How it is called.
     pub policy: CallPolicy,
+    /// Mutual TLS to its endpoints (`None`: plaintext).
+    #[serde(default)]
+    pub tls: Option<UpstreamTls>,
 }
 
 /// Everything a proxy needs, decoded from xDS resources (or built from a static file).
@@ -337,4 +351,10 @@ pub struct ProxyView {
     pub route_configs: BTreeMap<String, Vec<ProxyRoute>>,
     /// Cluster name → cluster.
     pub clusters: BTreeMap<String, ProxyCluster>,
+    /// This workload's inbound side (only on a stream authenticated as the workload).
+    #[serde(default)]
+    pub inbound: Option<InboundPolicy>,
+    /// The roots to trust (`None`: none announced; the proxy keeps what its CA gave it).
+    #[serde(default)]
+    pub trust_bundle: Option<TrustBundle>,
 }
