@@ -55,7 +55,14 @@ pub fn table(kind: Kind, answer: &Value) -> String {
     let mut rows: Vec<Vec<String>> = Vec::new();
     match kind {
         Kind::Service => {
-            rows.push(cols(&["NAMESPACE", "NAME", "PORTS", "DNS", "REVISION"]));
+            rows.push(cols(&[
+                "NAMESPACE",
+                "NAME",
+                "PORTS",
+                "MTLS",
+                "DNS",
+                "REVISION",
+            ]));
             for i in &items {
                 let ports: Vec<String> = i["spec"]["ports"]
                     .as_array()
@@ -75,6 +82,10 @@ pub fn table(kind: Kind, answer: &Value) -> String {
                     s(&i["metadata"]["namespace"]),
                     s(&i["metadata"]["name"]),
                     ports.join(","),
+                    match i["spec"]["mtls"]["mode"].as_str() {
+                        Some(mode) => mode.to_string(),
+                        None => "mutual".to_string(),
+                    },
                     dns,
                     s(&i["status"]["updatedRevision"]),
                 ]);

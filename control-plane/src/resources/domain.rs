@@ -20,7 +20,7 @@ use tandem_xds::domain::{
     FaultInjection, Fraction, Header, HeaderModifier, HttpRoute, LoadBalancer, OutlierDetection,
     PathMatch, PathModifier, PoolLimits, RequestMirror, RequestRedirect, RetryBudget, RetryPolicy,
     RouteFilters, RouteMatch, RouteRule, RouteTimeouts, Service, ServicePort, ServiceRef,
-    StringMatch, UrlRewrite, ValueMatch, DEFAULT_RETRY_BACKOFF,
+    StringMatch, TlsMode, UrlRewrite, ValueMatch, DEFAULT_RETRY_BACKOFF,
 };
 
 use super::spec::{
@@ -91,7 +91,11 @@ pub fn service(doc: &Value) -> Result<Service, ResourceError> {
                 },
             })
             .collect(),
-        tls_mode: Default::default(),
+        // Validated at apply time; absent means the mesh's default, mutual TLS.
+        tls_mode: match spec.mtls.and_then(|m| m.mode) {
+            Some(mode) => super::validate::tls_mode("spec.mtls.mode", &mode)?,
+            None => TlsMode::default(),
+        },
     })
 }
 

@@ -62,6 +62,19 @@ pub struct ServiceSpec {
     /// Discover this service's endpoints through DNS.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dns: Option<DnsSpec>,
+    /// What the service's inbound ports accept (default: mutual TLS only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtls: Option<MtlsSpec>,
+}
+
+/// `Service.spec.mtls`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MtlsSpec {
+    /// `mutual` (default), `permissive` or `disabled`. Read as a string so that
+    /// validation, not serde, words the error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
 }
 
 /// One entry of `Service.spec.ports`.

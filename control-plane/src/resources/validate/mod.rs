@@ -19,7 +19,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::Value;
-use tandem_xds::domain::DEFAULT_NAMESPACE;
+use tandem_xds::domain::{TlsMode, DEFAULT_NAMESPACE};
 
 pub use filters::{MAX_HEADER_ACTIONS, MAX_HEADER_VALUE, MAX_PATH_LEN, REDIRECT_CODES};
 pub use grpc::GRPC_FILTER_TYPES;
@@ -295,7 +295,23 @@ fn service(at: &str, spec: &ServiceSpec) -> Result<(), ResourceError> {
     if let Some(dns) = &spec.dns {
         dns_spec(&format!("{at}.dns"), dns)?;
     }
+    if let Some(mode) = spec.mtls.as_ref().and_then(|m| m.mode.as_deref()) {
+        tls_mode(&format!("{at}.mtls.mode"), mode)?;
+    }
     Ok(())
+}
+
+/// A service's `mtls.mode`: `mutual`, `permissive` or `disabled`.
+pub fn tls_mode(path: &str, s: &str) -> Result<TlsMode, ResourceError> {
+    [TlsMode::Mutual, TlsMode::Permissive, TlsMode::Disabled]
+        .into_iter()
+        .find(|m| m.as_str() == s)
+        .ok_or_else(|| {
+            ResourceError::new(
+                path,
+                format!("{s:?} is not a TLS mode: use mutual, permissive or disabled"),
+            )
+        })
 }
 
 fn dns_spec(at: &str, dns: &DnsSpec) -> Result<(), ResourceError> {

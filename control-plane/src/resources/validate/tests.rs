@@ -950,3 +950,31 @@ fn new_kinds_have_words_and_plurals() {
         "documents[0].apiVersion: \"gateway.networking.k8s.io/v1\" is not served for FaultInjection: use tandem.dev/v1alpha1"
     );
 }
+
+#[test]
+fn service_tls_mode_is_checked_and_reaches_the_domain() {
+    let svc = |spec: Value| json!({"apiVersion": "tandem.dev/v1alpha1", "kind": "Service", "metadata": {"name": "s"}, "spec": spec});
+    let e = err(vec![svc(json!({"mtls": {"mode": "strict"}}))]);
+    assert_eq!(
+        e,
+        "documents[0].spec.mtls.mode: \"strict\" is not a TLS mode: use mutual, permissive or disabled"
+    );
+    let e = err(vec![svc(json!({"mtls": {"mood": "mutual"}}))]);
+    assert!(e.starts_with("documents[0].spec.mtls.mood"), "{e}");
+    for (spec, want) in [
+        (json!({}), tandem_xds::domain::TlsMode::Mutual),
+        (json!({"mtls": {}}), tandem_xds::domain::TlsMode::Mutual),
+        (
+            json!({"mtls": {"mode": "permissive"}}),
+            tandem_xds::domain::TlsMode::Permissive,
+        ),
+        (
+            json!({"mtls": {"mode": "disabled"}}),
+            tandem_xds::domain::TlsMode::Disabled,
+        ),
+    ] {
+        let r = validate_documents(vec![svc(spec)]).unwrap();
+        let s = crate::resources::domain::service(&r[0].doc).unwrap();
+        assert_eq!(s.tls_mode, want);
+    }
+}
