@@ -466,9 +466,47 @@ fn get_and_delete_policies_and_faults() {
     let unknown = cp.ctl(&["get", "gateways"]);
     let err = String::from_utf8_lossy(&unknown.stderr);
     assert!(
-        err.contains("use services, endpoints, routes, grpcroutes, policies or faults"),
+        err.contains(
+            "use services, endpoints, routes, grpcroutes, policies, faults or authorizationpolicies"
+        ),
         "{err}"
     );
+}
+
+const AUTHZ: &str = r#"
+apiVersion: tandem.dev/v1alpha1
+kind: AuthorizationPolicy
+metadata: { name: cart-readers, namespace: shop }
+spec:
+  targetRef: { kind: Service, name: cart }
+  rules:
+    - from: [ { namespace: ops } ]
+      methods: [GET]
+"#;
+
+#[test]
+fn authorization_policies_apply_get_and_delete() {
+    let dir = TempDir::new("cli-authz");
+    let cp = ControlPlane::start(dir.path(), &[]);
+    cp.ok(&["apply", "-f", &write(dir.path(), "authz.yaml", AUTHZ)]);
+    let table = cp.ok(&["get", "authz"]);
+    assert!(
+        table.starts_with("NAMESPACE  NAME          TARGET  ACTION  RULES"),
+        "{table}"
+    );
+    assert!(table.contains("cart-readers  cart    ALLOW   1"), "{table}");
+    let one = cp.json(&["get", "authorizationpolicies", "cart-readers", "-n", "shop"]);
+    assert_eq!(one["spec"]["rules"][0]["methods"][0], "GET");
+    let bad = write(dir.path(), "bad.yaml", &AUTHZ.replace("[GET]", "[get]"));
+    let out = cp.ctl(&["apply", "-f", &bad]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("documents[0].spec.rules[0].methods[0]:"),
+        "{err}"
+    );
+    cp.ok(&["delete", "authz", "cart-readers", "-n", "shop"]);
+    assert_eq!(cp.ok(&["get", "authz"]), "no authorizationpolicies\n");
 }
 
 const GRPC_ROUTE: &str = r#"

@@ -64,9 +64,10 @@ pub enum Command {
         #[arg(short = 'f', long = "filename")]
         file: String,
     },
-    /// List services, endpoints, routes, grpcroutes, policies or faults, or show one.
+    /// List services, endpoints, routes, grpcroutes, policies, faults or
+    /// authorizationpolicies (`authz`), or show one.
     Get {
-        /// services | endpoints | routes | grpcroutes | policies | faults.
+        /// services | endpoints | routes | grpcroutes | policies | faults | authz.
         kind: String,
         /// Show only this one (for endpoints: its name or its address).
         name: Option<String>,
@@ -77,7 +78,7 @@ pub enum Command {
     /// Delete a service, endpoint, route, grpcroute, policy or fault (an endpoint by its
     /// address or name).
     Delete {
-        /// service | endpoint | route | grpcroute | policy | fault.
+        /// service | endpoint | route | grpcroute | policy | fault | authz.
         kind: String,
         /// Its name (for endpoints: its address or name).
         name: String,

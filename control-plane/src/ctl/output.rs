@@ -220,6 +220,37 @@ pub fn table(kind: Kind, answer: &Value) -> String {
                 ]);
             }
         }
+        Kind::AuthorizationPolicy => {
+            rows.push(cols(&[
+                "NAMESPACE",
+                "NAME",
+                "TARGET",
+                "ACTION",
+                "RULES",
+                "REVISION",
+            ]));
+            for i in &items {
+                let spec = &i["spec"];
+                // No targetRef: the policy covers its whole namespace.
+                let target = match spec["targetRef"]["name"].as_str() {
+                    Some(name) => name.to_string(),
+                    None => "*".to_string(),
+                };
+                let action = match spec["action"].as_str() {
+                    Some(a) => a.to_string(),
+                    None => "ALLOW".to_string(),
+                };
+                let rules = spec["rules"].as_array().map_or(0, Vec::len);
+                rows.push(vec![
+                    s(&i["metadata"]["namespace"]),
+                    s(&i["metadata"]["name"]),
+                    target,
+                    action,
+                    rules.to_string(),
+                    s(&i["status"]["updatedRevision"]),
+                ]);
+            }
+        }
     }
     if items.is_empty() {
         return format!("no {}\n", kind.plural());

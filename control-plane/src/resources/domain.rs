@@ -16,18 +16,20 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tandem_xds::domain::{
-    AppProtocol, Backend, CallPolicy, DestinationPolicy, Endpoint, FaultAbort, FaultDelay,
-    FaultInjection, Fraction, Header, HeaderModifier, HttpRoute, LoadBalancer, OutlierDetection,
-    PathMatch, PathModifier, PoolLimits, RequestMirror, RequestRedirect, RetryBudget, RetryPolicy,
+    AppProtocol, AuthorizationPolicy, AuthzAction, AuthzRule, Backend, CallPolicy,
+    DestinationPolicy, Endpoint, FaultAbort, FaultDelay, FaultInjection, Fraction, Header,
+    HeaderModifier, HttpRoute, LoadBalancer, OutlierDetection, PathMatch, PathModifier,
+    PathPattern, PoolLimits, Principal, RequestMirror, RequestRedirect, RetryBudget, RetryPolicy,
     RouteFilters, RouteMatch, RouteRule, RouteTimeouts, Service, ServicePort, ServiceRef,
     StringMatch, TlsMode, UrlRewrite, ValueMatch, DEFAULT_RETRY_BACKOFF,
 };
 
 use super::spec::{
-    DestinationPolicySpec, EndpointSpec, FaultInjectionSpec, FilterSpec, FilterType, FractionSpec,
-    HeaderFilterSpec, HttpRouteSpec, LoadBalancerSpec, MatchSpec, MirrorSpec, OutlierDetectionSpec,
-    PathModifierSpec, PathModifierType, PathType, Protocol, RetrySpec, ServiceRefSpec, ServiceSpec,
-    TargetRefSpec, TimeoutsSpec, ValueMatchSpec, ValueType,
+    AuthorizationPolicySpec, AuthzActionSpec, AuthzSourceSpec, DestinationPolicySpec, EndpointSpec,
+    FaultInjectionSpec, FilterSpec, FilterType, FractionSpec, HeaderFilterSpec, HttpRouteSpec,
+    LoadBalancerSpec, MatchSpec, MirrorSpec, OutlierDetectionSpec, PathModifierSpec,
+    PathModifierType, PathType, Protocol, RetrySpec, ServiceRefSpec, ServiceSpec, TargetRefSpec,
+    TimeoutsSpec, ValueMatchSpec, ValueType,
 };
 use super::validate::{duration, metadata_of};
 use super::{ResourceError, NON_IDEMPOTENT_RETRY_ANNOTATION};
@@ -476,4 +478,62 @@ pub fn fault_injection(doc: &Value) -> Result<FaultInjection, ResourceError> {
             fraction: share(a.percent),
         }),
     })
+}
+
+/// A stored `AuthorizationPolicy` as a domain [`AuthorizationPolicy`]: `ALLOW` when no
+/// action is given, path patterns parsed, ports narrowed (validated at apply time).
+pub fn authorization_policy(doc: &Value) -> Result<AuthorizationPolicy, ResourceError> {
+    let (namespace, name) = identity(doc);
+    let spec: AuthorizationPolicySpec = spec_of(doc)?;
+    let rules = spec
+        .rules
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let from = r
+                .from
+                .iter()
+                .enumerate()
+                .map(|(j, f)| principal(&format!("spec.rules[{i}].from[{j}]"), f))
+                .collect::<Result<Vec<_>, _>>()?;
+            let ports = r
+                .ports
+                .iter()
+                .enumerate()
+                .map(|(j, p)| {
+                    u16::try_from(*p).map_err(|_| {
+                        ResourceError::new(format!("spec.rules[{i}].ports[{j}]"), "not a port")
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(AuthzRule {
+                from,
+                paths: r.paths.iter().map(|p| PathPattern::parse(p)).collect(),
+                methods: r.methods.clone(),
+                ports,
+            })
+        })
+        .collect::<Result<Vec<_>, ResourceError>>()?;
+    Ok(AuthorizationPolicy {
+        target: spec.target_ref.as_ref().map(|t| target(t, &namespace)),
+        action: match spec.action {
+            None | Some(AuthzActionSpec::Allow) => AuthzAction::Allow,
+            Some(AuthzActionSpec::Deny) => AuthzAction::Deny,
+        },
+        rules,
+        namespace,
+        name,
+    })
+}
+
+fn principal(at: &str, f: &AuthzSourceSpec) -> Result<Principal, ResourceError> {
+    match (&f.principal, &f.namespace, f.authenticated) {
+        (Some(id), None, None) => Ok(Principal::Identity(id.clone())),
+        (None, Some(ns), None) => Ok(Principal::Namespace(ns.clone())),
+        (None, None, Some(true)) => Ok(Principal::Authenticated),
+        _ => Err(ResourceError::new(
+            at,
+            "give exactly one of principal, namespace or authenticated",
+        )),
+    }
 }

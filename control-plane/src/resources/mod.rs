@@ -1,5 +1,5 @@
 //! What users write: Kubernetes-style documents (`Service`, `Endpoint`, `HTTPRoute`,
-//! `GRPCRoute`, `DestinationPolicy`, `FaultInjection`) in YAML or JSON, validated into a normalized stored
+//! `GRPCRoute`, `DestinationPolicy`, `FaultInjection`, `AuthorizationPolicy`) in YAML or JSON, validated into a normalized stored
 //! form and converted to the domain types of [`tandem_xds::domain`].
 //!
 //! - [`spec`]: the serde forms of the documents (unknown fields rejected);
@@ -56,17 +56,20 @@ pub enum Kind {
     DestinationPolicy,
     /// `tandem.dev/v1alpha1` `FaultInjection`.
     FaultInjection,
+    /// `tandem.dev/v1alpha1` `AuthorizationPolicy`.
+    AuthorizationPolicy,
 }
 
 impl Kind {
     /// Every kind, in store order.
-    pub const ALL: [Kind; 6] = [
+    pub const ALL: [Kind; 7] = [
         Kind::Service,
         Kind::Endpoint,
         Kind::HttpRoute,
         Kind::GrpcRoute,
         Kind::DestinationPolicy,
         Kind::FaultInjection,
+        Kind::AuthorizationPolicy,
     ];
 
     /// The document's `kind` field: `Service`, `Endpoint`, `HTTPRoute`, ...
@@ -78,11 +81,12 @@ impl Kind {
             Kind::GrpcRoute => "GRPCRoute",
             Kind::DestinationPolicy => "DestinationPolicy",
             Kind::FaultInjection => "FaultInjection",
+            Kind::AuthorizationPolicy => "AuthorizationPolicy",
         }
     }
 
     /// The REST API's collection name: `services`, `endpoints`, `routes`, `grpcroutes`,
-    /// `policies`, `faults`.
+    /// `policies`, `faults`, `authorizationpolicies`.
     pub fn plural(self) -> &'static str {
         match self {
             Kind::Service => "services",
@@ -91,6 +95,7 @@ impl Kind {
             Kind::GrpcRoute => "grpcroutes",
             Kind::DestinationPolicy => "policies",
             Kind::FaultInjection => "faults",
+            Kind::AuthorizationPolicy => "authorizationpolicies",
         }
     }
 
@@ -98,9 +103,11 @@ impl Kind {
     pub fn api_version(self) -> &'static str {
         match self {
             Kind::HttpRoute | Kind::GrpcRoute => GATEWAY_API_VERSION,
-            Kind::Service | Kind::Endpoint | Kind::DestinationPolicy | Kind::FaultInjection => {
-                TANDEM_API_VERSION
-            }
+            Kind::Service
+            | Kind::Endpoint
+            | Kind::DestinationPolicy
+            | Kind::FaultInjection
+            | Kind::AuthorizationPolicy => TANDEM_API_VERSION,
         }
     }
 
@@ -110,7 +117,7 @@ impl Kind {
     }
 
     /// The kind of a REST collection name (`services`) or CLI word (`service`, `svc`, `route`,
-    /// `grpcroute`, `policy`, `dp`, `fault`, ...).
+    /// `grpcroute`, `policy`, `dp`, `fault`, `authz`, ...).
     pub fn from_word(s: &str) -> Option<Kind> {
         match s.to_ascii_lowercase().as_str() {
             "services" | "service" | "svc" => Some(Kind::Service),
@@ -121,6 +128,11 @@ impl Kind {
                 Some(Kind::DestinationPolicy)
             }
             "faults" | "fault" | "faultinjections" | "faultinjection" => Some(Kind::FaultInjection),
+            "authorizationpolicies"
+            | "authorizationpolicy"
+            | "authz"
+            | "authzpolicies"
+            | "authzpolicy" => Some(Kind::AuthorizationPolicy),
             _ => None,
         }
     }

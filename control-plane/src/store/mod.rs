@@ -179,6 +179,12 @@ pub fn mesh_config_of<'a>(
                     .faults
                     .insert((r.key.namespace.clone(), r.key.name.clone()), f);
             }
+            Kind::AuthorizationPolicy => {
+                let p = domain::authorization_policy(&r.doc)?;
+                config
+                    .authz
+                    .insert((p.namespace.clone(), p.name.clone()), p);
+            }
         }
     }
     for list in config.endpoints.values_mut() {

@@ -690,3 +690,98 @@ fn grpc_routes_join_http_routes_in_the_mesh_config() {
     store.rollback(out.revision, WHO_API).unwrap();
     assert_eq!(store.mesh_config().unwrap().routes.len(), 2);
 }
+
+const AUTHZ: &str = r#"
+apiVersion: tandem.dev/v1alpha1
+kind: Service
+metadata: { name: cart, namespace: shop }
+spec: { ports: [{ port: 8080 }], mtls: { mode: permissive } }
+---
+apiVersion: tandem.dev/v1alpha1
+kind: AuthorizationPolicy
+metadata: { name: cart-readers, namespace: shop }
+spec:
+  targetRef: { kind: Service, name: cart }
+  rules:
+    - from: [ { principal: "spiffe://cluster.local/ns/shop/sa/web" }, { namespace: ops }, { authenticated: true } ]
+      paths: ["/api/*", "*.js", "/exact", "*"]
+      methods: [GET, HEAD]
+      ports: [8080]
+---
+apiVersion: tandem.dev/v1alpha1
+kind: AuthorizationPolicy
+metadata: { name: no-admin, namespace: shop }
+spec:
+  action: DENY
+  rules: [ { paths: ["/admin/*"] } ]
+"#;
+
+#[test]
+fn authorization_policies_become_the_mesh_config() {
+    use tandem_xds::domain::{
+        AuthorizationPolicy, AuthzAction, AuthzRule, PathPattern, Principal, TlsMode,
+    };
+    let dir = TempDir::new("authz");
+    let store = Store::open(&dir.0).unwrap();
+    let resources = validate_documents(crate::resources::parse_text(AUTHZ).unwrap()).unwrap();
+    let out = store.apply(resources, WHO_API).unwrap();
+    assert_eq!(
+        out.changed,
+        vec![
+            "Service shop/cart",
+            "AuthorizationPolicy shop/cart-readers",
+            "AuthorizationPolicy shop/no-admin"
+        ]
+    );
+    assert_eq!(
+        store.list(Kind::AuthorizationPolicy, None).unwrap().len(),
+        2
+    );
+    let config = store.mesh_config().unwrap();
+    let cart = ServiceRef::new("shop", "cart");
+    assert_eq!(config.services[&cart].tls_mode, TlsMode::Permissive);
+    let id = |n: &str| ("shop".to_string(), n.to_string());
+    assert_eq!(
+        config.authz[&id("cart-readers")],
+        AuthorizationPolicy {
+            namespace: "shop".into(),
+            name: "cart-readers".into(),
+            target: Some(cart.clone()),
+            action: AuthzAction::Allow,
+            rules: vec![AuthzRule {
+                from: vec![
+                    Principal::Identity("spiffe://cluster.local/ns/shop/sa/web".into()),
+                    Principal::Namespace("ops".into()),
+                    Principal::Authenticated,
+                ],
+                paths: vec![
+                    PathPattern::Prefix("/api/".into()),
+                    PathPattern::Suffix(".js".into()),
+                    PathPattern::Exact("/exact".into()),
+                    PathPattern::Any,
+                ],
+                methods: vec!["GET".into(), "HEAD".into()],
+                ports: vec![8080],
+            }],
+        }
+    );
+    let deny = &config.authz[&id("no-admin")];
+    assert_eq!(deny.target, None);
+    assert_eq!(deny.action, AuthzAction::Deny);
+    // The namespace-wide DENY and the targeted ALLOW both reach cart's inbound side.
+    let inbound = config.inbound_policy(&cart);
+    assert_eq!(inbound.deny.len(), 1);
+    assert_eq!(inbound.allow.map(|a| a.len()), Some(1));
+    // Deleting one is a revision like any other.
+    store
+        .delete(
+            &ResourceKey::new(Kind::AuthorizationPolicy, "shop", "no-admin"),
+            WHO_API,
+        )
+        .unwrap();
+    assert!(!store
+        .mesh_config()
+        .unwrap()
+        .authz
+        .contains_key(&id("no-admin")));
+}

@@ -3,11 +3,13 @@
 //!
 //! Field names follow Gateway API v1 (`apis/v1/httproute_types.go`) for `HTTPRoute`,
 //! (`apis/v1/grpcroute_types.go`) for `GRPCRoute` ([`grpc`]), and the same camelCase
-//! conventions for Tandem's own kinds ([`traffic`]).
+//! conventions for Tandem's own kinds ([`traffic`], [`authz`]).
 
+mod authz;
 mod grpc;
 mod traffic;
 
+pub use authz::*;
 pub use grpc::*;
 pub use traffic::*;
 

@@ -5,8 +5,10 @@
 //! - [`route`]: `HTTPRoute` (matches, backends, timeouts, retry), with its rule
 //!   [`filters`];
 //! - [`grpc`]: `GRPCRoute` (service/method and header matches, backends, filters);
-//! - [`policy`]: `DestinationPolicy` and `FaultInjection`.
+//! - [`policy`]: `DestinationPolicy` and `FaultInjection`;
+//! - [`authz`]: `AuthorizationPolicy` (principals, paths, methods, ports).
 
+mod authz;
 mod filters;
 mod grpc;
 mod policy;
@@ -21,14 +23,15 @@ use serde::Deserialize;
 use serde_json::Value;
 use tandem_xds::domain::{TlsMode, DEFAULT_NAMESPACE};
 
+pub use authz::{MAX_AUTHZ_LIST, MAX_AUTHZ_RULES, MAX_AUTHZ_VALUE};
 pub use filters::{MAX_HEADER_ACTIONS, MAX_HEADER_VALUE, MAX_PATH_LEN, REDIRECT_CODES};
 pub use grpc::GRPC_FILTER_TYPES;
 pub use policy::{policy_targets_unique, MAX_CONSECUTIVE, MAX_MIN_RETRIES_PER_SECOND};
 pub use route::MAX_RETRY_ATTEMPTS;
 
 use super::spec::{
-    DestinationPolicySpec, DnsSpec, Document, EndpointSpec, FaultInjectionSpec, GrpcRouteSpec,
-    HttpRouteSpec, Metadata, ServiceSpec,
+    AuthorizationPolicySpec, DestinationPolicySpec, DnsSpec, Document, EndpointSpec,
+    FaultInjectionSpec, GrpcRouteSpec, HttpRouteSpec, Metadata, ServiceSpec,
 };
 use super::{derived_endpoint_name, Kind, Resource, ResourceError, ResourceKey};
 
@@ -96,7 +99,7 @@ pub fn validate_document(at: &str, doc: Value) -> Result<Resource, ResourceError
             format!("{at}.kind"),
             format!(
                 "unknown kind {:?}: expected Service, Endpoint, HTTPRoute, GRPCRoute, \
-                 DestinationPolicy or FaultInjection",
+                 DestinationPolicy, FaultInjection or AuthorizationPolicy",
                 doc.kind
             ),
         )
@@ -157,6 +160,11 @@ pub fn validate_document(at: &str, doc: Value) -> Result<Resource, ResourceError
         Kind::FaultInjection => {
             let spec: FaultInjectionSpec = from_value(&spec_at, doc.spec)?;
             policy::fault_injection(&spec_at, &spec)?;
+            to_json(&spec)
+        }
+        Kind::AuthorizationPolicy => {
+            let spec: AuthorizationPolicySpec = from_value(&spec_at, doc.spec)?;
+            authz::authorization_policy(&spec_at, &namespace, &spec)?;
             to_json(&spec)
         }
     };

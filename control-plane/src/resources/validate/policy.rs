@@ -36,7 +36,7 @@ pub(super) fn destination_policy(
     Ok(())
 }
 
-fn target_ref(at: &str, t: &TargetRefSpec) -> Result<(), ResourceError> {
+pub(super) fn target_ref(at: &str, t: &TargetRefSpec) -> Result<(), ResourceError> {
     if let Some(group) = &t.group {
         if !group.is_empty() && group != "core" {
             return Err(ResourceError::new(

@@ -941,8 +941,11 @@ fn new_kinds_have_words_and_plurals() {
     assert_eq!(Kind::from_kind_field("GRPCRoute"), Some(Kind::GrpcRoute));
     assert_eq!(
         Kind::plurals_hint(),
-        "services, endpoints, routes, grpcroutes, policies or faults"
+        "services, endpoints, routes, grpcroutes, policies, faults or authorizationpolicies"
     );
+    for w in ["authz", "AuthorizationPolicy", "authorizationpolicies"] {
+        assert_eq!(Kind::from_word(w), Some(Kind::AuthorizationPolicy), "{w}");
+    }
     let doc = json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "FaultInjection",
                      "metadata": {"name": "f"}, "spec": {"abort": {"httpStatus": 500}}});
     assert_eq!(
