@@ -59,6 +59,21 @@ pub enum ProxyError {
         /// Why.
         source: hyper::Error,
     },
+    /// The mutual TLS handshake with the endpoint failed (wrong identity, untrusted
+    /// certificate, or the endpoint does not speak TLS).
+    #[error("TLS with {addr} failed: {reason}")]
+    Tls {
+        /// The endpoint.
+        addr: SocketAddr,
+        /// Why.
+        reason: String,
+    },
+    /// The destination requires mutual TLS and this proxy holds no certificate yet.
+    #[error("no workload certificate yet for mutual TLS to {0}")]
+    NoIdentity(SocketAddr),
+    /// An authorization policy denies the request.
+    #[error("denied by authorization policy")]
+    Denied,
     /// No response headers within the request timeout.
     #[error("no response within {0:?}")]
     Timeout(Duration),
@@ -96,7 +111,10 @@ impl ProxyError {
             ProxyError::Connect { .. }
             | ProxyError::ConnectTimeout(..)
             | ProxyError::Handshake { .. }
+            | ProxyError::Tls { .. }
             | ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::NoIdentity(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Denied => StatusCode::FORBIDDEN,
             ProxyError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
             ProxyError::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,

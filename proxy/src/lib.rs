@@ -8,6 +8,7 @@
 //! [`admin`] and [`metrics`] report, [`drain`] shuts down.
 
 pub mod admin;
+pub mod authz;
 pub mod backoff;
 pub mod body;
 pub mod cli;
@@ -28,5 +29,6 @@ pub mod routing;
 pub mod run;
 pub mod snapshot;
 pub mod tcp;
+pub mod tls;
 pub mod workers;
 pub mod xds_client;

@@ -7,10 +7,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use tandem_xds::domain::TlsMode;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 
-use crate::client::WireProtocol;
+use crate::authz::{self, Caller};
+use crate::client::{Transport, WireProtocol};
 use crate::config::{Config, ConfigError, Protocol};
 use crate::detect::{detect, Detected, Prefixed};
 use crate::drain::Watch;
@@ -18,6 +21,8 @@ use crate::http::forward::{ConnContext, Forwarder};
 use crate::http::server;
 use crate::metrics::Direction;
 use crate::tcp;
+use crate::tls::accept::{accept, Peer, Refused};
+use crate::tls::Alpn;
 use crate::workers::Workers;
 
 /// Which listener a connection came through; decides where its traffic goes.
@@ -75,9 +80,10 @@ pub async fn accept_loop(
     }
 }
 
-/// Detects the protocol of one connection and serves it as HTTP or opaque TCP.
+/// Detects the protocol of one connection and serves it as HTTP or opaque TCP; on the
+/// inbound port, first applies the workload's TLS mode.
 pub async fn serve_connection(
-    mut stream: TcpStream,
+    stream: TcpStream,
     kind: ListenerKind,
     fwd: Arc<Forwarder>,
     watch: Watch,
@@ -86,28 +92,106 @@ pub async fn serve_connection(
     let _open = fwd.metrics.connection(dir);
     let _ = stream.set_nodelay(true);
     let snapshot = fwd.store.load();
-    let (listen_protocol, tcp_target) = match &kind {
-        ListenerKind::Inbound => (snapshot.config.inbound_protocol, Some(fwd.app_addr)),
-        ListenerKind::Outbound => (Protocol::Detect, None),
-        ListenerKind::Service(name) => match snapshot.destination(name) {
-            Some(dest) => {
-                let cluster = dest.default_cluster.as_ref();
-                let opaque = cluster.is_some_and(|c| c.protocol == Protocol::Opaque);
-                let p = if opaque {
-                    Protocol::Opaque
-                } else {
-                    Protocol::Detect
-                };
-                (p, cluster.and_then(|c| c.pick(None)).map(|e| e.addr))
-            }
-            None => return,
-        },
-    };
-    let (detected, prefix) = match listen_protocol {
+    match &kind {
+        ListenerKind::Inbound => {
+            let local_port = stream.local_addr().map(|a| a.port()).unwrap_or(0);
+            // With an identity and no inbound policy (yet), mutual is the safe default.
+            let mode = match (&snapshot.view.inbound, &fwd.tls) {
+                (Some(policy), _) => policy.mode,
+                (None, Some(_)) => TlsMode::Mutual,
+                (None, None) => TlsMode::Disabled,
+            };
+            let timeout = snapshot.config.timeouts.detect;
+            let (io, peer) = match accept(stream, mode, fwd.tls.as_deref(), timeout).await {
+                Ok(accepted) => accepted,
+                Err(Refused::Plaintext) => {
+                    fwd.metrics
+                        .security
+                        .plaintext_refused(&snapshot.own_service);
+                    tracing::debug!(
+                        "plaintext connection refused on the inbound port (mutual TLS required)"
+                    );
+                    return;
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "inbound connection refused");
+                    return;
+                }
+            };
+            let listen = match peer.alpn {
+                Some(Alpn::Http1) => Protocol::Http1,
+                Some(Alpn::Http2) => Protocol::Http2,
+                Some(Alpn::Tcp) => Protocol::Opaque,
+                None => snapshot.config.inbound_protocol,
+            };
+            let conn = Conn {
+                kind,
+                watch,
+                peer,
+                local_port,
+                tcp_target: Some((fwd.app_addr, None)),
+            };
+            serve_io(io, listen, conn, fwd, snapshot).await;
+        }
+        ListenerKind::Outbound => {
+            let conn = Conn {
+                kind,
+                watch,
+                peer: Peer::default(),
+                local_port: 0,
+                tcp_target: None,
+            };
+            serve_io(stream, Protocol::Detect, conn, fwd, snapshot).await;
+        }
+        ListenerKind::Service(name) => {
+            let Some(dest) = snapshot.destination(name) else {
+                return;
+            };
+            let cluster = dest.default_cluster.as_ref();
+            let opaque = cluster.is_some_and(|c| c.protocol == Protocol::Opaque);
+            let listen = if opaque {
+                Protocol::Opaque
+            } else {
+                Protocol::Detect
+            };
+            let tcp_target = cluster.and_then(|c| Some((c.pick(None)?.addr, c.tls.clone())));
+            let conn = Conn {
+                kind: kind.clone(),
+                watch,
+                peer: Peer::default(),
+                local_port: 0,
+                tcp_target,
+            };
+            serve_io(stream, listen, conn, fwd.clone(), snapshot.clone()).await;
+        }
+    }
+}
+
+/// One accepted connection, before its protocol is known.
+struct Conn {
+    kind: ListenerKind,
+    watch: Watch,
+    peer: Peer,
+    local_port: u16,
+    /// Where opaque bytes go, and the identity to expect there (mutual TLS).
+    tcp_target: Option<(SocketAddr, Option<Arc<str>>)>,
+}
+
+async fn serve_io<I>(
+    mut io: I,
+    listen: Protocol,
+    conn: Conn,
+    fwd: Arc<Forwarder>,
+    snapshot: Arc<crate::snapshot::Snapshot>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let dir = conn.kind.direction();
+    let (detected, prefix) = match listen {
         Protocol::Opaque => (Detected::Opaque, Bytes::new()),
         Protocol::Http1 => (Detected::Http1, Bytes::new()),
         Protocol::Http2 => (Detected::Http2, Bytes::new()),
-        Protocol::Detect => match detect(&mut stream, snapshot.config.timeouts.detect).await {
+        Protocol::Detect => match detect(&mut io, snapshot.config.timeouts.detect).await {
             Ok(d) => {
                 fwd.metrics.detected(d.0.as_str());
                 d
@@ -118,23 +202,37 @@ pub async fn serve_connection(
             }
         },
     };
-    let io = Prefixed::new(prefix, stream);
+    let io = Prefixed::new(prefix, io);
     let client_protocol = match detected {
         Detected::Http1 => WireProtocol::Http1,
         Detected::Http2 => WireProtocol::Http2,
         Detected::Closed => return,
         Detected::Opaque | Detected::Timeout => {
-            let _watch = watch;
-            match tcp_target {
-                Some(target) => {
-                    let timeout = snapshot.config.timeouts.connect;
-                    drop(snapshot);
-                    tcp::forward(io, target, timeout, dir, &fwd.metrics).await;
-                }
-                None => tracing::debug!(
+            let _watch = conn.watch;
+            let Some((target, identity)) = conn.tcp_target else {
+                tracing::debug!(
                     "opaque connection on a listener without a TCP destination; closing"
-                ),
+                );
+                return;
+            };
+            if let (ListenerKind::Inbound, Some(policy)) = (&conn.kind, &snapshot.view.inbound) {
+                let caller = Caller {
+                    identity: conn.peer.identity.as_deref(),
+                    port: conn.local_port,
+                };
+                if !authz::allows_connection(policy, caller) {
+                    fwd.metrics.security.denied(&snapshot.own_service, "tcp");
+                    tracing::debug!(peer = ?conn.peer.identity, "TCP connection denied by authorization policy");
+                    return;
+                }
             }
+            let timeout = snapshot.config.timeouts.connect;
+            drop(snapshot);
+            let transport = Transport {
+                identity: identity.as_ref(),
+                tls: fwd.tls.as_ref(),
+            };
+            tcp::forward(io, target, transport, timeout, dir, &fwd.metrics).await;
             return;
         }
     };
@@ -142,9 +240,11 @@ pub async fn serve_connection(
     let timeouts = snapshot.config.timeouts;
     drop(snapshot);
     let ctx = ConnContext {
-        kind,
+        kind: conn.kind,
         client_protocol,
-        watch,
+        watch: conn.watch,
+        peer: conn.peer,
+        local_port: conn.local_port,
     };
     server::serve(io, fwd, ctx, limits, timeouts).await;
 }

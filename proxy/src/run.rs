@@ -21,6 +21,7 @@ use crate::listener::{accept_loop, ListenerKind, ServiceListeners};
 use crate::metrics::Metrics;
 use crate::reload::Reloader;
 use crate::snapshot::Store;
+use crate::tls::TlsState;
 use crate::workers::Workers;
 use crate::xds_client::{self, XdsStatus, XdsTarget};
 use std::path::PathBuf;
@@ -202,6 +203,19 @@ pub async fn run(args: Args) -> Result<(), StartupError> {
             })?,
         );
     let app_addr = SocketAddr::from(([127, 0, 0, 1], args.app_port));
+    let identity_cfg = match &mode {
+        Mode::Xds(_, identity) => identity.clone(),
+        Mode::Static { .. } => None,
+    };
+    let identity_store = identity_cfg
+        .as_ref()
+        .map(|_| Arc::new(IdentityStore::default()));
+    let tls = identity_store
+        .as_ref()
+        .map(|ids| Arc::new(TlsState::new(ids.clone(), metrics.clone())));
+    if let Some(tls) = &tls {
+        tokio::spawn(tls.clone().follow_identity());
+    }
     let workers = Arc::new(
         Workers::start(args.workers.unwrap_or_else(default_workers), |client| {
             Forwarder {
@@ -209,6 +223,7 @@ pub async fn run(args: Args) -> Result<(), StartupError> {
                 client,
                 metrics: metrics.clone(),
                 app_addr,
+                tls: tls.clone(),
             }
         })
         .map_err(StartupError::Workers)?,
@@ -235,13 +250,6 @@ pub async fn run(args: Args) -> Result<(), StartupError> {
     listeners.insert("admin", local(&admin_listener, args.admin_addr));
 
     let (drain_tx, mut drain_rx) = mpsc::channel(1);
-    let identity_cfg = match &mode {
-        Mode::Xds(_, identity) => identity.clone(),
-        Mode::Static { .. } => None,
-    };
-    let identity_store = identity_cfg
-        .as_ref()
-        .map(|_| Arc::new(IdentityStore::default()));
     let state = Arc::new(AdminState {
         store: store.clone(),
         metrics: metrics.clone(),
@@ -302,6 +310,7 @@ pub async fn run(args: Args) -> Result<(), StartupError> {
                     store.clone(),
                     metrics.clone(),
                     status.clone(),
+                    tls.clone(),
                     first_tx,
                 ));
             }

@@ -9,20 +9,23 @@ use std::time::Duration;
 use prometheus::IntCounter;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::client::connect;
+use crate::client::{open, Transport};
 use crate::metrics::{Direction, Metrics};
+use crate::tls::Alpn;
 
-/// Connects to `target` and copies bytes both ways until both sides are done.
+/// Connects to `target` (over mutual TLS if `transport` says so) and copies bytes both
+/// ways until both sides are done.
 pub async fn forward<I>(
     mut client: I,
     target: SocketAddr,
+    transport: Transport<'_>,
     connect_timeout: Duration,
     dir: Direction,
     metrics: &Metrics,
 ) where
     I: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut upstream = match connect(target, connect_timeout).await {
+    let mut upstream = match open(target, connect_timeout, transport, Alpn::Tcp).await {
         Ok(s) => s,
         Err(e) => {
             tracing::debug!(error = %e, "opaque connection: upstream unreachable");

@@ -20,6 +20,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::snapshot::Store;
+use crate::tls::TlsState;
 
 /// What the admin port reports about the xDS connection.
 #[derive(Debug, Default)]
@@ -67,6 +68,7 @@ pub async fn run(
     store: Arc<Store>,
     metrics: Metrics,
     status: Arc<XdsStatus>,
+    tls: Option<Arc<TlsState>>,
     first: watch::Sender<bool>,
 ) {
     let XdsTarget {
@@ -80,17 +82,15 @@ pub async fn run(
     }
     let mut attempt = 0u32;
     loop {
-        match stream_once(
-            &endpoint,
-            &mut client,
-            &settings,
-            &store,
-            &metrics,
-            &status,
-            &first,
-        )
-        .await
-        {
+        let apply = Apply {
+            settings: &settings,
+            store: &store,
+            metrics: &metrics,
+            status: &status,
+            tls: tls.as_deref(),
+            first: &first,
+        };
+        match stream_once(&endpoint, &mut client, &apply).await {
             Ok(()) => {
                 tracing::warn!(control_plane = %endpoint, "xDS stream closed by the control plane")
             }
@@ -106,15 +106,29 @@ pub async fn run(
     }
 }
 
+/// Where an accepted config goes.
+struct Apply<'a> {
+    settings: &'a Config,
+    store: &'a Store,
+    metrics: &'a Metrics,
+    status: &'a XdsStatus,
+    tls: Option<&'a TlsState>,
+    first: &'a watch::Sender<bool>,
+}
+
 async fn stream_once(
     endpoint: &str,
     client: &mut AdsClient,
-    settings: &Config,
-    store: &Store,
-    metrics: &Metrics,
-    status: &XdsStatus,
-    first: &watch::Sender<bool>,
+    apply: &Apply<'_>,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let Apply {
+        settings,
+        store,
+        metrics,
+        status,
+        tls,
+        first,
+    } = *apply;
     let mut grpc = AggregatedDiscoveryServiceClient::connect(endpoint.to_string()).await?;
     let (tx, rx) = mpsc::channel::<DiscoveryRequest>(16);
     for req in client.connect_requests() {
@@ -130,8 +144,14 @@ async fn stream_once(
     while let Some(resp) = responses.message().await? {
         let step = client.on_response(resp);
         if let Some(view) = step.view {
+            let bundle = view.trust_bundle.as_ref().map(|b| b.roots_pem.clone());
             match store.build(settings.clone(), view) {
                 Ok(snapshot) => {
+                    // Trust the roots the control plane announces (rotation adds and
+                    // removes them) before any request uses this config.
+                    if let Some(tls) = tls {
+                        tls.set_xds_bundle(bundle.as_deref());
+                    }
                     let version = store.publish(snapshot);
                     metrics.set_config_version(version);
                     first.send_replace(true);

@@ -23,7 +23,13 @@ use crate::errors::ProxyError;
 use crate::replay::RequestBody;
 use crate::routing::Permit;
 
-pub use connect::connect;
+pub use connect::{connect, open, Transport, UpstreamIo};
+
+use crate::tls::Alpn;
+
+/// A pool: one endpoint reached one way (plaintext, or TLS expecting one identity), so a
+/// connection verified as one identity is never lent for another.
+type PoolKey = (SocketAddr, Option<Arc<str>>);
 
 /// The wire protocol used towards an endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -54,8 +60,8 @@ pub struct Client {
 
 #[derive(Debug, Default)]
 struct Pools {
-    h1: Mutex<HashMap<SocketAddr, Vec<Idle>>>,
-    h2: Mutex<HashMap<SocketAddr, http2::SendRequest<RequestBody>>>,
+    h1: Mutex<HashMap<PoolKey, Vec<Idle>>>,
+    h2: Mutex<HashMap<PoolKey, http2::SendRequest<RequestBody>>>,
 }
 
 #[derive(Debug)]
@@ -68,7 +74,7 @@ struct Idle {
 #[derive(Debug)]
 pub struct Reusable {
     pools: Weak<Pools>,
-    addr: SocketAddr,
+    key: PoolKey,
     tx: http1::SendRequest<RequestBody>,
     /// The destination's connection slot, held while the connection is in use.
     _slot: Option<Permit>,
@@ -109,7 +115,7 @@ impl Reusable {
                 return;
             }
             if let Ok(mut h1) = pools.h1.lock() {
-                let idle = h1.entry(self.addr).or_default();
+                let idle = h1.entry(self.key).or_default();
                 if idle.len() < MAX_IDLE_PER_ENDPOINT {
                     idle.push(Idle {
                         tx: self.tx,
@@ -133,27 +139,29 @@ impl Client {
     pub async fn send(
         &self,
         addr: SocketAddr,
+        transport: Transport<'_>,
         proto: WireProtocol,
         req: Request<RequestBody>,
         settings: ConnectSettings,
         slot: Option<Permit>,
     ) -> Result<(Response<Incoming>, Option<Reusable>), SendError> {
+        let key = (addr, transport.tls_identity().cloned());
         match proto {
             WireProtocol::Http1 => {
-                let (resp, reuse) = self.send_h1(addr, req, settings, slot).await?;
+                let (resp, reuse) = self.send_h1(key, transport, req, settings, slot).await?;
                 Ok((resp, Some(reuse)))
             }
-            WireProtocol::Http2 => Ok((self.send_h2(addr, req, settings).await?, None)),
+            WireProtocol::Http2 => Ok((self.send_h2(key, transport, req, settings).await?, None)),
         }
     }
 
     fn checkout_h1(
         &self,
-        addr: SocketAddr,
+        key: &PoolKey,
         idle_timeout: Duration,
     ) -> Option<http1::SendRequest<RequestBody>> {
         let mut h1 = self.inner.h1.lock().ok()?;
-        let idle = h1.get_mut(&addr)?;
+        let idle = h1.get_mut(key)?;
         while let Some(conn) = idle.pop() {
             if conn.since.elapsed() < idle_timeout && !conn.tx.is_closed() {
                 return Some(conn.tx);
@@ -164,17 +172,19 @@ impl Client {
 
     async fn send_h1(
         &self,
-        addr: SocketAddr,
+        key: PoolKey,
+        transport: Transport<'_>,
         mut req: Request<RequestBody>,
         settings: ConnectSettings,
         slot: Option<Permit>,
     ) -> Result<(Response<Incoming>, Reusable), SendError> {
-        while let Some(mut tx) = self.checkout_h1(addr, settings.idle_timeout) {
+        let addr = key.0;
+        while let Some(mut tx) = self.checkout_h1(&key, settings.idle_timeout) {
             if tx.ready().await.is_err() {
                 continue;
             }
             match tx.try_send_request(req).await {
-                Ok(resp) => return Ok((resp, self.reusable(addr, tx, slot))),
+                Ok(resp) => return Ok((resp, self.reusable(key, tx, slot))),
                 Err(mut e) => match e.take_message() {
                     // Never written: safe to send on another connection.
                     Some(back) => req = back,
@@ -187,7 +197,7 @@ impl Client {
                 },
             }
         }
-        let io = match connect(addr, settings.connect_timeout).await {
+        let io = match open(addr, settings.connect_timeout, transport, Alpn::Http1).await {
             Ok(io) => io,
             Err(error) => return Err(SendError::unsent(error, req)),
         };
@@ -206,7 +216,7 @@ impl Client {
             }
         });
         match tx.try_send_request(req).await {
-            Ok(resp) => Ok((resp, self.reusable(addr, tx, slot))),
+            Ok(resp) => Ok((resp, self.reusable(key, tx, slot))),
             Err(mut e) => Err(SendError {
                 unsent: e.take_message().map(Box::new),
                 error: ProxyError::Upstream {
@@ -219,13 +229,13 @@ impl Client {
 
     fn reusable(
         &self,
-        addr: SocketAddr,
+        key: PoolKey,
         tx: http1::SendRequest<RequestBody>,
         slot: Option<Permit>,
     ) -> Reusable {
         Reusable {
             pools: Arc::downgrade(&self.inner),
-            addr,
+            key,
             tx,
             _slot: slot,
         }
@@ -233,28 +243,30 @@ impl Client {
 
     async fn send_h2(
         &self,
-        addr: SocketAddr,
+        key: PoolKey,
+        transport: Transport<'_>,
         mut req: Request<RequestBody>,
         settings: ConnectSettings,
     ) -> Result<Response<Incoming>, SendError> {
+        let addr = key.0;
         // One retry: a shared connection may have received GOAWAY since it was stored.
         for _ in 0..2 {
-            let mut tx = match self.h2_conn(addr) {
+            let mut tx = match self.h2_conn(&key) {
                 Some(tx) => tx,
-                None => match self.connect_h2(addr, settings).await {
+                None => match self.connect_h2(&key, transport, settings).await {
                     Ok(tx) => tx,
                     Err(error) => return Err(SendError::unsent(error, req)),
                 },
             };
             if tx.ready().await.is_err() {
-                self.forget_h2(addr, &tx);
+                self.forget_h2(&key, &tx);
                 continue;
             }
             match tx.try_send_request(req).await {
                 Ok(resp) => return Ok(resp),
                 Err(mut e) => match e.take_message() {
                     Some(back) => {
-                        self.forget_h2(addr, &tx);
+                        self.forget_h2(&key, &tx);
                         req = back;
                     }
                     None => {
@@ -266,7 +278,7 @@ impl Client {
                 },
             }
         }
-        let mut tx = match self.connect_h2(addr, settings).await {
+        let mut tx = match self.connect_h2(&key, transport, settings).await {
             Ok(tx) => tx,
             Err(error) => return Err(SendError::unsent(error, req)),
         };
@@ -282,28 +294,27 @@ impl Client {
         }
     }
 
-    fn h2_conn(&self, addr: SocketAddr) -> Option<http2::SendRequest<RequestBody>> {
+    fn h2_conn(&self, key: &PoolKey) -> Option<http2::SendRequest<RequestBody>> {
         let h2 = self.inner.h2.lock().ok()?;
-        h2.get(&addr).filter(|tx| !tx.is_closed()).cloned()
+        h2.get(key).filter(|tx| !tx.is_closed()).cloned()
     }
 
-    fn forget_h2(&self, addr: SocketAddr, _tx: &http2::SendRequest<RequestBody>) {
+    fn forget_h2(&self, key: &PoolKey, _tx: &http2::SendRequest<RequestBody>) {
         if let Ok(mut h2) = self.inner.h2.lock() {
-            if h2
-                .get(&addr)
-                .is_some_and(|t| t.is_closed() || !t.is_ready())
-            {
-                h2.remove(&addr);
+            if h2.get(key).is_some_and(|t| t.is_closed() || !t.is_ready()) {
+                h2.remove(key);
             }
         }
     }
 
     async fn connect_h2(
         &self,
-        addr: SocketAddr,
+        key: &PoolKey,
+        transport: Transport<'_>,
         settings: ConnectSettings,
     ) -> Result<http2::SendRequest<RequestBody>, ProxyError> {
-        let io = connect(addr, settings.connect_timeout).await?;
+        let addr = key.0;
+        let io = open(addr, settings.connect_timeout, transport, Alpn::Http2).await?;
         let (tx, conn) = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             // Pings keep idle multiplexed connections honest and detect dead peers.
@@ -318,7 +329,7 @@ impl Client {
             }
         });
         if let Ok(mut h2) = self.inner.h2.lock() {
-            h2.insert(addr, tx.clone());
+            h2.insert(key.clone(), tx.clone());
         }
         Ok(tx)
     }

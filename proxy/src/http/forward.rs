@@ -12,8 +12,9 @@ use tokio::time::Instant;
 
 use super::headers::{authority, is_upgrade, set_target, strip_hop_by_hop};
 use super::upgrade;
+use crate::authz::{self, Caller, HttpRequest};
 use crate::body::ProxyBody;
-use crate::client::{Client, ConnectSettings, Reusable, WireProtocol};
+use crate::client::{Client, ConnectSettings, Reusable, Transport, WireProtocol};
 use crate::config::{Limits, Protocol};
 use crate::drain::Watch;
 use crate::errors::{into_grpc, is_grpc, ProxyError, ERROR_HEADER};
@@ -23,6 +24,8 @@ use crate::replay::RequestBody;
 use crate::routing::Permit;
 use crate::snapshot::Snapshot;
 use crate::snapshot::Store;
+use crate::tls::accept::Peer;
+use crate::tls::TlsState;
 
 /// What every request needs that outlives any one snapshot.
 #[derive(Debug)]
@@ -35,6 +38,8 @@ pub struct Forwarder {
     pub metrics: Metrics,
     /// Where inbound traffic goes: the local app.
     pub app_addr: SocketAddr,
+    /// Mutual TLS, when this proxy has an identity.
+    pub tls: Option<Arc<TlsState>>,
 }
 
 /// The connection a request arrived on.
@@ -46,6 +51,10 @@ pub struct ConnContext {
     pub client_protocol: WireProtocol,
     /// Keeps shutdown waiting for tunnels started from this connection.
     pub watch: Watch,
+    /// The transport and, with mutual TLS, the client's identity (inbound).
+    pub peer: Peer,
+    /// The port the connection reached the proxy on (authorization `ports`).
+    pub local_port: u16,
 }
 
 /// Where a request went, as far as it got: its metric labels.
@@ -57,6 +66,8 @@ pub struct Labels {
     pub route: Option<Arc<str>>,
     /// Backend.
     pub backend: Option<Arc<str>>,
+    /// Whether the upstream hop (outbound) used mutual TLS.
+    pub tls: bool,
 }
 
 /// The label for a request whose destination is not a configured service.
@@ -86,10 +97,17 @@ impl Forwarder {
             WireProtocol::Http1 => Version::HTTP_11,
             WireProtocol::Http2 => Version::HTTP_2,
         };
+        let inbound = matches!(conn.kind, ListenerKind::Inbound);
         let labels = RequestLabels {
             dst: labels.dst.as_deref().unwrap_or(UNKNOWN),
             route: labels.route.as_deref().unwrap_or(""),
             backend: labels.backend.as_deref().unwrap_or(""),
+            src: if inbound {
+                conn.peer.service.as_deref().unwrap_or(UNKNOWN)
+            } else {
+                &snapshot.own_service
+            },
+            tls: if inbound { conn.peer.tls } else { labels.tls },
         };
         self.metrics
             .request(conn.kind.direction(), &labels, status, start.elapsed());
@@ -119,6 +137,20 @@ impl Forwarder {
         let dest = match &conn.kind {
             ListenerKind::Inbound => {
                 labels.dst = Some(snapshot.own_service.clone());
+                if let Some(policy) = &snapshot.view.inbound {
+                    let caller = Caller {
+                        identity: conn.peer.identity.as_deref(),
+                        port: conn.local_port,
+                    };
+                    let http = HttpRequest {
+                        path: req.uri().path(),
+                        method: req.method().as_str(),
+                    };
+                    if !authz::allows_request(policy, caller, http) {
+                        self.metrics.security.denied(&snapshot.own_service, "http");
+                        return Err(ProxyError::Denied);
+                    }
+                }
                 return self.to_app(snapshot, conn, req, authority.as_ref()).await;
             }
             ListenerKind::Outbound => {
@@ -153,6 +185,7 @@ impl Forwarder {
         let client_upgrade = upgrading.then(|| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
         strip_hop_by_hop(&mut parts.headers, upgrading);
+        set_client_cert_header(&mut parts.headers, conn.peer.identity.as_deref());
         set_target(
             &mut parts.uri,
             &mut parts.headers,
@@ -165,8 +198,14 @@ impl Forwarder {
         let timeout = snapshot.config.timeouts.request;
         let (resp, reuse) = tokio::time::timeout(
             timeout,
-            self.client
-                .send(self.app_addr, wire, req, connect_settings(snapshot), None),
+            self.client.send(
+                self.app_addr,
+                Transport::PLAIN,
+                wire,
+                req,
+                connect_settings(snapshot),
+                None,
+            ),
         )
         .await
         .map_err(|_| ProxyError::Timeout(timeout))?
@@ -266,6 +305,20 @@ fn check_limits<B>(req: &Request<B>, limits: &Limits) -> Result<(), ProxyError> 
         )));
     }
     Ok(())
+}
+
+/// The header the app reads the caller's identity from (Envoy's and Istio's name).
+pub const CLIENT_CERT_HEADER: &str = "x-forwarded-client-cert";
+
+/// Sets [`CLIENT_CERT_HEADER`] to the mTLS peer's SPIFFE ID, always dropping what the
+/// client sent: only the proxy that terminated TLS can vouch for an identity.
+fn set_client_cert_header(headers: &mut http::HeaderMap, peer: Option<&str>) {
+    headers.remove(CLIENT_CERT_HEADER);
+    if let Some(id) = peer {
+        if let Ok(v) = http::HeaderValue::from_str(&format!("URI={id}")) {
+            headers.insert(CLIENT_CERT_HEADER, v);
+        }
+    }
 }
 
 #[cfg(test)]

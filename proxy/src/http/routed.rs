@@ -24,7 +24,7 @@ use super::forward::{
 };
 use super::headers::{set_target, strip_hop_by_hop};
 use crate::body::ProxyBody;
-use crate::client::{Client, SendError, WireProtocol};
+use crate::client::{Client, SendError, Transport, WireProtocol};
 use crate::errors::{ProxyError, ERROR_HEADER};
 use crate::metrics::{Metrics, RetryReason};
 use crate::replay::{BodyHandle, RequestBody};
@@ -112,6 +112,7 @@ impl Forwarder {
             .ok_or_else(|| ProxyError::NoBackend(route.name.to_string()))?
             .clone();
         labels.backend = Some(cluster.label.clone());
+        labels.tls = cluster.tls.is_some() && self.tls.is_some();
         let limits = &cluster.policy.limits;
         let state = &cluster.state;
         let held = match state.limits.admit_request(limits) {
@@ -207,7 +208,13 @@ impl Forwarder {
             let started = Instant::now();
             let result = {
                 let _in_flight = ep.start();
-                let send = self.client.send(ep.addr, wire, next, settings, slot);
+                let transport = Transport {
+                    identity: cluster.tls.as_ref(),
+                    tls: self.tls.as_ref(),
+                };
+                let send = self
+                    .client
+                    .send(ep.addr, transport, wire, next, settings, slot);
                 match route.per_try_timeout {
                     Some(limit) => tokio::time::timeout(limit, send).await.unwrap_or_else(|_| {
                         Err(SendError {
@@ -356,13 +363,22 @@ impl Forwarder {
             let req = Request::from_parts(parts, body);
             let addr = ep.addr;
             let client: Client = self.client.clone();
+            let identity = cluster.tls.clone();
+            let tls = self.tls.clone();
             let settings = crate::client::ConnectSettings {
                 connect_timeout: Duration::from_secs(1),
                 idle_timeout: Duration::from_secs(20),
             };
             tokio::spawn(async move {
                 let sent = tokio::time::timeout(Duration::from_secs(30), async {
-                    let (resp, reuse) = client.send(addr, wire, req, settings, None).await.ok()?;
+                    let transport = Transport {
+                        identity: identity.as_ref(),
+                        tls: tls.as_ref(),
+                    };
+                    let (resp, reuse) = client
+                        .send(addr, transport, wire, req, settings, None)
+                        .await
+                        .ok()?;
                     // Read to the end so the pooled connection can be reused.
                     let _ = ProxyBody::upstream(resp.into_body(), reuse, None)
                         .collect()

@@ -172,13 +172,39 @@ impl Identity {
 }
 
 /// The identity in force, swapped whole.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct IdentityStore {
     current: ArcSwapOption<Identity>,
     renewals_ok: std::sync::atomic::AtomicU64,
+    /// Counts stored identities, so TLS can rebuild when the bundle that came with one
+    /// differs.
+    changed: watch::Sender<u64>,
+    /// Wakes the renewal loop before half life (the CA switched roots).
+    renew: tokio::sync::Notify,
+}
+
+impl Default for IdentityStore {
+    fn default() -> Self {
+        IdentityStore {
+            current: ArcSwapOption::empty(),
+            renewals_ok: Default::default(),
+            changed: watch::channel(0).0,
+            renew: tokio::sync::Notify::new(),
+        }
+    }
 }
 
 impl IdentityStore {
+    /// Fires after each new identity is stored.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    /// Asks the renewal loop to renew now rather than at half life.
+    pub fn renew_now(&self) {
+        self.renew.notify_one();
+    }
+
     /// The identity in force, if any yet.
     pub fn load(&self) -> Option<Arc<Identity>> {
         self.current.load_full()
@@ -187,6 +213,7 @@ impl IdentityStore {
     fn store(&self, identity: Identity, metrics: &Metrics) {
         metrics.set_identity_expiry(identity.not_after, identity.bundle_not_after());
         self.current.store(Some(Arc::new(identity)));
+        self.changed.send_modify(|n| *n += 1);
     }
 
     /// What `/config_dump` shows: names and dates, never key material.
@@ -290,7 +317,10 @@ pub async fn run(
         let Some(current) = store.load() else {
             return Ok(());
         };
-        tokio::time::sleep(current.renew_in(unix_now())).await;
+        tokio::select! {
+            () = tokio::time::sleep(current.renew_in(unix_now())) => {}
+            () = store.renew.notified() => {}
+        }
         let mut attempt = 0u32;
         loop {
             // mTLS with the certificate in force; once it has expired (say, the host slept

@@ -14,8 +14,10 @@ use prometheus::{
 
 use crate::process_stats;
 
+mod security;
 mod traffic;
 
+pub use security::SecurityMetrics;
 pub use traffic::{RetryReason, TrafficMetrics};
 
 /// Which listener a request or connection came through.
@@ -46,6 +48,11 @@ pub struct RequestLabels<'a> {
     pub route: &'a str,
     /// Backend (cluster short name).
     pub backend: &'a str,
+    /// Source service: this workload on outbound, the mTLS peer's service on inbound
+    /// (`unknown` without mutual TLS).
+    pub src: &'a str,
+    /// Whether the hop was mutual TLS.
+    pub tls: bool,
 }
 
 /// Every metric the proxy exports.
@@ -53,6 +60,8 @@ pub struct RequestLabels<'a> {
 pub struct Metrics {
     /// Retries, ejections, limits, faults, mirrors.
     pub traffic: TrafficMetrics,
+    /// Handshakes, plaintext refused, authorization denials.
+    pub security: SecurityMetrics,
     registry: Registry,
     requests: IntCounterVec,
     duration: HistogramVec,
@@ -85,7 +94,15 @@ impl Metrics {
         let registry = Registry::new();
         let requests = IntCounterVec::new(
             Opts::new("tandem_requests_total", "HTTP requests by response status."),
-            &["direction", "dst_service", "route", "backend", "code"],
+            &[
+                "direction",
+                "src_service",
+                "dst_service",
+                "route",
+                "backend",
+                "code",
+                "tls",
+            ],
         )?;
         let duration = HistogramVec::new(
             HistogramOpts::new(
@@ -93,7 +110,14 @@ impl Metrics {
                 "Time from request received to response headers sent.",
             )
             .buckets(BUCKETS.to_vec()),
-            &["direction", "dst_service", "route", "backend"],
+            &[
+                "direction",
+                "src_service",
+                "dst_service",
+                "route",
+                "backend",
+                "tls",
+            ],
         )?;
         let tcp_open = IntGaugeVec::new(
             Opts::new(
@@ -198,6 +222,7 @@ impl Metrics {
         }
         Ok(Metrics {
             traffic: TrafficMetrics::register(&registry)?,
+            security: SecurityMetrics::register(&registry)?,
             registry,
             requests,
             duration,
@@ -234,12 +259,15 @@ impl Metrics {
             dst,
             route,
             backend,
+            src,
+            tls,
         } = *labels;
+        let tls = if tls { "true" } else { "false" };
         self.requests
-            .with_label_values(&[dir.as_str(), dst, route, backend, code.as_str()])
+            .with_label_values(&[dir.as_str(), src, dst, route, backend, code.as_str(), tls])
             .inc();
         self.duration
-            .with_label_values(&[dir.as_str(), dst, route, backend])
+            .with_label_values(&[dir.as_str(), src, dst, route, backend, tls])
             .observe(elapsed.as_secs_f64());
     }
 
@@ -257,6 +285,11 @@ impl Metrics {
             self.tcp_bytes.with_label_values(&[dir.as_str(), "client"]),
             self.tcp_bytes.with_label_values(&[dir.as_str(), "server"]),
         )
+    }
+
+    /// One TLS handshake (see [`SecurityMetrics::handshake`]).
+    pub fn tls_handshake(&self, direction: &str, kind: Option<rustls::HandshakeKind>, ok: bool) {
+        self.security.handshake(direction, kind, ok);
     }
 
     /// One protocol detection outcome.
@@ -372,6 +405,8 @@ mod tests {
             dst: "echo",
             route: "default/split/rule-0",
             backend: "echo-v2",
+            src: "web",
+            tls: true,
         };
         m.request(Direction::Outbound, &labels, 200, Duration::from_millis(3));
         m.request(Direction::Outbound, &labels, 200, Duration::from_millis(3));
@@ -379,15 +414,15 @@ mod tests {
         let text = m.render();
         assert!(
             text.contains(
-                r#"tandem_requests_total{backend="echo-v2",code="200",direction="outbound",dst_service="echo",route="default/split/rule-0"} 2"#
+                r#"tandem_requests_total{backend="echo-v2",code="200",direction="outbound",dst_service="echo",route="default/split/rule-0",src_service="web",tls="true"} 2"#
             ),
             "{text}"
         );
         assert!(text.contains(
-            r#"tandem_requests_total{backend="echo-v2",code="503",direction="outbound",dst_service="echo",route="default/split/rule-0"} 1"#
+            r#"tandem_requests_total{backend="echo-v2",code="503",direction="outbound",dst_service="echo",route="default/split/rule-0",src_service="web",tls="true"} 1"#
         ));
         assert!(text.contains(
-            r#"tandem_request_duration_seconds_count{backend="echo-v2",direction="outbound",dst_service="echo",route="default/split/rule-0"} 3"#
+            r#"tandem_request_duration_seconds_count{backend="echo-v2",direction="outbound",dst_service="echo",route="default/split/rule-0",src_service="web",tls="true"} 3"#
         ));
         assert!(text.contains("process_resident_memory_bytes"));
     }

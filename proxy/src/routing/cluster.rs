@@ -66,6 +66,8 @@ pub struct Cluster {
     pub policy: CallPolicy,
     /// State shared across snapshots.
     pub state: Arc<ClusterState>,
+    /// The SPIFFE ID its endpoints must present over mutual TLS (`None`: plaintext).
+    pub tls: Option<Arc<str>>,
     next: AtomicUsize,
 }
 
@@ -123,6 +125,7 @@ impl Cluster {
             endpoints,
             policy,
             state,
+            tls: None,
             next: AtomicUsize::new(0),
         }
     }

@@ -120,7 +120,7 @@ impl RouteTable {
             .clusters
             .iter()
             .map(|(name, c)| {
-                let cluster = Cluster::new(
+                let mut cluster = Cluster::new(
                     name,
                     service_label(name),
                     Protocol::from(c.protocol),
@@ -128,6 +128,7 @@ impl RouteTable {
                     c.policy,
                     registry.cluster(name),
                 );
+                cluster.tls = c.tls.as_ref().map(|t| t.identity.as_str().into());
                 (name.as_str(), Arc::new(cluster))
             })
             .collect();

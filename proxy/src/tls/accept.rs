@@ -1,0 +1,183 @@
+//! The inbound port's transport: mutual TLS, plaintext, or both, as the workload's mode
+//! says; and who the peer is.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tandem_xds::domain::TlsMode;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
+
+use super::{verify, Alpn, TlsState, ALPN_H2, ALPN_HTTP1, ALPN_TCP};
+use crate::detect::Prefixed;
+
+/// TLS record type of a handshake message: the first byte of every ClientHello.
+const TLS_HANDSHAKE: u8 = 0x16;
+
+/// What the inbound side learned about a connection.
+#[derive(Debug, Clone, Default)]
+pub struct Peer {
+    /// Whether it is mutual TLS.
+    pub tls: bool,
+    /// The client's SPIFFE ID (only with TLS).
+    pub identity: Option<Arc<str>>,
+    /// The client's service, as the `src_service` metric label shows it.
+    pub service: Option<Arc<str>>,
+    /// The protocol the client announced in ALPN, if any.
+    pub alpn: Option<Alpn>,
+}
+
+/// An inbound connection after the transport step.
+#[derive(Debug)]
+pub enum InboundIo {
+    /// Plaintext (with any bytes read while looking for a ClientHello).
+    Plain(Prefixed<TcpStream>),
+    /// Terminated mutual TLS.
+    Tls(Box<TlsStream<Prefixed<TcpStream>>>),
+}
+
+/// Why a connection was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum Refused {
+    /// Plaintext on a `mutual` port.
+    #[error("plaintext connection refused: the inbound port requires mutual TLS")]
+    Plaintext,
+    /// The handshake failed (no client certificate, untrusted CA, TLS 1.2, ...).
+    #[error("TLS handshake failed: {0}")]
+    Handshake(String),
+    /// The client closed or sent nothing in time.
+    #[error("client sent nothing")]
+    Silent,
+}
+
+/// Applies `mode`. `tls` is `None` when this proxy has no identity: it cannot terminate
+/// TLS, so it serves plaintext whatever the mode.
+pub async fn accept(
+    mut stream: TcpStream,
+    mode: TlsMode,
+    tls: Option<&TlsState>,
+    timeout: Duration,
+) -> Result<(InboundIo, Peer), Refused> {
+    let server = match (mode, tls.and_then(TlsState::server_config)) {
+        (TlsMode::Disabled, _) | (_, None) => {
+            return Ok((
+                InboundIo::Plain(Prefixed::new(Bytes::new(), stream)),
+                Peer::default(),
+            ))
+        }
+        (_, Some(server)) => server,
+    };
+    let mut first = BytesMut::with_capacity(64);
+    let got = tokio::time::timeout(timeout, stream.read_buf(&mut first)).await;
+    let is_tls = first.first() == Some(&TLS_HANDSHAKE);
+    let io = Prefixed::new(first.freeze(), stream);
+    if !is_tls {
+        let silent = !matches!(got, Ok(Ok(n)) if n > 0);
+        return match mode {
+            TlsMode::Permissive => Ok((InboundIo::Plain(io), Peer::default())),
+            _ if silent => Err(Refused::Silent),
+            _ => Err(Refused::Plaintext),
+        };
+    }
+    let metrics = tls.map(TlsState::metrics);
+    let handshake = tokio_rustls::TlsAcceptor::from(server).accept(io);
+    let stream = match tokio::time::timeout(timeout, handshake).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            if let Some(m) = metrics {
+                m.tls_handshake("inbound", None, false);
+            }
+            return Err(Refused::Handshake(e.to_string()));
+        }
+        Err(_) => {
+            if let Some(m) = metrics {
+                m.tls_handshake("inbound", None, false);
+            }
+            return Err(Refused::Handshake(format!(
+                "no handshake within {timeout:?}"
+            )));
+        }
+    };
+    let conn = stream.get_ref().1;
+    if let Some(m) = metrics {
+        m.tls_handshake("inbound", conn.handshake_kind(), true);
+    }
+    let trust_domain = tls.and_then(TlsState::trust_domain).unwrap_or_default();
+    let identity = conn
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .and_then(|leaf| verify::spiffe_id_of(leaf.as_ref(), &trust_domain))
+        .map(Arc::from);
+    let alpn = match conn.alpn_protocol() {
+        Some(ALPN_H2) => Some(Alpn::Http2),
+        Some(ALPN_HTTP1) => Some(Alpn::Http1),
+        Some(ALPN_TCP) => Some(Alpn::Tcp),
+        _ => None,
+    };
+    Ok((
+        InboundIo::Tls(Box::new(stream)),
+        Peer {
+            tls: true,
+            service: identity.as_deref().and_then(service_of).map(Arc::from),
+            identity,
+            alpn,
+        },
+    ))
+}
+
+/// The `src_service` label of a SPIFFE ID: the service account, with its namespace unless
+/// that is `default` (bounded by the mesh's workloads, not by what clients send).
+fn service_of(id: &str) -> Option<String> {
+    let ns = tandem_xds::domain::spiffe_namespace(id)?;
+    let sa = id.rsplit_once("/sa/")?.1;
+    Some(if ns == tandem_xds::domain::DEFAULT_NAMESPACE {
+        sa.to_string()
+    } else {
+        format!("{sa}.{ns}")
+    })
+}
+
+impl AsyncRead for InboundIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            InboundIo::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            InboundIo::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for InboundIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            InboundIo::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            InboundIo::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            InboundIo::Plain(s) => Pin::new(s).poll_flush(cx),
+            InboundIo::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            InboundIo::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            InboundIo::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
