@@ -144,6 +144,10 @@ impl Mode {
                         endpoint,
                         node_id,
                         service,
+                        // With an identity, xDS goes over mutual TLS to the identity port
+                        // (Istio's 15012 arrangement), so the control plane knows whom it
+                        // serves.
+                        secure: identity.as_ref().map(|i| i.addr.clone()),
                     },
                     identity,
                 ))

@@ -20,6 +20,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::snapshot::Store;
+use crate::tls::control_plane::SecureConnector;
 use crate::tls::TlsState;
 
 /// What the admin port reports about the xDS connection.
@@ -59,6 +60,9 @@ pub struct XdsTarget {
     pub node_id: String,
     /// The workload's service name.
     pub service: String,
+    /// With an identity: the control plane's secure xDS address (`host:port`, the identity
+    /// port), reached over mutual TLS instead of `endpoint`.
+    pub secure: Option<String>,
 }
 
 /// Runs the xDS client forever. `first` is signalled once the first complete config is live.
@@ -75,10 +79,23 @@ pub async fn run(
         endpoint,
         node_id,
         service,
+        secure,
     } = target;
+    let secure = match (secure, &tls) {
+        (Some(addr), Some(tls)) => Some(SecureConnector::new(addr, tls.clone())),
+        _ => None,
+    };
+    let endpoint = match &secure {
+        Some(c) => c.describe(),
+        None => endpoint,
+    };
     let mut client = AdsClient::new(&node_id, &service);
     if let Some(admin) = status.admin_addr {
         client = client.with_node_metadata(tandem_xds::ads::ADMIN_ADDR_METADATA, admin.to_string());
+    }
+    if let (Some(_), Some(tls)) = (&secure, &tls) {
+        // The secure port authenticates by the workload certificate: none, no stream.
+        tls.ready().await;
     }
     let mut attempt = 0u32;
     loop {
@@ -90,7 +107,7 @@ pub async fn run(
             tls: tls.as_deref(),
             first: &first,
         };
-        match stream_once(&endpoint, &mut client, &apply).await {
+        match stream_once(&endpoint, secure.as_ref(), &mut client, &apply).await {
             Ok(()) => {
                 tracing::warn!(control_plane = %endpoint, "xDS stream closed by the control plane")
             }
@@ -118,6 +135,7 @@ struct Apply<'a> {
 
 async fn stream_once(
     endpoint: &str,
+    secure: Option<&SecureConnector>,
     client: &mut AdsClient,
     apply: &Apply<'_>,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
@@ -129,7 +147,15 @@ async fn stream_once(
         tls,
         first,
     } = *apply;
-    let mut grpc = AggregatedDiscoveryServiceClient::connect(endpoint.to_string()).await?;
+    let mut grpc = match secure {
+        Some(connector) => {
+            let channel = tonic::transport::Endpoint::from_shared(connector.uri())?
+                .connect_with_connector(connector.clone())
+                .await?;
+            AggregatedDiscoveryServiceClient::new(channel)
+        }
+        None => AggregatedDiscoveryServiceClient::connect(endpoint.to_string()).await?,
+    };
     let (tx, rx) = mpsc::channel::<DiscoveryRequest>(16);
     for req in client.connect_requests() {
         tx.send(req).await?;

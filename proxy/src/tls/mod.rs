@@ -11,6 +11,7 @@
 //! that way), else from the identity endpoint's last answer.
 
 pub mod accept;
+pub mod control_plane;
 pub mod verify;
 
 use std::collections::HashMap;
@@ -106,6 +107,9 @@ struct Configs {
     trust_domain: String,
     roots: Arc<RootCertStore>,
     server: Arc<ServerConfig>,
+    /// For the control plane's secure xDS port: WebPKI server check (its certificate names
+    /// its address), our workload certificate as the client's.
+    control_plane: Arc<ClientConfig>,
     /// Per expected server identity, one config per [`Alpn`] sharing one session cache.
     clients: Mutex<HashMap<Arc<str>, [Arc<ClientConfig>; 3]>>,
 }
@@ -146,6 +150,15 @@ impl TlsState {
             if changes.changed().await.is_err() {
                 return;
             }
+        }
+    }
+
+    /// Waits until the first workload certificate is held and the configs are built.
+    pub async fn ready(&self) {
+        let mut changes = self.identity.subscribe();
+        let _ = changes.wait_for(|n| *n > 0).await;
+        if self.configs.load().is_none() {
+            self.refresh();
         }
     }
 
@@ -253,11 +266,24 @@ impl TlsState {
         // Stateless tickets: any worker resumes any session, and a fresh key per bundle
         // means no session outlives the roots it was verified under.
         server.ticketer = rustls::crypto::ring::Ticketer::new().map_err(|e| err(&e))?;
+        let server_check = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            roots.clone(),
+            self.provider.clone(),
+        )
+        .build()
+        .map_err(|e| err(&e))?;
+        let mut control_plane = ClientConfig::builder_with_provider(self.provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| err(&e))?
+            .with_webpki_verifier(server_check)
+            .with_client_cert_resolver(Arc::new(WorkloadCert(self.identity.clone())));
+        control_plane.alpn_protocols = vec![ALPN_H2.to_vec()];
         Ok(Configs {
             bundle,
             trust_domain,
             roots,
             server: Arc::new(server),
+            control_plane: Arc::new(control_plane),
             clients: Mutex::new(HashMap::new()),
         })
     }
@@ -265,6 +291,14 @@ impl TlsState {
     /// The server config, once there is an identity and a bundle.
     pub fn server_config(&self) -> Option<Arc<ServerConfig>> {
         self.configs.load().as_ref().map(|c| c.server.clone())
+    }
+
+    /// The config for the control plane's secure xDS port, once there is an identity.
+    pub fn control_plane_config(&self) -> Option<Arc<ClientConfig>> {
+        self.configs
+            .load()
+            .as_ref()
+            .map(|c| c.control_plane.clone())
     }
 
     /// This mesh's trust domain, once known.
