@@ -47,6 +47,8 @@ pub struct AdminState {
     pub xds: Option<Arc<XdsStatus>>,
     /// The workload identity, when the proxy was given a join token.
     pub identity: Option<Arc<IdentityStore>>,
+    /// Mutual TLS, with an identity.
+    pub tls: Option<Arc<crate::tls::TlsState>>,
 }
 
 /// Serves the admin API on `listener` until the process exits.
@@ -120,6 +122,12 @@ fn config_dump(state: &AdminState) -> serde_json::Value {
         .map(|d| d.as_secs_f64())
         .unwrap_or(0.0);
     let last_error = state.last_error.lock().ok().and_then(|e| e.clone());
+    let mut view = serde_json::to_value(&snapshot.view).unwrap_or_default();
+    // The roots are public, but PEM in a dump reads like key material to people and
+    // scanners; `tls.roots_sha256` names them instead.
+    if let Some(b) = view.get_mut("trust_bundle").filter(|b| !b.is_null()) {
+        *b = serde_json::json!("see tls.roots_sha256");
+    }
     serde_json::json!({
         "version": snapshot.version,
         "loaded_at_unix": loaded_at,
@@ -139,7 +147,8 @@ fn config_dump(state: &AdminState) -> serde_json::Value {
             })
         }),
         "identity": state.identity.as_ref().map(|i| i.dump()),
-        "routes": snapshot.view,
+        "tls": state.tls.as_ref().map(|t| t.dump()),
+        "routes": view,
         "config": snapshot.config,
     })
 }

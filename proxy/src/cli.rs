@@ -63,7 +63,27 @@ pub struct Args {
     #[arg(long, env = "TANDEM_IDENTITY_ADDR")]
     pub identity_addr: Option<String>,
 
+    /// A dedicated outbound listener for one service, `NAME=ADDR` (repeatable): every
+    /// connection to ADDR goes to NAME, so opaque TCP has a destination in control-plane
+    /// mode (a config file names these as `services[].listen`).
+    #[arg(long = "listen", value_name = "NAME=ADDR", value_parser = parse_listen)]
+    pub listen: Vec<(String, SocketAddr)>,
+
     /// Runtime worker threads (default: one per CPU).
     #[arg(long, env = "TANDEM_WORKERS")]
     pub workers: Option<usize>,
+}
+
+/// `NAME=ADDR` of `--listen`.
+fn parse_listen(s: &str) -> Result<(String, SocketAddr), String> {
+    let (name, addr) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected NAME=ADDR, got {s:?}"))?;
+    if name.is_empty() {
+        return Err(format!("expected NAME=ADDR, got {s:?}"));
+    }
+    let addr = addr
+        .parse()
+        .map_err(|e| format!("{addr:?} is not an address: {e}"))?;
+    Ok((name.to_string(), addr))
 }

@@ -248,6 +248,24 @@ pub async fn run(args: Args) -> Result<(), StartupError> {
             })?;
     service_listeners.commit(&config, prepared);
 
+    if !args.listen.is_empty() && matches!(mode, Mode::Static { .. }) {
+        return Err(StartupError::Usage(
+            "--listen is for --control-plane mode; a config file sets services[].listen",
+        ));
+    }
+    let mut flag_listeners = BTreeMap::new();
+    for (name, addr) in &args.listen {
+        let listener = bind("service", *addr).await?;
+        flag_listeners.insert(name.clone(), local(&listener, *addr));
+        tokio::spawn(accept_loop(
+            listener,
+            ListenerKind::Service(name.as_str().into()),
+            workers.clone(),
+            drain.watch(),
+            None,
+        ));
+    }
+
     let mut listeners = BTreeMap::new();
     listeners.insert("outbound", local(&outbound, args.outbound_addr));
     listeners.insert("inbound", local(&inbound, args.inbound_addr));
@@ -267,6 +285,7 @@ pub async fn run(args: Args) -> Result<(), StartupError> {
         last_error: Mutex::new(None),
         drain_tx,
         identity: identity_store.clone(),
+        tls: tls.clone(),
         xds: match &mode {
             Mode::Static { .. } => None,
             Mode::Xds(target, _) => Some(Arc::new(XdsStatus {
@@ -355,7 +374,9 @@ pub async fn run(args: Args) -> Result<(), StartupError> {
         }
         () = first_config => {
             state.ready.store(true, Ordering::Release);
-            announce(&listeners, &service_listeners.addresses());
+            let mut services = service_listeners.addresses();
+            services.extend(flag_listeners);
+            announce(&listeners, &services);
         }
         Some(()) = recv_opt(&mut term) => return Ok(()),
         Some(()) = recv_opt(&mut int) => return Ok(()),

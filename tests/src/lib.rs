@@ -42,6 +42,7 @@ pub mod ready;
 pub mod tcp;
 pub mod traffic;
 pub mod upstream;
+pub mod zero_trust;
 
 use std::future::Future;
 use std::time::Duration;

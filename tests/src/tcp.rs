@@ -242,3 +242,29 @@ impl Blackhole {
         self.addr
     }
 }
+
+/// Connects to `addr`, sends `payload`, and reads back as many bytes (an echo server on
+/// the other side); panics on any failure or after 5 s.
+pub async fn round_trip(addr: SocketAddr, payload: &[u8]) -> Vec<u8> {
+    match try_round_trip(addr, payload).await {
+        Ok(got) => got,
+        Err(e) => panic!("TCP round trip via {addr}: {e}"),
+    }
+}
+
+/// Like [`round_trip`], returning the failure (connection closed, timeout) instead.
+pub async fn try_round_trip(addr: SocketAddr, payload: &[u8]) -> Result<Vec<u8>, String> {
+    let attempt = async {
+        let mut stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        stream.write_all(payload).await.map_err(|e| e.to_string())?;
+        let mut got = vec![0u8; payload.len()];
+        stream
+            .read_exact(&mut got)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(got)
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(5), attempt)
+        .await
+        .unwrap_or_else(|_| Err("no echo within 5 s".to_string()))
+}

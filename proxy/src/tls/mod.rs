@@ -293,6 +293,34 @@ impl TlsState {
         self.configs.load().as_ref().map(|c| c.server.clone())
     }
 
+    /// What `/config_dump` shows: the trusted roots by fingerprint (signing root first),
+    /// the trust domain and how many server identities have a client config.
+    pub fn dump(&self) -> serde_json::Value {
+        let Some(c) = self.configs.load_full() else {
+            return serde_json::json!({ "state": "pending" });
+        };
+        let roots: Vec<String> = c
+            .bundle
+            .iter()
+            .map(|r| crate::identity::pin::hex(&crate::identity::pin::fingerprint(r.as_ref())))
+            .collect();
+        let issuer = self.identity.load().and_then(|id| {
+            let leaf = id.certified.cert.first()?.clone();
+            c.bundle
+                .iter()
+                .position(|r| verify::signed_by(&leaf, r))
+                .map(|i| roots[i].clone())
+        });
+        let identities = c.clients.lock().map(|m| m.len()).unwrap_or(0);
+        serde_json::json!({
+            "state": "ready",
+            "trust_domain": c.trust_domain,
+            "roots_sha256": roots,
+            "certificate_issuer_sha256": issuer,
+            "client_identities": identities,
+        })
+    }
+
     /// The config for the control plane's secure xDS port, once there is an identity.
     pub fn control_plane_config(&self) -> Option<Arc<ClientConfig>> {
         self.configs
