@@ -65,7 +65,21 @@ pub struct Args {
     )]
     pub identity_sans: Vec<String>,
 
+    /// What a request no AuthorizationPolicy speaks about gets, for a service without
+    /// ALLOW policies: `allow` (the default) or `deny` (only what an ALLOW rule matches).
+    #[arg(long, env = "TANDEM_DEFAULT_AUTHZ", default_value = "allow", value_parser = parse_default_authz)]
+    pub default_authz: tandem_xds::domain::AuthzDefault,
+
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `tandem_control_plane=debug`.
     #[arg(long, env = "TANDEM_LOG", default_value = "info")]
     pub log: String,
+}
+
+/// `allow` or `deny`.
+fn parse_default_authz(s: &str) -> Result<tandem_xds::domain::AuthzDefault, String> {
+    match s {
+        "allow" => Ok(tandem_xds::domain::AuthzDefault::Allow),
+        "deny" => Ok(tandem_xds::domain::AuthzDefault::Deny),
+        other => Err(format!("{other:?}: use allow or deny")),
+    }
 }

@@ -18,6 +18,7 @@ pub mod discovery;
 pub mod identity;
 pub mod proxies;
 pub mod resources;
+pub mod security;
 pub mod store;
 pub mod telemetry;
 pub mod util;

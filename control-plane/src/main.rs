@@ -16,6 +16,7 @@ use tandem_control_plane::discovery::{self, Source};
 use tandem_control_plane::identity::ca::{Ca, CaSource};
 use tandem_control_plane::identity::server::{self as identity_server, IdentityService};
 use tandem_control_plane::identity::tokens::JoinTokens;
+use tandem_control_plane::security::{self, SecuritySettings};
 use tandem_control_plane::store::Store;
 use tandem_control_plane::telemetry::{self, Telemetry};
 use tandem_control_plane::xds_server;
@@ -99,6 +100,21 @@ async fn run(args: Args) -> Result<(), String> {
     }
     let tls = identity_server::tls_config(&ca, &names, tandem_control_plane::util::unix_now())
         .map_err(|e| format!("identity endpoint certificate: {e}"))?;
+    // Swapped after every root rotation step, so the endpoint's certificate follows the
+    // signing root without a restart.
+    let tls = Arc::new(arc_swap::ArcSwap::new(tls));
+    tokio::spawn(security::follow_ca_tls(
+        ca.clone(),
+        names.clone(),
+        tls.clone(),
+    ));
+    let mesh_security = security::follow_ca(
+        ca.clone(),
+        SecuritySettings {
+            trust_domain: args.trust_domain.clone(),
+            default_action: args.default_authz,
+        },
+    );
     let identity = Arc::new(IdentityService::new(
         ca.clone(),
         tokens.clone(),
@@ -129,9 +145,14 @@ async fn run(args: Args) -> Result<(), String> {
         registrations,
         telemetry,
         tokens,
+        ca: ca.clone(),
     });
     tokio::spawn(api::serve(api_listener, state));
-    tokio::spawn(xds_server::serve(xds_listener, store.clone()));
+    tokio::spawn(xds_server::serve(
+        xds_listener,
+        store.clone(),
+        mesh_security,
+    ));
     tokio::spawn(identity_server::serve(identity_listener, tls, identity));
 
     let mut out = std::io::stdout();

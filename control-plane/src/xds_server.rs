@@ -1,8 +1,9 @@
 //! The xDS (ADS, state of the world) server: a thin tonic shell around the sans-io
 //! [`AdsStream`] of `tandem-xds`.
 //!
-//! One task turns every committed store revision into an [`XdsSnapshot`] (consistent across
-//! types) and publishes it on a watch channel; each ADS stream answers its client's
+//! One task turns every committed store revision, and every change of the mesh's security
+//! settings (a root rotation), into an [`XdsSnapshot`] (consistent across types) and
+//! publishes it on a watch channel; each ADS stream answers its client's
 //! requests from the latest snapshot and pushes when a new one changes what it subscribed.
 
 use std::net::SocketAddr;
@@ -11,6 +12,7 @@ use std::sync::Arc;
 
 use tandem_xds::ads::{AdsStream, ADMIN_ADDR_METADATA};
 use tandem_xds::convert::{to_snapshot, XdsSnapshot};
+use tandem_xds::domain::MeshSecurity;
 use tandem_xds::envoy::core::Node;
 use tandem_xds::envoy::discovery::aggregated_discovery_service_server::{
     AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
@@ -29,9 +31,15 @@ use crate::store::Store;
 
 type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
-/// Serves ADS on `listener` until the process exits.
-pub async fn serve(listener: tokio::net::TcpListener, store: Arc<Store>) {
-    let snapshots = match build_snapshot(&store) {
+/// Serves ADS on `listener` until the process exits. Every snapshot carries the latest
+/// value of `security` (trust domain, trust bundle, default authorization action).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    store: Arc<Store>,
+    mut security: watch::Receiver<MeshSecurity>,
+) {
+    let first = security.borrow_and_update().clone();
+    let snapshots = match build_snapshot(&store, &first, 0) {
         Ok(s) => s,
         Err(e) => {
             tracing::error!(error = %e, "cannot build the first xDS snapshot; xDS is not served");
@@ -39,7 +47,7 @@ pub async fn serve(listener: tokio::net::TcpListener, store: Arc<Store>) {
         }
     };
     let (tx, rx) = watch::channel(Arc::new(snapshots));
-    tokio::spawn(follow_store(store.clone(), tx));
+    tokio::spawn(follow_store(store.clone(), security, tx));
     let ads = Ads {
         store,
         snapshots: rx,
@@ -53,22 +61,52 @@ pub async fn serve(listener: tokio::net::TcpListener, store: Arc<Store>) {
     }
 }
 
-fn build_snapshot(store: &Store) -> Result<XdsSnapshot, String> {
-    let (head, mesh) = store.snapshot().map_err(|e| e.to_string())?;
-    to_snapshot(&mesh, &head.to_string()).map_err(|e| e.to_string())
+/// The snapshot of the store's head with `security`. The version is the head revision,
+/// followed by `.<n>` once the security settings changed `n` times since the start
+/// (versions are compared for equality only: a new bundle must look new to every stream).
+fn build_snapshot(
+    store: &Store,
+    security: &MeshSecurity,
+    security_changes: u64,
+) -> Result<XdsSnapshot, String> {
+    let (head, mut mesh) = store.snapshot().map_err(|e| e.to_string())?;
+    mesh.security = security.clone();
+    let version = match security_changes {
+        0 => head.to_string(),
+        n => format!("{head}.{n}"),
+    };
+    to_snapshot(&mesh, &version).map_err(|e| e.to_string())
 }
 
-/// Rebuilds the snapshot after every committed revision. A revision the converter rejects
-/// (validation at apply time should make that impossible) leaves the previous snapshot
-/// serving, so proxies never see a half-built mesh.
-async fn follow_store(store: Arc<Store>, tx: watch::Sender<Arc<XdsSnapshot>>) {
+/// Rebuilds the snapshot after every committed revision and every change of the security
+/// settings. A revision the converter rejects (validation at apply time should make that
+/// impossible) leaves the previous snapshot serving, so proxies never see a half-built mesh.
+async fn follow_store(
+    store: Arc<Store>,
+    mut security: watch::Receiver<MeshSecurity>,
+    tx: watch::Sender<Arc<XdsSnapshot>>,
+) {
     let mut head = store.subscribe();
-    while head.changed().await.is_ok() {
+    let mut security_changes = 0u64;
+    // Once the security source is gone (it never is while the process runs), only
+    // revisions trigger rebuilds.
+    let mut security_open = true;
+    loop {
+        tokio::select! {
+            changed = head.changed() => if changed.is_err() { break },
+            changed = security.changed(), if security_open => match changed {
+                Ok(()) => security_changes += 1,
+                Err(_) => { security_open = false; continue }
+            },
+        }
+        let current = security.borrow_and_update().clone();
         // The store reads from disk: keep that off the async workers.
         let reader = store.clone();
-        let built = tokio::task::spawn_blocking(move || build_snapshot(&reader))
-            .await
-            .unwrap_or_else(|e| Err(format!("snapshot task failed: {e}")));
+        let built = tokio::task::spawn_blocking(move || {
+            build_snapshot(&reader, &current, security_changes)
+        })
+        .await
+        .unwrap_or_else(|e| Err(format!("snapshot task failed: {e}")));
         match built {
             Ok(snapshot) => {
                 tracing::debug!(version = snapshot.version(), "xDS snapshot rebuilt");

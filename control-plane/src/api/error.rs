@@ -3,6 +3,7 @@
 use http::StatusCode;
 
 use crate::canary::CanaryError;
+use crate::identity::ca::CaError;
 use crate::identity::tokens::TokenError;
 use crate::resources::ResourceError;
 use crate::store::StoreError;
@@ -87,6 +88,23 @@ impl From<TokenError> for ApiError {
             e @ TokenError::Persist { .. } => {
                 tracing::error!(error = %e, "join token not persisted");
                 ApiError::Internal(format!("{e}; no token was created"))
+            }
+        }
+    }
+}
+
+impl From<CaError> for ApiError {
+    fn from(e: CaError) -> Self {
+        match e {
+            CaError::NotRotatable | CaError::Refused(_) => ApiError::Conflict(e.to_string()),
+            CaError::UnknownRoot(_) => ApiError::NotFound(e.to_string()),
+            CaError::BadPrefix(m) => ApiError::Invalid(m),
+            e @ (CaError::Io { .. }
+            | CaError::Invalid { .. }
+            | CaError::HalfGiven
+            | CaError::Sign(_)) => {
+                tracing::error!(error = %e, "CA failure");
+                ApiError::Internal(format!("the CA failed: {e}"))
             }
         }
     }

@@ -3,6 +3,7 @@
 //! [`serve`] accepts connections; every request is authenticated, its body read within
 //! [`MAX_BODY`], then routed by [`routes`]; errors become statuses in [`error`] only.
 
+mod ca;
 mod canary;
 pub mod error;
 mod routes;
@@ -24,6 +25,7 @@ pub use error::ApiError;
 
 use crate::auth::AdminToken;
 use crate::discovery::registrations::Registrations;
+use crate::identity::ca::Ca;
 use crate::identity::tokens::JoinTokens;
 use crate::store::Store;
 use crate::telemetry::Telemetry;
@@ -44,6 +46,8 @@ pub struct ApiState {
     pub telemetry: Arc<Telemetry>,
     /// Join tokens (`POST /v1/tokens` creates one).
     pub tokens: Arc<JoinTokens>,
+    /// The CA (`/v1/ca/...`: root status and rotation).
+    pub ca: Arc<Ca>,
 }
 
 /// Serves the API on `listener` until the process exits.

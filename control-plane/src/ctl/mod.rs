@@ -4,6 +4,7 @@
 //! `-o json`, or YAML with `-o yaml`; it exits 0 on success and 1 with one line on
 //! stderr on failure (clap's usage errors exit 2).
 
+mod ca;
 mod canary;
 mod demo;
 mod endpoint;
@@ -103,6 +104,20 @@ pub enum Command {
         /// create.
         #[command(subcommand)]
         command: token::TokenCommand,
+    },
+    /// The CA's trusted roots and their rotation without an outage:
+    /// `rotate`, then `activate <sha256>`, then `remove <old sha256>`.
+    Ca {
+        /// status | rotate | activate | remove.
+        #[command(subcommand)]
+        command: ca::CaCommand,
+    },
+    /// Warn (exit 1, one line per problem) when a trusted root or a proxy's certificate
+    /// expires within the window or has expired; `ok` lines otherwise.
+    Check {
+        /// The warning window: days (`30d`) or a duration (`12h`, `90m`).
+        #[arg(long, default_value = "30d", value_parser = ca::parse_window)]
+        warn_within: std::time::Duration,
     },
     /// List revisions, oldest first.
     History,
@@ -261,6 +276,8 @@ pub async fn run(args: CtlArgs) -> Result<(), CtlError> {
         Command::Endpoint { command } => endpoint::run(&client, out, command).await,
         Command::Canary { command } => canary::run(&client, out, command).await,
         Command::Token { command } => token::run(&client, out, command).await,
+        Command::Ca { command } => ca::run(&client, out, command).await,
+        Command::Check { warn_within } => ca::check(&client, out, warn_within).await,
         Command::History => {
             let answer = client.call(Method::GET, "/v1/history", None).await?;
             output::print(out, &answer, output::history)

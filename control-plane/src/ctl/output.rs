@@ -4,6 +4,7 @@ use serde_json::Value;
 
 use super::{CtlError, Format};
 use crate::resources::Kind;
+pub use crate::util::utc;
 
 /// Prints `answer` as `format`, or through `human` when no format was asked for.
 pub fn print(
@@ -301,28 +302,6 @@ pub fn render(rows: &[Vec<String>]) -> String {
         out.push('\n');
     }
     out
-}
-
-/// `YYYY-MM-DD HH:MM:SS` for a Unix time (UTC), without a date library.
-pub fn utc(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
 }
 
 #[cfg(test)]

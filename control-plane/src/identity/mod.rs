@@ -7,6 +7,7 @@
 //! [`ca::Ca`] signs. Errors become HTTP statuses in [`IdentityError::status`] only.
 
 pub mod ca;
+pub mod roots;
 pub mod server;
 pub mod tokens;
 

@@ -113,13 +113,13 @@ impl<A: Authenticator> IdentityService<A> {
             })
         })?;
         check_requested(&csr, &id)?;
-        let issued = self
-            .ca
-            .issue_workload(&csr.public_key, &id, self.cert_ttl, now)?;
+        let (issued, trust_bundle_pem) =
+            self.ca
+                .issue_workload_with_bundle(&csr.public_key, &id, self.cert_ttl, now)?;
         tracing::info!(spiffe_id = %id, expires_at = issued.not_after, credential = how, "issued a workload certificate");
         Ok(CertificateResponse {
             certificate_chain_pem: issued.chain_pem,
-            trust_bundle_pem: self.ca.trust_bundle_pem().to_string(),
+            trust_bundle_pem,
             expires_at: issued.not_after,
             spiffe_id: id.to_string(),
         })
@@ -211,7 +211,7 @@ pub fn tls_config(
     };
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
-    for der in super::ca::pem_blocks(ca.trust_bundle_pem(), "CERTIFICATE") {
+    for der in super::ca::pem_blocks(&ca.trust_bundle_pem(), "CERTIFICATE") {
         roots.add(CertificateDer::from(der)).map_err(tls_err)?;
     }
     let clients = rustls::server::WebPkiClientVerifier::builder_with_provider(
@@ -234,13 +234,15 @@ pub fn tls_config(
     Ok(Arc::new(config))
 }
 
-/// Serves the identity endpoint on `listener` until the process exits.
+/// Serves the identity endpoint on `listener` until the process exits. `tls` is read
+/// at every accept, so a config swapped in after a root rotation (a server certificate
+/// under the new signing root, client roots from the new bundle) serves the next
+/// connection without a restart.
 pub async fn serve<A: Authenticator>(
     listener: TcpListener,
-    tls: Arc<rustls::ServerConfig>,
+    tls: Arc<arc_swap::ArcSwap<rustls::ServerConfig>>,
     service: Arc<IdentityService<A>>,
 ) {
-    let acceptor = TlsAcceptor::from(tls);
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(a) => a,
@@ -250,7 +252,7 @@ pub async fn serve<A: Authenticator>(
                 continue;
             }
         };
-        let (acceptor, service) = (acceptor.clone(), service.clone());
+        let (acceptor, service) = (TlsAcceptor::from(tls.load_full()), service.clone());
         tokio::spawn(async move {
             let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                 Ok(Ok(tls)) => tls,

@@ -152,7 +152,8 @@ impl TokenBook {
 pub struct JoinTokens {
     path: PathBuf,
     trust_domain: String,
-    ca_sha256: String,
+    /// The signing root's SHA-256, pinned into new tokens; follows `ca activate`.
+    ca_sha256: Mutex<String>,
     book: Mutex<TokenBook>,
 }
 
@@ -172,9 +173,14 @@ impl JoinTokens {
         Ok(JoinTokens {
             path,
             trust_domain: trust_domain.to_string(),
-            ca_sha256: ca_sha256.to_string(),
+            ca_sha256: Mutex::new(ca_sha256.to_string()),
             book: Mutex::new(book),
         })
+    }
+
+    /// Pins `ca_sha256` (the new signing root's) into tokens created from now on.
+    pub fn pin_root(&self, ca_sha256: &str) {
+        *self.ca_sha256.lock().unwrap_or_else(|e| e.into_inner()) = ca_sha256.to_string();
     }
 
     /// Creates a token for `namespace`/`service` living `ttl` (at most [`MAX_TTL`]) and
@@ -211,7 +217,10 @@ impl JoinTokens {
         self.persist(&next)?;
         *book = next;
         Ok(CreatedToken {
-            token: format!("{PREFIX}.{id}.{secret}.{}", self.ca_sha256),
+            token: format!(
+                "{PREFIX}.{id}.{secret}.{}",
+                self.ca_sha256.lock().unwrap_or_else(|e| e.into_inner())
+            ),
             identity: self.identity(namespace, service).to_string(),
             id,
             expires_at,

@@ -12,6 +12,9 @@
 //! older (or its oldest, when it has not been watched that long); a counter that went
 //! down means the proxy restarted, and its new value is the increase. Rates add up over
 //! proxies; success rate and p99 come from the summed increases.
+//!
+//! The same scrape also keeps each proxy's identity expiry gauges
+//! ([`IDENTITY_CERT_EXPIRY`], [`TRUST_BUNDLE_EXPIRY`]) for `tandemctl check`.
 
 pub mod prometheus;
 
@@ -30,7 +33,53 @@ use serde::Serialize;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+use crate::proxies::ProxyStatus;
 use crate::store::Store;
+
+/// The proxies' gauge: when the workload certificate expires (Unix seconds).
+pub const IDENTITY_CERT_EXPIRY: &str = "tandem_identity_cert_expiry_timestamp_seconds";
+/// The proxies' gauge: when the first root of their trust bundle expires (Unix seconds).
+pub const TRUST_BUNDLE_EXPIRY: &str = "tandem_trust_bundle_expiry_timestamp_seconds";
+
+/// A proxy's identity expiry gauges as last scraped (`None`: not exported, e.g. a proxy
+/// without identity, or not scraped yet).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct IdentityExpiry {
+    /// Workload certificate not-after, Unix seconds.
+    pub cert_expiry: Option<u64>,
+    /// Earliest trust bundle root not-after, Unix seconds.
+    pub bundle_expiry: Option<u64>,
+}
+
+/// One connected proxy with its identity expiry, for `GET /v1/ca/proxies`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ProxyIdentity {
+    /// xDS node id.
+    pub node: String,
+    /// Its service, if known.
+    pub service: Option<String>,
+    /// Whether its metrics were scraped at least once since it connected.
+    pub scraped: bool,
+    /// The gauges.
+    #[serde(flatten)]
+    pub expiry: IdentityExpiry,
+}
+
+/// Picks the identity gauges out of a scrape; a gauge with several series (labels) counts
+/// by its earliest value, the one that matters for expiry.
+pub fn extract_identity(samples: &[prometheus::Sample]) -> IdentityExpiry {
+    let earliest = |name: &str| {
+        samples
+            .iter()
+            .filter(|s| s.name == name && s.value.is_finite() && s.value > 0.0)
+            .map(|s| s.value as u64)
+            .min()
+    };
+    IdentityExpiry {
+        cert_expiry: earliest(IDENTITY_CERT_EXPIRY),
+        bundle_expiry: earliest(TRUST_BUNDLE_EXPIRY),
+    }
+}
 
 /// How long readings are kept.
 pub const RETENTION: Duration = Duration::from_secs(120);
@@ -293,6 +342,7 @@ pub fn combine<'a>(
 #[derive(Debug, Default)]
 pub struct Telemetry {
     proxies: Mutex<BTreeMap<String, VecDeque<Reading>>>,
+    identity: Mutex<BTreeMap<String, IdentityExpiry>>,
 }
 
 impl Telemetry {
@@ -324,6 +374,33 @@ impl Telemetry {
         if let Ok(mut map) = self.proxies.lock() {
             map.retain(|n, _| nodes.contains(n));
         }
+        if let Ok(mut map) = self.identity.lock() {
+            map.retain(|n, _| nodes.contains(n));
+        }
+    }
+
+    /// Records `node`'s identity gauges from its latest scrape.
+    pub fn record_identity(&self, node: &str, expiry: IdentityExpiry) {
+        if let Ok(mut map) = self.identity.lock() {
+            map.insert(node.to_string(), expiry);
+        }
+    }
+
+    /// Every proxy of `proxies` with its identity gauges as last scraped.
+    pub fn identities(&self, proxies: &[ProxyStatus]) -> Vec<ProxyIdentity> {
+        let map = match self.identity.lock() {
+            Ok(map) => map.clone(),
+            Err(_) => BTreeMap::new(),
+        };
+        proxies
+            .iter()
+            .map(|p| ProxyIdentity {
+                node: p.node.clone(),
+                service: p.service.clone(),
+                scraped: map.contains_key(&p.node),
+                expiry: map.get(&p.node).copied().unwrap_or_default(),
+            })
+            .collect()
     }
 }
 
@@ -360,13 +437,16 @@ pub async fn run_scraper(telemetry: Arc<Telemetry>, store: Arc<Store>, interval:
                 break;
             };
             match done {
-                Ok((node, Ok(backends))) => telemetry.record(
-                    &node,
-                    Reading {
-                        at: Instant::now(),
-                        backends,
-                    },
-                ),
+                Ok((node, Ok((backends, identity)))) => {
+                    telemetry.record(
+                        &node,
+                        Reading {
+                            at: Instant::now(),
+                            backends,
+                        },
+                    );
+                    telemetry.record_identity(&node, identity);
+                }
                 Ok((node, Err(e))) => tracing::debug!(%node, error = %e, "metrics scrape failed"),
                 Err(e) => tracing::warn!(error = %e, "metrics scrape task failed"),
             }
@@ -375,12 +455,13 @@ pub async fn run_scraper(telemetry: Arc<Telemetry>, store: Arc<Store>, interval:
     }
 }
 
-/// One `GET http://ADDR/metrics`, parsed and reduced to what the control plane keeps.
+/// One `GET http://ADDR/metrics`, parsed and reduced to what the control plane keeps:
+/// per-backend counters and the identity expiry gauges.
 pub async fn scrape(
     client: &Client<HttpConnector, Empty<Bytes>>,
     addr: SocketAddr,
     timeout: Duration,
-) -> Result<BTreeMap<String, BackendCounts>, ScrapeError> {
+) -> Result<(BTreeMap<String, BackendCounts>, IdentityExpiry), ScrapeError> {
     let url = format!("http://{addr}/metrics");
     let fetch = async {
         let uri: Uri = url
@@ -408,7 +489,7 @@ pub async fn scrape(
         .map_err(|_| ScrapeError::Timeout(url.clone(), timeout))??;
     let text = String::from_utf8_lossy(&body);
     let samples = prometheus::parse(&text).map_err(|e| ScrapeError::Parse(url.clone(), e))?;
-    Ok(extract(&samples))
+    Ok((extract(&samples), extract_identity(&samples)))
 }
 
 #[cfg(test)]
