@@ -1,8 +1,11 @@
 //! The proxy's side of one ADS stream: [`AdsClient`].
 //!
-//! The client subscribes to every Listener and Cluster (wildcard) and, by name, to the
+//! The client subscribes to every Listener and Cluster (wildcard), by name to the
 //! RouteConfigurations its listeners name and the ClusterLoadAssignments its clusters
-//! name. Each response is validated as a whole against the state it would produce:
+//! name, and to the trust bundle `Secret` ([`TRUST_BUNDLE_SECRET`]), which is optional: a
+//! mesh without identity serves none, and the view is complete without it. A Secret
+//! response lists every subscribed secret that exists (Tandem's server answers named
+//! subscriptions that way), so one without the bundle removes it. Each response is validated as a whole against the state it would produce:
 //! - invalid (a resource fails to decode, or uses something Tandem does not support):
 //!   NACK with `error_detail` (`INVALID_ARGUMENT`, the error's path and reason) and the
 //!   last accepted version of the type; the state does not change;
@@ -18,6 +21,7 @@ use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use envoy_types::pb::envoy::config::listener::v3::Listener;
 use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret;
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
 use envoy_types::pb::google::protobuf::{value, Any, Struct, Value};
 use envoy_types::pb::google::rpc::Status;
@@ -26,9 +30,18 @@ use super::INVALID_ARGUMENT;
 use crate::convert::from_xds::{analyze, Analysis};
 use crate::convert::{
     short_type_name, unpack, ConvertError, Resources, CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE,
-    ROUTE_TYPE,
+    ROUTE_TYPE, SECRET_TYPE,
 };
-use crate::domain::ProxyView;
+use crate::domain::{ProxyView, TRUST_BUNDLE_SECRET};
+
+/// The types the client consumes, in the order a (re)connect subscribes to them.
+const CLIENT_TYPES: [&str; 5] = [
+    LISTENER_TYPE,
+    CLUSTER_TYPE,
+    ROUTE_TYPE,
+    ENDPOINT_TYPE,
+    SECRET_TYPE,
+];
 
 /// What the client does after a response.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -89,6 +102,13 @@ impl AdsClient {
         }
         types.insert(ROUTE_TYPE, TypeState::default());
         types.insert(ENDPOINT_TYPE, TypeState::default());
+        types.insert(
+            SECRET_TYPE,
+            TypeState {
+                names: [TRUST_BUNDLE_SECRET.to_string()].into_iter().collect(),
+                ..Default::default()
+            },
+        );
         AdsClient {
             node: Node {
                 id: node_id.into(),
@@ -120,8 +140,8 @@ impl AdsClient {
         self
     }
 
-    /// The requests that open a (new) stream: wildcard LDS and CDS, plus RDS and EDS for
-    /// the names already known, each carrying the last accepted version so the server can
+    /// The requests that open a (new) stream: wildcard LDS and CDS, RDS and EDS for the
+    /// names already known, then SDS for the trust bundle, each carrying the last accepted version so the server can
     /// tell a resync from a first start. The first one carries the node.
     pub fn connect_requests(&mut self) -> Vec<DiscoveryRequest> {
         self.node_sent = false;
@@ -129,7 +149,7 @@ impl AdsClient {
             st.nonce.clear();
         }
         let mut out = Vec::new();
-        for t in [LISTENER_TYPE, CLUSTER_TYPE, ROUTE_TYPE, ENDPOINT_TYPE] {
+        for t in CLIENT_TYPES {
             let subscribed = self
                 .types
                 .get(t)
@@ -143,10 +163,7 @@ impl AdsClient {
 
     /// Handles one response: validates it, then ACKs or NACKs (see the module docs).
     pub fn on_response(&mut self, resp: DiscoveryResponse) -> ClientStep {
-        let Some(type_url) = [LISTENER_TYPE, ROUTE_TYPE, CLUSTER_TYPE, ENDPOINT_TYPE]
-            .into_iter()
-            .find(|t| *t == resp.type_url)
-        else {
+        let Some(type_url) = CLIENT_TYPES.into_iter().find(|t| *t == resp.type_url) else {
             let message = format!("{}: resource type not subscribed", resp.type_url);
             return self.nack_unknown(resp, message);
         };
@@ -254,7 +271,8 @@ impl AdsClient {
             .collect()
     }
 
-    /// The names subscribed by name for `type_url` (RDS and EDS; empty for wildcard types).
+    /// The names subscribed by name for `type_url` (RDS, EDS and SDS; empty for wildcard
+    /// types).
     pub fn subscribed_names(&self, type_url: &str) -> Vec<String> {
         self.types
             .get(type_url)
@@ -297,6 +315,11 @@ impl AdsClient {
         let st = self.types.get(type_url);
         if st.is_some_and(|s| s.wildcard) {
             *items = received; // state of the world: absent means deleted
+        } else if type_url == SECRET_TYPE {
+            // The subscription never changes and the server lists every subscribed secret
+            // that exists: absent means deleted (the mesh no longer has a trust bundle).
+            received.retain(|name, _| st.is_some_and(|s| s.names.contains(name)));
+            *items = received;
         } else {
             // By name: absent means unchanged; names not subscribed are ignored.
             for (name, any) in received {
@@ -360,6 +383,7 @@ fn resource_name(type_url: &str, any: &Any, path: &str) -> Result<String, Conver
         LISTENER_TYPE => unpack::<Listener>(any, path)?.name,
         ROUTE_TYPE => unpack::<RouteConfiguration>(any, path)?.name,
         CLUSTER_TYPE => unpack::<Cluster>(any, path)?.name,
+        SECRET_TYPE => unpack::<Secret>(any, path)?.name,
         _ => unpack::<ClusterLoadAssignment>(any, path)?.cluster_name,
     };
     if name.is_empty() {

@@ -20,6 +20,20 @@ fn fq(n: &str) -> String {
 
 /// `echo` (no routes) with `endpoints` instances, and `other` (no endpoints).
 fn snap(version: &str, endpoints: u8) -> XdsSnapshot {
+    to_snapshot(&mesh(endpoints), version).unwrap()
+}
+
+const PEM: &str = "-----BEGIN CERTIFICATE-----\nMIIBfake\n-----END CERTIFICATE-----\n";
+
+/// [`snap`]'s mesh with identity: trust bundle `pem` (empty: none).
+fn secure_snap(version: &str, pem: &str) -> XdsSnapshot {
+    let mut m = mesh(2);
+    m.security.trust_domain = "cluster.local".into();
+    m.security.trust_bundle_pem = pem.into();
+    to_snapshot(&m, version).unwrap()
+}
+
+fn mesh(endpoints: u8) -> MeshConfig {
     let mut m = MeshConfig::default();
     for n in ["echo", "other"] {
         m.services.insert(
@@ -41,7 +55,7 @@ fn snap(version: &str, endpoints: u8) -> XdsSnapshot {
             })
             .collect(),
     );
-    to_snapshot(&m, version).unwrap()
+    m
 }
 
 /// Runs client and server until neither has anything to say; returns the number of
@@ -72,7 +86,7 @@ fn connected(version: &str) -> (AdsClient, AdsStream, XdsSnapshot) {
     let mut server = AdsStream::new();
     let reqs = client.connect_requests().into();
     let (n, view) = pump(&mut client, &mut server, reqs, &s);
-    assert_eq!(n, 4, "LDS, CDS, RDS, EDS once each");
+    assert_eq!(n, 5, "LDS, CDS, SDS, RDS, EDS once each");
     assert_eq!(view.unwrap(), to_proxy_view(s.resources()).unwrap());
     (client, server, s)
 }
@@ -95,7 +109,7 @@ fn of_type(s: &XdsSnapshot, t: &str) -> Vec<Any> {
 fn converges_with_the_server_and_follows_pushes() {
     let (mut client, mut server, _) = connected("1");
     assert_eq!(server.node_id(), Some("proxy-1"));
-    assert_eq!(server.status().acked.len(), 4);
+    assert_eq!(server.status().acked.len(), 5);
     assert_eq!(client.accepted_version(LISTENER_TYPE), Some("1"));
     assert_eq!(
         client.subscribed_names(ENDPOINT_TYPE),
@@ -190,11 +204,16 @@ fn incomplete_state_yields_no_view_until_the_last_assignment() {
     let s = snap("1", 1);
     let mut client = AdsClient::new("proxy-1", "echo");
     let reqs = client.connect_requests();
-    assert_eq!(reqs.len(), 2, "LDS and CDS wildcard");
-    assert!(reqs[0].node.is_some() && reqs[1].node.is_none());
-    assert!(reqs
+    assert_eq!(reqs.len(), 3, "LDS and CDS wildcard, SDS by name");
+    assert!(reqs[0].node.is_some() && reqs[1..].iter().all(|r| r.node.is_none()));
+    assert!(reqs[..2]
         .iter()
         .all(|r| r.resource_names.is_empty() && r.version_info.is_empty()));
+    assert_eq!(reqs[2].type_url, SECRET_TYPE);
+    assert_eq!(
+        reqs[2].resource_names,
+        vec![TRUST_BUNDLE_SECRET.to_string()]
+    );
 
     let lds = response(LISTENER_TYPE, "1", "1", of_type(&s, LISTENER_TYPE));
     let step = client.on_response(lds);
@@ -244,7 +263,8 @@ fn reconnect_requests_carry_versions_and_names() {
             (LISTENER_TYPE, "1", 0),
             (CLUSTER_TYPE, "1", 0),
             (ROUTE_TYPE, "1", 2),
-            (ENDPOINT_TYPE, "1", 2)
+            (ENDPOINT_TYPE, "1", 2),
+            (SECRET_TYPE, "1", 1)
         ]
     );
     assert!(reqs.iter().all(|r| r.response_nonce.is_empty()));
@@ -252,7 +272,7 @@ fn reconnect_requests_carry_versions_and_names() {
     // A new server stream resyncs without changing the view.
     let mut server = AdsStream::new();
     let (n, view) = pump(&mut client, &mut server, reqs.into(), &snap("1", 2));
-    assert_eq!(n, 4);
+    assert_eq!(n, 5);
     assert!(view.is_none(), "nothing changed");
 }
 
@@ -290,4 +310,113 @@ fn node_metadata_travels_with_the_node_on_every_stream() {
         );
         assert!(reqs[1..].iter().all(|r| r.node.is_none()));
     }
+}
+
+fn bundle(pem: &str) -> Option<TrustBundle> {
+    Some(TrustBundle {
+        roots_pem: pem.into(),
+    })
+}
+
+#[test]
+fn authenticated_client_gets_its_inbound_policy_trust_bundle_and_upstream_tls() {
+    let s = secure_snap("1", PEM);
+    let mut client = AdsClient::new("proxy-1", "echo");
+    let mut server = AdsStream::with_identity(Some(svc("echo")));
+    let reqs = client.connect_requests().into();
+    let (n, view) = pump(&mut client, &mut server, reqs, &s);
+    assert_eq!(n, 5);
+    let view = view.unwrap();
+    assert_eq!(view.trust_bundle, bundle(PEM));
+    let inbound = view.inbound.unwrap();
+    assert_eq!(inbound.service, svc("echo"));
+    assert_eq!(inbound.mode, TlsMode::Mutual);
+    assert_eq!(
+        view.clusters[&fq("echo")].tls,
+        Some(UpstreamTls {
+            identity: "spiffe://cluster.local/ns/default/sa/echo".into()
+        })
+    );
+    assert_eq!(client.accepted_version(SECRET_TYPE), Some("1"));
+    // Reconnects keep asking for the bundle, with the version they have.
+    let reqs = client.connect_requests();
+    let sds = reqs.iter().find(|r| r.type_url == SECRET_TYPE).unwrap();
+    assert_eq!(
+        (sds.version_info.as_str(), sds.resource_names.clone()),
+        ("1", vec![TRUST_BUNDLE_SECRET.to_string()])
+    );
+}
+
+#[test]
+fn view_is_complete_without_a_trust_bundle() {
+    // `connected` runs against a mesh without identity: the Secret response is empty.
+    let (client, _, _) = connected("1");
+    let view = client.view().unwrap();
+    assert!(view.trust_bundle.is_none() && view.inbound.is_none());
+    assert_eq!(client.accepted_version(SECRET_TYPE), Some("1"));
+    assert!(client.resources()[SECRET_TYPE].is_empty());
+}
+
+#[test]
+fn a_secret_response_without_the_bundle_removes_it() {
+    let s1 = secure_snap("1", PEM);
+    let mut client = AdsClient::new("proxy-1", "echo");
+    let mut server = AdsStream::new();
+    let reqs = client.connect_requests().into();
+    let (_, view) = pump(&mut client, &mut server, reqs, &s1);
+    assert_eq!(view.unwrap().trust_bundle, bundle(PEM));
+    // New roots replace the old ones.
+    let other = PEM.replace("MIIBfake", "MIIBother");
+    let step = client.on_response(response(
+        SECRET_TYPE,
+        "2",
+        "s2",
+        of_type(&secure_snap("2", &other), SECRET_TYPE),
+    ));
+    assert!(!step.nacked);
+    assert_eq!(step.view.unwrap().trust_bundle, bundle(&other));
+    // The server pushes an empty Secret response when the mesh drops its bundle.
+    let step = client.on_response(response(SECRET_TYPE, "3", "s3", vec![]));
+    assert!(!step.nacked);
+    assert_eq!(step.requests[0].version_info, "3");
+    assert_eq!(step.view.unwrap().trust_bundle, None);
+    assert!(client.resources()[SECRET_TYPE].is_empty());
+}
+
+#[test]
+fn a_bad_trust_bundle_is_nacked_and_the_old_one_kept() {
+    use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
+        secret, Secret, TlsCertificate,
+    };
+    let s1 = secure_snap("1", PEM);
+    let mut client = AdsClient::new("proxy-1", "echo");
+    let mut server = AdsStream::new();
+    let reqs = client.connect_requests().into();
+    pump(&mut client, &mut server, reqs, &s1);
+    let bad = Secret {
+        name: TRUST_BUNDLE_SECRET.into(),
+        r#type: Some(secret::Type::TlsCertificate(TlsCertificate::default())),
+    };
+    let step = client.on_response(response(SECRET_TYPE, "2", "s2", vec![pack(&bad)]));
+    assert!(step.nacked);
+    assert_eq!(step.requests[0].version_info, "1", "last good version");
+    assert_eq!(
+        client.last_nack(),
+        Some(
+            "Secret[ROOTCA].tls_certificate: certificates are not accepted over xDS: the proxy \
+             holds its own"
+        )
+    );
+    assert_eq!(client.view().unwrap().trust_bundle, bundle(PEM));
+    // Secrets not subscribed (the workload certificate, say) are ignored, not applied.
+    let mut other = bad.clone();
+    other.name = WORKLOAD_CERT_SECRET.into();
+    let step = client.on_response(response(
+        SECRET_TYPE,
+        "3",
+        "s3",
+        [of_type(&s1, SECRET_TYPE), vec![pack(&other)]].concat(),
+    ));
+    assert!(!step.nacked);
+    assert_eq!(client.resources()[SECRET_TYPE].len(), 1);
 }

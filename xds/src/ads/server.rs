@@ -18,9 +18,14 @@
 //! - LDS/CDS responses hold every subscribed resource that exists (an omitted one means
 //!   deleted); RDS/EDS responses hold the subscribed names that exist.
 //! - [`AdsStream::on_snapshot`] pushes a type only when the content this stream would get
-//!   differs from what it last got (a content hash per type), in the order CDS, EDS, LDS,
-//!   RDS. The `version_info` is the snapshot version, which changes whenever any type's
+//!   differs from what it last got (a content hash per type), in the order SDS, CDS, EDS,
+//!   LDS, RDS. The `version_info` is the snapshot version, which changes whenever any type's
 //!   content changes, so it also changes when this type's did.
+//! - Inbound listeners (`inbound|<ns>|<name>`) carry one workload's authorization: a stream
+//!   gets only the one of the workload it is authenticated as
+//!   ([`AdsStream::with_identity`]), whether it subscribes by wildcard or by name, and an
+//!   unauthenticated stream gets none. What a stream may see is also what its content
+//!   hash covers, so another workload's policy change pushes nothing to it.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -31,6 +36,7 @@ use serde::Serialize;
 
 use crate::convert::combine_hashes;
 use crate::convert::{XdsSnapshot, ALL_TYPES, CLUSTER_TYPE, LISTENER_TYPE};
+use crate::domain::{inbound_listener_name, is_inbound_listener, ServiceRef};
 
 /// A NACK the client sent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -76,12 +82,31 @@ pub struct AdsStream {
     node: Option<Node>,
     types: BTreeMap<String, TypeState>,
     next_nonce: u64,
+    /// The workload the stream is authenticated as.
+    identity: Option<ServiceRef>,
+    /// The one inbound listener this stream may get: `identity`'s.
+    inbound: Option<String>,
 }
 
 impl AdsStream {
-    /// A new stream: no node, no subscriptions.
+    /// A new unauthenticated stream: no node, no subscriptions, no inbound listener.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A new stream authenticated as `identity` (from the client's certificate; `None`:
+    /// unauthenticated). It gets `identity`'s inbound listener and no other.
+    pub fn with_identity(identity: Option<ServiceRef>) -> Self {
+        AdsStream {
+            inbound: identity.as_ref().map(inbound_listener_name),
+            identity,
+            ..Self::default()
+        }
+    }
+
+    /// The workload the stream is authenticated as.
+    pub fn identity(&self) -> Option<&ServiceRef> {
+        self.identity.as_ref()
     }
 
     /// Handles one request from the client against the current snapshot; returns the
@@ -146,7 +171,7 @@ impl AdsStream {
             if st.nonce.is_none() || (!st.wildcard && st.names.is_empty()) {
                 continue; // never answered, or nothing subscribed: nothing to update
             }
-            let hash = selected_hash(st, type_url, snap);
+            let hash = selected_hash(st, type_url, snap, self.inbound.as_deref());
             if st.sent_hash != Some(hash) {
                 out.extend(self.respond(type_url, snap));
             }
@@ -206,7 +231,7 @@ impl AdsStream {
 
     fn respond(&mut self, type_url: &str, snap: &XdsSnapshot) -> Option<DiscoveryResponse> {
         let st = self.types.get_mut(type_url)?;
-        let (resources, hash) = select(st, type_url, snap);
+        let (resources, hash) = select(st, type_url, snap, self.inbound.as_deref());
         self.next_nonce += 1;
         let nonce = self.next_nonce.to_string();
         st.nonce = Some(nonce.clone());
@@ -222,31 +247,50 @@ impl AdsStream {
     }
 }
 
+/// Whether a stream whose own inbound listener is `inbound` may get resource `name` of
+/// `type_url`: anything but another workload's inbound listener.
+fn visible(type_url: &str, name: &str, inbound: Option<&str>) -> bool {
+    type_url != LISTENER_TYPE || !is_inbound_listener(name) || inbound == Some(name)
+}
+
 /// The content hash of what this subscription gets of `type_url`, from the hashes the
 /// snapshot computed once: checking a stream for changes copies and hashes no resource.
-fn selected_hash(st: &TypeState, type_url: &str, snap: &XdsSnapshot) -> u64 {
+fn selected_hash(st: &TypeState, type_url: &str, snap: &XdsSnapshot, inbound: Option<&str>) -> u64 {
     if st.wildcard {
-        combine_hashes(snap.hashes_of(type_url))
+        combine_hashes(
+            snap.hashes_of(type_url)
+                .filter(|(n, _)| visible(type_url, n, inbound)),
+        )
     } else {
         combine_hashes(
             st.names
                 .iter()
+                .filter(|n| visible(type_url, n, inbound))
                 .filter_map(|n| snap.hash_of(type_url, n).map(|h| (n.as_str(), h))),
         )
     }
 }
 
 /// The resources of `type_url` this subscription gets, and their content hash.
-fn select(st: &TypeState, type_url: &str, snap: &XdsSnapshot) -> (Vec<Any>, u64) {
+fn select(
+    st: &TypeState,
+    type_url: &str,
+    snap: &XdsSnapshot,
+    inbound: Option<&str>,
+) -> (Vec<Any>, u64) {
     let resources = if st.wildcard {
-        snap.of_type(type_url).map(|(_, a)| a.clone()).collect()
+        snap.of_type(type_url)
+            .filter(|(n, _)| visible(type_url, n, inbound))
+            .map(|(_, a)| a.clone())
+            .collect()
     } else {
         st.names
             .iter()
+            .filter(|n| visible(type_url, n, inbound))
             .filter_map(|n| snap.get(type_url, n).cloned())
             .collect()
     };
-    (resources, selected_hash(st, type_url, snap))
+    (resources, selected_hash(st, type_url, snap, inbound))
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@ use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, Discovery
 use envoy_types::pb::google::rpc::Status;
 
 use super::*;
-use crate::convert::{to_snapshot, ENDPOINT_TYPE, ROUTE_TYPE};
+use crate::convert::{to_snapshot, ENDPOINT_TYPE, ROUTE_TYPE, SECRET_TYPE};
 use crate::domain::*;
 
 fn svc(name: &str) -> ServiceRef {
@@ -14,6 +14,32 @@ fn svc(name: &str) -> ServiceRef {
 
 /// `echo` split over `echo-a` and `echo-b`; `endpoints` instances of `echo-a`.
 fn snap(version: &str, endpoints: u8) -> XdsSnapshot {
+    to_snapshot(&mesh(endpoints), version).unwrap()
+}
+
+/// [`snap`]'s mesh with identity (trust bundle `pem`); `deny_b`: a deny policy on echo-b.
+fn secure_snap(version: &str, pem: &str, deny_b: bool) -> XdsSnapshot {
+    let mut m = mesh(1);
+    m.security.trust_domain = "cluster.local".into();
+    m.security.trust_bundle_pem = pem.into();
+    if deny_b {
+        m.authz.insert(
+            ("default".into(), "deny-b".into()),
+            AuthorizationPolicy {
+                namespace: "default".into(),
+                name: "deny-b".into(),
+                target: Some(svc("echo-b")),
+                action: AuthzAction::Deny,
+                rules: vec![AuthzRule::default()],
+            },
+        );
+    }
+    to_snapshot(&m, version).unwrap()
+}
+
+const PEM: &str = "-----BEGIN CERTIFICATE-----\nMIIBfake\n-----END CERTIFICATE-----\n";
+
+fn mesh(endpoints: u8) -> MeshConfig {
     let mut m = MeshConfig::default();
     for n in ["echo", "echo-a", "echo-b"] {
         m.services.insert(
@@ -58,7 +84,7 @@ fn snap(version: &str, endpoints: u8) -> XdsSnapshot {
             created: 1,
         },
     );
-    to_snapshot(&m, version).unwrap()
+    m
 }
 
 fn req(type_url: &str, names: &[&str], nonce: &str, version: &str) -> DiscoveryRequest {
@@ -263,4 +289,144 @@ fn reconnect_with_current_version_is_still_answered() {
         .on_request(req("type.googleapis.com/x.Y", &[], "", ""), &s)
         .is_empty());
     assert_eq!(st.subscription(ROUTE_TYPE), None);
+}
+
+fn names(r: &DiscoveryResponse) -> Vec<String> {
+    r.resources
+        .iter()
+        .map(|a| {
+            crate::convert::unpack::<envoy_types::pb::envoy::config::listener::v3::Listener>(a, "x")
+                .unwrap()
+                .name
+        })
+        .collect()
+}
+
+fn inbound_names(r: &DiscoveryResponse) -> Vec<String> {
+    names(r)
+        .into_iter()
+        .filter(|n| is_inbound_listener(n))
+        .collect()
+}
+
+#[test]
+fn unauthenticated_stream_gets_no_inbound_listener() {
+    let s = secure_snap("1", PEM, false);
+    assert_eq!(
+        s.of_type(LISTENER_TYPE)
+            .filter(|(n, _)| is_inbound_listener(n))
+            .count(),
+        3
+    );
+    let mut st = AdsStream::new();
+    assert_eq!(st.identity(), None);
+    let lds = one(st.on_request(with_node(req(LISTENER_TYPE, &[], "", "")), &s));
+    assert_eq!(lds.resources.len(), 12);
+    assert!(inbound_names(&lds).is_empty());
+    // Not by name either.
+    let mut st = AdsStream::new();
+    let own = inbound_listener_name(&svc("echo-a"));
+    let lds = one(st.on_request(req(LISTENER_TYPE, &[&own], "", ""), &s));
+    assert!(lds.resources.is_empty());
+}
+
+#[test]
+fn authenticated_stream_gets_only_its_own_inbound_listener() {
+    let s = secure_snap("1", PEM, false);
+    let a = svc("echo-a");
+    let mut st = AdsStream::with_identity(Some(a.clone()));
+    assert_eq!(st.identity(), Some(&a));
+    let lds = one(st.on_request(with_node(req(LISTENER_TYPE, &[], "", "")), &s));
+    assert_eq!(lds.resources.len(), 13);
+    assert_eq!(inbound_names(&lds), vec![inbound_listener_name(&a)]);
+    // The stream's resources make a complete view with A's policy.
+    let mut res = crate::convert::Resources::new();
+    for t in ALL_TYPES {
+        res.insert(
+            t.to_string(),
+            s.of_type(t)
+                .filter(|(n, _)| t != LISTENER_TYPE || !is_inbound_listener(n))
+                .map(|(n, a)| (n.to_string(), a.clone()))
+                .collect(),
+        );
+    }
+    for any in &lds.resources {
+        let name =
+            crate::convert::unpack::<envoy_types::pb::envoy::config::listener::v3::Listener>(
+                any, "x",
+            )
+            .unwrap()
+            .name;
+        res.get_mut(LISTENER_TYPE)
+            .unwrap()
+            .insert(name, any.clone());
+    }
+    let view = crate::convert::to_proxy_view(&res).unwrap();
+    assert_eq!(view.inbound.unwrap().service, a);
+}
+
+#[test]
+fn another_workloads_inbound_listener_is_not_served_by_name() {
+    let s = secure_snap("1", PEM, false);
+    let mut st = AdsStream::with_identity(Some(svc("echo-a")));
+    let b = inbound_listener_name(&svc("echo-b"));
+    let lds = one(st.on_request(with_node(req(LISTENER_TYPE, &[&b, "echo"], "", "")), &s));
+    assert_eq!(names(&lds), vec!["echo".to_string()]);
+    // Adding its own name: that one comes.
+    let a = inbound_listener_name(&svc("echo-a"));
+    let lds2 = one(st.on_request(req(LISTENER_TYPE, &[&a, &b], &lds.nonce, "1"), &s));
+    assert_eq!(names(&lds2), vec![a]);
+}
+
+#[test]
+fn another_workloads_policy_change_pushes_nothing() {
+    let s1 = secure_snap("1", PEM, false);
+    let mut a = AdsStream::with_identity(Some(svc("echo-a")));
+    let mut b = AdsStream::with_identity(Some(svc("echo-b")));
+    for st in [&mut a, &mut b] {
+        let lds = one(st.on_request(with_node(req(LISTENER_TYPE, &[], "", "")), &s1));
+        assert!(st
+            .on_request(req(LISTENER_TYPE, &[], &lds.nonce, "1"), &s1)
+            .is_empty());
+    }
+    let s2 = secure_snap("2", PEM, true);
+    assert!(
+        a.on_snapshot(&s2).is_empty(),
+        "B's policy is not A's business"
+    );
+    let pushed = one(b.on_snapshot(&s2));
+    assert_eq!(pushed.type_url, LISTENER_TYPE);
+    assert_eq!(pushed.version_info, "2");
+}
+
+#[test]
+fn trust_bundle_secret_is_served_by_name_and_pushed_first() {
+    let s1 = secure_snap("1", PEM, false);
+    let mut st = AdsStream::with_identity(Some(svc("echo-a")));
+    let sds = one(st.on_request(
+        with_node(req(SECRET_TYPE, &[TRUST_BUNDLE_SECRET], "", "")),
+        &s1,
+    ));
+    assert_eq!(sds.resources.len(), 1);
+    let cds = one(st.on_request(req(CLUSTER_TYPE, &[], "", ""), &s1));
+    let lds = one(st.on_request(req(LISTENER_TYPE, &[], "", ""), &s1));
+    for (t, r) in [(CLUSTER_TYPE, &cds), (LISTENER_TYPE, &lds)] {
+        assert!(st.on_request(req(t, &[], &r.nonce, "1"), &s1).is_empty());
+    }
+    assert!(st
+        .on_request(
+            req(SECRET_TYPE, &[TRUST_BUNDLE_SECRET], &sds.nonce, "1"),
+            &s1
+        )
+        .is_empty());
+    // New roots: only the secret changes (clusters and listeners name it, not its content).
+    let other = PEM.replace("MIIBfake", "MIIBother");
+    let pushed = st.on_snapshot(&secure_snap("2", &other, false));
+    let types: Vec<&str> = pushed.iter().map(|r| r.type_url.as_str()).collect();
+    assert_eq!(types, [SECRET_TYPE]);
+    // No more identity: the secret goes (an empty response), then clusters and listeners.
+    let pushed = st.on_snapshot(&secure_snap("3", "", false));
+    let types: Vec<&str> = pushed.iter().map(|r| r.type_url.as_str()).collect();
+    assert_eq!(types, [SECRET_TYPE, CLUSTER_TYPE, LISTENER_TYPE]);
+    assert!(pushed[0].resources.is_empty());
 }

@@ -3,7 +3,9 @@
 //! Tandem's proxy implements a subset of xDS. Anything outside it that would change what
 //! the proxy does (a `direct_response` other than a bodiless 500, `runtime_fraction`
 //! matches, a cluster type other than EDS, HTTP filters other than fault and router,
-//! endpoint priorities, retry conditions Tandem lacks, ...) is an [`FromXdsError::Invalid`]
+//! endpoint priorities, retry conditions Tandem lacks, TLS other than mesh TLS 1.3 with
+//! SDS secrets, RBAC beyond Tandem's rules, ...; see `security` for the zero-trust
+//! resources) is an [`FromXdsError::Invalid`]
 //! error naming the resource and field, so the client NACKs it instead of silently
 //! ignoring it. Benign fields (names, `stat_prefix`, metadata, `connect_timeout`) are
 //! accepted. A field that is
@@ -16,6 +18,7 @@ mod action;
 mod cluster;
 mod filters;
 mod route;
+mod security;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
@@ -29,15 +32,16 @@ use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     http_connection_manager::RouteSpecifier, HttpConnectionManager,
 };
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret;
 
 use super::{
     unpack, ConvertError, FromXdsError, Missing, Resources, CLUSTER_TYPE, ENDPOINT_TYPE,
-    LISTENER_TYPE, ROUTE_TYPE,
+    LISTENER_TYPE, ROUTE_TYPE, SECRET_TYPE,
 };
-use crate::domain::{ProxyCluster, ProxyRoute, ProxyView};
+use crate::domain::{is_inbound_listener, ProxyCluster, ProxyRoute, ProxyView};
 
 /// Builds the proxy's view of a complete, consistent set of resources (per type URL, name
-/// → `Any`).
+/// → `Any`), as one proxy receives them: at most one inbound listener (its own).
 pub fn to_proxy_view(resources: &Resources) -> Result<ProxyView, FromXdsError> {
     let analysis = analyze(resources)?;
     if analysis.missing.is_empty() {
@@ -45,6 +49,27 @@ pub fn to_proxy_view(resources: &Resources) -> Result<ProxyView, FromXdsError> {
     } else {
         Err(FromXdsError::Incomplete(analysis.missing))
     }
+}
+
+/// Checks a whole snapshot as [`to_proxy_view`] would, except that it holds the inbound
+/// listener of every workload (each stream gets only its own): each must be valid, and
+/// the view's `inbound` is meaningless.
+pub(crate) fn check_snapshot(resources: &Resources) -> Result<(), FromXdsError> {
+    let analysis = analyze_with(resources, Inbound::Many)?;
+    if analysis.missing.is_empty() {
+        Ok(())
+    } else {
+        Err(FromXdsError::Incomplete(analysis.missing))
+    }
+}
+
+/// How many inbound listeners a set of resources may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Inbound {
+    /// One proxy's resources: its own at most.
+    One,
+    /// A control plane snapshot: one per workload.
+    Many,
 }
 
 /// What [`analyze`] learns from a set of resources, complete or not.
@@ -62,10 +87,22 @@ pub(crate) struct Analysis {
 
 /// Decodes and validates every resource (any invalid one is an error), then links them.
 pub(crate) fn analyze(resources: &Resources) -> Result<Analysis, ConvertError> {
+    analyze_with(resources, Inbound::One)
+}
+
+fn analyze_with(resources: &Resources, inbound: Inbound) -> Result<Analysis, ConvertError> {
     let mut a = Analysis::default();
     let mut missing = BTreeSet::new();
     for (type_url, items) in resources {
-        if ![LISTENER_TYPE, ROUTE_TYPE, CLUSTER_TYPE, ENDPOINT_TYPE].contains(&type_url.as_str()) {
+        if ![
+            LISTENER_TYPE,
+            ROUTE_TYPE,
+            CLUSTER_TYPE,
+            ENDPOINT_TYPE,
+            SECRET_TYPE,
+        ]
+        .contains(&type_url.as_str())
+        {
             if let Some(name) = items.keys().next() {
                 return Err(ConvertError::new(
                     format!("{type_url}[{name}]"),
@@ -79,6 +116,15 @@ pub(crate) fn analyze(resources: &Resources) -> Result<Analysis, ConvertError> {
 
     for (name, any) in of(LISTENER_TYPE) {
         let path = format!("Listener[{name}]");
+        if is_inbound_listener(name) {
+            // Inbound listeners route nothing: no route configuration to reference.
+            let policy = security::inbound_listener(unpack(any, &path)?, name, &path)?;
+            if inbound == Inbound::One && a.view.inbound.is_some() {
+                return Err(ConvertError::new(path, "more than one inbound listener"));
+            }
+            a.view.inbound = Some(policy);
+            continue;
+        }
         let rc = listener(unpack(any, &path)?, name, &path)?;
         a.route_refs.insert(rc.clone());
         a.view.listeners.insert(name.clone(), rc);
@@ -107,6 +153,11 @@ pub(crate) fn analyze(resources: &Resources) -> Result<Analysis, ConvertError> {
         let info = cluster::cluster(unpack(any, &path)?, name, &path)?;
         a.endpoint_refs.insert(info.eds_name.clone());
         clusters.insert(name, info);
+    }
+    for (name, any) in of(SECRET_TYPE) {
+        let path = format!("Secret[{name}]");
+        let secret: Secret = unpack(any, &path)?;
+        a.view.trust_bundle = Some(security::trust_bundle(secret, name, &path)?);
     }
     let mut assignments: BTreeMap<&str, Vec<SocketAddr>> = BTreeMap::new();
     for (name, any) in of(ENDPOINT_TYPE) {
@@ -144,8 +195,7 @@ pub(crate) fn analyze(resources: &Resources) -> Result<Analysis, ConvertError> {
                         protocol: info.protocol,
                         endpoints: endpoints.clone(),
                         policy: info.policy,
-                        // Filled in from the cluster's transport socket (issue #5).
-                        tls: None,
+                        tls: info.tls,
                     },
                 );
             }

@@ -41,9 +41,21 @@ pub const CLUSTER_TYPE: &str = "type.googleapis.com/envoy.config.cluster.v3.Clus
 pub const ENDPOINT_TYPE: &str =
     "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
 
-/// The four resource types Tandem serves and consumes, in the order a push should apply
-/// them (clusters and their endpoints before the listeners and routes that use them).
-pub const ALL_TYPES: [&str; 4] = [CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE];
+/// Type URL of `envoy.extensions.transport_sockets.tls.v3.Secret` (SDS over ADS).
+pub const SECRET_TYPE: &str =
+    "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
+
+/// The five resource types Tandem serves and consumes, in the order a push should apply
+/// them (Envoy's warming order): secrets before the clusters and listeners whose TLS
+/// contexts name them, clusters and their endpoints before the listeners and routes that
+/// use them.
+pub const ALL_TYPES: [&str; 5] = [
+    SECRET_TYPE,
+    CLUSTER_TYPE,
+    ENDPOINT_TYPE,
+    LISTENER_TYPE,
+    ROUTE_TYPE,
+];
 
 /// Resources by type URL, then by resource name.
 pub type Resources = BTreeMap<String, BTreeMap<String, Any>>;

@@ -83,9 +83,10 @@ impl XdsSnapshot {
 
     /// Checks that the snapshot is self-consistent: every resource decodes and is
     /// supported, every listener's route configuration exists, every cluster a route
-    /// references exists, and every cluster has its `ClusterLoadAssignment`.
+    /// references exists, and every cluster has its `ClusterLoadAssignment`. Every
+    /// workload's inbound listener is checked, though each stream gets only its own.
     pub fn check_consistent(&self) -> Result<(), FromXdsError> {
-        super::from_xds::to_proxy_view(&self.resources).map(|_| ())
+        super::from_xds::check_snapshot(&self.resources)
     }
 }
 

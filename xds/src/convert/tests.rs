@@ -20,6 +20,7 @@ use crate::domain::*;
 
 mod policy;
 mod retry;
+mod security;
 mod traffic;
 
 fn svc(name: &str) -> ServiceRef {

@@ -11,7 +11,13 @@
 //!   ([`route`] has the per-rule mapping: filters, timeouts, retries, faults);
 //! - one EDS `Cluster` (ADS) and one `ClusterLoadAssignment` per referenced service: each
 //!   backend and mirror of an attached rule, and each service with no HTTPRoute; the
-//!   cluster carries the service's `DestinationPolicy` ([`cluster`]).
+//!   cluster carries the service's `DestinationPolicy` ([`cluster`]), and a TLS transport
+//!   socket when the service is called with mutual TLS ([`MeshConfig::upstream_tls`]);
+//! - when the mesh has a trust bundle: the SDS `Secret` [`TRUST_BUNDLE_SECRET`] with the
+//!   roots, and one inbound `Listener` [`inbound_listener_name`] per service holding its
+//!   TLS mode and authorization rules (`security` has the shapes). Inbound listeners are
+//!   served only to the workload they belong to
+//!   ([`AdsStream::with_identity`](crate::ads::AdsStream::with_identity)).
 //!
 //! Path matches: Gateway API `PathPrefix` matches whole segments. Envoy's
 //! `path_separated_prefix` would say exactly that, but proxyless gRPC NACKs the whole
@@ -23,6 +29,7 @@
 mod action;
 mod cluster;
 mod route;
+mod security;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -46,9 +53,17 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 use envoy_types::pb::google::protobuf::UInt32Value;
 
 use super::{pack, ConvertError, XdsSnapshot};
-use crate::domain::{AppProtocol, CallPolicy, HttpRoute, MeshConfig, ServiceRef};
+use crate::domain::{
+    inbound_listener_name, AppProtocol, CallPolicy, HttpRoute, MeshConfig, ServiceRef,
+    TRUST_BUNDLE_SECRET,
+};
 
 pub use route::precedence;
+pub use security::{
+    AUTHZ_ALLOW_FILTER, AUTHZ_DENY_FILTER, HTTP_CONNECTION_MANAGER, INBOUND_PORT,
+    INBOUND_STAT_PREFIX, MESH_ALPN, RAW_BUFFER_TRANSPORT_SOCKET, RAW_PROTOCOL, TLS_INSPECTOR,
+    TLS_PROTOCOL, TLS_TRANSPORT_SOCKET,
+};
 
 /// Name of the router HTTP filter.
 pub const ROUTER_FILTER: &str = "envoy.filters.http.router";
@@ -151,12 +166,33 @@ pub fn to_snapshot(mesh: &MeshConfig, version: &str) -> Result<XdsSnapshot, Conv
             .find(|p| p.target == *svc)
             .map(|p| p.policy)
             .unwrap_or_else(CallPolicy::default);
-        snap.insert(
-            svc.fqdn(),
-            pack(&cluster::eds_cluster(&svc.fqdn(), protocol, &policy)),
-        );
+        let mut c = cluster::eds_cluster(&svc.fqdn(), protocol, &policy);
+        // Backends and mirrors alike: the cluster is the service's, so is its identity.
+        c.transport_socket = mesh
+            .upstream_tls(svc)
+            .map(|tls| security::upstream_transport_socket(&tls));
+        snap.insert(svc.fqdn(), pack(&c));
         let endpoints = mesh.endpoints.get(svc).map(Vec::as_slice).unwrap_or(&[]);
         snap.insert(svc.fqdn(), pack(&load_assignment(&svc.fqdn(), endpoints)));
+    }
+    // Without a trust bundle there are no identities, so no inbound policy to enforce.
+    if !mesh.security.trust_bundle_pem.is_empty() {
+        snap.insert(
+            TRUST_BUNDLE_SECRET,
+            pack(&security::trust_bundle_secret(
+                &mesh.security.trust_bundle_pem,
+            )),
+        );
+        for svc in mesh.services.keys() {
+            let policy = mesh.inbound_policy(svc);
+            snap.insert(
+                inbound_listener_name(svc),
+                pack(&security::inbound_listener(
+                    &policy,
+                    &mesh.security.trust_domain,
+                )),
+            );
+        }
     }
     Ok(snap)
 }

@@ -18,16 +18,29 @@ pub const TRUST_BUNDLE_SECRET: &str = "ROOTCA";
 /// "the workload certificate" in the Envoy resources.
 pub const WORKLOAD_CERT_SECRET: &str = "default";
 
+/// The prefix of every inbound listener name.
+pub const INBOUND_LISTENER_PREFIX: &str = "inbound|";
+
 /// The name of a workload's inbound listener: `inbound|<namespace>|<name>`. Served only to
 /// an xDS stream authenticated as that workload.
 pub fn inbound_listener_name(service: &ServiceRef) -> String {
-    format!("inbound|{}|{}", service.namespace, service.name)
+    format!(
+        "{INBOUND_LISTENER_PREFIX}{}|{}",
+        service.namespace, service.name
+    )
+}
+
+/// Whether a listener name is an inbound listener's (starts with
+/// [`INBOUND_LISTENER_PREFIX`]), well formed or not: such a listener is never served to
+/// another workload, nor decoded as an outbound one.
+pub fn is_inbound_listener(name: &str) -> bool {
+    name.starts_with(INBOUND_LISTENER_PREFIX)
 }
 
 /// The service an inbound listener name belongs to (the inverse of
 /// [`inbound_listener_name`]).
 pub fn inbound_listener_service(name: &str) -> Option<ServiceRef> {
-    let rest = name.strip_prefix("inbound|")?;
+    let rest = name.strip_prefix(INBOUND_LISTENER_PREFIX)?;
     let (ns, svc) = rest.split_once('|')?;
     if ns.is_empty() || svc.is_empty() || svc.contains('|') {
         return None;

@@ -11,7 +11,7 @@ use super::{check_ads, name_mismatch, reject_rest};
 use crate::convert::to_xds::{LB_FIELD, PEAK_EWMA, PROTOCOL_FIELD, TANDEM_METADATA};
 use crate::convert::{std_duration, ConvertError};
 use crate::domain::{
-    AppProtocol, CallPolicy, LoadBalancer, OutlierDetection, PoolLimits, RetryBudget,
+    AppProtocol, CallPolicy, LoadBalancer, OutlierDetection, PoolLimits, RetryBudget, UpstreamTls,
 };
 
 /// What a cluster says, endpoints aside.
@@ -20,6 +20,8 @@ pub(super) struct ClusterInfo {
     pub policy: CallPolicy,
     /// The `ClusterLoadAssignment` it takes its endpoints from.
     pub eds_name: String,
+    /// Mutual TLS to its endpoints, from its transport socket.
+    pub tls: Option<UpstreamTls>,
 }
 
 /// A cluster: must be EDS over ADS with round robin or least request (peak EWMA by
@@ -34,6 +36,7 @@ pub(super) fn cluster(mut c: Cluster, name: &str, path: &str) -> Result<ClusterI
     let metadata = c.metadata.take();
     let breakers = c.circuit_breakers.take();
     let outlier = c.outlier_detection.take();
+    let socket = c.transport_socket.take();
     c.name.clear();
     c.alt_stat_name.clear();
     c.connect_timeout = None;
@@ -96,7 +99,9 @@ pub(super) fn cluster(mut c: Cluster, name: &str, path: &str) -> Result<ClusterI
     let outlier = outlier
         .map(|o| outlier_detection(o, &format!("{path}.outlier_detection")))
         .transpose()?;
+    let tls = super::security::upstream_tls(socket, path)?;
     Ok(ClusterInfo {
+        tls,
         protocol,
         policy: CallPolicy {
             lb,
