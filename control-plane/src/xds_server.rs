@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use tandem_xds::ads::{AdsStream, ADMIN_ADDR_METADATA};
 use tandem_xds::convert::{to_snapshot, XdsSnapshot};
-use tandem_xds::domain::MeshSecurity;
+use tandem_xds::domain::{MeshSecurity, ServiceRef};
 use tandem_xds::envoy::core::Node;
 use tandem_xds::envoy::discovery::aggregated_discovery_service_server::{
     AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
@@ -31,27 +31,56 @@ use crate::store::Store;
 
 type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
-/// Serves ADS on `listener` until the process exits. Every snapshot carries the latest
-/// value of `security` (trust domain, trust bundle, default authorization action).
-pub async fn serve(
-    listener: tokio::net::TcpListener,
+/// The snapshots every ADS stream answers from, kept current by a background task; one
+/// source serves both the plaintext xDS port and the secure one.
+#[derive(Clone)]
+pub struct XdsSource {
+    store: Arc<Store>,
+    snapshots: watch::Receiver<Arc<XdsSnapshot>>,
+}
+
+/// The workload a request's client certificate names, put into the request's extensions
+/// by the secure (identity) port before it reaches ADS.
+#[derive(Debug, Clone)]
+pub struct Workload(pub ServiceRef);
+
+/// Who may open a stream on one ADS port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    /// The plaintext port, when `--plaintext-xds` allows it: outbound config only.
+    Plaintext,
+    /// The plaintext port when it is off: every stream refused.
+    PlaintextOff,
+    /// The secure port: only clients with a workload certificate.
+    Authenticated,
+}
+
+/// Builds the first snapshot and starts following the store and `security` (trust
+/// domain, trust bundle, default authorization action), which every snapshot carries.
+pub fn start(
     store: Arc<Store>,
     mut security: watch::Receiver<MeshSecurity>,
-) {
+) -> Result<XdsSource, String> {
     let first = security.borrow_and_update().clone();
-    let snapshots = match build_snapshot(&store, &first, 0) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot build the first xDS snapshot; xDS is not served");
-            return;
-        }
-    };
-    let (tx, rx) = watch::channel(Arc::new(snapshots));
+    let snapshot = build_snapshot(&store, &first, 0)
+        .map_err(|e| format!("cannot build the first xDS snapshot: {e}"))?;
+    let (tx, rx) = watch::channel(Arc::new(snapshot));
     tokio::spawn(follow_store(store.clone(), security, tx));
-    let ads = Ads {
+    Ok(XdsSource {
         store,
         snapshots: rx,
+    })
+}
+
+/// Serves plaintext ADS on `listener` until the process exits. With `allow` false every
+/// stream is refused with `UNAUTHENTICATED` (workloads use the secure port).
+pub async fn serve(listener: tokio::net::TcpListener, source: XdsSource, allow: bool) {
+    let access = if allow {
+        Access::Plaintext
+    } else {
+        Access::PlaintextOff
     };
+    let ads = Ads { source, access };
     let result = tonic::transport::Server::builder()
         .add_service(AggregatedDiscoveryServiceServer::new(ads))
         .serve_with_incoming(TcpListenerStream::new(listener))
@@ -59,6 +88,15 @@ pub async fn serve(
     if let Err(e) = result {
         tracing::error!(error = %e, "xDS server stopped");
     }
+}
+
+/// The ADS service of the secure port: streams need a [`Workload`] extension (a client
+/// certificate), and each gets that workload's inbound policy and no other.
+pub fn secure_service(source: XdsSource) -> AggregatedDiscoveryServiceServer<Ads> {
+    AggregatedDiscoveryServiceServer::new(Ads {
+        source,
+        access: Access::Authenticated,
+    })
 }
 
 /// The snapshot of the store's head with `security`. The version is the head revision,
@@ -119,9 +157,10 @@ async fn follow_store(
     }
 }
 
-struct Ads {
-    store: Arc<Store>,
-    snapshots: watch::Receiver<Arc<XdsSnapshot>>,
+/// One ADS port's service.
+pub struct Ads {
+    source: XdsSource,
+    access: Access,
 }
 
 #[tonic::async_trait]
@@ -134,14 +173,29 @@ impl AggregatedDiscoveryService for Ads {
         request: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
         let peer = request.remote_addr();
+        let workload = request.extensions().get::<Workload>().map(|w| w.0.clone());
+        match (self.access, &workload) {
+            (Access::PlaintextOff, _) => {
+                return Err(Status::unauthenticated(
+                    "plaintext xDS is off (--plaintext-xds): connect to the identity port with a workload certificate",
+                ))
+            }
+            (Access::Authenticated, None) => {
+                return Err(Status::unauthenticated(
+                    "xDS on this port needs a workload certificate (mutual TLS)",
+                ))
+            }
+            _ => {}
+        }
         let inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(16);
         tokio::spawn(run_stream(
             inbound,
             tx,
-            self.snapshots.clone(),
-            self.store.clone(),
+            self.source.snapshots.clone(),
+            self.source.store.clone(),
             peer,
+            workload,
         ));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
@@ -163,8 +217,9 @@ async fn run_stream(
     mut snapshots: watch::Receiver<Arc<XdsSnapshot>>,
     store: Arc<Store>,
     peer: Option<SocketAddr>,
+    workload: Option<ServiceRef>,
 ) {
-    let mut ads = AdsStream::new();
+    let mut ads = AdsStream::with_identity(workload.clone());
     let mut node: Option<String> = None;
     let mut admin_addr: Option<SocketAddr> = None;
     loop {
@@ -172,6 +227,11 @@ async fn run_stream(
             msg = inbound.message() => match msg {
                 Ok(Some(req)) => {
                     if let Some(n) = &req.node {
+                        if let Err(status) = check_claim(workload.as_ref(), n) {
+                            tracing::warn!(node = %n.id, claims = %n.cluster, ?workload, "xDS stream refused: the node claims another workload than its certificate");
+                            let _ = tx.send(Err(status)).await;
+                            break;
+                        }
                         admin_addr = announced_admin_addr(n, peer);
                     }
                     let snapshot = snapshots.borrow_and_update().clone();
@@ -205,6 +265,20 @@ async fn run_stream(
     }
     if let Some(id) = node {
         store.proxies().remove(&id);
+    }
+}
+
+/// On an authenticated stream the node's service (`cluster`) must be the certificate's:
+/// a proxy cannot subscribe as another workload by claiming its name.
+fn check_claim(workload: Option<&ServiceRef>, node: &Node) -> Result<(), Status> {
+    match workload {
+        Some(w) if !node.cluster.is_empty() && node.cluster != w.name => {
+            Err(Status::permission_denied(format!(
+                "this stream is authenticated as {}/{}, the node claims service {:?}",
+                w.namespace, w.name, node.cluster
+            )))
+        }
+        _ => Ok(()),
     }
 }
 
@@ -259,6 +333,55 @@ mod tests {
             }),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn an_authenticated_stream_cannot_claim_another_service() {
+        let web = ServiceRef::new("default", "web");
+        let mut n = node(None);
+        n.cluster = "api".into();
+        let refused = check_claim(Some(&web), &n).unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+        n.cluster = "web".into();
+        assert!(check_claim(Some(&web), &n).is_ok());
+        // Plaintext streams get no inbound policy anyway: nothing to check.
+        n.cluster = "api".into();
+        assert!(check_claim(None, &n).is_ok());
+    }
+
+    /// A change of the security settings republishes the snapshot under a new version,
+    /// with no store revision, exactly as a revision would.
+    #[tokio::test]
+    async fn a_trust_bundle_change_rebuilds_and_republishes_the_snapshot() {
+        let dir = std::env::temp_dir().join(format!("tandem-xds-sec-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = Arc::new(Store::open(&dir).unwrap());
+        let security = MeshSecurity {
+            trust_domain: "cluster.local".into(),
+            ..MeshSecurity::default()
+        };
+        let first = build_snapshot(&store, &security, 0).unwrap();
+        assert_eq!(first.version(), "0");
+        let (sec_tx, sec_rx) = watch::channel(security.clone());
+        let (tx, mut rx) = watch::channel(Arc::new(first));
+        let follower = tokio::spawn(follow_store(store.clone(), sec_rx, tx));
+        // A real root, in case the conversion reads the bundle.
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut params = rcgen::CertificateParams::default();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let root = params.self_signed(&key).unwrap();
+        sec_tx.send_replace(MeshSecurity {
+            trust_bundle_pem: root.pem(),
+            ..security
+        });
+        tokio::time::timeout(std::time::Duration::from_secs(10), rx.changed())
+            .await
+            .expect("republished")
+            .unwrap();
+        assert_eq!(rx.borrow_and_update().version(), "0.1");
+        follower.abort();
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
