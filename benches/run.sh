@@ -445,7 +445,7 @@ except Exception:
 # tandem-proxy in xDS mode as the sidecar of a client service.
 start_tandem_routed() {
     local ready api xds view="" i
-    "$CONTROL_PLANE" --data-dir "$WORK/cp-data" --api-addr 127.0.0.1:0 --xds-addr 127.0.0.1:0 --identity-addr 127.0.0.1:0 \
+    "$CONTROL_PLANE" --data-dir "$WORK/cp-data" --api-addr 127.0.0.1:0 --xds-addr 127.0.0.1:0 --identity-addr 127.0.0.1:0 --plaintext-xds \
         --log warn >"$WORK/control-plane.log" 2>"$WORK/control-plane.err.log" &
     PIDS+=($!)
     MAIN_PID[control-plane]=$!

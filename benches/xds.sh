@@ -121,7 +121,7 @@ DATA=
 start_cp() { # label
     DATA="$WORK/data-$1"
     mkdir -p "$DATA"
-    "$CP" --data-dir "$DATA" --xds-addr 127.0.0.1:0 --api-addr 127.0.0.1:0 --identity-addr 127.0.0.1:0 \
+    "$CP" --data-dir "$DATA" --xds-addr 127.0.0.1:0 --api-addr 127.0.0.1:0 --identity-addr 127.0.0.1:0 --plaintext-xds \
         >"$WORK/cp-$1.out" 2>"$OUT/cp-$1.log" &
     CP_PID=$!
     PIDS+=("$CP_PID")

@@ -70,6 +70,13 @@ pub struct Args {
     #[arg(long, env = "TANDEM_DEFAULT_AUTHZ", default_value = "allow", value_parser = parse_default_authz)]
     pub default_authz: tandem_xds::domain::AuthzDefault,
 
+    /// Also serve xDS without authentication on --xds-addr, for clients without a workload
+    /// certificate (proxies started without --token, proxyless gRPC, Envoy). Such streams
+    /// get outbound config only, never a workload's inbound policy. Off by default:
+    /// proxies with an identity use the identity port.
+    #[arg(long, env = "TANDEM_PLAINTEXT_XDS")]
+    pub plaintext_xds: bool,
+
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `tandem_control_plane=debug`.
     #[arg(long, env = "TANDEM_LOG", default_value = "info")]
     pub log: String,

@@ -148,12 +148,18 @@ async fn run(args: Args) -> Result<(), String> {
         ca: ca.clone(),
     });
     tokio::spawn(api::serve(api_listener, state));
+    let xds = xds_server::start(store.clone(), mesh_security)?;
     tokio::spawn(xds_server::serve(
         xds_listener,
-        store.clone(),
-        mesh_security,
+        xds.clone(),
+        args.plaintext_xds,
     ));
-    tokio::spawn(identity_server::serve(identity_listener, tls, identity));
+    tokio::spawn(identity_server::serve(
+        identity_listener,
+        tls,
+        identity,
+        xds_server::secure_service(xds),
+    ));
 
     let mut out = std::io::stdout();
     let _ = writeln!(

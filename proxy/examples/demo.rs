@@ -85,6 +85,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         token: None,
         identity_addr: None,
         workers: None,
+        listen: Vec::new(),
     };
     let result = tandem_proxy::run::run(args).await;
     let _ = std::fs::remove_dir_all(&dir);

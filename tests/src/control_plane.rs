@@ -154,8 +154,20 @@ impl ControlPlane {
     }
 
     /// Like [`ControlPlane::start`], with extra flags (kept for restarts), e.g.
-    /// `["--cert-ttl", "10s"]`.
+    /// `["--cert-ttl", "10s"]`. Plaintext xDS is on (`--plaintext-xds`): most tests run
+    /// proxies without identities; [`ControlPlane::start_secure`] leaves it off.
     pub async fn start_with(extra: &[&str]) -> ControlPlane {
+        let mut flags = vec!["--plaintext-xds"];
+        flags.extend_from_slice(extra);
+        Self::start_exactly(&flags).await
+    }
+
+    /// A control plane with its defaults: xDS only over mutual TLS on the identity port.
+    pub async fn start_secure() -> ControlPlane {
+        Self::start_exactly(&[]).await
+    }
+
+    async fn start_exactly(extra: &[&str]) -> ControlPlane {
         let data = Arc::new(TempDir::new("cp-data"));
         let xds: SocketAddr = "127.0.0.1:0".parse().expect("addr");
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();

@@ -197,7 +197,9 @@ fn human(secs: u64) -> String {
     match (d, h, m) {
         (0, 0, 0) => format!("{secs}s"),
         (0, 0, m) => format!("{m}m"),
+        (0, h, 0) => format!("{h}h"),
         (0, h, m) => format!("{h}h{m}m"),
+        (d, 0, _) => format!("{d}d"),
         (d, h, _) => format!("{d}d{h}h"),
     }
 }
@@ -257,12 +259,12 @@ mod tests {
         );
         assert!(
             lines[1].starts_with("warn root bbbbbbbbbbbbbbbb (trusted) expires at")
-                && lines[1].ends_with("(in 10d0h)"),
+                && lines[1].ends_with("(in 10d)"),
             "{lines:?}"
         );
         assert!(
             lines[2].starts_with("warn proxy web-1 (web) certificate expires at")
-                && lines[2].ends_with("(in 1h0m)"),
+                && lines[2].ends_with("(in 1h)"),
             "{lines:?}"
         );
         assert!(

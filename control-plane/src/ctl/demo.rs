@@ -116,6 +116,10 @@ async fn run_in(work: &Path, cp_bin: &Path, proxy_bin: &Path) -> Result<(), CtlE
         .get("xds")
         .cloned()
         .ok_or_else(|| err("no xds= in ready line"))?;
+    let identity = cp_fields
+        .get("identity")
+        .cloned()
+        .ok_or_else(|| err("no identity= in ready line"))?;
     let token_file = data.join(crate::auth::TOKEN_FILE);
     let token = std::fs::read_to_string(&token_file).map_err(err)?;
     let client = ApiClient::new(&format!("http://{api}"), token.trim())?;
@@ -128,11 +132,34 @@ async fn run_in(work: &Path, cp_bin: &Path, proxy_bin: &Path) -> Result<(), CtlE
         )
         .await?;
 
+    // Every sidecar gets a workload identity from a join token: traffic between them is
+    // mutual TLS 1.3, and their xDS streams are authenticated by their certificates.
+    let sidecar = |service: &'static str| {
+        let (client, xds, identity) = (&client, xds.clone(), identity.clone());
+        async move {
+            let answer = client
+                .call(
+                    Method::POST,
+                    "/v1/tokens",
+                    Some(&json!({ "service": service })),
+                )
+                .await?;
+            let token = answer["token"]
+                .as_str()
+                .ok_or_else(|| err("no token in the answer"))?
+                .to_string();
+            let mut cmd = proxy(proxy_bin, &xds, service);
+            cmd.args(["--token", &token, "--identity-addr", &identity]);
+            Ok::<_, CtlError>(cmd)
+        }
+    };
     let mut sidecars = BTreeMap::new();
     for (service, version) in [("web-v1", "v1"), ("web-v2", "v2")] {
         let app = sample_app(service).await?;
         let (child, line) = spawn_ready(
-            proxy(proxy_bin, &xds, service).args(["--app-port", &app.port().to_string()]),
+            sidecar(service)
+                .await?
+                .args(["--app-port", &app.port().to_string()]),
             "tandem-proxy ready",
             &work.join(format!("{service}.log")),
         )
@@ -156,7 +183,7 @@ async fn run_in(work: &Path, cp_bin: &Path, proxy_bin: &Path) -> Result<(), CtlE
         sidecars.insert(service, f);
     }
     let (child, line) = spawn_ready(
-        &mut proxy(proxy_bin, &xds, "demo-client"),
+        &mut sidecar("demo-client").await?,
         "tandem-proxy ready",
         &work.join("demo-client.log"),
     )
@@ -170,6 +197,9 @@ async fn run_in(work: &Path, cp_bin: &Path, proxy_bin: &Path) -> Result<(), CtlE
     let client_admin = client_fields.get("admin").cloned().unwrap_or_default();
 
     println!("Tandem demo: control plane, web-v1 and web-v2 behind sidecars, a client sidecar.");
+    println!(
+        "Sidecars hold SPIFFE identities from the control plane's CA and talk mutual TLS 1.3."
+    );
     println!("HTTPRoute web-split sends 90% of `web` to web-v1 and 10% to web-v2.\n");
     let counts = send_traffic(&outbound).await?;
     println!("{REQUESTS} requests through the client sidecar ({outbound}, Host: web):");
@@ -185,7 +215,10 @@ async fn run_in(work: &Path, cp_bin: &Path, proxy_bin: &Path) -> Result<(), CtlE
     );
     println!("\nWhere to look:");
     println!("  curl -H 'Host: web' http://{outbound}/         # a request through the mesh");
-    println!("  curl http://{client_admin}/metrics | grep tandem_requests_total");
+    println!("  curl http://{client_admin}/metrics | grep tandem_requests_total   # tls=\"true\"");
+    println!(
+        "  curl http://{client_admin}/config_dump | jq .identity          # the client's SPIFFE ID"
+    );
     println!("  {ctl} get routes");
     println!("  {ctl} history");
     println!("  edit the split: {ctl} apply -f your-route.yaml");

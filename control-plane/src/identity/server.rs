@@ -1,5 +1,6 @@
 //! The identity endpoint: HTTPS (rustls, TLS 1.3 only) with a server certificate from the
-//! mesh's own CA, serving `POST /v1/certificates`.
+//! mesh's own CA, serving `POST /v1/certificates` and, to clients with a workload
+//! certificate, xDS (ADS over HTTP/2, as istiod serves both on 15012).
 //!
 //! Request `{"token": "...", "csr_pem": "..."}`, or, to renew, `{"csr_pem": "..."}` over a
 //! TLS connection where the workload presented its current certificate (mTLS: join tokens
@@ -14,24 +15,31 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
+use http_body_util::Either;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
 use rcgen::{CertificateSigningRequestParams, IsCa, SanType};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use serde::{Deserialize, Serialize};
+use tandem_xds::domain::ServiceRef;
+use tandem_xds::envoy::discovery::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
+use tonic::codegen::Service as _;
 
 use super::ca::{Ca, CaError};
 use super::{Authenticator, IdentityError, SpiffeId};
+use crate::xds_server::{Ads, Workload};
 
 /// Largest accepted request body: a CSR is a few hundred bytes; 64 KiB is generous.
 pub const MAX_BODY: usize = 64 << 10;
 /// Lifetime of the endpoint's own server certificate (re-issued at every start).
 pub const SERVER_CERT_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
+/// The path prefix of ADS's gRPC methods.
+const ADS_PATH: &str = "/envoy.service.discovery.v3.AggregatedDiscoveryService/";
 /// A client that has not finished its TLS handshake by then is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -230,7 +238,7 @@ pub fn tls_config(
         .with_client_cert_verifier(clients)
         .with_single_cert(chain, key)
         .map_err(tls_err)?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
 
@@ -238,10 +246,14 @@ pub fn tls_config(
 /// at every accept, so a config swapped in after a root rotation (a server certificate
 /// under the new signing root, client roots from the new bundle) serves the next
 /// connection without a restart.
+///
+/// gRPC requests to the ADS service go to `ads` with the client certificate's workload
+/// attached as a [`Workload`] extension (none without a certificate: ADS refuses those).
 pub async fn serve<A: Authenticator>(
     listener: TcpListener,
     tls: Arc<arc_swap::ArcSwap<rustls::ServerConfig>>,
     service: Arc<IdentityService<A>>,
+    ads: AggregatedDiscoveryServiceServer<Ads>,
 ) {
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -253,6 +265,7 @@ pub async fn serve<A: Authenticator>(
             }
         };
         let (acceptor, service) = (TlsAcceptor::from(tls.load_full()), service.clone());
+        let ads = ads.clone();
         tokio::spawn(async move {
             let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                 Ok(Ok(tls)) => tls,
@@ -271,11 +284,28 @@ pub async fn serve<A: Authenticator>(
                 .peer_certificates()
                 .and_then(|chain| chain.first())
                 .and_then(|leaf| peer_identity(leaf.as_ref()));
-            let svc = service_fn(move |req| {
+            let workload = peer_id
+                .as_ref()
+                .map(|id| Workload(ServiceRef::new(&id.namespace, &id.service_account)));
+            let svc = service_fn(move |mut req: Request<Incoming>| {
                 let (service, peer_id) = (service.clone(), peer_id.clone());
-                async move { Ok::<_, Infallible>(handle(&service, peer_id.as_ref(), req).await) }
+                let (mut ads, workload) = (ads.clone(), workload.clone());
+                async move {
+                    if req.uri().path().starts_with(ADS_PATH) {
+                        if let Some(w) = workload {
+                            req.extensions_mut().insert(w);
+                        }
+                        let resp = match ads.call(req).await {
+                            Ok(resp) => resp,
+                            Err(never) => match never {},
+                        };
+                        return Ok::<_, Infallible>(resp.map(Either::Right));
+                    }
+                    let resp = handle(&service, peer_id.as_ref(), req).await;
+                    Ok(resp.map(Either::Left))
+                }
             });
-            if let Err(e) = http1::Builder::new()
+            if let Err(e) = auto::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(tls), svc)
                 .await
             {

@@ -496,6 +496,18 @@ pub async fn scrape(
 mod tests {
     use super::*;
 
+    #[test]
+    fn identity_gauges_take_the_earliest_series() {
+        let text = "# TYPE tandem_identity_cert_expiry_timestamp_seconds gauge\n\
+            tandem_identity_cert_expiry_timestamp_seconds 1800003600\n\
+            tandem_trust_bundle_expiry_timestamp_seconds{root=\"a\"} 2000000000\n\
+            tandem_trust_bundle_expiry_timestamp_seconds{root=\"b\"} 1900000000\n";
+        let got = extract_identity(&prometheus::parse(text).unwrap());
+        assert_eq!(got.cert_expiry, Some(1_800_003_600));
+        assert_eq!(got.bundle_expiry, Some(1_900_000_000));
+        assert_eq!(extract_identity(&[]), IdentityExpiry::default());
+    }
+
     fn counts(requests: f64, errors: f64, buckets: &[(f64, f64)]) -> BackendCounts {
         BackendCounts {
             requests,
