@@ -79,7 +79,8 @@ async fn run(args: Args) -> Result<(), String> {
     let ca = Arc::new(Ca::load(&ca_source, &args.trust_domain).map_err(|e| format!("CA: {e}"))?);
     let tokens = Arc::new(
         JoinTokens::load(&args.data_dir, &args.trust_domain, &ca.root_fingerprint())
-            .map_err(|e| format!("join tokens: {e}"))?,
+            .map_err(|e| format!("join tokens: {e}"))?
+            .follow_ca(ca.clone()),
     );
     let identity_listener = TcpListener::bind(args.identity_addr)
         .await

@@ -28,8 +28,6 @@ pub(super) async fn handle(state: &ApiState, call: &Call, rest: &[&str]) -> Answ
         (["roots", prefix, "activate"], &Method::POST) => {
             let prefix = prefix.to_string();
             let signing = blocking(state, move |ca| ca.activate(&prefix)).await?;
-            // New join tokens pin the new signing root from this answer on.
-            state.tokens.pin_root(&signing.sha256);
             tracing::info!(sha256 = %signing.sha256, "CA: root activated; new certificates chain to it");
             Ok((
                 StatusCode::OK,

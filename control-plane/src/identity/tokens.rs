@@ -2,8 +2,9 @@
 //! obtain its first certificate.
 //!
 //! Format: `tdm1.<id>.<secret>.<ca-sha256>` — `id` 16 hex digits (the lookup key),
-//! `secret` 64 hex digits (32 random bytes), `ca-sha256` the SHA-256 of the root
-//! certificate's DER in 64 hex digits, so that the proxy can pin the CA before it trusts
+//! `secret` 64 hex digits (32 random bytes), `ca-sha256` the SHA-256 of the signing root
+//! certificate's DER in 64 hex digits (read from the CA at creation, so it follows a root
+//! activation), so that the proxy can pin the CA before it trusts
 //! anything the identity endpoint says (kubeadm's discovery-token-ca-cert-hash idea).
 //! The control plane keeps only `SHA-256(secret)`, bound to one namespace and service,
 //! in `DATA_DIR/join-tokens.json` (0600), so tokens survive a restart and a leaked data
@@ -11,12 +12,12 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::ca::{hex, sha256};
+use super::ca::{hex, sha256, Ca};
 use super::{Authenticator, IdentityError, SpiffeId};
 
 /// The token file inside the data dir.
@@ -147,13 +148,22 @@ impl TokenBook {
     }
 }
 
+/// What a new token pins.
+#[derive(Debug)]
+enum Pin {
+    /// This SHA-256 (tests, or a CA that never rotates).
+    Fixed(String),
+    /// The CA's signing root at creation time.
+    Ca(Arc<Ca>),
+}
+
 /// Join tokens, persisted in `DATA_DIR/join-tokens.json`.
 #[derive(Debug)]
 pub struct JoinTokens {
     path: PathBuf,
     trust_domain: String,
-    /// The signing root's SHA-256, pinned into new tokens; follows `ca activate`.
-    ca_sha256: Mutex<String>,
+    /// Where new tokens' pin comes from.
+    pin: Pin,
     book: Mutex<TokenBook>,
 }
 
@@ -173,14 +183,23 @@ impl JoinTokens {
         Ok(JoinTokens {
             path,
             trust_domain: trust_domain.to_string(),
-            ca_sha256: Mutex::new(ca_sha256.to_string()),
+            pin: Pin::Fixed(ca_sha256.to_string()),
             book: Mutex::new(book),
         })
     }
 
-    /// Pins `ca_sha256` (the new signing root's) into tokens created from now on.
-    pub fn pin_root(&self, ca_sha256: &str) {
-        *self.ca_sha256.lock().unwrap_or_else(|e| e.into_inner()) = ca_sha256.to_string();
+    /// Pins the CA's signing root as it is when each token is created, so a token made
+    /// right after `tandemctl ca activate` pins the new root (no copy to keep in step).
+    pub fn follow_ca(mut self, ca: Arc<Ca>) -> Self {
+        self.pin = Pin::Ca(ca);
+        self
+    }
+
+    fn pin(&self) -> String {
+        match &self.pin {
+            Pin::Fixed(sha) => sha.clone(),
+            Pin::Ca(ca) => ca.root_fingerprint(),
+        }
     }
 
     /// Creates a token for `namespace`/`service` living `ttl` (at most [`MAX_TTL`]) and
@@ -217,10 +236,7 @@ impl JoinTokens {
         self.persist(&next)?;
         *book = next;
         Ok(CreatedToken {
-            token: format!(
-                "{PREFIX}.{id}.{secret}.{}",
-                self.ca_sha256.lock().unwrap_or_else(|e| e.into_inner())
-            ),
+            token: format!("{PREFIX}.{id}.{secret}.{}", self.pin()),
             identity: self.identity(namespace, service).to_string(),
             id,
             expires_at,
