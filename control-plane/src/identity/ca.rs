@@ -35,6 +35,9 @@ pub const ROOT_KEY_FILE: &str = "root-key.pem";
 
 /// A generated root lives ten years: rotation replaces it long before.
 pub(super) const ROOT_LIFETIME: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+/// Most trusted roots at once: a rotation needs two; more means old roots were never
+/// removed, and every proxy would keep carrying them.
+pub const MAX_ROOTS: usize = 8;
 /// Certificates are back-dated a little so that a peer whose clock lags still accepts them.
 const BACKDATE: Duration = Duration::from_secs(60);
 
@@ -288,6 +291,11 @@ impl Ca {
         let dir = self.dir.as_ref().ok_or(CaError::NotRotatable)?;
         let _guard = self.ops.lock().unwrap_or_else(|e| e.into_inner());
         let mut set = RootSet::load(dir)?;
+        if set.roots.len() >= MAX_ROOTS {
+            return Err(CaError::Refused(format!(
+                "{MAX_ROOTS} roots are trusted already: remove one that no longer signs first (`tandemctl ca remove <sha256-prefix>`)"
+            )));
+        }
         let files = roots::generate_into(dir, &self.trust_domain)?;
         let fingerprint = files.sha256.clone();
         set.roots.push(files);
