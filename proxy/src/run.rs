@@ -289,7 +289,10 @@ pub async fn run(args: Args) -> Result<(), StartupError> {
         xds: match &mode {
             Mode::Static { .. } => None,
             Mode::Xds(target, _) => Some(Arc::new(XdsStatus {
-                control_plane: target.endpoint.clone(),
+                control_plane: match &target.secure {
+                    Some(addr) => format!("https://{addr}"),
+                    None => target.endpoint.clone(),
+                },
                 admin_addr: admin_listener.local_addr().ok(),
                 ..Default::default()
             })),

@@ -39,6 +39,7 @@ pub mod proxy;
 pub mod proxyless;
 pub mod raw;
 pub mod ready;
+pub mod secure_xds;
 pub mod tcp;
 pub mod traffic;
 pub mod upstream;

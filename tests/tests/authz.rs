@@ -51,8 +51,12 @@ async fn wait_policy(server: &Proxy, allow: Option<usize>, deny: usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_requests_are_allowed_and_denied_by_identity_path_method_and_port() {
     let cp = ControlPlane::start().await;
-    cp.apply_ok(&mesh::docs(&[service("web"), service("ops"), service("api")]))
-        .await;
+    cp.apply_ok(&mesh::docs(&[
+        service("web"),
+        service("ops"),
+        service("api"),
+    ]))
+    .await;
     let app = HttpServer::echo("api-app").await;
     let server = sidecar(&cp, "api", app.addr().port(), &[]).await;
     register(&cp, "api", server.inbound()).await;
@@ -155,7 +159,11 @@ async fn tcp_connections_are_refused_before_any_byte_reaches_the_app() {
     assert_eq!(db.connections(), 1);
     let refused = try_round_trip(ops.service_addr("db"), b"select 1").await;
     assert!(refused.is_err(), "ops must not reach db: {refused:?}");
-    assert_eq!(db.connections(), 1, "the denied connection never reached the app");
+    assert_eq!(
+        db.connections(),
+        1,
+        "the denied connection never reached the app"
+    );
     let denied = server.metrics().await.value(
         "tandem_authz_denied_total",
         &[("dst_service", "db"), ("protocol", "tcp")],
