@@ -149,7 +149,7 @@ async fn run(args: Args) -> Result<(), String> {
         ca: ca.clone(),
     });
     tokio::spawn(api::serve(api_listener, state));
-    let xds = xds_server::start(store.clone(), mesh_security)?;
+    let xds = xds_server::start(store.clone(), mesh_security, args.plaintext_xds)?;
     tokio::spawn(xds_server::serve(
         xds_listener,
         xds.clone(),

@@ -36,7 +36,28 @@ type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 #[derive(Clone)]
 pub struct XdsSource {
     store: Arc<Store>,
-    snapshots: watch::Receiver<Arc<XdsSnapshot>>,
+    snapshots: watch::Receiver<Snapshots>,
+}
+
+/// The two views of one revision: for authenticated workloads, and for plaintext clients.
+///
+/// A plaintext client has no certificate, so it cannot speak mutual TLS: its clusters
+/// carry no TLS transport socket (a Tandem proxy without identity would talk plaintext
+/// anyway, and proxyless gRPC rejects SDS-based TLS contexts), and it gets no trust
+/// bundle and no inbound listener.
+#[derive(Clone)]
+struct Snapshots {
+    workload: Arc<XdsSnapshot>,
+    plaintext: Option<Arc<XdsSnapshot>>,
+}
+
+impl Snapshots {
+    fn for_stream(&self, authenticated: bool) -> Arc<XdsSnapshot> {
+        match (&self.plaintext, authenticated) {
+            (Some(p), false) => p.clone(),
+            _ => self.workload.clone(),
+        }
+    }
 }
 
 /// The workload a request's client certificate names, put into the request's extensions
@@ -57,15 +78,19 @@ enum Access {
 
 /// Builds the first snapshot and starts following the store and `security` (trust
 /// domain, trust bundle, default authorization action), which every snapshot carries.
+///
+/// With `plaintext` (plaintext xDS served), every revision is also built without the
+/// mesh's TLS settings for unauthenticated streams (see [`Snapshots`]).
 pub fn start(
     store: Arc<Store>,
     mut security: watch::Receiver<MeshSecurity>,
+    plaintext: bool,
 ) -> Result<XdsSource, String> {
     let first = security.borrow_and_update().clone();
-    let snapshot = build_snapshot(&store, &first, 0)
+    let snapshot = build_snapshots(&store, &first, 0, plaintext)
         .map_err(|e| format!("cannot build the first xDS snapshot: {e}"))?;
-    let (tx, rx) = watch::channel(Arc::new(snapshot));
-    tokio::spawn(follow_store(store.clone(), security, tx));
+    let (tx, rx) = watch::channel(snapshot);
+    tokio::spawn(follow_store(store.clone(), security, tx, plaintext));
     Ok(XdsSource {
         store,
         snapshots: rx,
@@ -102,18 +127,32 @@ pub fn secure_service(source: XdsSource) -> AggregatedDiscoveryServiceServer<Ads
 /// The snapshot of the store's head with `security`. The version is the head revision,
 /// followed by `.<n>` once the security settings changed `n` times since the start
 /// (versions are compared for equality only: a new bundle must look new to every stream).
-fn build_snapshot(
+fn build_snapshots(
     store: &Store,
     security: &MeshSecurity,
     security_changes: u64,
-) -> Result<XdsSnapshot, String> {
+    plaintext: bool,
+) -> Result<Snapshots, String> {
     let (head, mut mesh) = store.snapshot().map_err(|e| e.to_string())?;
     mesh.security = security.clone();
     let version = match security_changes {
         0 => head.to_string(),
         n => format!("{head}.{n}"),
     };
-    to_snapshot(&mesh, &version).map_err(|e| e.to_string())
+    let workload = to_snapshot(&mesh, &version).map_err(|e| e.to_string())?;
+    let plaintext = if plaintext {
+        // Without a trust bundle the conversion emits no TLS at all.
+        mesh.security.trust_bundle_pem.clear();
+        Some(Arc::new(
+            to_snapshot(&mesh, &version).map_err(|e| e.to_string())?,
+        ))
+    } else {
+        None
+    };
+    Ok(Snapshots {
+        workload: Arc::new(workload),
+        plaintext,
+    })
 }
 
 /// Rebuilds the snapshot after every committed revision and every change of the security
@@ -122,7 +161,8 @@ fn build_snapshot(
 async fn follow_store(
     store: Arc<Store>,
     mut security: watch::Receiver<MeshSecurity>,
-    tx: watch::Sender<Arc<XdsSnapshot>>,
+    tx: watch::Sender<Snapshots>,
+    plaintext: bool,
 ) {
     let mut head = store.subscribe();
     let mut security_changes = 0u64;
@@ -141,14 +181,17 @@ async fn follow_store(
         // The store reads from disk: keep that off the async workers.
         let reader = store.clone();
         let built = tokio::task::spawn_blocking(move || {
-            build_snapshot(&reader, &current, security_changes)
+            build_snapshots(&reader, &current, security_changes, plaintext)
         })
         .await
         .unwrap_or_else(|e| Err(format!("snapshot task failed: {e}")));
         match built {
-            Ok(snapshot) => {
-                tracing::debug!(version = snapshot.version(), "xDS snapshot rebuilt");
-                tx.send_replace(Arc::new(snapshot));
+            Ok(snapshots) => {
+                tracing::debug!(
+                    version = snapshots.workload.version(),
+                    "xDS snapshot rebuilt"
+                );
+                tx.send_replace(snapshots);
             }
             Err(e) => {
                 tracing::error!(error = %e, "revision not convertible to xDS; keeping the previous snapshot")
@@ -214,11 +257,12 @@ impl AggregatedDiscoveryService for Ads {
 async fn run_stream(
     mut inbound: Streaming<DiscoveryRequest>,
     tx: mpsc::Sender<Result<DiscoveryResponse, Status>>,
-    mut snapshots: watch::Receiver<Arc<XdsSnapshot>>,
+    mut snapshots: watch::Receiver<Snapshots>,
     store: Arc<Store>,
     peer: Option<SocketAddr>,
     workload: Option<ServiceRef>,
 ) {
+    let authenticated = workload.is_some();
     let mut ads = AdsStream::with_identity(workload.clone());
     let mut node: Option<String> = None;
     let mut admin_addr: Option<SocketAddr> = None;
@@ -234,7 +278,7 @@ async fn run_stream(
                         }
                         admin_addr = announced_admin_addr(n, peer);
                     }
-                    let snapshot = snapshots.borrow_and_update().clone();
+                    let snapshot = snapshots.borrow_and_update().for_stream(authenticated);
                     ads.on_request(req, &snapshot)
                 }
                 Ok(None) => break,
@@ -247,7 +291,7 @@ async fn run_stream(
                 if changed.is_err() {
                     break;
                 }
-                let snapshot = snapshots.borrow_and_update().clone();
+                let snapshot = snapshots.borrow_and_update().for_stream(authenticated);
                 ads.on_snapshot(&snapshot)
             }
         };
@@ -361,11 +405,11 @@ mod tests {
             trust_domain: "cluster.local".into(),
             ..MeshSecurity::default()
         };
-        let first = build_snapshot(&store, &security, 0).unwrap();
-        assert_eq!(first.version(), "0");
+        let first = build_snapshots(&store, &security, 0, true).unwrap();
+        assert_eq!(first.workload.version(), "0");
         let (sec_tx, sec_rx) = watch::channel(security.clone());
-        let (tx, mut rx) = watch::channel(Arc::new(first));
-        let follower = tokio::spawn(follow_store(store.clone(), sec_rx, tx));
+        let (tx, mut rx) = watch::channel(first);
+        let follower = tokio::spawn(follow_store(store.clone(), sec_rx, tx, true));
         // A real root, in case the conversion reads the bundle.
         let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
         let mut params = rcgen::CertificateParams::default();
@@ -379,7 +423,12 @@ mod tests {
             .await
             .expect("republished")
             .unwrap();
-        assert_eq!(rx.borrow_and_update().version(), "0.1");
+        let now = rx.borrow_and_update().clone();
+        assert_eq!(now.workload.version(), "0.1");
+        // Authenticated streams get the bundle; plaintext ones never do.
+        let secret = tandem_xds::convert::SECRET_TYPE;
+        assert_eq!(now.for_stream(true).of_type(secret).count(), 1);
+        assert_eq!(now.for_stream(false).of_type(secret).count(), 0);
         follower.abort();
         let _ = std::fs::remove_dir_all(&dir);
     }

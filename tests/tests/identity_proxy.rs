@@ -157,8 +157,13 @@ async fn the_certificate_is_renewed_at_half_life_over_mtls_while_traffic_flows()
         .unwrap();
     let upstream = HttpServer::echo("api-a").await;
     let cp = ControlPlane::start_with(&["--cert-ttl", "10s"]).await;
-    cp.apply_ok(&mesh::docs(&[service("api"), service("client")]))
-        .await;
+    // api is a plain app without a sidecar: its TLS mode says so (mutual-TLS traffic
+    // between sidecars across renewals is in trust_rotation.rs).
+    cp.apply_ok(&mesh::docs(&[
+        tandem_tests::zero_trust::service_with_mode("api", "disabled"),
+        service("client"),
+    ]))
+    .await;
     cp.tandemctl(&["endpoint", "add", "api", &upstream.addr().to_string()])
         .await
         .expect_ok("endpoint add");

@@ -93,7 +93,7 @@ async fn xds_control_plane_killed_under_load_then_restarted_on_the_same_port() {
         let node = format!("client-{i}");
         eventually(
             PROPAGATION,
-            &format!("restarted control plane to see {node} ack all four types"),
+            &format!("restarted control plane to see {node} ack every resource type"),
             || async {
                 let status = cp.api_get("/v1/status").await;
                 let acked = status["proxies"]
@@ -103,7 +103,8 @@ async fn xds_control_plane_killed_under_load_then_restarted_on_the_same_port() {
                 let mine = mesh::xds_status(p).await;
                 match acked {
                     Some(a)
-                        if a.as_object().is_some_and(|m| m.len() == 4)
+                        if a.as_object()
+                            .is_some_and(|m| m.len() == tandem_xds::convert::ALL_TYPES.len())
                             && a == mine["versions"]
                             && mine["connected"] == true =>
                     {

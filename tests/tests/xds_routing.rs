@@ -93,8 +93,8 @@ async fn xds_route_change_reaches_every_proxy_without_a_failed_request() {
         let versions = mesh::xds_status(p).await["versions"].clone();
         assert_eq!(
             versions.as_object().map(|v| v.len()),
-            Some(4),
-            "proxy {node} accepted all four types: {versions}"
+            Some(tandem_xds::convert::ALL_TYPES.len()),
+            "proxy {node} accepted every type (the SDS trust bundle too, empty without identity): {versions}"
         );
         eventually(
             PROPAGATION,

@@ -181,6 +181,9 @@ pub struct IdentityStore {
     changed: watch::Sender<u64>,
     /// Wakes the renewal loop before half life (the CA switched roots).
     renew: tokio::sync::Notify,
+    /// Fingerprints of the roots xDS announced: the identity endpoint may move to one of
+    /// them during a rotation, before any answer of its own lists it.
+    announced: std::sync::Mutex<Vec<[u8; 32]>>,
 }
 
 impl Default for IdentityStore {
@@ -190,6 +193,7 @@ impl Default for IdentityStore {
             renewals_ok: Default::default(),
             changed: watch::channel(0).0,
             renew: tokio::sync::Notify::new(),
+            announced: std::sync::Mutex::new(Vec::new()),
         }
     }
 }
@@ -198,6 +202,31 @@ impl IdentityStore {
     /// Fires after each new identity is stored.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.changed.subscribe()
+    }
+
+    /// Records the roots xDS announced (see the field's doc).
+    pub fn set_announced_roots(&self, roots: Vec<[u8; 32]>) {
+        if let Ok(mut a) = self.announced.lock() {
+            *a = roots;
+        }
+    }
+
+    /// Every root the identity endpoint may chain to now: the last answer's bundle and
+    /// the roots xDS announced.
+    fn trusted_roots(&self) -> Vec<[u8; 32]> {
+        let mut all: Vec<[u8; 32]> = self
+            .load()
+            .map(|id| {
+                id.trust_bundle
+                    .iter()
+                    .map(|r| pin::fingerprint(r.as_ref()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if let Ok(a) = self.announced.lock() {
+            all.extend(a.iter().copied());
+        }
+        all
     }
 
     /// Asks the renewal loop to renew now rather than at half life.
@@ -299,7 +328,7 @@ pub async fn run(
 ) -> Result<(), IdentityError> {
     let mut attempt = 0u32;
     let first = loop {
-        match request::obtain(&cfg, None, None).await {
+        match request::obtain(&cfg, None, None, &store.trusted_roots()).await {
             Ok(id) => break id,
             Err(e) if e.is_retryable() => {
                 let wait = backoff(attempt, Duration::from_secs(30));
@@ -326,7 +355,8 @@ pub async fn run(
             // mTLS with the certificate in force; once it has expired (say, the host slept
             // through the renewal window) only the token is left, if it is still valid.
             let client = (unix_now() < current.not_after).then(|| current.certified.clone());
-            match request::obtain(&cfg, Some(&current.spiffe_id), client).await {
+            let trusted = store.trusted_roots();
+            match request::obtain(&cfg, Some(&current.spiffe_id), client, &trusted).await {
                 Ok(id) => {
                     tracing::info!(spiffe_id = %id.spiffe_id, not_after = id.not_after, "workload certificate renewed");
                     metrics.identity_renewal(true);

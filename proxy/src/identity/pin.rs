@@ -27,10 +27,12 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// A [`ServerCertVerifier`] that trusts exactly the CA the join token pins.
+/// A [`ServerCertVerifier`] that trusts exactly the CAs pinned: the join token's, and on
+/// renewals also the roots the proxy trusts now (a rotation moves the identity endpoint to
+/// a new root that the token predates).
 #[derive(Debug)]
 pub struct PinVerifier {
-    pin: [u8; 32],
+    pins: Vec<[u8; 32]>,
     provider: Arc<CryptoProvider>,
     /// Why the last handshake failed the pin check, so the caller can say "pin mismatch"
     /// instead of a generic TLS alert.
@@ -38,10 +40,10 @@ pub struct PinVerifier {
 }
 
 impl PinVerifier {
-    /// A verifier for the CA whose DER hashes to `pin`.
-    pub fn new(pin: [u8; 32], provider: Arc<CryptoProvider>) -> Self {
+    /// A verifier for the CAs whose DER hashes to one of `pins` (the first is the token's).
+    pub fn new(pins: Vec<[u8; 32]>, provider: Arc<CryptoProvider>) -> Self {
         PinVerifier {
-            pin,
+            pins,
             provider,
             mismatch: Mutex::new(None),
         }
@@ -70,7 +72,7 @@ impl ServerCertVerifier for PinVerifier {
     ) -> Result<ServerCertVerified, Error> {
         let anchor = intermediates
             .iter()
-            .find(|c| fingerprint(c.as_ref()) == self.pin);
+            .find(|c| self.pins.contains(&fingerprint(c.as_ref())));
         let Some(anchor) = anchor else {
             let presented: Vec<String> = std::iter::once(end_entity)
                 .chain(intermediates)
@@ -78,7 +80,7 @@ impl ServerCertVerifier for PinVerifier {
                 .collect();
             self.record(format!(
                 "CA pin mismatch: the token pins sha256 {}, the identity endpoint presented {}",
-                hex(&self.pin),
+                self.pins.first().map(|p| hex(p)).unwrap_or_default(),
                 presented.join(", ")
             ));
             return Err(Error::InvalidCertificate(

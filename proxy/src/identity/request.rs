@@ -43,10 +43,14 @@ struct CertificateResponse {
 /// the current identity on renewals so the CA refuses anything else. With `client` (the
 /// certificate in force) the request is authenticated by mTLS and the token is not sent:
 /// the token is short-lived, the workload is not.
+///
+/// `trusted` are the fingerprints of roots the identity endpoint may chain to besides the
+/// token's pin (the roots the proxy trusts now).
 pub async fn obtain(
     cfg: &IdentityConfig,
     san: Option<&str>,
     client: Option<Arc<CertifiedKey>>,
+    trusted: &[[u8; 32]],
 ) -> Result<Identity, IdentityError> {
     // A new key every time: a renewal never extends the life of a key.
     let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
@@ -68,7 +72,7 @@ pub async fn obtain(
         csr_pem: &csr_pem,
     })
     .map_err(|e| IdentityError::Csr(e.to_string()))?;
-    let answer = tokio::time::timeout(REQUEST_TIMEOUT, post(cfg, body, client))
+    let answer = tokio::time::timeout(REQUEST_TIMEOUT, post(cfg, body, client, trusted))
         .await
         .map_err(|_| IdentityError::Unreachable {
             addr: cfg.addr.clone(),
@@ -130,6 +134,7 @@ async fn post(
     cfg: &IdentityConfig,
     body: Vec<u8>,
     client: Option<Arc<CertifiedKey>>,
+    trusted: &[[u8; 32]],
 ) -> Result<CertificateResponse, IdentityError> {
     let unreachable = |reason: String| IdentityError::Unreachable {
         addr: cfg.addr.clone(),
@@ -139,7 +144,9 @@ async fn post(
     let server_name = ServerName::try_from(host.to_string())
         .map_err(|e| unreachable(format!("bad host name {host:?}: {e}")))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier = Arc::new(PinVerifier::new(cfg.token.pin, provider.clone()));
+    let mut pins = vec![cfg.token.pin];
+    pins.extend(trusted.iter().copied().filter(|p| *p != cfg.token.pin));
+    let verifier = Arc::new(PinVerifier::new(pins, provider.clone()));
     let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| unreachable(e.to_string()))?

@@ -203,6 +203,12 @@ impl TlsState {
             .unwrap_or_default()
             .to_string();
         if xds.is_some() {
+            self.identity.set_announced_roots(
+                bundle
+                    .iter()
+                    .map(|r| crate::identity::pin::fingerprint(r.as_ref()))
+                    .collect(),
+            );
             self.renew_if_resigned(&id, &bundle[0]);
         }
         let current = self.configs.load();
