@@ -268,3 +268,42 @@ async fn opaque_tcp_between_sidecars_is_wrapped_in_mutual_tls() {
     let _ = tandem_tests::tcp::try_round_trip(server.inbound(), b"plain").await;
     assert_eq!(db.connections(), before);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_connections_to_a_known_server_resume_the_tls_session() {
+    let p = pair(service("api")).await;
+    wait_mtls_to(&p.client, "api").await;
+    // One request: one full handshake, and the server's session tickets stored.
+    assert_eq!(get(&p.client, "api", "/").await.status(), 200);
+    // Four slow requests at once need three more HTTP/1 connections to the same server.
+    let slow = (0..4).map(|_| {
+        let pool = client::http1(p.client.outbound());
+        async move {
+            let req = http::Request::builder()
+                .uri("http://api/slow")
+                .header(tandem_tests::upstream::DELAY_MS, "300")
+                .body(client::empty())
+                .unwrap();
+            client::send(&pool, req).await.unwrap().status()
+        }
+    });
+    let statuses = within(
+        STEP_TIMEOUT,
+        "four slow requests",
+        futures_util::future::join_all(slow),
+    )
+    .await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    let m = p.client.metrics().await;
+    let kind = |k| {
+        m.value(
+            "tandem_tls_handshakes_total",
+            &[("direction", "outbound"), ("kind", k), ("result", "ok")],
+        )
+    };
+    // The first connection brought two single-use tickets (rustls uses a TLS 1.3 ticket
+    // once): two of the three new connections resume, the third pays a full handshake.
+    let (full, resumed) = (kind("full"), kind("resumed"));
+    assert_eq!(full + resumed, 4.0, "full {full}, resumed {resumed}");
+    assert!(resumed >= 2.0, "full {full}, resumed {resumed}");
+}
