@@ -328,6 +328,12 @@ impl Metrics {
         self.bundle_expiry.set(bundle.unwrap_or(0) as f64);
     }
 
+    /// Sets the trust bundle's earliest root expiry (Unix s) alone: the bundle xDS
+    /// announces replaces the identity endpoint's during a rotation.
+    pub fn set_bundle_expiry(&self, bundle: u64) {
+        self.bundle_expiry.set(bundle as f64);
+    }
+
     /// One renewal attempt.
     pub fn identity_renewal(&self, ok: bool) {
         self.identity_renewals

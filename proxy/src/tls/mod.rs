@@ -75,6 +75,12 @@ pub enum TlsError {
     Config(String),
 }
 
+/// A certificate's expiry, Unix seconds.
+fn not_after(der: &[u8]) -> Option<u64> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    u64::try_from(cert.validity().not_after.timestamp()).ok()
+}
+
 /// Presents the workload certificate in force, whichever it is at handshake time.
 #[derive(Debug)]
 pub struct WorkloadCert(Arc<IdentityStore>);
@@ -210,6 +216,10 @@ impl TlsState {
                     .collect(),
             );
             self.renew_if_resigned(&id, &bundle[0]);
+            let earliest = bundle.iter().filter_map(|r| not_after(r.as_ref())).min();
+            if let Some(t) = earliest {
+                self.metrics.set_bundle_expiry(t);
+            }
         }
         let current = self.configs.load();
         if current
