@@ -9,7 +9,9 @@
 # See docs/benchmarks.md for what is measured and why.
 #
 # Targets: direct, tandem (static config, no routes), tandem-routed (xDS from a real
-# tandem-control-plane: a 20-rule HTTPRoute whose last rule splits 90/10), nginx, haproxy.
+# tandem-control-plane: a 20-rule HTTPRoute whose last rule splits 90/10), nginx, haproxy,
+# pair-plain and pair-mtls (issue #5: client sidecar -> server sidecar -> upstream, two
+# proxies with identities from one control plane; plaintext or mutual TLS between them).
 #
 # Usage: benches/run.sh [--quick] [--runs N] [--targets direct,tandem,nginx,haproxy]
 #                       [--duration S] [--lat-duration S] [--rate N] [--wait-idle S]
@@ -33,15 +35,18 @@ H2_STREAMS=10        # ... times concurrent streams each
 WORKERS=2            # worker processes/threads for each proxy and the upstream (= cores)
 HOST=bench           # Host / :authority sent to every target; tandem's service name
 ROUTED_RULES=20      # tandem-routed: rules in its HTTPRoute (the last one is the 90/10 split)
+PAIR_TLS=pairtls     # pair-mtls: the server sidecar's service (TLS mode mutual, the default)
+PAIR_PLAIN=pairplain # pair-plain: the server sidecar's service (mtls mode disabled)
 TARGETS=direct,tandem,nginx,haproxy
 INSTALL=1
 BUILD=1              # --no-build: use the release binaries already built (a shared tree mid-edit)
 WAIT_IDLE=120        # before each measurement, wait up to this long for compilers to finish
 RETRIES=2            # repeat a measurement that overlapped compiler activity, at most this often
 LAG_LIMIT_US=500     # latency runs whose generator lagged more than this at p99 are repeated
+HS_RAMP=1            # pairs: handshakes/s under steady load are counted from this many seconds into a run
 
 usage() {
-    sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
     exit "${1:-0}"
 }
 
@@ -80,10 +85,14 @@ die() { log "error: $*"; exit 1; }
 has_target() { [[ ",$TARGETS," == *",$1,"* ]]; }
 
 for t in "${TARGET_LIST[@]}"; do
-    case "$t" in direct|tandem|tandem-routed|nginx|haproxy) ;; *) die "unknown target '$t'" ;; esac
+    case "$t" in direct|tandem|tandem-routed|nginx|haproxy|pair-plain|pair-mtls) ;; *) die "unknown target '$t'" ;; esac
 done
-# Whether any target runs tandem-proxy (static or routed).
-has_tandem() { has_target tandem || has_target tandem-routed; }
+# Whether any target is a sidecar pair (issue #5).
+has_pair() { has_target pair-plain || has_target pair-mtls; }
+# Whether any target runs tandem-proxy (static, routed or a pair).
+has_tandem() { has_target tandem || has_target tandem-routed || has_pair; }
+# Whether any target needs tandem-control-plane (and tandemctl).
+needs_cp() { has_target tandem-routed || has_pair; }
 
 # ---------------------------------------------------------------- cleanup
 PIDS=()
@@ -115,7 +124,7 @@ ensure_tools() {
     command -v h2load >/dev/null || { missing+=(h2load); pkgs+=(nghttp2-client); }
     command -v curl >/dev/null || { missing+=(curl); pkgs+=(curl); }
     if has_target nginx; then command -v nginx >/dev/null || { missing+=(nginx); pkgs+=(nginx); }; fi
-    if has_target tandem-routed; then command -v python3 >/dev/null || { missing+=(python3); pkgs+=(python3); }; fi
+    if needs_cp; then command -v python3 >/dev/null || { missing+=(python3); pkgs+=(python3); }; fi
     if has_target haproxy; then command -v haproxy >/dev/null || { missing+=(haproxy); pkgs+=(haproxy); }; fi
     [[ ${#missing[@]} == 0 ]] && return 0
     [[ $INSTALL == 1 ]] || die "missing ${missing[*]} (run without --no-install, or apt-get install ${pkgs[*]})"
@@ -165,11 +174,13 @@ free_port() {
     die "no free port found"
 }
 
-# pids_of TARGET: the processes whose CPU and memory count for that target.
+# pids_of TARGET: the processes whose CPU and memory count for that target (for a sidecar
+# pair: both proxies, the client sidecar in MAIN_PID and the server sidecar in PEER_PID).
 pids_of() {
-    local main=${MAIN_PID[$1]:-}
+    local main=${MAIN_PID[$1]:-} peer=${PEER_PID[$1]:-}
     [[ -n $main ]] || return 0
     echo "$main"
+    [[ -z $peer ]] || echo "$peer"
     pgrep -P "$main" 2>/dev/null || true   # nginx workers
 }
 
@@ -288,7 +299,7 @@ measured() {
 }
 
 # ---------------------------------------------------------------- targets
-declare -A URL H2URL MAIN_PID ADMIN
+declare -A URL H2URL MAIN_PID ADMIN PEER_PID READY
 
 start_upstream() {
     "$BIN/bench-upstream" --addr 127.0.0.1:0 --workers "$WORKERS" \
@@ -316,6 +327,7 @@ spawn_tandem() {
     MAIN_PID[$name]=$!
     ready=$(wait_line "$WORK/$name.log" '^tandem-proxy ready' 20) \
         || { cat "$WORK/$name.err.log" >&2; die "$name: tandem-proxy printed no ready line"; }
+    READY[$name]=$ready
     out=$(sed -E 's/.* outbound=([^ ]+).*/\1/' <<<"$ready")
     ADMIN[$name]=$(sed -E 's/.* admin=([^ ]+).*/\1/' <<<"$ready")
     URL[$name]="http://$out/"
@@ -441,24 +453,44 @@ except Exception:
 ' "$HOST"
 }
 
-# tandem-routed: the real control plane, the mesh above applied with tandemctl, and
-# tandem-proxy in xDS mode as the sidecar of a client service.
-start_tandem_routed() {
-    local ready api xds view="" i
+# start_control_plane: the one tandem-control-plane tandem-routed and the sidecar pairs
+# share (started once; later calls return at once). Plaintext xDS stays open for
+# tandem-routed's identity-less proxy; proxies with a join token fetch their certificate and
+# then talk xDS over mutual TLS on the identity port. Sets CP_API, CP_XDS and CP_IDENTITY.
+CP_API=""
+start_control_plane() {
+    [[ -z $CP_API ]] || return 0
+    local ready
     "$CONTROL_PLANE" --data-dir "$WORK/cp-data" --api-addr 127.0.0.1:0 --xds-addr 127.0.0.1:0 --identity-addr 127.0.0.1:0 --plaintext-xds \
         --log warn >"$WORK/control-plane.log" 2>"$WORK/control-plane.err.log" &
     PIDS+=($!)
     MAIN_PID[control-plane]=$!
     ready=$(wait_line "$WORK/control-plane.log" '^tandem-control-plane ready' 20) \
         || { cat "$WORK/control-plane.err.log" >&2; die "tandem-control-plane printed no ready line"; }
-    api=$(sed -E 's/.* api=([^ ]+).*/\1/' <<<"$ready")
-    xds=$(sed -E 's/.* xds=([^ ]+).*/\1/' <<<"$ready")
+    CP_API=$(sed -E 's/.* api=([^ ]+).*/\1/' <<<"$ready")
+    CP_XDS=$(sed -E 's/.* xds=([^ ]+).*/\1/' <<<"$ready")
+    CP_IDENTITY=$(sed -E 's/.* identity=([^ ]+).*/\1/' <<<"$ready")
+    log "control plane api=$CP_API xds=$CP_XDS identity=$CP_IDENTITY (pid ${MAIN_PID[control-plane]})"
+}
+
+# ctl ARGS...: tandemctl against the control plane, as its admin.
+ctl() { "$TANDEMCTL" --api "http://$CP_API" --token-file "$WORK/cp-data/admin-token" "$@"; }
+
+# ctl_apply FILE WHAT: tandemctl apply -f FILE, or die.
+ctl_apply() {
+    local log="$WORK/tandemctl-apply-$(basename "$1" .yaml).log"
+    ctl apply -f "$1" >"$log" 2>&1 || { cat "$log" >&2; die "tandemctl apply of $2 failed"; }
+}
+
+# tandem-routed: the real control plane, the mesh above applied with tandemctl, and
+# tandem-proxy in xDS mode as the sidecar of a client service.
+start_tandem_routed() {
+    local view="" i
+    start_control_plane
     routed_mesh >"$WORK/routed-mesh.yaml"
-    "$TANDEMCTL" --api "http://$api" --token-file "$WORK/cp-data/admin-token" \
-        apply -f "$WORK/routed-mesh.yaml" >"$WORK/tandemctl-apply.log" 2>&1 \
-        || { cat "$WORK/tandemctl-apply.log" >&2; die "tandemctl apply of the routed mesh failed"; }
-    log "control plane api=$api xds=$xds (pid ${MAIN_PID[control-plane]}); applied routed-mesh.yaml"
-    spawn_tandem tandem-routed --control-plane "$xds" --service client
+    ctl_apply "$WORK/routed-mesh.yaml" "the routed mesh"
+    log "applied routed-mesh.yaml"
+    spawn_tandem tandem-routed --control-plane "$CP_XDS" --service client
     # Ready means a complete config; wait (bounded) until it holds the whole route table.
     for ((i = 0; i < 100; i++)); do
         view=$(routed_view "${ADMIN[tandem-routed]}")
@@ -478,6 +510,116 @@ routed_split() {
         /^tandem_requests_total\{/ && match($0, /backend="[^"]*"/) {
             b = substr($0, RSTART + 9, RLENGTH - 10); n[b] += $NF; t += $NF }
         END { for (b in n) printf "%s=%.1f%% ", b, 100 * n[b] / t }'
+}
+
+# ---------------------------------------------------------------- sidecar pairs (issue #5)
+# pair-plain and pair-mtls: load generator -> client sidecar -> server sidecar -> upstream.
+# Four proxies, all in control-plane mode with a workload identity (join token) from the one
+# control plane, so the two pairs differ only in the server service's TLS mode: $PAIR_TLS is
+# `mutual` (the default), $PAIR_PLAIN has `mtls: { mode: disabled }`. Each server sidecar's
+# inbound port is its service's only endpoint, and its app is bench-upstream. The load
+# generators reach a client sidecar on its dedicated outbound listener for the server
+# service (`--listen NAME=ADDR`), so every target gets the same Host ($HOST) and the latency
+# run stays one interleaved run; the outbound listener by authority (Host: NAME) is checked
+# to reach the upstream too at startup.
+pair_mesh() {
+    local svc
+    for svc in "$PAIR_TLS" "$PAIR_TLS-client" "$PAIR_PLAIN" "$PAIR_PLAIN-client"; do
+        cat <<EOT
+apiVersion: tandem.dev/v1alpha1
+kind: Service
+metadata: { name: $svc, namespace: default }
+spec:
+EOT
+        [[ $svc == "$PAIR_PLAIN" ]] && echo "  mtls: { mode: disabled }"
+        cat <<EOT
+  ports: [ { port: 80, protocol: detect } ]
+---
+EOT
+    done
+}
+
+# pair_view ADMIN SERVICE: "endpoints=N tls=IDENTITY|none" for SERVICE's cluster in the
+# proxy's /config_dump, or nothing while the cluster is missing.
+pair_view() {
+    curl -s --max-time 2 "http://$1/config_dump" 2>/dev/null | python3 -c '
+import json, sys
+try:
+    c = json.load(sys.stdin)["routes"]["clusters"][sys.argv[1] + ".default.svc.cluster.local"]
+    print("endpoints=%d tls=%s" % (len(c.get("endpoints") or []), (c.get("tls") or {}).get("identity") or "none"))
+except Exception:
+    pass
+' "$2"
+}
+
+# handshakes ADMIN: "ok resumed" — the proxy's outbound mutual TLS handshakes so far
+# (tandem_tls_handshakes_total{direction="outbound",result="ok"}, all kinds; resumed ones).
+handshakes() {
+    curl -s --max-time 2 "http://$1/metrics" 2>/dev/null | awk '
+        /^tandem_tls_handshakes_total\{/ && /direction="outbound"/ && /result="ok"/ {
+            n += $NF; if (/kind="resumed"/) r += $NF }
+        END { printf "%d %d\n", n, r }'
+}
+
+PAIR_MESH_APPLIED=0
+# start_pair TARGET: pair-plain or pair-mtls.
+start_pair() {
+    local t=$1 svc token server inbound out view="" want i code hs
+    case $t in pair-mtls) svc=$PAIR_TLS ;; *) svc=$PAIR_PLAIN ;; esac
+    start_control_plane
+    if [[ $PAIR_MESH_APPLIED == 0 ]]; then
+        pair_mesh >"$WORK/pair-mesh.yaml"
+        ctl_apply "$WORK/pair-mesh.yaml" "the sidecar pairs' services"
+        PAIR_MESH_APPLIED=1
+        log "applied pair-mesh.yaml ($PAIR_TLS: mutual, $PAIR_PLAIN: disabled; clients $PAIR_TLS-client, $PAIR_PLAIN-client)"
+    fi
+    # The server sidecar: inbound (mutual TLS or plaintext, per its service) -> bench-upstream.
+    token=$(ctl token create --service "$svc" 2>>"$WORK/tandemctl-token.log") && [[ -n $token ]] \
+        || { cat "$WORK/tandemctl-token.log" >&2; die "tandemctl token create --service $svc failed"; }
+    spawn_tandem "$t-server" --control-plane "$CP_XDS" --identity-addr "$CP_IDENTITY" --token "$token" \
+        --service "$svc" --app-port "${UPSTREAM##*:}"
+    server=$t-server
+    inbound=$(sed -E 's/.* inbound=([^ ]+).*/\1/' <<<"${READY[$server]}")
+    PEER_PID[$t]=${MAIN_PID[$server]}
+    ctl endpoint add "$svc" "$inbound" >>"$WORK/tandemctl-endpoint.log" 2>&1 \
+        || { cat "$WORK/tandemctl-endpoint.log" >&2; die "tandemctl endpoint add $svc $inbound failed"; }
+    # The client sidecar: a dedicated outbound listener for $svc (see above).
+    token=$(ctl token create --service "$svc-client" 2>>"$WORK/tandemctl-token.log") && [[ -n $token ]] \
+        || { cat "$WORK/tandemctl-token.log" >&2; die "tandemctl token create --service $svc-client failed"; }
+    spawn_tandem "$t" --control-plane "$CP_XDS" --identity-addr "$CP_IDENTITY" --token "$token" \
+        --service "$svc-client" --listen "$svc=127.0.0.1:0"
+    i=$(sed -nE "s/.* service\.$svc=([^ ]+).*/\1/p" <<<"${READY[$t]}")
+    [[ -n $i ]] || die "$t: no service.$svc= listener in the ready line: ${READY[$t]}"
+    URL[$t]="http://$i/"
+    H2URL[$t]="http://$i/"
+    # Wait (bounded) until the client calls the server's inbound port, over mutual TLS
+    # (the cluster names the server identity) or plaintext as the pair requires.
+    for ((i = 0; i < 150; i++)); do
+        view=$(pair_view "${ADMIN[$t]}" "$svc")
+        if [[ $t == pair-mtls ]]; then
+            [[ $view == "endpoints=1 tls="* && $view != *"tls=none" ]] && break
+        else
+            [[ $view == "endpoints=1 tls=none" ]] && break
+        fi
+        sleep 0.1
+    done
+    if [[ $t == pair-mtls ]]; then want="endpoints=1 tls=<the server identity>"; else want="endpoints=1 tls=none"; fi
+    if [[ $t == pair-mtls && ( $view != "endpoints=1 tls="* || $view == *"tls=none" ) ]] \
+        || [[ $t == pair-plain && $view != "endpoints=1 tls=none" ]]; then
+        die "$t: the client sidecar's cluster $svc is not ready after 15 s (want $want, /config_dump has ${view:-no such cluster}); see $RAW/$t.err.log and $RAW/$server.err.log"
+    fi
+    check_tandem "$t"
+    # The ordinary sidecar path, by authority on the outbound listener, reaches it too.
+    out=$(sed -E 's/.* outbound=([^ ]+).*/\1/' <<<"${READY[$t]}")
+    code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 -H "Host: $svc" "http://$out/" || true)
+    [[ $code == 200 ]] || die "$t: the client sidecar's outbound listener $out with Host: $svc answered ${code:-nothing}"
+    hs=$(handshakes "${ADMIN[$t]}")
+    if [[ $t == pair-mtls && ${hs%% *} == 0 ]]; then
+        die "$t: requests went through but the client sidecar counted no outbound TLS handshake"
+    elif [[ $t == pair-plain && ${hs%% *} != 0 ]]; then
+        die "$t: the plaintext pair's client sidecar counted outbound TLS handshakes ($hs)"
+    fi
+    log "$t: client sidecar $svc-client (pid ${MAIN_PID[$t]}) -> server sidecar $svc at $inbound (pid ${PEER_PID[$t]}) -> upstream; cluster $view; outbound TLS handshakes so far: ${hs%% *}"
 }
 
 start_nginx() {
@@ -577,17 +719,29 @@ EOF
 run_closed() {
     local round=$1 t=$2 kind=$3
     local raw="$RAW/$kind-$t-r$round.txt"
-    local pids up_pids cp_pids=() c0 c1 u0 u1 p0 p1 reqs rps errs
+    local pids up_pids cp_pids=() c0 c1 u0 u1 p0 p1 reqs rps errs hs0="" hs1="" ts1 hs_pid=""
     # shellcheck disable=SC2207
     pids=($(pids_of "$t"))
     # shellcheck disable=SC2207
     up_pids=($(pids_of upstream))
     [[ $t == direct ]] && pids=()
-    # tandem-routed's control plane: not on the data path, but it shares the cores.
+    # The control plane (tandem-routed's, the pairs'): not on the data path, but it shares
+    # the cores.
     # shellcheck disable=SC2207
-    [[ $t == tandem-routed ]] && cp_pids=($(pids_of control-plane))
+    [[ $t == tandem-routed || $t == pair-* ]] && cp_pids=($(pids_of control-plane))
     wait_quiet
     start_sampler "${pids[@]}"
+    # A pair's client sidecar: its outbound TLS handshakes (new connections to the server
+    # sidecar) over the whole run and, as the steady-load rate, from HS_RAMP seconds in to
+    # the end: the sidecar closes upstream connections idle for 20 s, so a run after a pause
+    # (wait_quiet, other targets) opens its pool afresh in its first moments.
+    if [[ $t == pair-* ]]; then
+        hs0=$(handshakes "${ADMIN[$t]}")
+        rm -f "$WORK/hs-mid"
+        (sleep "$HS_RAMP"; echo "$(handshakes "${ADMIN[$t]}") $(date +%s.%N)" >"$WORK/hs-mid") &
+        hs_pid=$!
+        PIDS+=("$hs_pid")
+    fi
     c0=$(cpu_ticks "${pids[@]}"); u0=$(cpu_ticks "${up_pids[@]}"); p0=$(cpu_ticks "${cp_pids[@]}")
     if [[ $kind == h1 ]]; then
         timeout $((DURATION + 30)) wrk -t"$H1_THREADS" -c"$H1_CONNS" -d"${DURATION}s" \
@@ -597,7 +751,9 @@ run_closed() {
             -D "$DURATION" -H ":authority: $HOST" "${H2URL[$t]}" >"$raw" 2>&1 || true
     fi
     c1=$(cpu_ticks "${pids[@]}"); u1=$(cpu_ticks "${up_pids[@]}"); p1=$(cpu_ticks "${cp_pids[@]}")
+    if [[ -n $hs0 ]]; then hs1=$(handshakes "${ADMIN[$t]}"); ts1=$(date +%s.%N); fi
     stop_sampler
+    [[ -z $hs_pid ]] || wait "$hs_pid" 2>/dev/null || true
     record "$round" "$t" "${kind}_busy" "$BUSY_MAX"
     DISTURBED=""
     [[ $BUSY_MAX == 0 ]] || DISTURBED="compilers ran during it"
@@ -631,7 +787,21 @@ run_closed() {
         record "$round" "$t" "${kind}_rss_load_kb" "$rss_max"
     fi
     [[ $t == direct ]] && rss_max=n/a
-    log "  $kind $t: ${rps} req/s, errors=$errs, proxy cpu/req=${cpu_us:-n/a} µs (user+sys ${split:-n/a}), upstream cpu/req=$up_us µs, rss under load=$rss_max kB, compilers=$BUSY_MAX"
+    local hs_note=""
+    if [[ -n $hs1 ]]; then
+        local hs_new hs_res hs_mid hs_rate
+        read -r hs_new hs_res <<<"$(awk -v a="$hs0" -v b="$hs1" 'BEGIN{split(a, x, " "); split(b, y, " "); print y[1] - x[1], y[2] - x[2]}')"
+        hs_mid=$(cat "$WORK/hs-mid" 2>/dev/null || true)
+        # "ok resumed time" HS_RAMP s in; the steady rate is from there to the end.
+        hs_rate=$(awk -v a="$hs_mid" -v b="$hs1" -v tb="$ts1" 'BEGIN{
+            if (split(a, x, " ") < 3 || tb <= x[3]) { print "NaN"; exit }
+            split(b, y, " "); printf "%.3f", (y[1] - x[1]) / (tb - x[3]) }')
+        record "$round" "$t" "${kind}_handshakes" "$hs_new"
+        record "$round" "$t" "${kind}_handshakes_resumed" "$hs_res"
+        [[ $hs_rate == NaN ]] || record "$round" "$t" "${kind}_handshakes_per_s" "$hs_rate"
+        hs_note=", client sidecar outbound TLS handshakes: $hs_new in the run ($hs_res resumed), steady ${hs_rate}/s after the first ${HS_RAMP}s"
+    fi
+    log "  $kind $t: ${rps} req/s, errors=$errs, proxy cpu/req=${cpu_us:-n/a} µs (user+sys ${split:-n/a}), upstream cpu/req=$up_us µs, rss under load=$rss_max kB, compilers=$BUSY_MAX$hs_note"
 }
 
 # run_latency ROUND: one bench-load run over all targets, interleaved in LAT_CHUNK-second
@@ -689,7 +859,7 @@ summarize() {
     medians >"$OUT/medians.txt"
     local busy_runs
     busy_runs=$(awk -F'\t' '$3 ~ /_busy$/ && $4 > 0 {printf "%s%s r%s %s", sep, $2, $1, $3; sep = ", "}' "$TSV")
-    awk -v targets="$TARGETS" -v runs="$RUNS" -v rate="$RATE" '
+    awk -v targets="$TARGETS" -v runs="$RUNS" -v rate="$RATE" -v hs_ramp="$HS_RAMP" '
         { m[$1, $2] = $3; seen[$1, $2] = 1 }
         function has(t, k) { return ((t, k) in seen) }
         function fmt(x, d) { return sprintf("%." d "f", x) }
@@ -703,6 +873,23 @@ summarize() {
             a = m["tandem", k] / scale; b = m["tandem-routed", k] / scale
             printf "| %s | %s | %s | %+." d "f | %s |\n", label, fmt(a, d), fmt(b, d), b - a, (a > 0 ? fmt(b / a, 3) "×" : "—")
         }
+        # One row of the mutual-TLS table: pair-plain, pair-mtls, difference, ratio.
+        function prow(label, k, d, scale,    a, b) {
+            if (!has("pair-plain", k) || !has("pair-mtls", k)) return
+            a = m["pair-plain", k] / scale; b = m["pair-mtls", k] / scale
+            printf "| %s | %s | %s | %+." d "f | %s |\n", label, fmt(a, d), fmt(b, d), b - a, (a > 0 ? fmt(b / a, 3) "×" : "—")
+        }
+        # The goal of issue #5 for one protocol: mTLS throughput ≥ 85 % of plaintext throughput.
+        function goal(label, k,    r) {
+            if (!has("pair-plain", k) || !has("pair-mtls", k) || m["pair-plain", k] <= 0) return
+            r = m["pair-mtls", k] / m["pair-plain", k]
+            printf "| %s throughput, mTLS ≥ 85 %% of plaintext | %s %% (%s of %s req/s) | 85 %% | %s |\n", label, fmt(100 * r, 1), fmt(m["pair-mtls", k], 0), fmt(m["pair-plain", k], 0), (r >= 0.85 ? "pass" : "**miss**")
+        }
+        # Handshake figures of one closed-loop kind, e.g. "0.000/s (50 in the whole run, 8 resumed)".
+        function hs(t, kind) {
+            if (!has(t, kind "_handshakes")) return "—"
+            return cell(t, kind "_handshakes_per_s", 3, 1) "/s (" fmt(m[t, kind "_handshakes"], 0) " in the whole run, " fmt(m[t, kind "_handshakes_resumed"], 0) " resumed)"
+        }
         # The better of nginx and HAProxy for a metric (higher is better), or "".
         function best_of(k,    b) {
             b = ""
@@ -715,7 +902,8 @@ summarize() {
             bh1 = best_of("h1_rps"); bh2 = best_of("h2_rps")
             print "Medians of " runs " run(s). \"best\" = the better of nginx and HAProxy in this run."
             print ""
-            print "**Closed loop** (HTTP/1.1: wrk; HTTP/2: h2load). CPU = user+system time of the proxy'"'"'s own processes per completed request."
+            pairs = (index("," targets ",", ",pair-plain,") || index("," targets ",", ",pair-mtls,"))
+            print "**Closed loop** (HTTP/1.1: wrk; HTTP/2: h2load). CPU = user+system time of the proxy'"'"'s own processes per completed request." (pairs ? " pair-plain and pair-mtls are two proxies each (client sidecar → server sidecar): their CPU and RSS figures are the sum over both sidecars." : "")
             print ""
             print "| target | HTTP/1.1 req/s | vs direct | vs best | HTTP/2 req/s | vs direct | vs best | CPU µs/req h1 | h1 user+sys | CPU µs/req h2 | errors |"
             print "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
@@ -761,6 +949,30 @@ summarize() {
                 print ""
                 print "Share of tandem-routed'"'"'s requests sent to the 10 % backend over the whole run (its /metrics): " cell("tandem-routed", "split_v2_pct", 1, 1) " %. The control plane'"'"'s own CPU during the routed closed-loop runs (not counted above): " cell("tandem-routed", "h1_cp_cpu_us", 2, 1) " µs/req h1, " cell("tandem-routed", "h2_cp_cpu_us", 2, 1) " µs/req h2."
             }
+            if (has("pair-plain", "h1_rps") && has("pair-mtls", "h1_rps")) {
+                print ""
+                print "**Mutual TLS overhead (issue #5)**: the same sidecar pair (load → client sidecar → server sidecar → bench-upstream; every sidecar holds a workload identity from the control plane) with plaintext between the sidecars (pair-plain: the server service'"'"'s `mtls.mode` is `disabled`) and with mutual TLS 1.3 (pair-mtls: mode `mutual`). A pair is **two proxies**: CPU and RSS are summed over both sidecars. Medians; latency at " rate " req/s."
+                print ""
+                print "| figure | pair-plain | pair-mtls | mTLS − plain | mTLS / plain |"
+                print "| --- | ---: | ---: | ---: | ---: |"
+                prow("HTTP/1.1 req/s", "h1_rps", 0, 1)
+                prow("HTTP/2 req/s", "h2_rps", 0, 1)
+                prow("latency p50 (ms)", "lat_p50_us", 3, 1000)
+                prow("latency p99 (ms)", "lat_p99_us", 3, 1000)
+                prow("CPU µs/req h1, both sidecars", "h1_cpu_us", 2, 1)
+                prow("CPU µs/req h1, user", "h1_cpu_user_us", 2, 1)
+                prow("CPU µs/req h1, system", "h1_cpu_sys_us", 2, 1)
+                prow("CPU µs/req h2, both sidecars", "h2_cpu_us", 2, 1)
+                prow("RSS idle (MB), both sidecars", "rss_idle_kb", 1, 1024)
+                prow("RSS under load h1 (MB), both sidecars", "h1_rss_load_kb", 1, 1024)
+                print ""
+                print "| goal (issue #5) | pair-mtls | bar | result |"
+                print "| --- | ---: | ---: | --- |"
+                goal("HTTP/1.1", "h1_rps")
+                goal("HTTP/2", "h2_rps")
+                print ""
+                print "New TLS handshakes under steady load (the pair-mtls client sidecar'"'"'s `tandem_tls_handshakes_total{direction=\"outbound\",result=\"ok\"}` from " hs_ramp " s into each closed-loop run to its end, medians; the whole run'"'"'s count includes re-opening the connection pool, whose idle connections close after 20 s between runs): HTTP/1.1 " hs("pair-mtls", "h1") ", HTTP/2 " hs("pair-mtls", "h2") ". Over the whole benchmark (startup, warm-up, every run): " cell("pair-mtls", "handshakes_total", 0, 1) " handshakes, " cell("pair-mtls", "handshakes_resumed_total", 0, 1) " resumed" (has("pair-mtls", "handshakes_total") && m["pair-mtls", "handshakes_total"] > 0 ? " (" fmt(100 * m["pair-mtls", "handshakes_resumed_total"] / m["pair-mtls", "handshakes_total"], 1) " %)" : "") ". pair-plain'"'"'s client sidecar: " hs("pair-plain", "h1") " (h1), expected 0. The control plane'"'"'s CPU during the pairs'"'"' closed-loop runs (not counted above): " cell("pair-mtls", "h1_cp_cpu_us", 2, 1) " µs/req h1 (pair-mtls)."
+            }
             # The targets from the issue: tandem against the better of nginx and HAProxy.
             if (!has("tandem", "h1_rps")) exit
             bestadd = ""
@@ -803,7 +1015,7 @@ if [[ $BUILD == 0 ]]; then
     log "not building: using the release binaries in $BIN as they are"
 else
     log "building (release)"
-    if has_target tandem-routed; then
+    if needs_cp; then
         cargo build --release -q -p tandem-proxy -p tandem-control-plane -p tandem-benches \
             || die "cargo build failed; to benchmark without tandem: $0 --targets direct,nginx,haproxy"
     elif has_target tandem; then
@@ -830,6 +1042,7 @@ busy=$(compilers)
     echo "wrk: $(wrk -v 2>&1 | awk 'NR==1{print $2}')"
     echo "h2load: $(h2load --version 2>/dev/null | awk '{print $NF}')"
     echo "rustc: $(rustc --version)"
+    has_pair && echo "pair-plain, pair-mtls: load -> client sidecar ($PAIR_PLAIN-client / $PAIR_TLS-client; its --listen outbound listener for the server service) -> server sidecar ($PAIR_PLAIN: mtls mode disabled / $PAIR_TLS: mode mutual; its inbound port) -> bench-upstream; all four proxies hold identities (join tokens) from one tandem-control-plane, xDS over mutual TLS; CPU and RSS are both sidecars of a pair"
     has_target tandem-routed && echo "tandem-routed: xDS from tandem-control-plane; HTTPRoute of $ROUTED_RULES rules, 19 evaluated and missed per request, the last splitting 90/10 between $HOST-v1 and $HOST-v2 (both: the one bench-upstream)"
     echo "settings: wrk -t$H1_THREADS -c$H1_CONNS; h2load -t$H2_THREADS -c$H2_CONNS -m$H2_STREAMS; latency $RATE req/s over $LAT_CONNS connections per target, ${LAT_DURATION}s after ${LAT_WARMUP}s warm-up per target, targets interleaved in ${LAT_CHUNK}s turns; $WORKERS workers per proxy and upstream"
 } >"$OUT/meta.txt"
@@ -840,7 +1053,7 @@ busy=$(compilers)
 mkdir -p "$WORK/bin"
 cp "$BIN/bench-upstream" "$BIN/bench-load" "$WORK/bin/"
 has_tandem && cp "$TANDEM" "$WORK/bin/"
-has_target tandem-routed && cp "$BIN/tandem-control-plane" "$BIN/tandemctl" "$WORK/bin/"
+needs_cp && cp "$BIN/tandem-control-plane" "$BIN/tandemctl" "$WORK/bin/"
 BIN="$WORK/bin"
 TANDEM="$BIN/tandem-proxy"
 CONTROL_PLANE="$BIN/tandem-control-plane"
@@ -855,6 +1068,8 @@ fi
 start_upstream
 has_target tandem && start_tandem
 has_target tandem-routed && start_tandem_routed
+has_target pair-plain && start_pair pair-plain
+has_target pair-mtls && start_pair pair-mtls
 has_target nginx && start_nginx
 has_target haproxy && start_haproxy
 
@@ -899,6 +1114,14 @@ if has_target tandem-routed; then
     log "tandem-routed split over the whole run: $split"
     v2=$(grep -oE "$HOST-v2=[0-9.]+" <<<"$split" | cut -d= -f2 || true)
     record 0 tandem-routed split_v2_pct "${v2:-0}"
+    cat "$WORK/pending" >>"$TSV"; : >"$WORK/pending"
+fi
+
+if has_target pair-mtls; then
+    hs=$(handshakes "${ADMIN[pair-mtls]}")
+    echo "pair-mtls client sidecar outbound TLS handshakes over the whole run (ok, resumed): $hs" >>"$OUT/meta.txt"
+    record 0 pair-mtls handshakes_total "${hs%% *}"
+    record 0 pair-mtls handshakes_resumed_total "${hs##* }"
     cat "$WORK/pending" >>"$TSV"; : >"$WORK/pending"
 fi
 
