@@ -16,6 +16,7 @@ pub mod client;
 pub mod config;
 pub mod detect;
 pub mod drain;
+pub mod either_io;
 pub mod errors;
 pub mod http;
 pub mod identity;

@@ -137,8 +137,9 @@ impl tower::Service<http::Uri> for TlsConnector {
 /// a key made here (openssl), a CSR, a join token.
 pub async fn issue(cp: &ControlPlane, service: &str) -> WorkloadCert {
     let dir = TempDir::new("workload-cert");
-    let out = std::process::Command::new("openssl")
-        .args([
+    crate::zero_trust::openssl(
+        dir.path(),
+        &[
             "req",
             "-newkey",
             "ec",
@@ -151,11 +152,8 @@ pub async fn issue(cp: &ControlPlane, service: &str) -> WorkloadCert {
             "csr.pem",
             "-subj",
             "/CN=test",
-        ])
-        .current_dir(dir.path())
-        .output()
-        .expect("openssl");
-    assert!(out.status.success(), "{out:?}");
+        ],
+    );
     let csr = std::fs::read_to_string(dir.path().join("csr.pem")).expect("csr");
     let key_pem = std::fs::read_to_string(dir.path().join("key.pem")).expect("key");
     let token = crate::zero_trust::join_token(cp, service).await;

@@ -131,14 +131,7 @@ pub async fn openssl_probe(addr: SocketAddr, args: &[&str]) -> Probe {
 /// A key and a certificate signed by a throwaway CA that is not the mesh's, written to
 /// `dir` as `other.key` / `other.crt` (PEM); returns their paths.
 pub fn foreign_client_cert(dir: &std::path::Path) -> (String, String) {
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("run openssl");
-        assert!(out.status.success(), "openssl {args:?}: {out:?}");
-    };
+    let run = |args: &[&str]| openssl(dir, args);
     run(&[
         "req",
         "-x509",
@@ -196,4 +189,14 @@ pub fn foreign_client_cert(dir: &std::path::Path) -> (String, String) {
         dir.join("other.key").display().to_string(),
         dir.join("other.crt").display().to_string(),
     )
+}
+
+/// Runs the openssl CLI in `dir`; panics with its output if it fails.
+pub fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run openssl (.ci/run installs it)");
+    assert!(out.status.success(), "openssl {args:?}: {out:?}");
 }

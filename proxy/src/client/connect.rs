@@ -1,17 +1,14 @@
 //! Opening a transport to an endpoint: TCP, then mutual TLS when the endpoint's cluster
 //! names the identity it must present.
 
-use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
+use crate::either_io::EitherIo;
 use crate::errors::ProxyError;
 use crate::tls::{Alpn, TlsState};
 
@@ -51,14 +48,8 @@ impl<'a> Transport<'a> {
     }
 }
 
-/// A connection to an endpoint, plaintext or TLS.
-#[derive(Debug)]
-pub enum UpstreamIo {
-    /// TCP.
-    Plain(TcpStream),
-    /// TLS 1.3 over TCP.
-    Tls(Box<TlsStream<TcpStream>>),
-}
+/// A connection to an endpoint: plaintext TCP, or TLS 1.3 over TCP.
+pub type UpstreamIo = EitherIo<TcpStream, Box<TlsStream<TcpStream>>>;
 
 /// Connects and, if `transport` says so, completes the TLS handshake offering `alpn`.
 pub async fn open(
@@ -68,7 +59,7 @@ pub async fn open(
     alpn: Alpn,
 ) -> Result<UpstreamIo, ProxyError> {
     let (Some(expected), Some(tls)) = (transport.tls_identity(), transport.tls) else {
-        return Ok(UpstreamIo::Plain(connect(addr, timeout).await?));
+        return Ok(EitherIo::Left(connect(addr, timeout).await?));
     };
     let config = tls
         .client_config(expected, alpn)
@@ -80,7 +71,7 @@ pub async fn open(
         Ok(Ok(stream)) => {
             let kind = stream.get_ref().1.handshake_kind();
             tls.metrics().tls_handshake("outbound", kind, true);
-            Ok(UpstreamIo::Tls(Box::new(stream)))
+            Ok(EitherIo::Right(Box::new(stream)))
         }
         Ok(Err(e)) => {
             tls.metrics().tls_handshake("outbound", None, false);
@@ -96,64 +87,6 @@ pub async fn open(
                 addr,
                 reason: format!("no handshake within {timeout:?}"),
             })
-        }
-    }
-}
-
-impl AsyncRead for UpstreamIo {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            UpstreamIo::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            UpstreamIo::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for UpstreamIo {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            UpstreamIo::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            UpstreamIo::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            UpstreamIo::Plain(s) => Pin::new(s).poll_flush(cx),
-            UpstreamIo::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            UpstreamIo::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            UpstreamIo::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            UpstreamIo::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            UpstreamIo::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            UpstreamIo::Plain(s) => s.is_write_vectored(),
-            UpstreamIo::Tls(s) => s.is_write_vectored(),
         }
     }
 }

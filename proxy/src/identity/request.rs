@@ -247,23 +247,8 @@ fn certificates(pem: &str, field: &str) -> Result<Vec<CertificateDer<'static>>, 
 }
 
 fn leaf_uris(leaf: &CertificateDer<'_>) -> Result<Vec<String>, IdentityError> {
-    let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref())
-        .map_err(|e| IdentityError::BadAnswer(format!("the certificate: {e}")))?;
-    let san = cert
-        .subject_alternative_name()
-        .map_err(|e| IdentityError::BadAnswer(format!("the certificate's SAN: {e}")))?;
-    Ok(san
-        .map(|s| {
-            s.value
-                .general_names
-                .iter()
-                .filter_map(|n| match n {
-                    x509_parser::extensions::GeneralName::URI(u) => Some(u.to_string()),
-                    _ => None,
-                })
-                .collect()
-        })
-        .unwrap_or_default())
+    crate::tls::verify::uri_sans(leaf.as_ref())
+        .ok_or_else(|| IdentityError::BadAnswer("the certificate or its SAN does not parse".into()))
 }
 
 fn root_info(der: &CertificateDer<'_>) -> Result<RootInfo, IdentityError> {

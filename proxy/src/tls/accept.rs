@@ -1,20 +1,18 @@
 //! The inbound port's transport: mutual TLS, plaintext, or both, as the workload's mode
 //! says; and who the peer is.
 
-use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tandem_xds::domain::TlsMode;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 
 use super::{verify, Alpn, TlsState, ALPN_H2, ALPN_HTTP1, ALPN_TCP};
 use crate::detect::Prefixed;
+use crate::either_io::EitherIo;
 
 /// TLS record type of a handshake message: the first byte of every ClientHello.
 const TLS_HANDSHAKE: u8 = 0x16;
@@ -32,14 +30,9 @@ pub struct Peer {
     pub alpn: Option<Alpn>,
 }
 
-/// An inbound connection after the transport step.
-#[derive(Debug)]
-pub enum InboundIo {
-    /// Plaintext (with any bytes read while looking for a ClientHello).
-    Plain(Prefixed<TcpStream>),
-    /// Terminated mutual TLS.
-    Tls(Box<TlsStream<Prefixed<TcpStream>>>),
-}
+/// An inbound connection after the transport step: plaintext (with any bytes read while
+/// looking for a ClientHello), or terminated mutual TLS.
+pub type InboundIo = EitherIo<Prefixed<TcpStream>, Box<TlsStream<Prefixed<TcpStream>>>>;
 
 /// Why a connection was not accepted.
 #[derive(Debug, thiserror::Error)]
@@ -66,7 +59,7 @@ pub async fn accept(
     let server = match (mode, tls.and_then(TlsState::server_config)) {
         (TlsMode::Disabled, _) | (_, None) => {
             return Ok((
-                InboundIo::Plain(Prefixed::new(Bytes::new(), stream)),
+                EitherIo::Left(Prefixed::new(Bytes::new(), stream)),
                 Peer::default(),
             ))
         }
@@ -79,7 +72,7 @@ pub async fn accept(
     if !is_tls {
         let silent = !matches!(got, Ok(Ok(n)) if n > 0);
         return match mode {
-            TlsMode::Permissive => Ok((InboundIo::Plain(io), Peer::default())),
+            TlsMode::Permissive => Ok((EitherIo::Left(io), Peer::default())),
             _ if silent => Err(Refused::Silent),
             _ => Err(Refused::Plaintext),
         };
@@ -120,7 +113,7 @@ pub async fn accept(
         _ => None,
     };
     Ok((
-        InboundIo::Tls(Box::new(stream)),
+        EitherIo::Right(Box::new(stream)),
         Peer {
             tls: true,
             service: identity.as_deref().and_then(service_of).map(Arc::from),
@@ -140,44 +133,4 @@ fn service_of(id: &str) -> Option<String> {
     } else {
         format!("{sa}.{ns}")
     })
-}
-
-impl AsyncRead for InboundIo {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            InboundIo::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            InboundIo::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for InboundIo {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            InboundIo::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            InboundIo::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            InboundIo::Plain(s) => Pin::new(s).poll_flush(cx),
-            InboundIo::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            InboundIo::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            InboundIo::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
-    }
 }
