@@ -9,6 +9,7 @@
 //!
 //! Protobuf types stay at this edge: the domain module never sees them.
 
+mod canonical;
 pub mod from_xds;
 mod rewrite;
 mod snapshot;

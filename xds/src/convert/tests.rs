@@ -18,6 +18,7 @@ use prost::Name;
 use super::*;
 use crate::domain::*;
 
+mod determinism;
 mod policy;
 mod retry;
 mod security;

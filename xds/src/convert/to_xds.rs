@@ -52,6 +52,7 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 };
 use envoy_types::pb::google::protobuf::UInt32Value;
 
+use super::canonical::pack_cluster;
 use super::{pack, ConvertError, XdsSnapshot};
 use crate::domain::{
     inbound_listener_name, AppProtocol, CallPolicy, HttpRoute, MeshConfig, ServiceRef,
@@ -171,7 +172,7 @@ pub fn to_snapshot(mesh: &MeshConfig, version: &str) -> Result<XdsSnapshot, Conv
         c.transport_socket = mesh
             .upstream_tls(svc)
             .map(|tls| security::upstream_transport_socket(&tls));
-        snap.insert(svc.fqdn(), pack(&c));
+        snap.insert(svc.fqdn(), pack_cluster(c));
         let endpoints = mesh.endpoints.get(svc).map(Vec::as_slice).unwrap_or(&[]);
         snap.insert(svc.fqdn(), pack(&load_assignment(&svc.fqdn(), endpoints)));
     }

@@ -12,7 +12,7 @@ use envoy_types::pb::google::protobuf::UInt32Value;
 use super::traffic::edit;
 use super::*;
 
-fn policy_mesh(policy: CallPolicy) -> MeshConfig {
+pub(super) fn policy_mesh(policy: CallPolicy) -> MeshConfig {
     let mut m = mesh();
     m.policies.insert(
         ("default".into(), "v1-policy".into()),

@@ -31,7 +31,10 @@ fn v1_cluster_path() -> String {
 
 /// The shared mesh with identity: reviews-v1 in `mode`, and `policies` (namespace
 /// `default`, targeting reviews-v1).
-fn secure_mesh(mode: TlsMode, policies: Vec<(AuthzAction, Vec<AuthzRule>)>) -> MeshConfig {
+pub(super) fn secure_mesh(
+    mode: TlsMode,
+    policies: Vec<(AuthzAction, Vec<AuthzRule>)>,
+) -> MeshConfig {
     let mut m = mesh();
     m.security = MeshSecurity {
         trust_domain: TD.into(),
@@ -91,7 +94,7 @@ fn rule_from(p: Principal) -> AuthzRule {
     }
 }
 
-fn rule_shapes() -> Vec<AuthzRule> {
+pub(super) fn rule_shapes() -> Vec<AuthzRule> {
     vec![
         AuthzRule::default(),
         AuthzRule {

@@ -128,7 +128,8 @@ fn xds_route(e: &Entry<'_>, faults: &Faults) -> Result<Route, ConvertError> {
         response_headers_to_remove: filters.response_headers.remove.clone(),
         ..Default::default()
     };
-    // A single key: the map's encoding order cannot vary, so the resource hash is stable.
+    // A single key: the map's encoding order cannot vary, so the resource hash is stable
+    // (a second key needs a sorted mirror, see `convert::canonical`).
     if let Ok(Some(fault)) = fault {
         route
             .typed_per_filter_config

@@ -295,7 +295,8 @@ fn rbac_filter(
 /// `envoy.extensions.filters.http.rbac.v3.RBAC` with only `rules` (field 1). The generated
 /// type keeps policies in a `HashMap`, whose iteration order (and so the encoded bytes)
 /// changes from one build of the snapshot to the next; the content hashes that decide
-/// whether a stream gets a push need the same bytes for the same policy.
+/// whether a stream gets a push need the same bytes for the same policy (see
+/// `convert::canonical` for the other maps).
 #[derive(Clone, PartialEq, prost::Message)]
 struct SortedHttpRbac {
     #[prost(message, optional, tag = "1")]
