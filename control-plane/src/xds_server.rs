@@ -316,7 +316,7 @@ async fn run_stream(
 /// a proxy cannot subscribe as another workload by claiming its name.
 fn check_claim(workload: Option<&ServiceRef>, node: &Node) -> Result<(), Status> {
     match workload {
-        Some(w) if !node.cluster.is_empty() && node.cluster != w.name => {
+        Some(w) if node.cluster != w.name => {
             Err(Status::permission_denied(format!(
                 "this stream is authenticated as {}/{}, the node claims service {:?}",
                 w.namespace, w.name, node.cluster
@@ -388,6 +388,9 @@ mod tests {
         assert_eq!(refused.code(), tonic::Code::PermissionDenied);
         n.cluster = "web".into();
         assert!(check_claim(Some(&web), &n).is_ok());
+        // Claiming nothing is not a way around the check.
+        n.cluster = String::new();
+        assert!(check_claim(Some(&web), &n).is_err());
         // Plaintext streams get no inbound policy anyway: nothing to check.
         n.cluster = "api".into();
         assert!(check_claim(None, &n).is_ok());

@@ -61,7 +61,11 @@ fn matches(rule: &AuthzRule, caller: Caller<'_>, req: Option<HttpRequest<'_>>) -
         None => true,
         Some(req) => {
             (rule.paths.is_empty() || rule.paths.iter().any(|p| p.matches(req.path)))
-                && (rule.methods.is_empty() || rule.methods.iter().any(|m| m == req.method))
+                && (rule.methods.is_empty()
+                    || rule
+                        .methods
+                        .iter()
+                        .any(|m| m.eq_ignore_ascii_case(req.method)))
         }
     };
     from && port && http

@@ -74,6 +74,13 @@ pub enum ProxyError {
     /// An authorization policy denies the request.
     #[error("denied by authorization policy")]
     Denied,
+    /// This workload has an identity but no inbound policy (its Service is not in the
+    /// mesh, or the first config has not arrived).
+    #[error("no inbound policy for this workload (is its Service applied?)")]
+    NoInboundPolicy,
+    /// The path cannot be normalized without guessing how the app would read it.
+    #[error("bad request path: {0}")]
+    BadPath(&'static str),
     /// No response headers within the request timeout.
     #[error("no response within {0:?}")]
     Timeout(Duration),
@@ -102,7 +109,9 @@ impl ProxyError {
     /// The status this error is answered with.
     pub fn status(&self) -> StatusCode {
         match self {
-            ProxyError::NoAuthority | ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::NoAuthority | ProxyError::BadRequest(_) | ProxyError::BadPath(_) => {
+                StatusCode::BAD_REQUEST
+            }
             ProxyError::NoRoute(_) => StatusCode::NOT_FOUND,
             ProxyError::NoBackend(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ProxyError::UnknownService(_)
@@ -114,7 +123,7 @@ impl ProxyError {
             | ProxyError::Tls { .. }
             | ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::NoIdentity(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ProxyError::Denied => StatusCode::FORBIDDEN,
+            ProxyError::Denied | ProxyError::NoInboundPolicy => StatusCode::FORBIDDEN,
             ProxyError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
             ProxyError::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,

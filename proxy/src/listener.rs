@@ -215,12 +215,18 @@ async fn serve_io<I>(
                 );
                 return;
             };
-            if let (ListenerKind::Inbound, Some(policy)) = (&conn.kind, &snapshot.view.inbound) {
+            if matches!(conn.kind, ListenerKind::Inbound) {
                 let caller = Caller {
                     identity: conn.peer.identity.as_deref(),
                     port: conn.local_port,
                 };
-                if !authz::allows_connection(policy, caller) {
+                // With an identity, no inbound policy known means closed (as for HTTP).
+                let allowed = match (&snapshot.view.inbound, &fwd.tls) {
+                    (Some(policy), _) => authz::allows_connection(policy, caller),
+                    (None, Some(_)) => false,
+                    (None, None) => true,
+                };
+                if !allowed {
                     fwd.metrics.security.denied(&snapshot.own_service, "tcp");
                     tracing::debug!(peer = ?conn.peer.identity, "TCP connection denied by authorization policy");
                     return;

@@ -100,8 +100,29 @@ async fn http_requests_are_allowed_and_denied_by_identity_path_method_and_port()
     wait_policy(&server, Some(1), 1).await;
     assert_eq!(status(&web, "GET", "/api/secret").await, 403);
     assert_eq!(status(&web, "GET", "/api/items").await, 200);
+    // The path is checked as the app will read it: dot segments, escapes and doubled
+    // slashes do not slip past a rule, and the app gets the normalized path.
+    for sneaky in [
+        "/api/../admin",
+        "/api/%2e%2e/admin",
+        "//api/secret",
+        "/api/./secret",
+    ] {
+        assert_eq!(status(&web, "GET", sneaky).await, 403, "{sneaky}");
+    }
+    assert_eq!(status(&web, "GET", "/api%2Fsecret").await, 400);
+    let pool = client::http1(web.outbound());
+    let req = client::request("GET", "http://api/api/./items/../list", client::empty());
+    let resp = within(STEP_TIMEOUT, "request", client::send(&pool, req))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        client::header(&resp, tandem_tests::upstream::ECHO_PATH),
+        Some("/api/list")
+    );
     let served = app.requests();
-    assert_eq!(served, 3, "only allowed requests reached the app");
+    assert_eq!(served, 4, "only allowed requests reached the app");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -19,7 +19,7 @@ use http_body_util::Either;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use rcgen::{CertificateSigningRequestParams, IsCa, SanType};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
@@ -305,10 +305,20 @@ pub async fn serve<A: Authenticator>(
                     Ok(resp.map(Either::Left))
                 }
             });
-            if let Err(e) = auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(tls), svc)
-                .await
-            {
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            // A client may hold a connection only while it talks: HTTP/1 must send its
+            // request headers in time, HTTP/2 (xDS streams) must answer keep-alive pings.
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HANDSHAKE_TIMEOUT);
+            builder
+                .http2()
+                .timer(TokioTimer::new())
+                .keep_alive_interval(Some(Duration::from_secs(30)))
+                .keep_alive_timeout(Duration::from_secs(10))
+                .max_concurrent_streams(16);
+            if let Err(e) = builder.serve_connection(TokioIo::new(tls), svc).await {
                 tracing::debug!(%peer, error = %e, "identity connection ended with an error");
             }
         });

@@ -1,6 +1,7 @@
 //! One request, start to finish: limits → destination → (routed: see [`super::routed`])
 //! → upstream → response.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -137,20 +138,7 @@ impl Forwarder {
         let dest = match &conn.kind {
             ListenerKind::Inbound => {
                 labels.dst = Some(snapshot.own_service.clone());
-                if let Some(policy) = &snapshot.view.inbound {
-                    let caller = Caller {
-                        identity: conn.peer.identity.as_deref(),
-                        port: conn.local_port,
-                    };
-                    let http = HttpRequest {
-                        path: req.uri().path(),
-                        method: req.method().as_str(),
-                    };
-                    if !authz::allows_request(policy, caller, http) {
-                        self.metrics.security.denied(&snapshot.own_service, "http");
-                        return Err(ProxyError::Denied);
-                    }
-                }
+                let req = self.authorize(snapshot, conn, req)?;
                 return self.to_app(snapshot, conn, req, authority.as_ref()).await;
             }
             ListenerKind::Outbound => {
@@ -170,6 +158,44 @@ impl Forwarder {
         labels.dst = Some(dest.name.clone());
         self.routed(snapshot, conn, dest, req, authority, labels)
             .await
+    }
+
+    /// Inbound authorization. With an inbound policy the path is normalized first and the
+    /// app gets the normalized path (see [`super::path`]). A proxy with an identity but no
+    /// inbound policy (its Service is not in the mesh, or no config yet) denies: no policy
+    /// known is not "everything allowed".
+    fn authorize(
+        &self,
+        snapshot: &Snapshot,
+        conn: &ConnContext,
+        mut req: Request<Incoming>,
+    ) -> Result<Request<Incoming>, ProxyError> {
+        let policy = match (&snapshot.view.inbound, &self.tls) {
+            (Some(policy), _) => policy,
+            (None, Some(_)) => {
+                self.metrics.security.denied(&snapshot.own_service, "http");
+                return Err(ProxyError::NoInboundPolicy);
+            }
+            (None, None) => return Ok(req),
+        };
+        let normalized =
+            super::path::normalize(req.uri().path()).map_err(|e| ProxyError::BadPath(e.0))?;
+        if let Cow::Owned(path) = normalized {
+            set_path(req.uri_mut(), &path)?;
+        }
+        let caller = Caller {
+            identity: conn.peer.identity.as_deref(),
+            port: conn.local_port,
+        };
+        let http = HttpRequest {
+            path: req.uri().path(),
+            method: req.method().as_str(),
+        };
+        if !authz::allows_request(policy, caller, http) {
+            self.metrics.security.denied(&snapshot.own_service, "http");
+            return Err(ProxyError::Denied);
+        }
+        Ok(req)
     }
 
     /// Inbound: one attempt to the local app, no routing.
@@ -304,6 +330,22 @@ fn check_limits<B>(req: &Request<B>, limits: &Limits) -> Result<(), ProxyError> 
             limits.max_header_bytes
         )));
     }
+    Ok(())
+}
+
+/// Replaces the path of `uri`, keeping its query.
+fn set_path(uri: &mut http::Uri, path: &str) -> Result<(), ProxyError> {
+    let pq = match uri.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_string(),
+    };
+    let mut parts = std::mem::take(uri).into_parts();
+    parts.path_and_query = Some(
+        pq.parse()
+            .map_err(|_| ProxyError::BadRequest("unusable request path"))?,
+    );
+    *uri = http::Uri::from_parts(parts)
+        .map_err(|_| ProxyError::BadRequest("unusable request path"))?;
     Ok(())
 }
 

@@ -6,6 +6,7 @@
 
 pub mod forward;
 pub mod headers;
+pub mod path;
 pub mod routed;
 pub mod server;
 pub mod upgrade;

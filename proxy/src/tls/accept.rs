@@ -46,24 +46,29 @@ pub enum Refused {
     /// The client closed or sent nothing in time.
     #[error("client sent nothing")]
     Silent,
+    /// This proxy holds no workload certificate yet.
+    #[error("no workload certificate yet: mutual TLS cannot be terminated")]
+    NoCertificate,
 }
 
 /// Applies `mode`. `tls` is `None` when this proxy has no identity: it cannot terminate
-/// TLS, so it serves plaintext whatever the mode.
+/// TLS, so it serves plaintext whatever the mode. A proxy that has an identity configured
+/// but no certificate yet refuses TLS and, unless permissive, plaintext too: the window
+/// before the first certificate must not be a window without mutual TLS.
 pub async fn accept(
     mut stream: TcpStream,
     mode: TlsMode,
     tls: Option<&TlsState>,
     timeout: Duration,
 ) -> Result<(InboundIo, Peer), Refused> {
-    let server = match (mode, tls.and_then(TlsState::server_config)) {
+    let tls = match (mode, tls) {
         (TlsMode::Disabled, _) | (_, None) => {
             return Ok((
                 EitherIo::Left(Prefixed::new(Bytes::new(), stream)),
                 Peer::default(),
             ))
         }
-        (_, Some(server)) => server,
+        (_, Some(tls)) => tls,
     };
     let mut first = BytesMut::with_capacity(64);
     let got = tokio::time::timeout(timeout, stream.read_buf(&mut first)).await;
@@ -77,6 +82,8 @@ pub async fn accept(
             _ => Err(Refused::Plaintext),
         };
     }
+    let server = tls.server_config().ok_or(Refused::NoCertificate)?;
+    let tls = Some(tls);
     let metrics = tls.map(TlsState::metrics);
     let handshake = tokio_rustls::TlsAcceptor::from(server).accept(io);
     let stream = match tokio::time::timeout(timeout, handshake).await {
@@ -133,4 +140,58 @@ fn service_of(id: &str) -> Option<String> {
     } else {
         format!("{sa}.{ns}")
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpListener;
+
+    /// A proxy configured with an identity that has no certificate yet.
+    fn pending() -> TlsState {
+        let metrics = crate::metrics::Metrics::new().unwrap();
+        TlsState::new(Arc::new(crate::identity::IdentityStore::default()), metrics)
+    }
+
+    async fn connected(first: &'static [u8]) -> TcpStream {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut c = TcpStream::connect(addr).await.unwrap();
+            c.write_all(first).await.unwrap();
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        });
+        listener.accept().await.unwrap().0
+    }
+
+    #[tokio::test]
+    async fn before_the_first_certificate_nothing_gets_through_a_mutual_port() {
+        let tls = pending();
+        let t = Duration::from_secs(1);
+        let plain = accept(
+            connected(b"GET / HTTP/1.1\r\n").await,
+            TlsMode::Mutual,
+            Some(&tls),
+            t,
+        );
+        assert!(matches!(plain.await, Err(Refused::Plaintext)));
+        let hello = accept(
+            connected(b"\x16\x03\x01").await,
+            TlsMode::Mutual,
+            Some(&tls),
+            t,
+        );
+        assert!(matches!(hello.await, Err(Refused::NoCertificate)));
+        // Permissive still serves plaintext; without an identity, everything is plaintext.
+        let permissive = accept(
+            connected(b"GET /").await,
+            TlsMode::Permissive,
+            Some(&tls),
+            t,
+        );
+        assert!(matches!(permissive.await, Ok((EitherIo::Left(_), _))));
+        let none = accept(connected(b"GET /").await, TlsMode::Mutual, None, t);
+        assert!(matches!(none.await, Ok((EitherIo::Left(_), _))));
+    }
 }

@@ -17,6 +17,9 @@ use tokio_rustls::client::TlsStream;
 use super::TlsState;
 use crate::identity::request::split_host;
 
+/// How long connecting plus the TLS handshake may take.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// A tonic connector that opens mutual TLS to `addr` (`host:port`).
 #[derive(Debug, Clone)]
 pub struct SecureConnector {
@@ -60,11 +63,22 @@ impl tower_service::Service<http::Uri> for SecureConnector {
             let (host, _) = split_host(&addr);
             let name = ServerName::try_from(host.to_string())
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-            let tcp = TcpStream::connect(&addr).await?;
-            let _ = tcp.set_nodelay(true);
-            let stream = tokio_rustls::TlsConnector::from(config)
-                .connect(name, tcp)
-                .await?;
+            let connect = async {
+                let tcp = TcpStream::connect(&addr).await?;
+                let _ = tcp.set_nodelay(true);
+                tokio_rustls::TlsConnector::from(config)
+                    .connect(name, tcp)
+                    .await
+            };
+            // A blackholed control plane must not stall reconnects for the OS's minutes.
+            let stream = tokio::time::timeout(CONNECT_TIMEOUT, connect)
+                .await
+                .map_err(|_| {
+                    io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("no TLS connection to {addr} within {CONNECT_TIMEOUT:?}"),
+                    )
+                })??;
             Ok(TokioIo::new(stream))
         })
     }
