@@ -316,12 +316,10 @@ async fn run_stream(
 /// a proxy cannot subscribe as another workload by claiming its name.
 fn check_claim(workload: Option<&ServiceRef>, node: &Node) -> Result<(), Status> {
     match workload {
-        Some(w) if node.cluster != w.name => {
-            Err(Status::permission_denied(format!(
-                "this stream is authenticated as {}/{}, the node claims service {:?}",
-                w.namespace, w.name, node.cluster
-            )))
-        }
+        Some(w) if node.cluster != w.name => Err(Status::permission_denied(format!(
+            "this stream is authenticated as {}/{}, the node claims service {:?}",
+            w.namespace, w.name, node.cluster
+        ))),
         _ => Ok(()),
     }
 }
