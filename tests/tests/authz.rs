@@ -13,7 +13,7 @@ use tandem_tests::mesh::{self, service, service_with_protocol};
 use tandem_tests::tcp::{try_round_trip, TcpEchoServer};
 use tandem_tests::traffic::wait_dump;
 use tandem_tests::upstream::HttpServer;
-use tandem_tests::zero_trust::{register, sidecar, wait_mtls_to};
+use tandem_tests::zero_trust::{openssl_probe, register, sidecar, wait_mtls_to};
 use tandem_tests::{within, Proxy, STEP_TIMEOUT};
 
 fn policy(name: &str, target: &str, action: &str, rules: &str) -> String {
@@ -190,4 +190,51 @@ async fn tcp_connections_are_refused_before_any_byte_reaches_the_app() {
         &[("dst_service", "db"), ("protocol", "tcp")],
     );
     assert_eq!(denied, 1.0);
+}
+
+/// A sidecar with an identity but no inbound policy (its Service is not in the mesh) denies;
+/// once the Service exists, the same client with a mesh certificate gets through. The
+/// client is `openssl s_client` with a certificate issued for `web`: the positive control
+/// of the refusals probed in mtls.rs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sidecar_without_an_inbound_policy_denies_until_its_service_exists() {
+    let cp = ControlPlane::start().await;
+    cp.apply_ok(&service("web")).await;
+    let app = HttpServer::echo("ghost-app").await;
+    let ghost = sidecar(&cp, "ghost", app.addr().port(), &[]).await;
+    let web = tandem_tests::secure_xds::issue(&cp, "web").await;
+    let dir = tandem_tests::control_plane::TempDir::new("web-cert");
+    let (crt, key) = (dir.path().join("web.crt"), dir.path().join("web.key"));
+    std::fs::write(&crt, &web.chain_pem).unwrap();
+    std::fs::write(&key, &web.key_pem).unwrap();
+    let args = [
+        "-tls1_3",
+        "-cert",
+        crt.to_str().unwrap(),
+        "-key",
+        key.to_str().unwrap(),
+    ];
+
+    let denied = openssl_probe(ghost.inbound(), &args).await;
+    assert!(
+        denied.output.starts_with("HTTP/1.1 403"),
+        "{}",
+        denied.output
+    );
+    assert!(
+        denied.output.contains("no inbound policy"),
+        "{}",
+        denied.output
+    );
+    assert_eq!(app.requests(), 0);
+
+    cp.apply_ok(&service("ghost")).await;
+    wait_policy(&ghost, None, 0).await;
+    let allowed = openssl_probe(ghost.inbound(), &args).await;
+    assert!(
+        allowed.output.starts_with("HTTP/1.1 200"),
+        "{}",
+        allowed.output
+    );
+    assert_eq!(app.requests(), 1);
 }
