@@ -100,7 +100,8 @@ async fn reap_idle(fwd: Arc<Forwarder>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tick.tick().await;
+        let generation = fwd.tls.as_ref().map(|t| t.generation());
         fwd.client
-            .reap(fwd.store.load().config.timeouts.upstream_idle);
+            .reap(fwd.store.load().config.timeouts.upstream_idle, generation);
     }
 }

@@ -77,6 +77,13 @@ async fn a_root_rotation_under_load_fails_no_request() {
     let initial = ca_roots(&cp).await;
     let old = initial[0].0.clone();
     wait_tls(&client, &[&old], &old, "the first root").await;
+    let handshakes = |m: &tandem_tests::metrics::Metrics| {
+        m.value(
+            "tandem_tls_handshakes_total",
+            &[("direction", "outbound"), ("result", "ok")],
+        )
+    };
+    let before = handshakes(&client.metrics().await);
 
     // 1. A new root joins the bundle; the old one still signs.
     let rotated = cp.tandemctl(&["ca", "rotate", "-o", "json"]).await;
@@ -112,6 +119,10 @@ async fn a_root_rotation_under_load_fails_no_request() {
 
     let report = load.stop().await;
     report.assert_no_failures("load across a root rotation");
+    // Each of the three bundle changes retired the pooled connections verified under the
+    // previous bundle: the load went on over new handshakes.
+    let after = handshakes(&client.metrics().await);
+    assert!(after >= before + 3.0, "handshakes {before} → {after}");
     for p in [&client, &server] {
         let m = p.metrics().await;
         assert_eq!(

@@ -46,6 +46,13 @@ impl<'a> Transport<'a> {
     pub fn tls_identity(&self) -> Option<&'a Arc<str>> {
         self.tls.and(self.identity)
     }
+
+    /// What a pooled connection must match besides the address: the identity it was
+    /// verified as and the trust bundle generation it was verified under.
+    pub fn pool_tag(&self) -> Option<(Arc<str>, u64)> {
+        let tls = self.tls?;
+        Some((self.identity?.clone(), tls.generation()))
+    }
 }
 
 /// A connection to an endpoint: plaintext TCP, or TLS 1.3 over TCP.

@@ -27,9 +27,10 @@ pub use connect::{connect, open, Transport, UpstreamIo};
 
 use crate::tls::Alpn;
 
-/// A pool: one endpoint reached one way (plaintext, or TLS expecting one identity), so a
-/// connection verified as one identity is never lent for another.
-type PoolKey = (SocketAddr, Option<Arc<str>>);
+/// A pool: one endpoint reached one way (plaintext, or TLS expecting one identity under one
+/// trust bundle), so a connection verified as one identity is never lent for another, nor
+/// one verified under roots since removed.
+type PoolKey = (SocketAddr, Option<(Arc<str>, u64)>);
 
 /// The wire protocol used towards an endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -145,7 +146,7 @@ impl Client {
         settings: ConnectSettings,
         slot: Option<Permit>,
     ) -> Result<(Response<Incoming>, Option<Reusable>), SendError> {
-        let key = (addr, transport.tls_identity().cloned());
+        let key = (addr, transport.pool_tag());
         match proto {
             WireProtocol::Http1 => {
                 let (resp, reuse) = self.send_h1(key, transport, req, settings, slot).await?;
@@ -336,15 +337,21 @@ impl Client {
 
     /// Closes pooled HTTP/1 connections idle longer than `idle_timeout` and forgets closed
     /// HTTP/2 connections; run periodically so idle sockets do not linger without traffic.
-    pub fn reap(&self, idle_timeout: Duration) {
+    /// With `tls_generation`, TLS connections verified under an older trust bundle are
+    /// dropped too (HTTP/2 ones then close once their streams end).
+    pub fn reap(&self, idle_timeout: Duration, tls_generation: Option<u64>) {
+        let current = |key: &PoolKey| match (&key.1, tls_generation) {
+            (Some((_, generation)), Some(now)) => *generation == now,
+            _ => true,
+        };
         if let Ok(mut h1) = self.inner.h1.lock() {
-            h1.retain(|_, idle| {
+            h1.retain(|key, idle| {
                 idle.retain(|c| c.since.elapsed() < idle_timeout && !c.tx.is_closed());
-                !idle.is_empty()
+                !idle.is_empty() && current(key)
             });
         }
         if let Ok(mut h2) = self.inner.h2.lock() {
-            h2.retain(|_, tx| !tx.is_closed());
+            h2.retain(|key, tx| !tx.is_closed() && current(key));
         }
     }
 }

@@ -130,6 +130,9 @@ pub struct TlsState {
     xds_bundle: Mutex<Option<String>>,
     /// The signing root an early renewal was already asked for (at most once per root).
     renewal_asked_for: Mutex<Option<Vec<u8>>>,
+    /// Counts trust-bundle rebuilds; part of the upstream pool key, so connections
+    /// verified under an older bundle are not lent again (and are closed by the reaper).
+    generation: std::sync::atomic::AtomicU64,
     metrics: Metrics,
 }
 
@@ -143,6 +146,7 @@ impl TlsState {
             configs: ArcSwapOption::empty(),
             xds_bundle: Mutex::new(None),
             renewal_asked_for: Mutex::new(None),
+            generation: std::sync::atomic::AtomicU64::new(0),
             metrics,
         }
     }
@@ -166,6 +170,11 @@ impl TlsState {
         if self.configs.load().is_none() {
             self.refresh();
         }
+    }
+
+    /// The trust-bundle generation (see the field).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// The metrics handshakes are counted in.
@@ -232,6 +241,8 @@ impl TlsState {
             Ok(c) => {
                 tracing::info!(roots = c.bundle.len(), "mutual TLS configured");
                 self.configs.store(Some(Arc::new(c)));
+                self.generation
+                    .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
             }
             Err(e) => {
                 tracing::error!(error = %e, "cannot build TLS configs; keeping the previous ones")
