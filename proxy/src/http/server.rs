@@ -28,6 +28,7 @@ pub async fn serve<I>(
 {
     let mut watch = ctx.watch.clone();
     let protocol = ctx.client_protocol;
+    let expires = expiry(ctx.peer.not_after);
     let ctx = Arc::new(ctx);
     let service = service_fn(move |req| {
         let fwd = fwd.clone();
@@ -57,6 +58,10 @@ pub async fn serve<I>(
                     conn.as_mut().graceful_shutdown();
                     conn.await
                 }
+                _ = expires => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
             }
         }
         WireProtocol::Http2 => {
@@ -79,10 +84,27 @@ pub async fn serve<I>(
                     conn.as_mut().graceful_shutdown();
                     conn.await
                 }
+                _ = expires => {
+                    tracing::debug!("the client's certificate expired: closing its connection");
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
             }
         }
     };
     if let Err(e) = result {
         tracing::debug!(error = %e, "client connection ended with an error");
+    }
+}
+
+/// Resolves when a client certificate that expires at `not_after` (Unix s) has expired;
+/// never without one.
+async fn expiry(not_after: Option<u64>) {
+    match not_after {
+        Some(t) => {
+            let left = t.saturating_sub(crate::identity::unix_now());
+            tokio::time::sleep(std::time::Duration::from_secs(left)).await;
+        }
+        None => std::future::pending().await,
     }
 }

@@ -28,6 +28,10 @@ pub struct Peer {
     pub service: Option<Arc<str>>,
     /// The protocol the client announced in ALPN, if any.
     pub alpn: Option<Alpn>,
+    /// When the client's certificate expires (Unix s): the connection is closed
+    /// gracefully then, so a long-lived connection never outlives the credential it was
+    /// accepted with.
+    pub not_after: Option<u64>,
 }
 
 /// An inbound connection after the transport step: plaintext (with any bytes read while
@@ -108,11 +112,11 @@ pub async fn accept(
         m.tls_handshake("inbound", conn.handshake_kind(), true);
     }
     let trust_domain = tls.and_then(TlsState::trust_domain).unwrap_or_default();
-    let identity = conn
-        .peer_certificates()
-        .and_then(|c| c.first())
+    let leaf = conn.peer_certificates().and_then(|c| c.first());
+    let identity = leaf
         .and_then(|leaf| verify::spiffe_id_of(leaf.as_ref(), &trust_domain))
         .map(Arc::from);
+    let not_after = leaf.and_then(|leaf| super::not_after(leaf.as_ref()));
     let alpn = match conn.alpn_protocol() {
         Some(ALPN_H2) => Some(Alpn::Http2),
         Some(ALPN_HTTP1) => Some(Alpn::Http1),
@@ -126,6 +130,7 @@ pub async fn accept(
             service: identity.as_deref().and_then(service_of).map(Arc::from),
             identity,
             alpn,
+            not_after,
         },
     ))
 }

@@ -76,7 +76,7 @@ pub enum TlsError {
 }
 
 /// A certificate's expiry, Unix seconds.
-fn not_after(der: &[u8]) -> Option<u64> {
+pub(crate) fn not_after(der: &[u8]) -> Option<u64> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
     u64::try_from(cert.validity().not_after.timestamp()).ok()
 }
@@ -130,8 +130,9 @@ pub struct TlsState {
     xds_bundle: Mutex<Option<String>>,
     /// The signing root an early renewal was already asked for (at most once per root).
     renewal_asked_for: Mutex<Option<Vec<u8>>>,
-    /// Counts trust-bundle rebuilds; part of the upstream pool key, so connections
-    /// verified under an older bundle are not lent again (and are closed by the reaper).
+    /// Counts trust-bundle rebuilds and certificate renewals; part of the upstream pool
+    /// key, so connections verified under an older bundle, or made with an older
+    /// certificate, are not lent again (and are closed by the reaper).
     generation: std::sync::atomic::AtomicU64,
     metrics: Metrics,
 }
@@ -157,6 +158,18 @@ impl TlsState {
         let mut changes = self.identity.subscribe();
         loop {
             self.refresh();
+            // A renewed certificate retires pooled connections and session tickets too: the
+            // server closes a connection when the certificate it was accepted with expires
+            // (a request racing that close would fail), and a resumed session would carry
+            // the old certificate along. New connections make a full handshake with the
+            // new one.
+            if let Some(c) = self.configs.load().as_ref() {
+                if let Ok(mut clients) = c.clients.lock() {
+                    clients.clear();
+                }
+            }
+            self.generation
+                .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
             if changes.changed().await.is_err() {
                 return;
             }
