@@ -117,11 +117,19 @@ async fn sidecars_speak_mutual_tls_and_the_app_learns_the_callers_identity() {
     let plain = client::get_once(p.server.inbound(), "api", "/").await;
     assert!(plain.is_err(), "plaintext must be refused: {plain:?}");
     assert_eq!(p.app.requests(), before);
-    let refused = p.server.metrics().await.value(
-        "tandem_tls_plaintext_refused_total",
-        &[("dst_service", "api")],
-    );
-    assert_eq!(refused, 1.0);
+    // The connection closes as the refusal is counted: wait for the count.
+    tandem_tests::eventually(Duration::from_secs(5), "the refusal counted", || async {
+        let refused = p.server.metrics().await.value(
+            "tandem_tls_plaintext_refused_total",
+            &[("dst_service", "api")],
+        );
+        if refused == 1.0 {
+            Ok(())
+        } else {
+            Err(format!("tandem_tls_plaintext_refused_total = {refused}"))
+        }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -146,11 +154,23 @@ async fn the_inbound_port_accepts_only_tls13_with_a_mesh_client_certificate() {
         foreign.output
     );
     assert_eq!(p.app.requests(), 0, "nothing reached the app");
-    let failed = p.server.metrics().await.value(
-        "tandem_tls_handshakes_total",
-        &[("direction", "inbound"), ("result", "error")],
-    );
-    assert!(failed >= 3.0, "{failed} failed handshakes counted");
+    // openssl may exit on the alert before the server has counted the failure.
+    tandem_tests::eventually(
+        Duration::from_secs(5),
+        "three failed handshakes",
+        || async {
+            let failed = p.server.metrics().await.value(
+                "tandem_tls_handshakes_total",
+                &[("direction", "inbound"), ("result", "error")],
+            );
+            if failed >= 3.0 {
+                Ok(())
+            } else {
+                Err(format!("{failed} failed handshakes counted"))
+            }
+        },
+    )
+    .await;
 
     // The same port serves a mesh client.
     wait_mtls_to(&p.client, "api").await;
