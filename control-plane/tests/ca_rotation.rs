@@ -6,71 +6,22 @@
 
 mod support;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::sync::Arc;
 use std::time::Duration;
 
 use rcgen::{CertificateParams, KeyPair};
-use serde_json::{json, Value};
+use serde_json::json;
 use support::{eventually, ControlPlane, TempDir};
 use tandem_control_plane::identity::ca::{hex, pem_blocks, sha256};
 
-/// The answer of a certificate request, and the identity endpoint's own chain (DER).
-struct Answer {
-    code: u16,
-    body: Value,
-    server_chain: Vec<Vec<u8>>,
-}
-
 /// POSTs a fresh CSR with `token` to the identity endpoint, trusting `bundle_pem`.
-fn request_cert(cp: &ControlPlane, bundle_pem: &str, token: &str) -> Answer {
-    let mut roots = rustls::RootCertStore::empty();
-    for der in pem_blocks(bundle_pem, "CERTIFICATE") {
-        roots.add(der.into()).unwrap();
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let conn =
-        rustls::ClientConnection::new(Arc::new(config), "localhost".try_into().unwrap()).unwrap();
-    let sock = TcpStream::connect(&cp.identity_addr).unwrap();
-    sock.set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let mut tls = rustls::StreamOwned::new(conn, sock);
+fn request_cert(cp: &ControlPlane, bundle_pem: &str, token: &str) -> support::CertAnswer {
     let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
     let csr = CertificateParams::default()
         .serialize_request(&key)
         .unwrap()
         .pem()
         .unwrap();
-    let body = serde_json::to_vec(&json!({"token": token, "csr_pem": csr})).unwrap();
-    let head = format!(
-        "POST /v1/certificates HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-        body.len()
-    );
-    tls.write_all(head.as_bytes()).unwrap();
-    tls.write_all(&body).unwrap();
-    let mut out = Vec::new();
-    let _ = tls.read_to_end(&mut out);
-    let server_chain = tls
-        .conn
-        .peer_certificates()
-        .unwrap()
-        .iter()
-        .map(|c| c.as_ref().to_vec())
-        .collect();
-    let text = String::from_utf8(out).unwrap();
-    let code = text.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let json = text.split_once("\r\n\r\n").unwrap().1;
-    Answer {
-        code,
-        body: serde_json::from_str(json).unwrap(),
-        server_chain,
-    }
+    support::post_certificates(cp, bundle_pem, &json!({"token": token, "csr_pem": csr}))
 }
 
 /// Whether `leaf` (DER) is signed by the root with this sha256 among `roots` (DER).

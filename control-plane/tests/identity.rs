@@ -4,10 +4,7 @@
 
 mod support;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
-use std::sync::Arc;
 use std::time::Duration;
 
 use rcgen::{CertificateParams, KeyPair, SanType};
@@ -37,39 +34,9 @@ fn csr_for(uri: Option<&str>) -> String {
 
 /// POSTs `body` to the identity endpoint over TLS 1.3, trusting only `root_pem`.
 fn post_certificates(cp: &ControlPlane, root_pem: &str, body: &Value) -> (u16, Value) {
-    let mut roots = rustls::RootCertStore::empty();
-    for der in pem_blocks(root_pem, "CERTIFICATE") {
-        roots.add(der.into()).unwrap();
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let name = "localhost".try_into().unwrap();
-    let conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
-    let sock = TcpStream::connect(&cp.identity_addr).unwrap();
-    sock.set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let mut tls = rustls::StreamOwned::new(conn, sock);
-    let body = serde_json::to_vec(body).unwrap();
-    let head = format!(
-        "POST /v1/certificates HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-        body.len()
-    );
-    tls.write_all(head.as_bytes()).unwrap();
-    tls.write_all(&body).unwrap();
-    let mut out = Vec::new();
-    let _ = tls.read_to_end(&mut out);
-    let text = String::from_utf8(out).unwrap();
-    assert_eq!(
-        tls.conn.protocol_version(),
-        Some(rustls::ProtocolVersion::TLSv1_3)
-    );
-    let code = text.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let json = text.split_once("\r\n\r\n").unwrap().1;
-    (code, serde_json::from_str(json).unwrap())
+    let answer = support::post_certificates(cp, root_pem, body);
+    assert!(answer.tls13, "the identity endpoint speaks TLS 1.3");
+    (answer.code, answer.body)
 }
 
 #[test]

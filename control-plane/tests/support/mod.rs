@@ -229,3 +229,66 @@ pub fn write(dir: &Path, name: &str, text: &str) -> String {
     std::fs::write(&p, text).unwrap();
     p.display().to_string()
 }
+
+/// The identity endpoint's answer to one `POST /v1/certificates`.
+pub struct CertAnswer {
+    /// HTTP status.
+    pub code: u16,
+    /// The JSON body.
+    pub body: serde_json::Value,
+    /// The endpoint's own certificate chain (DER), as presented in the handshake.
+    pub server_chain: Vec<Vec<u8>>,
+    /// Whether the connection was TLS 1.3.
+    pub tls13: bool,
+}
+
+/// POSTs `body` to the identity endpoint over TLS (a client limited to 1.3), trusting only
+/// the roots in `bundle_pem`.
+pub fn post_certificates(
+    cp: &ControlPlane,
+    bundle_pem: &str,
+    body: &serde_json::Value,
+) -> CertAnswer {
+    let mut roots = rustls::RootCertStore::empty();
+    for der in tandem_control_plane::identity::ca::pem_blocks(bundle_pem, "CERTIFICATE") {
+        roots.add(der.into()).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = "localhost".try_into().unwrap();
+    let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+    let sock = TcpStream::connect(&cp.identity_addr).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, sock);
+    let body = serde_json::to_vec(body).unwrap();
+    let head = format!(
+        "POST /v1/certificates HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    tls.write_all(head.as_bytes()).unwrap();
+    tls.write_all(&body).unwrap();
+    let mut out = Vec::new();
+    let _ = tls.read_to_end(&mut out);
+    let server_chain = tls
+        .conn
+        .peer_certificates()
+        .unwrap_or_default()
+        .iter()
+        .map(|c| c.as_ref().to_vec())
+        .collect();
+    let tls13 = tls.conn.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3);
+    let text = String::from_utf8(out).unwrap();
+    let code = text.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let json = text.split_once("\r\n\r\n").unwrap().1;
+    CertAnswer {
+        code,
+        body: serde_json::from_str(json).unwrap(),
+        server_chain,
+        tls13,
+    }
+}
