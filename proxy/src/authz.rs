@@ -8,7 +8,49 @@
 //! connection (its other conditions decide: erring towards deny), and an allow rule that
 //! names them never allows one.
 
-use tandem_xds::domain::{spiffe_namespace, AuthzRule, InboundPolicy, Principal};
+use tandem_xds::domain::{spiffe_namespace, AuthzRule, InboundPolicy, Principal, TlsMode};
+
+/// What the inbound side enforces under one snapshot, decided in one place for the TLS
+/// step, HTTP requests and TCP connections.
+#[derive(Debug, Clone, Copy)]
+pub enum Inbound<'a> {
+    /// No identity: plaintext and no authorization (nothing to authenticate callers with).
+    Open,
+    /// An identity but no inbound policy (the workload's Service is not in the mesh, or no
+    /// config yet): mutual TLS, and nothing allowed. No policy known is not "allow all".
+    Closed,
+    /// The workload's policy.
+    Policy(&'a InboundPolicy),
+}
+
+impl<'a> Inbound<'a> {
+    /// The inbound side for `policy` (from xDS) on a proxy with or without an identity.
+    pub fn of(policy: Option<&'a InboundPolicy>, has_identity: bool) -> Self {
+        match (policy, has_identity) {
+            (Some(p), _) => Inbound::Policy(p),
+            (None, true) => Inbound::Closed,
+            (None, false) => Inbound::Open,
+        }
+    }
+
+    /// What the inbound port accepts.
+    pub fn mode(&self) -> TlsMode {
+        match self {
+            Inbound::Open => TlsMode::Disabled,
+            Inbound::Closed => TlsMode::Mutual,
+            Inbound::Policy(p) => p.mode,
+        }
+    }
+
+    /// Whether an opaque TCP connection from `caller` may reach the app.
+    pub fn allows_connection(&self, caller: Caller<'_>) -> bool {
+        match self {
+            Inbound::Open => true,
+            Inbound::Closed => false,
+            Inbound::Policy(p) => allows_connection(p, caller),
+        }
+    }
+}
 
 /// Who is calling and how.
 #[derive(Debug, Clone, Copy)]

@@ -7,12 +7,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tandem_xds::domain::TlsMode;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 
-use crate::authz::{self, Caller};
+use crate::authz::{Caller, Inbound};
 use crate::client::{Transport, WireProtocol};
 use crate::config::{Config, ConfigError, Protocol};
 use crate::detect::{detect, Detected, Prefixed};
@@ -95,12 +94,7 @@ pub async fn serve_connection(
     match &kind {
         ListenerKind::Inbound => {
             let local_port = stream.local_addr().map(|a| a.port()).unwrap_or(0);
-            // With an identity and no inbound policy (yet), mutual is the safe default.
-            let mode = match (&snapshot.view.inbound, &fwd.tls) {
-                (Some(policy), _) => policy.mode,
-                (None, Some(_)) => TlsMode::Mutual,
-                (None, None) => TlsMode::Disabled,
-            };
+            let mode = Inbound::of(snapshot.view.inbound.as_ref(), fwd.tls.is_some()).mode();
             let timeout = snapshot.config.timeouts.detect;
             let (io, peer) = match accept(stream, mode, fwd.tls.as_deref(), timeout).await {
                 Ok(accepted) => accepted,
@@ -220,13 +214,8 @@ async fn serve_io<I>(
                     identity: conn.peer.identity.as_deref(),
                     port: conn.local_port,
                 };
-                // With an identity, no inbound policy known means closed (as for HTTP).
-                let allowed = match (&snapshot.view.inbound, &fwd.tls) {
-                    (Some(policy), _) => authz::allows_connection(policy, caller),
-                    (None, Some(_)) => false,
-                    (None, None) => true,
-                };
-                if !allowed {
+                let inbound = Inbound::of(snapshot.view.inbound.as_ref(), fwd.tls.is_some());
+                if !inbound.allows_connection(caller) {
                     fwd.metrics.security.denied(&snapshot.own_service, "tcp");
                     tracing::debug!(peer = ?conn.peer.identity, "TCP connection denied by authorization policy");
                     return;

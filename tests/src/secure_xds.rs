@@ -137,23 +137,7 @@ impl tower::Service<http::Uri> for TlsConnector {
 /// a key made here (openssl), a CSR, a join token.
 pub async fn issue(cp: &ControlPlane, service: &str) -> WorkloadCert {
     let dir = TempDir::new("workload-cert");
-    crate::zero_trust::openssl(
-        dir.path(),
-        &[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "key.pem",
-            "-out",
-            "csr.pem",
-            "-subj",
-            "/CN=test",
-        ],
-    );
+    crate::zero_trust::key_and_csr(dir.path(), "key.pem", "csr.pem");
     let csr = std::fs::read_to_string(dir.path().join("csr.pem")).expect("csr");
     let key_pem = std::fs::read_to_string(dir.path().join("key.pem")).expect("key");
     let token = crate::zero_trust::join_token(cp, service).await;

@@ -149,20 +149,7 @@ pub fn foreign_client_cert(dir: &std::path::Path) -> (String, String) {
         "-subj",
         "/CN=not the mesh",
     ]);
-    run(&[
-        "req",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        "other.key",
-        "-out",
-        "other.csr",
-        "-subj",
-        "/CN=intruder",
-    ]);
+    key_and_csr(dir, "other.key", "other.csr");
     std::fs::write(
         dir.join("ext.cnf"),
         "subjectAltName=URI:spiffe://cluster.local/ns/default/sa/web\nextendedKeyUsage=clientAuth,serverAuth\n",
@@ -199,4 +186,25 @@ pub fn openssl(dir: &std::path::Path, args: &[&str]) {
         .output()
         .expect("run openssl (.ci/run installs it)");
     assert!(out.status.success(), "openssl {args:?}: {out:?}");
+}
+
+/// A new P-256 key and a CSR for it (subject only), written to `dir` as `key` and `csr`.
+pub fn key_and_csr(dir: &std::path::Path, key: &str, csr: &str) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            key,
+            "-out",
+            csr,
+            "-subj",
+            "/CN=workload",
+        ],
+    );
 }

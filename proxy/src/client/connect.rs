@@ -74,26 +74,16 @@ pub async fn open(
     let tcp = connect(addr, timeout).await?;
     let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
     let handshake = tokio_rustls::TlsConnector::from(config).connect(name, tcp);
-    match tokio::time::timeout(timeout, handshake).await {
+    let reason = match tokio::time::timeout(timeout, handshake).await {
         Ok(Ok(stream)) => {
             let kind = stream.get_ref().1.handshake_kind();
-            tls.metrics().tls_handshake("outbound", kind, true);
-            Ok(EitherIo::Right(Box::new(stream)))
+            tls.metrics().security.handshake("outbound", kind, true);
+            return Ok(EitherIo::Right(Box::new(stream)));
         }
-        Ok(Err(e)) => {
-            tls.metrics().tls_handshake("outbound", None, false);
-            tracing::debug!(%addr, error = %e, expected = %expected, "TLS handshake failed");
-            Err(ProxyError::Tls {
-                addr,
-                reason: e.to_string(),
-            })
-        }
-        Err(_) => {
-            tls.metrics().tls_handshake("outbound", None, false);
-            Err(ProxyError::Tls {
-                addr,
-                reason: format!("no handshake within {timeout:?}"),
-            })
-        }
-    }
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => format!("no handshake within {timeout:?}"),
+    };
+    tls.metrics().security.handshake("outbound", None, false);
+    tracing::debug!(%addr, %reason, expected = %expected, "TLS handshake failed");
+    Err(ProxyError::Tls { addr, reason })
 }

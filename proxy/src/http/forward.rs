@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 use super::headers::{authority, is_upgrade, set_target, strip_hop_by_hop};
 use super::upgrade;
-use crate::authz::{self, Caller, HttpRequest};
+use crate::authz::{self, Caller, HttpRequest, Inbound};
 use crate::body::ProxyBody;
 use crate::client::{Client, ConnectSettings, Reusable, Transport, WireProtocol};
 use crate::config::{Limits, Protocol};
@@ -170,13 +170,13 @@ impl Forwarder {
         conn: &ConnContext,
         mut req: Request<Incoming>,
     ) -> Result<Request<Incoming>, ProxyError> {
-        let policy = match (&snapshot.view.inbound, &self.tls) {
-            (Some(policy), _) => policy,
-            (None, Some(_)) => {
+        let policy = match Inbound::of(snapshot.view.inbound.as_ref(), self.tls.is_some()) {
+            Inbound::Policy(policy) => policy,
+            Inbound::Closed => {
                 self.metrics.security.denied(&snapshot.own_service, "http");
                 return Err(ProxyError::NoInboundPolicy);
             }
-            (None, None) => return Ok(req),
+            Inbound::Open => return Ok(req),
         };
         let normalized =
             super::path::normalize(req.uri().path()).map_err(|e| ProxyError::BadPath(e.0))?;

@@ -287,11 +287,6 @@ impl Metrics {
         )
     }
 
-    /// One TLS handshake (see [`SecurityMetrics::handshake`]).
-    pub fn tls_handshake(&self, direction: &str, kind: Option<rustls::HandshakeKind>, ok: bool) {
-        self.security.handshake(direction, kind, ok);
-    }
-
     /// One protocol detection outcome.
     pub fn detected(&self, result: &'static str) {
         self.detect.with_label_values(&[result]).inc();

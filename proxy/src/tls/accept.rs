@@ -87,36 +87,30 @@ pub async fn accept(
         };
     }
     let server = tls.server_config().ok_or(Refused::NoCertificate)?;
-    let tls = Some(tls);
-    let metrics = tls.map(TlsState::metrics);
     let handshake = tokio_rustls::TlsAcceptor::from(server).accept(io);
+    let failed = |why: String| {
+        tls.metrics().security.handshake("inbound", None, false);
+        Refused::Handshake(why)
+    };
     let stream = match tokio::time::timeout(timeout, handshake).await {
         Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            if let Some(m) = metrics {
-                m.tls_handshake("inbound", None, false);
-            }
-            return Err(Refused::Handshake(e.to_string()));
-        }
-        Err(_) => {
-            if let Some(m) = metrics {
-                m.tls_handshake("inbound", None, false);
-            }
-            return Err(Refused::Handshake(format!(
-                "no handshake within {timeout:?}"
-            )));
-        }
+        Ok(Err(e)) => return Err(failed(e.to_string())),
+        Err(_) => return Err(failed(format!("no handshake within {timeout:?}"))),
     };
     let conn = stream.get_ref().1;
-    if let Some(m) = metrics {
-        m.tls_handshake("inbound", conn.handshake_kind(), true);
-    }
-    let trust_domain = tls.and_then(TlsState::trust_domain).unwrap_or_default();
-    let leaf = conn.peer_certificates().and_then(|c| c.first());
-    let identity = leaf
-        .and_then(|leaf| verify::spiffe_id_of(leaf.as_ref(), &trust_domain))
-        .map(Arc::from);
-    let not_after = leaf.and_then(|leaf| super::not_after(leaf.as_ref()));
+    tls.metrics()
+        .security
+        .handshake("inbound", conn.handshake_kind(), true);
+    // One parse of the client's certificate (verified during the handshake) gives both
+    // its identity and when the connection must end.
+    let facts = conn
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .and_then(|leaf| verify::CertFacts::of(leaf.as_ref()))
+        .unwrap_or_default();
+    let trust_domain = tls.trust_domain().unwrap_or_default();
+    let identity: Option<Arc<str>> = facts.spiffe_id(&trust_domain).map(Arc::from);
+    let not_after = (facts.not_after > 0).then_some(facts.not_after);
     let alpn = match conn.alpn_protocol() {
         Some(ALPN_H2) => Some(Alpn::Http2),
         Some(ALPN_HTTP1) => Some(Alpn::Http1),

@@ -75,12 +75,6 @@ pub enum TlsError {
     Config(String),
 }
 
-/// A certificate's expiry, Unix seconds.
-pub(crate) fn not_after(der: &[u8]) -> Option<u64> {
-    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
-    u64::try_from(cert.validity().not_after.timestamp()).ok()
-}
-
 /// Presents the workload certificate in force, whichever it is at handshake time.
 #[derive(Debug)]
 pub struct WorkloadCert(Arc<IdentityStore>);
@@ -238,7 +232,11 @@ impl TlsState {
                     .collect(),
             );
             self.renew_if_resigned(&id, &bundle[0]);
-            let earliest = bundle.iter().filter_map(|r| not_after(r.as_ref())).min();
+            let earliest = bundle
+                .iter()
+                .filter_map(|r| verify::CertFacts::of(r.as_ref()))
+                .map(|f| f.not_after)
+                .min();
             if let Some(t) = earliest {
                 self.metrics.set_bundle_expiry(t);
             }

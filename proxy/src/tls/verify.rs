@@ -17,35 +17,53 @@ use rustls::{
     SignatureScheme,
 };
 
-/// The URI SANs of a certificate, or `None` if it does not parse.
-pub fn uri_sans(der: &[u8]) -> Option<Vec<String>> {
-    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
-    let san = cert.subject_alternative_name().ok()?;
-    Some(
-        san.map(|s| {
-            s.value
-                .general_names
-                .iter()
-                .filter_map(|n| match n {
-                    x509_parser::extensions::GeneralName::URI(u) => Some(u.to_string()),
-                    _ => None,
-                })
-                .collect()
-        })
-        .unwrap_or_default(),
-    )
+/// What the mesh reads from a certificate, from one parse: its URI SANs and its expiry.
+#[derive(Debug, Clone, Default)]
+pub struct CertFacts {
+    /// Every URI SAN.
+    pub uris: Vec<String>,
+    /// Expiry, Unix seconds.
+    pub not_after: u64,
+}
+
+impl CertFacts {
+    /// Parses `der`; `None` if it is not a certificate.
+    pub fn of(der: &[u8]) -> Option<CertFacts> {
+        let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+        let san = cert.subject_alternative_name().ok()?;
+        let uris = san
+            .map(|s| {
+                s.value
+                    .general_names
+                    .iter()
+                    .filter_map(|n| match n {
+                        x509_parser::extensions::GeneralName::URI(u) => Some(u.to_string()),
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let not_after = u64::try_from(cert.validity().not_after.timestamp()).unwrap_or(0);
+        Some(CertFacts { uris, not_after })
+    }
+
+    /// The single `spiffe://<trust_domain>/...` URI SAN, if there is exactly one.
+    pub fn spiffe_id(&self, trust_domain: &str) -> Option<&str> {
+        let mut spiffe = self.uris.iter().filter(|u| u.starts_with("spiffe://"));
+        let id = spiffe.next()?;
+        if spiffe.next().is_some() {
+            return None;
+        }
+        let domain = id.strip_prefix("spiffe://")?.split('/').next()?;
+        (domain == trust_domain).then_some(id.as_str())
+    }
 }
 
 /// The peer's SPIFFE ID: the single `spiffe://<trust_domain>/...` URI SAN of `der`.
 pub fn spiffe_id_of(der: &[u8], trust_domain: &str) -> Option<String> {
-    let uris = uri_sans(der)?;
-    let mut spiffe = uris.into_iter().filter(|u| u.starts_with("spiffe://"));
-    let id = spiffe.next()?;
-    if spiffe.next().is_some() {
-        return None;
-    }
-    let domain = id.strip_prefix("spiffe://")?.split('/').next()?;
-    (domain == trust_domain).then_some(id)
+    CertFacts::of(der)?
+        .spiffe_id(trust_domain)
+        .map(str::to_string)
 }
 
 fn rejected(why: String) -> Error {
@@ -121,10 +139,7 @@ impl ServerCertVerifier for SpiffeServerVerifier {
         _cert: &CertificateDer<'_>,
         _dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        // Mesh connections are TLS 1.3 only.
-        Err(Error::PeerIncompatible(
-            rustls::PeerIncompatible::Tls12NotOffered,
-        ))
+        refuse_tls12()
     }
 
     fn verify_tls13_signature(
@@ -133,19 +148,42 @@ impl ServerCertVerifier for SpiffeServerVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        verify_tls13(&self.provider, message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
+        schemes(&self.provider)
     }
+}
+
+/// The TLS 1.2 signature check of a TLS 1.3-only client: mesh and identity-endpoint
+/// connections never negotiate 1.2, so a 1.2 signature is never legitimate.
+pub(crate) fn refuse_tls12() -> Result<HandshakeSignatureValid, Error> {
+    Err(Error::PeerIncompatible(
+        rustls::PeerIncompatible::Tls12NotOffered,
+    ))
+}
+
+/// The TLS 1.3 handshake signature, checked with `provider`'s algorithms.
+pub(crate) fn verify_tls13(
+    provider: &CryptoProvider,
+    message: &[u8],
+    cert: &CertificateDer<'_>,
+    dss: &DigitallySignedStruct,
+) -> Result<HandshakeSignatureValid, Error> {
+    rustls::crypto::verify_tls13_signature(
+        message,
+        cert,
+        dss,
+        &provider.signature_verification_algorithms,
+    )
+}
+
+/// The signature schemes `provider` verifies.
+pub(crate) fn schemes(provider: &CryptoProvider) -> Vec<SignatureScheme> {
+    provider
+        .signature_verification_algorithms
+        .supported_schemes()
 }
 
 /// Server side: WebPKI client authentication (a certificate is required), plus a single
