@@ -26,7 +26,8 @@ use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion};
 use http::{HeaderMap, HeaderValue, Method, Uri};
-use tandem_proxy::routing::{Registry, RouteTable};
+use tandem_proxy::outbound::cluster::Registry;
+use tandem_proxy::outbound::route::RouteTable;
 use tandem_xds::domain::{
     AppProtocol, ClusterWeight, PathMatch, ProxyCluster, ProxyRoute, ProxyView, RouteMatch,
     StringMatch, ValueMatch,

@@ -11,7 +11,7 @@ use http_body_util::Full;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use tandem_proxy::cli::Args;
+use tandem_proxy::startup::Args;
 use tokio::net::TcpListener;
 
 /// Starts one instance of the sample service; it answers with its own name.
@@ -87,7 +87,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         workers: None,
         listen: Vec::new(),
     };
-    let result = tandem_proxy::run::run(args).await;
+    let result = tandem_proxy::startup::run(args).await;
     let _ = std::fs::remove_dir_all(&dir);
     result.map_err(Into::into)
 }

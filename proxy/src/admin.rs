@@ -5,7 +5,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
 use bytes::Bytes;
@@ -18,11 +18,12 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
+use crate::discovery::file::ReloadStatus;
+use crate::discovery::xds::XdsStatus;
 use crate::identity::IdentityStore;
-use crate::listener::ServiceListeners;
 use crate::metrics::Metrics;
 use crate::snapshot::Store;
-use crate::xds_client::XdsStatus;
+use crate::transport::service_listeners::ServiceListeners;
 
 /// What the admin endpoints report on.
 #[derive(Debug)]
@@ -40,7 +41,7 @@ pub struct AdminState {
     /// Per-service listeners.
     pub service_listeners: Arc<ServiceListeners>,
     /// Why the last reload was rejected, if it was.
-    pub last_error: Mutex<Option<String>>,
+    pub reload: Arc<ReloadStatus>,
     /// Asks the process to drain and exit.
     pub drain_tx: mpsc::Sender<()>,
     /// The xDS connection, in control-plane mode.
@@ -121,7 +122,7 @@ fn config_dump(state: &AdminState) -> serde_json::Value {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
         .unwrap_or(0.0);
-    let last_error = state.last_error.lock().ok().and_then(|e| e.clone());
+    let last_error = state.reload.last_error();
     let mut view = serde_json::to_value(&snapshot.view).unwrap_or_default();
     // The roots are public, but PEM in a dump reads like key material to people and
     // scanners; `tls.roots_sha256` names them instead.

@@ -10,6 +10,6 @@ pub fn jittered(base: Duration, attempt: u32, cap: Duration) -> Duration {
         .saturating_mul(1 << attempt.min(16))
         .min(millis(cap))
         .max(1);
-    let jitter = crate::routing::random_below(exp) as i64 - (exp / 2) as i64;
+    let jitter = crate::random::random_below(exp) as i64 - (exp / 2) as i64;
     Duration::from_millis((exp as i64 + jitter).max(10) as u64)
 }

@@ -1,15 +1,43 @@
-//! Everything that can go wrong with a proxied request, and the one place it becomes a status.
+//! Everything that can go wrong with a proxied request: what happened, who is to blame,
+//! whether it may be sent again, and the one place it becomes a status
+//! ([`ProxyError::status`]). Responses are built from it in [`crate::forward::respond`].
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{HeaderValue, Response, StatusCode};
-
-use crate::body::ProxyBody;
+use http::StatusCode;
 
 /// The header on every response the proxy answers itself.
 pub const ERROR_HEADER: &str = "tandem-proxy-error";
+
+/// Who a failure is down to: what a dashboard or an on-call engineer should look at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Blame {
+    /// The request itself: malformed, over a limit, naming nothing.
+    Client,
+    /// The destination: unreachable, failing, slow, or presenting the wrong identity.
+    Upstream,
+    /// This proxy: it is not ready to do what the request needs (no certificate yet).
+    Proxy,
+    /// The mesh's configuration or policy: no such service or route, no backend with
+    /// weight, an authorization denial, a connection pool limit.
+    Policy,
+}
+
+/// Whether the proxy may send a failed request again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retryable {
+    /// No byte of it reached the upstream (connect refused, handshake failed, a pooled
+    /// connection closed under it): as safe to send elsewhere as the first attempt,
+    /// whatever its method.
+    Unsent,
+    /// It was written and then failed: only a retry policy may send it again, and only for
+    /// idempotent methods unless the route says otherwise.
+    Idempotent,
+    /// Not by the proxy: the client's mistake, a policy's refusal, or the request's own
+    /// deadline.
+    No,
+}
 
 /// A request the proxy could not carry through.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +86,8 @@ pub enum ProxyError {
         addr: SocketAddr,
         /// Why.
         source: hyper::Error,
+        /// Whether any of the request was written before it broke.
+        written: bool,
     },
     /// The mutual TLS handshake with the endpoint failed (wrong identity, untrusted
     /// certificate, or the endpoint does not speak TLS).
@@ -84,6 +114,9 @@ pub enum ProxyError {
     /// No response headers within the request timeout.
     #[error("no response within {0:?}")]
     Timeout(Duration),
+    /// No response headers within the route's per-attempt timeout.
+    #[error("no response within {0:?}")]
+    AttemptTimeout(Duration),
     /// The request target exceeds the limit.
     #[error("request target of {len} bytes exceeds the {max} byte limit")]
     UriTooLong {
@@ -124,70 +157,58 @@ impl ProxyError {
             | ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::NoIdentity(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Denied | ProxyError::NoInboundPolicy => StatusCode::FORBIDDEN,
-            ProxyError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Timeout(_) | ProxyError::AttemptTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
             ProxyError::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
         }
     }
 
-    /// The response sent to the client: status, error header and a one-line body.
-    pub fn into_response(self) -> Response<ProxyBody> {
-        let status = self.status();
-        let reason = one_line(&self.to_string());
-        // Overflow says just that in the header, so clients and dashboards can tell load
-        // shedding from a failing upstream without parsing prose.
-        let header = match self {
-            ProxyError::Overflow { .. } => HeaderValue::from_static("overflow"),
-            _ => HeaderValue::from_str(&reason)
-                .unwrap_or_else(|_| HeaderValue::from_static("invalid reason")),
-        };
-        let mut resp = Response::new(ProxyBody::full(Bytes::from(format!("{reason}\n"))));
-        *resp.status_mut() = status;
-        let h = resp.headers_mut();
-        h.insert(ERROR_HEADER, header);
-        h.insert(
-            http::header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain"),
-        );
-        resp
+    /// Who the failure is down to.
+    pub fn blame(&self) -> Blame {
+        match self {
+            ProxyError::NoAuthority
+            | ProxyError::BadRequest(_)
+            | ProxyError::BadPath(_)
+            | ProxyError::UriTooLong { .. }
+            | ProxyError::HeadersTooLarge(_) => Blame::Client,
+            ProxyError::UnknownService(_)
+            | ProxyError::NoRoute(_)
+            | ProxyError::NoBackend(_)
+            | ProxyError::Denied
+            | ProxyError::NoInboundPolicy
+            | ProxyError::Overflow { .. } => Blame::Policy,
+            ProxyError::NoEndpoints(_)
+            | ProxyError::Connect { .. }
+            | ProxyError::ConnectTimeout(..)
+            | ProxyError::Handshake { .. }
+            | ProxyError::Upstream { .. }
+            | ProxyError::Tls { .. }
+            | ProxyError::Timeout(_)
+            | ProxyError::AttemptTimeout(_) => Blame::Upstream,
+            ProxyError::NoIdentity(_) => Blame::Proxy,
+        }
     }
-}
 
-/// Rewrites a response the proxy answered itself (it carries [`ERROR_HEADER`]) for a gRPC
-/// client: gRPC clients read `grpc-status` from a trailers-only response and would see any
-/// other HTTP status as `UNKNOWN`. The mapping follows gRPC's HTTP-to-status table, except
-/// that the proxy's own timeout is `DEADLINE_EXCEEDED` and a route with no backend is
-/// `UNAVAILABLE` (as Gateway API's GRPCRoute asks).
-pub fn into_grpc(resp: Response<ProxyBody>) -> Response<ProxyBody> {
-    let code: u16 = match resp.status().as_u16() {
-        400 => 13,                   // INTERNAL
-        401 => 16,                   // UNAUTHENTICATED
-        403 => 7,                    // PERMISSION_DENIED
-        404 => 12,                   // UNIMPLEMENTED
-        504 => 4,                    // DEADLINE_EXCEEDED
-        429 | 500 | 502 | 503 => 14, // UNAVAILABLE
-        _ => 2,                      // UNKNOWN
-    };
-    let (mut parts, _) = resp.into_parts();
-    parts.status = StatusCode::OK;
-    let message = parts.headers.get(ERROR_HEADER).cloned();
-    parts.headers.remove(http::header::CONTENT_LENGTH);
-    parts.headers.insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("application/grpc"),
-    );
-    parts.headers.insert("grpc-status", HeaderValue::from(code));
-    if let Some(m) = message {
-        parts.headers.insert("grpc-message", m);
+    /// Whether the request may be sent again after this failure.
+    pub fn retryable(&self) -> Retryable {
+        match self {
+            ProxyError::Connect { .. }
+            | ProxyError::ConnectTimeout(..)
+            | ProxyError::Handshake { .. }
+            | ProxyError::Tls { .. }
+            | ProxyError::NoIdentity(_)
+            | ProxyError::Upstream { written: false, .. } => Retryable::Unsent,
+            ProxyError::Upstream { written: true, .. } | ProxyError::AttemptTimeout(_) => {
+                Retryable::Idempotent
+            }
+            _ => Retryable::No,
+        }
     }
-    Response::from_parts(parts, ProxyBody::full(Bytes::new()))
-}
 
-/// Whether a request is gRPC (`content-type: application/grpc[+proto|…]`).
-pub fn is_grpc(headers: &http::HeaderMap) -> bool {
-    headers
-        .get(http::header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+    /// The one-line reason sent in [`ERROR_HEADER`] and the body: printable ASCII, bounded.
+    pub fn reason(&self) -> String {
+        one_line(&self.to_string())
+    }
 }
 
 /// Keeps a reason printable in a header: visible ASCII, bounded length.
@@ -209,28 +230,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn grpc_clients_get_a_grpc_status() {
-        let r = into_grpc(ProxyError::NoBackend("r".into()).into_response());
-        assert_eq!(r.status(), StatusCode::OK);
-        assert_eq!(r.headers()["grpc-status"], "14");
-        assert!(r.headers()["grpc-message"]
-            .to_str()
-            .unwrap()
-            .contains("no backend"));
-        assert_eq!(r.headers()[http::header::CONTENT_TYPE], "application/grpc");
-        let r = into_grpc(ProxyError::Timeout(Duration::from_secs(1)).into_response());
-        assert_eq!(r.headers()["grpc-status"], "4");
-    }
-
-    #[test]
-    fn statuses_and_headers() {
-        let r = ProxyError::UnknownService("nope\r\nx: y".into()).into_response();
-        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
-        let h = r.headers()[ERROR_HEADER].to_str().unwrap();
-        assert!(h.starts_with("unknown service"), "{h}");
-        assert!(!h.contains('\n'));
+    fn statuses() {
         assert_eq!(
             ProxyError::Timeout(Duration::from_secs(1)).status(),
+            StatusCode::GATEWAY_TIMEOUT
+        );
+        assert_eq!(
+            ProxyError::AttemptTimeout(Duration::from_secs(1)).status(),
             StatusCode::GATEWAY_TIMEOUT
         );
         assert_eq!(
@@ -247,5 +253,60 @@ mod tests {
             .status(),
             StatusCode::BAD_GATEWAY
         );
+    }
+
+    #[test]
+    fn blame_follows_who_can_fix_it() {
+        let addr = SocketAddr::from(([127, 0, 0, 1], 1));
+        assert_eq!(ProxyError::NoAuthority.blame(), Blame::Client);
+        assert_eq!(
+            ProxyError::HeadersTooLarge("x".into()).blame(),
+            Blame::Client
+        );
+        assert_eq!(ProxyError::Denied.blame(), Blame::Policy);
+        assert_eq!(ProxyError::NoRoute("web".into()).blame(), Blame::Policy);
+        let overflow = ProxyError::Overflow {
+            backend: "web".into(),
+            limit: "max_requests",
+        };
+        assert_eq!(overflow.blame(), Blame::Policy);
+        assert_eq!(
+            ProxyError::NoEndpoints("web".into()).blame(),
+            Blame::Upstream
+        );
+        assert_eq!(
+            ProxyError::ConnectTimeout(addr, Duration::ZERO).blame(),
+            Blame::Upstream
+        );
+        assert_eq!(ProxyError::NoIdentity(addr).blame(), Blame::Proxy);
+    }
+
+    #[test]
+    fn only_failures_before_a_byte_was_written_are_unsent() {
+        let addr = SocketAddr::from(([127, 0, 0, 1], 1));
+        let tls = ProxyError::Tls {
+            addr,
+            reason: "wrong identity".into(),
+        };
+        assert_eq!(tls.retryable(), Retryable::Unsent);
+        assert_eq!(ProxyError::NoIdentity(addr).retryable(), Retryable::Unsent);
+        assert_eq!(
+            ProxyError::AttemptTimeout(Duration::from_secs(1)).retryable(),
+            Retryable::Idempotent
+        );
+        assert_eq!(
+            ProxyError::Timeout(Duration::from_secs(1)).retryable(),
+            Retryable::No,
+            "the request's own deadline ends it"
+        );
+        assert_eq!(ProxyError::Denied.retryable(), Retryable::No);
+        assert_eq!(ProxyError::BadRequest("x").retryable(), Retryable::No);
+    }
+
+    #[test]
+    fn reasons_stay_on_one_printable_line() {
+        let r = ProxyError::UnknownService("nope\r\nx: y".into()).reason();
+        assert!(r.starts_with("unknown service"), "{r}");
+        assert!(!r.contains('\n') && !r.contains('\r'));
     }
 }

@@ -1,35 +1,40 @@
-//! `tandem-proxy`: Tandem's sidecar proxy.
+//! `tandem-proxy`: Tandem's sidecar proxy. The modules, in the order a request meets them:
 //!
-//! The request path, in the order a request takes it: [`listener`] accepts and detects
-//! the protocol ([`detect`]); [`http::server`] serves HTTP/1 or HTTP/2; [`http::forward`]
-//! picks the destination from the current [`snapshot`] and an endpoint, and sends through
-//! the [`client`] pools; opaque connections go through [`tcp`]. Around it: [`config`] and
-//! [`reload`] produce snapshots, [`identity`] obtains and renews the workload certificate,
-//! [`admin`] and [`metrics`] report, [`drain`] shuts down.
+//! - [`transport`] — accept, hand to a worker, the inbound port's TLS step, detect the
+//!   protocol, serve HTTP/1 or HTTP/2, or carry opaque TCP.
+//! - [`forward`] — one request: limits, its destination in the current [`snapshot`], then
+//!   inbound or outbound; errors become responses in one place.
+//! - [`inbound`] — mesh → app: the inbound decision, authorization, the app.
+//! - [`outbound`] — app → mesh, one stage per folder or file: route, fault, split,
+//!   breaker, rewrite, retry, balance, attempt.
+//! - [`client`] — upstream connections: pools and their limits, connect (TCP + mutual
+//!   TLS), the response body that hands a connection back.
+//! - [`http`] — message mechanics: hop-by-hop headers, the replayable request body, the
+//!   tunnel of a protocol switch.
+//! - [`io`] — I/O adapters: plaintext-or-TLS, read-ahead, idle tracking, counted copying.
+//!
+//! Around the request path: [`discovery`] (a config file or xDS) publishes [`snapshot`]s
+//! built from [`config`]; [`identity`] obtains and renews the workload certificate that
+//! [`tls`] turns into rustls configs; [`admin`] and [`metrics`] report; [`drain`] shuts
+//! down; [`startup`] runs it all in named steps. [`errors`], [`random`] and [`backoff`]
+//! are leaves everyone may use.
 
 pub mod admin;
-pub mod authz;
 pub mod backoff;
-pub mod body;
-pub mod cli;
 pub mod client;
 pub mod config;
-pub mod detect;
+pub mod discovery;
 pub mod drain;
-pub mod either_io;
 pub mod errors;
+pub mod forward;
 pub mod http;
 pub mod identity;
-pub mod idle;
-pub mod listener;
+pub mod inbound;
+pub mod io;
 pub mod metrics;
-pub mod process_stats;
-pub mod reload;
-pub mod replay;
-pub mod routing;
-pub mod run;
+pub mod outbound;
+pub mod random;
 pub mod snapshot;
-pub mod tcp;
+pub mod startup;
 pub mod tls;
-pub mod workers;
-pub mod xds_client;
+pub mod transport;

@@ -1,7 +1,7 @@
 //! `tandem-proxy` binary: parse flags, set up logging and the runtime, run.
 
 use clap::Parser;
-use tandem_proxy::cli::Args;
+use tandem_proxy::startup::Args;
 use tracing_subscriber::EnvFilter;
 
 fn main() {
@@ -28,7 +28,7 @@ fn main() {
             std::process::exit(1);
         }
     };
-    if let Err(e) = runtime.block_on(tandem_proxy::run::run(args)) {
+    if let Err(e) = runtime.block_on(tandem_proxy::startup::run(args)) {
         eprintln!("tandem-proxy: {e}");
         std::process::exit(2);
     }

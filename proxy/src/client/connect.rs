@@ -8,8 +8,8 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
-use crate::either_io::EitherIo;
 use crate::errors::ProxyError;
+use crate::io::either_io::EitherIo;
 use crate::tls::{Alpn, TlsState};
 
 /// Connects to `addr` within `timeout`, with Nagle off (the proxy writes whole frames).

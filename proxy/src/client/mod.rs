@@ -1,4 +1,6 @@
-//! The upstream side: connection pools per endpoint and protocol, and request sending.
+//! Upstream connections: pools per endpoint and protocol, the pools' limits
+//! ([`limits`]), request sending, and the response body that hands a connection back when
+//! it ends ([`response`]).
 //!
 //! HTTP/1 connections are pooled (most recently used first, so the pool shrinks to what
 //! the load needs) and handed back only once their response body has been read to the
@@ -7,6 +9,8 @@
 //! the keep-alive race that makes other proxies answer 503.
 
 mod connect;
+pub mod limits;
+pub mod response;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -19,13 +23,13 @@ use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::time::Instant;
 
+use crate::config::Protocol;
 use crate::errors::ProxyError;
-use crate::replay::RequestBody;
-use crate::routing::Permit;
+use crate::http::request_body::RequestBody;
+use crate::tls::Alpn;
+use limits::Permit;
 
 pub use connect::{connect, open, Transport, UpstreamIo};
-
-use crate::tls::Alpn;
 
 /// A pool: one endpoint reached one way (plaintext, or TLS expecting one identity under one
 /// trust bundle), so a connection verified as one identity is never lent for another, nor
@@ -39,6 +43,21 @@ pub enum WireProtocol {
     Http1,
     /// HTTP/2 with prior knowledge.
     Http2,
+}
+
+impl WireProtocol {
+    /// The protocol to speak upstream: the cluster's, else the client's; upgrades need
+    /// HTTP/1.
+    pub fn upstream(cluster: Protocol, client: WireProtocol, upgrading: bool) -> WireProtocol {
+        if upgrading {
+            return WireProtocol::Http1;
+        }
+        match cluster {
+            Protocol::Http1 => WireProtocol::Http1,
+            Protocol::Http2 => WireProtocol::Http2,
+            Protocol::Detect | Protocol::Opaque => client,
+        }
+    }
 }
 
 /// Per-request connection settings, taken from the request's snapshot.
@@ -92,13 +111,6 @@ pub struct SendError {
 }
 
 impl SendError {
-    fn written(error: ProxyError) -> Self {
-        SendError {
-            error,
-            unsent: None,
-        }
-    }
-
     /// Nothing of `req` reached the endpoint: it goes back to the caller.
     fn unsent(error: ProxyError, req: Request<RequestBody>) -> Self {
         SendError {
@@ -106,7 +118,23 @@ impl SendError {
             unsent: Some(Box::new(req)),
         }
     }
+
+    /// A request the connection failed: given back if none of it was written.
+    fn failed(addr: SocketAddr, mut e: TrySendError) -> Self {
+        let unsent = e.take_message().map(Box::new);
+        SendError {
+            error: ProxyError::Upstream {
+                addr,
+                written: unsent.is_none(),
+                source: e.into_error(),
+            },
+            unsent,
+        }
+    }
 }
+
+/// What hyper gives back when a connection could not carry a request.
+type TrySendError = hyper::client::conn::TrySendError<Request<RequestBody>>;
 
 impl Reusable {
     /// Gives the connection back to the pool for the next request.
@@ -135,8 +163,7 @@ impl Client {
     /// Returns the response and, for HTTP/1, the connection to release when its body ends.
     ///
     /// `slot` is the destination's connection slot for HTTP/1 (see
-    /// [`crate::routing::LimitState::connection`]); it is held until the connection is
-    /// released.
+    /// [`limits::LimitState::connection`]); it is held until the connection is released.
     pub async fn send(
         &self,
         addr: SocketAddr,
@@ -189,12 +216,7 @@ impl Client {
                 Err(mut e) => match e.take_message() {
                     // Never written: safe to send on another connection.
                     Some(back) => req = back,
-                    None => {
-                        return Err(SendError::written(ProxyError::Upstream {
-                            addr,
-                            source: e.into_error(),
-                        }))
-                    }
+                    None => return Err(SendError::failed(addr, e)),
                 },
             }
         }
@@ -218,13 +240,7 @@ impl Client {
         });
         match tx.try_send_request(req).await {
             Ok(resp) => Ok((resp, self.reusable(key, tx, slot))),
-            Err(mut e) => Err(SendError {
-                unsent: e.take_message().map(Box::new),
-                error: ProxyError::Upstream {
-                    addr,
-                    source: e.into_error(),
-                },
-            }),
+            Err(e) => Err(SendError::failed(addr, e)),
         }
     }
 
@@ -270,12 +286,7 @@ impl Client {
                         self.forget_h2(&key, &tx);
                         req = back;
                     }
-                    None => {
-                        return Err(SendError::written(ProxyError::Upstream {
-                            addr,
-                            source: e.into_error(),
-                        }))
-                    }
+                    None => return Err(SendError::failed(addr, e)),
                 },
             }
         }
@@ -285,13 +296,7 @@ impl Client {
         };
         match tx.try_send_request(req).await {
             Ok(resp) => Ok(resp),
-            Err(mut e) => Err(SendError {
-                unsent: e.take_message().map(Box::new),
-                error: ProxyError::Upstream {
-                    addr,
-                    source: e.into_error(),
-                },
-            }),
+            Err(e) => Err(SendError::failed(addr, e)),
         }
     }
 

@@ -16,6 +16,11 @@ const HOP_BY_HOP: [HeaderName; 7] = [
     header::PROXY_AUTHORIZATION,
 ];
 
+/// Whether the request asks for an HTTP/1.1 protocol switch (WebSocket and the like).
+pub fn is_upgrading<B>(req: &http::Request<B>) -> bool {
+    req.version() == Version::HTTP_11 && is_upgrade(req.headers())
+}
+
 /// Whether a request asks to switch protocols (`Connection: upgrade` + `Upgrade`).
 pub fn is_upgrade(headers: &HeaderMap) -> bool {
     headers.contains_key(header::UPGRADE) && connection_has(headers, "upgrade")

@@ -1,12 +1,7 @@
-//! The HTTP path: serving client connections, and carrying each request to its endpoint.
-//!
-//! Read in request order: [`server`] accepts HTTP/1 or HTTP/2 on a detected connection,
-//! [`forward`] routes a request to a destination and endpoint and relays the response,
-//! [`headers`] applies hop-by-hop rules, [`upgrade`] tunnels protocol switches.
+//! HTTP message mechanics shared by both directions: hop-by-hop headers and request
+//! targets ([`headers`]), the request body that can be sent again ([`request_body`]), and
+//! the byte tunnel of a protocol switch ([`upgrade`]). No routing or policy here.
 
-pub mod forward;
 pub mod headers;
-pub mod path;
-pub mod routed;
-pub mod server;
+pub mod request_body;
 pub mod upgrade;

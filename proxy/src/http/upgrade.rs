@@ -5,8 +5,8 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 
 use crate::drain::Watch;
+use crate::io::splice::splice;
 use crate::metrics::{Direction, Metrics};
-use crate::tcp;
 
 /// Joins the client's and the upstream's upgraded connections and copies bytes both ways
 /// until either side closes. Runs detached from the request; `watch` keeps shutdown
@@ -30,7 +30,7 @@ pub fn tunnel(
         };
         let mut client = TokioIo::new(client);
         let mut upstream = TokioIo::new(upstream);
-        if let Err(e) = tcp::splice(&mut client, &mut upstream, dir, &metrics).await {
+        if let Err(e) = splice(&mut client, &mut upstream, dir, &metrics).await {
             tracing::debug!(error = %e, "upgraded tunnel ended with an error");
         }
     });

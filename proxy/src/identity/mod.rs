@@ -13,6 +13,7 @@
 //! Renewals authenticate with the certificate in force (mTLS to the identity endpoint),
 //! not the join token: the token is short-lived (1 h by default), the workload is not.
 
+pub mod cert;
 pub mod pin;
 pub mod request;
 
@@ -165,7 +166,7 @@ impl Identity {
     /// started together does not renew in lockstep.
     pub fn renew_in(&self, now: u64) -> Duration {
         let life_ms = self.not_after.saturating_sub(self.issued_at) * 1000;
-        let jitter = crate::routing::random_below(life_ms / 10 + 1) as i64 - (life_ms / 20) as i64;
+        let jitter = crate::random::random_below(life_ms / 10 + 1) as i64 - (life_ms / 20) as i64;
         let at_ms = (self.issued_at * 1000 + life_ms / 2) as i64 + jitter;
         Duration::from_millis(u64::try_from(at_ms - (now * 1000) as i64).unwrap_or(0))
     }

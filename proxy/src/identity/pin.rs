@@ -13,7 +13,7 @@ use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::ParsedCertificate;
 
-use crate::tls::verify;
+use super::cert;
 use rustls::{CertificateError, DigitallySignedStruct, Error, RootCertStore, SignatureScheme};
 
 /// The SHA-256 of a certificate's DER.
@@ -116,7 +116,7 @@ impl ServerCertVerifier for PinVerifier {
         _cert: &CertificateDer<'_>,
         _dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        verify::refuse_tls12()
+        cert::refuse_tls12()
     }
 
     fn verify_tls13_signature(
@@ -125,10 +125,10 @@ impl ServerCertVerifier for PinVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        verify::verify_tls13(&self.provider, message, cert, dss)
+        cert::verify_tls13(&self.provider, message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        verify::schemes(&self.provider)
+        cert::schemes(&self.provider)
     }
 }

@@ -247,7 +247,7 @@ fn certificates(pem: &str, field: &str) -> Result<Vec<CertificateDer<'static>>, 
 }
 
 fn leaf_uris(leaf: &CertificateDer<'_>) -> Result<Vec<String>, IdentityError> {
-    crate::tls::verify::CertFacts::of(leaf.as_ref())
+    super::cert::CertFacts::of(leaf.as_ref())
         .map(|f| f.uris)
         .ok_or_else(|| IdentityError::BadAnswer("the certificate or its SAN does not parse".into()))
 }

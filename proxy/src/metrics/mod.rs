@@ -12,8 +12,7 @@ use prometheus::{
     Opts, Registry, TextEncoder,
 };
 
-use crate::process_stats;
-
+pub mod process;
 mod security;
 mod traffic;
 
@@ -211,7 +210,7 @@ impl Metrics {
         registry.register(Box::new(cpu.clone()))?;
         registry.register(Box::new(fds.clone()))?;
         registry.register(Box::new(start_time.clone()))?;
-        start_time.set(process_stats::start_time_seconds());
+        start_time.set(process::start_time_seconds());
         // Pre-create the series people alert on, so they read 0 rather than absent.
         for dir in [Direction::Inbound, Direction::Outbound] {
             tcp_open.with_label_values(&[dir.as_str()]);
@@ -338,7 +337,7 @@ impl Metrics {
 
     /// Renders every metric in the Prometheus text format, refreshing process stats first.
     pub fn render(&self) -> String {
-        if let Some(stats) = process_stats::read() {
+        if let Some(stats) = process::read() {
             self.rss.set(stats.rss_bytes as f64);
             self.fds.set(stats.open_fds as f64);
             let delta = stats.cpu_seconds - self.cpu.get();

@@ -10,9 +10,9 @@ use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 
-use super::{verify, Alpn, TlsState, ALPN_H2, ALPN_HTTP1, ALPN_TCP};
-use crate::detect::Prefixed;
-use crate::either_io::EitherIo;
+use super::{Alpn, TlsState, ALPN_H2, ALPN_HTTP1, ALPN_TCP};
+use crate::io::either_io::EitherIo;
+use crate::io::prefixed::Prefixed;
 
 /// TLS record type of a handshake message: the first byte of every ClientHello.
 const TLS_HANDSHAKE: u8 = 0x16;
@@ -106,7 +106,7 @@ pub async fn accept(
     let facts = conn
         .peer_certificates()
         .and_then(|c| c.first())
-        .and_then(|leaf| verify::CertFacts::of(leaf.as_ref()))
+        .and_then(|leaf| crate::identity::cert::CertFacts::of(leaf.as_ref()))
         .unwrap_or_default();
     let trust_domain = tls.trust_domain().unwrap_or_default();
     let identity: Option<Arc<str>> = facts.spiffe_id(&trust_domain).map(Arc::from);

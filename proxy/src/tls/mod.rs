@@ -234,7 +234,7 @@ impl TlsState {
             self.renew_if_resigned(&id, &bundle[0]);
             let earliest = bundle
                 .iter()
-                .filter_map(|r| verify::CertFacts::of(r.as_ref()))
+                .filter_map(|r| crate::identity::cert::CertFacts::of(r.as_ref()))
                 .map(|f| f.not_after)
                 .min();
             if let Some(t) = earliest {
@@ -265,7 +265,7 @@ impl TlsState {
         let Some(leaf) = id.certified.cert.first() else {
             return;
         };
-        if verify::signed_by(leaf, signing) {
+        if crate::identity::cert::signed_by(leaf, signing) {
             return;
         }
         let Ok(mut asked) = self.renewal_asked_for.lock() else {
@@ -346,7 +346,7 @@ impl TlsState {
             let leaf = id.certified.cert.first()?.clone();
             c.bundle
                 .iter()
-                .position(|r| verify::signed_by(&leaf, r))
+                .position(|r| crate::identity::cert::signed_by(&leaf, r))
                 .map(|i| roots[i].clone())
         });
         let identities = c.clients.lock().map(|m| m.len()).unwrap_or(0);

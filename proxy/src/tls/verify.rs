@@ -7,6 +7,7 @@
 
 use std::sync::Arc;
 
+use crate::identity::cert::{refuse_tls12, schemes, spiffe_id_of, verify_tls13};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
@@ -16,55 +17,6 @@ use rustls::{
     CertificateError, DigitallySignedStruct, DistinguishedName, Error, OtherError, RootCertStore,
     SignatureScheme,
 };
-
-/// What the mesh reads from a certificate, from one parse: its URI SANs and its expiry.
-#[derive(Debug, Clone, Default)]
-pub struct CertFacts {
-    /// Every URI SAN.
-    pub uris: Vec<String>,
-    /// Expiry, Unix seconds.
-    pub not_after: u64,
-}
-
-impl CertFacts {
-    /// Parses `der`; `None` if it is not a certificate.
-    pub fn of(der: &[u8]) -> Option<CertFacts> {
-        let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
-        let san = cert.subject_alternative_name().ok()?;
-        let uris = san
-            .map(|s| {
-                s.value
-                    .general_names
-                    .iter()
-                    .filter_map(|n| match n {
-                        x509_parser::extensions::GeneralName::URI(u) => Some(u.to_string()),
-                        _ => None,
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        let not_after = u64::try_from(cert.validity().not_after.timestamp()).unwrap_or(0);
-        Some(CertFacts { uris, not_after })
-    }
-
-    /// The single `spiffe://<trust_domain>/...` URI SAN, if there is exactly one.
-    pub fn spiffe_id(&self, trust_domain: &str) -> Option<&str> {
-        let mut spiffe = self.uris.iter().filter(|u| u.starts_with("spiffe://"));
-        let id = spiffe.next()?;
-        if spiffe.next().is_some() {
-            return None;
-        }
-        let domain = id.strip_prefix("spiffe://")?.split('/').next()?;
-        (domain == trust_domain).then_some(id.as_str())
-    }
-}
-
-/// The peer's SPIFFE ID: the single `spiffe://<trust_domain>/...` URI SAN of `der`.
-pub fn spiffe_id_of(der: &[u8], trust_domain: &str) -> Option<String> {
-    CertFacts::of(der)?
-        .spiffe_id(trust_domain)
-        .map(str::to_string)
-}
 
 fn rejected(why: String) -> Error {
     Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(
@@ -156,36 +108,6 @@ impl ServerCertVerifier for SpiffeServerVerifier {
     }
 }
 
-/// The TLS 1.2 signature check of a TLS 1.3-only client: mesh and identity-endpoint
-/// connections never negotiate 1.2, so a 1.2 signature is never legitimate.
-pub(crate) fn refuse_tls12() -> Result<HandshakeSignatureValid, Error> {
-    Err(Error::PeerIncompatible(
-        rustls::PeerIncompatible::Tls12NotOffered,
-    ))
-}
-
-/// The TLS 1.3 handshake signature, checked with `provider`'s algorithms.
-pub(crate) fn verify_tls13(
-    provider: &CryptoProvider,
-    message: &[u8],
-    cert: &CertificateDer<'_>,
-    dss: &DigitallySignedStruct,
-) -> Result<HandshakeSignatureValid, Error> {
-    rustls::crypto::verify_tls13_signature(
-        message,
-        cert,
-        dss,
-        &provider.signature_verification_algorithms,
-    )
-}
-
-/// The signature schemes `provider` verifies.
-pub(crate) fn schemes(provider: &CryptoProvider) -> Vec<SignatureScheme> {
-    provider
-        .signature_verification_algorithms
-        .supported_schemes()
-}
-
 /// Server side: WebPKI client authentication (a certificate is required), plus a single
 /// SPIFFE ID in this mesh's trust domain, so authorization always has a name to check.
 #[derive(Debug)]
@@ -248,24 +170,4 @@ impl ClientCertVerifier for SpiffeClientVerifier {
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.inner.supported_verify_schemes()
     }
-}
-
-/// Whether `leaf` chains to `root` (used to notice that the CA now signs with another root).
-pub fn signed_by(leaf: &CertificateDer<'_>, root: &CertificateDer<'_>) -> bool {
-    let Ok(parsed) = ParsedCertificate::try_from(leaf) else {
-        return false;
-    };
-    let mut roots = RootCertStore::empty();
-    if roots.add(root.clone().into_owned()).is_err() {
-        return false;
-    }
-    let provider = rustls::crypto::ring::default_provider();
-    rustls::client::verify_server_cert_signed_by_trust_anchor(
-        &parsed,
-        &roots,
-        &[],
-        UnixTime::now(),
-        provider.signature_verification_algorithms.all,
-    )
-    .is_ok()
 }

@@ -1,0 +1,200 @@
+//! One request, start to finish: the proxy's own limits, the destination (from the
+//! snapshot the request loads once), then the [`crate::inbound`] or
+//! [`crate::outbound`] side; errors become responses ([`respond`]) and every request is
+//! counted in the metrics.
+
+pub mod limits;
+pub mod respond;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::{Request, Response, Version};
+use hyper::body::Incoming;
+use tokio::time::Instant;
+
+use crate::client::response::ProxyBody;
+use crate::client::{Client, WireProtocol};
+use crate::drain::Watch;
+use crate::errors::{ProxyError, ERROR_HEADER};
+use crate::http::headers::authority;
+use crate::inbound::Inbound;
+use crate::metrics::{Direction, Metrics, RequestLabels};
+use crate::outbound::{Labels, Outbound, Settings};
+use crate::snapshot::{Snapshot, Store};
+use crate::tls::accept::Peer;
+use crate::tls::TlsState;
+
+/// Which listener a connection came through; decides where its traffic goes.
+#[derive(Debug, Clone)]
+pub enum ListenerKind {
+    /// App → mesh: the destination comes from each request's authority.
+    Outbound,
+    /// Mesh → app: everything goes to the local app.
+    Inbound,
+    /// A service's dedicated outbound listener: everything goes to that service.
+    Service(Arc<str>),
+}
+
+impl ListenerKind {
+    /// Traffic direction for metrics.
+    pub fn direction(&self) -> Direction {
+        match self {
+            ListenerKind::Inbound => Direction::Inbound,
+            ListenerKind::Outbound | ListenerKind::Service(_) => Direction::Outbound,
+        }
+    }
+}
+
+/// What every request needs that outlives any one snapshot: one per worker.
+#[derive(Debug)]
+pub struct Forwarder {
+    /// The config snapshot store.
+    pub store: Arc<Store>,
+    /// Upstream connection pools.
+    pub client: Client,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Where inbound traffic goes: the local app.
+    pub app_addr: SocketAddr,
+    /// Mutual TLS, when this proxy has an identity.
+    pub tls: Option<Arc<TlsState>>,
+}
+
+/// The connection a request arrived on.
+#[derive(Debug, Clone)]
+pub struct ConnContext {
+    /// Which listener accepted it.
+    pub kind: ListenerKind,
+    /// The protocol the client speaks on it.
+    pub client_protocol: WireProtocol,
+    /// Keeps shutdown waiting for tunnels started from this connection.
+    pub watch: Watch,
+    /// The transport and, with mutual TLS, the client's identity (inbound).
+    pub peer: Peer,
+    /// The port the connection reached the proxy on (authorization `ports`).
+    pub local_port: u16,
+}
+
+/// The label for a request whose destination is not a configured service.
+const UNKNOWN: &str = "unknown";
+
+impl Forwarder {
+    /// Proxies one request and records it in the metrics. Never fails: errors become
+    /// responses with a `tandem-proxy-error` header.
+    pub async fn handle(&self, conn: &ConnContext, req: Request<Incoming>) -> Response<ProxyBody> {
+        let start = Instant::now();
+        let snapshot = self.store.load();
+        let mut labels = Labels::default();
+        let grpc = respond::is_grpc(req.headers());
+        let mut resp = match self.forward(&snapshot, conn, req, &mut labels).await {
+            Ok(resp) => resp,
+            Err(e) => {
+                tracing::debug!(error = %e, blame = ?e.blame(), "request failed");
+                respond::error_response(&e)
+            }
+        };
+        // The metric keeps the HTTP status the proxy decided on, also for gRPC clients.
+        let status = resp.status().as_u16();
+        if grpc && resp.headers().contains_key(ERROR_HEADER) {
+            resp = respond::into_grpc(resp);
+        }
+        *resp.version_mut() = match conn.client_protocol {
+            WireProtocol::Http1 => Version::HTTP_11,
+            WireProtocol::Http2 => Version::HTTP_2,
+        };
+        let inbound = matches!(conn.kind, ListenerKind::Inbound);
+        let labels = RequestLabels {
+            dst: labels.dst.as_deref().unwrap_or(UNKNOWN),
+            route: labels.route.as_deref().unwrap_or(""),
+            backend: labels.backend.as_deref().unwrap_or(""),
+            src: if inbound {
+                conn.peer.service.as_deref().unwrap_or(UNKNOWN)
+            } else {
+                &snapshot.own_service
+            },
+            tls: if inbound { conn.peer.tls } else { labels.tls },
+        };
+        self.metrics
+            .request(conn.kind.direction(), &labels, status, start.elapsed());
+        resp
+    }
+
+    /// The checks every request passes, then the side its listener stands for.
+    async fn forward(
+        &self,
+        snapshot: &Snapshot,
+        conn: &ConnContext,
+        req: Request<Incoming>,
+        labels: &mut Labels,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        limits::check(&req, &snapshot.config.limits)?;
+        // RFC 9112 §3.2: more than one Host makes the request invalid; forwarding it would
+        // let the proxy and the upstream disagree about the destination.
+        if req
+            .headers()
+            .get_all(http::header::HOST)
+            .iter()
+            .nth(1)
+            .is_some()
+        {
+            return Err(ProxyError::BadRequest("more than one Host header"));
+        }
+        let authority = authority(req.uri(), req.headers());
+        let dest = match &conn.kind {
+            ListenerKind::Inbound => {
+                labels.dst = Some(snapshot.own_service.clone());
+                let inbound = self.inbound(snapshot, conn);
+                return inbound.call(req, authority.as_ref()).await;
+            }
+            ListenerKind::Outbound => {
+                let authority = authority.as_ref().ok_or(ProxyError::NoAuthority)?;
+                let host = authority.host();
+                let dest = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+                    snapshot.destination(&host.to_ascii_lowercase())
+                } else {
+                    snapshot.destination(host)
+                };
+                dest.ok_or_else(|| ProxyError::UnknownService(host.to_string()))?
+            }
+            ListenerKind::Service(name) => snapshot
+                .destination(name)
+                .ok_or_else(|| ProxyError::UnknownService(name.to_string()))?,
+        };
+        labels.dst = Some(dest.name.clone());
+        let outbound = self.outbound(snapshot, conn);
+        outbound.call(dest, req, authority, labels).await
+    }
+
+    fn outbound<'a>(&'a self, snapshot: &Snapshot, conn: &'a ConnContext) -> Outbound<'a> {
+        Outbound {
+            client: &self.client,
+            metrics: &self.metrics,
+            tls: self.tls.as_ref(),
+            settings: Settings {
+                request_timeout: snapshot.config.timeouts.request,
+                retry_buffer_bytes: snapshot.config.limits.retry_buffer_bytes,
+                connect: snapshot.connect_settings(),
+            },
+            client_protocol: conn.client_protocol,
+            watch: &conn.watch,
+        }
+    }
+
+    fn inbound<'a>(&'a self, snapshot: &'a Snapshot, conn: &'a ConnContext) -> Inbound<'a> {
+        Inbound {
+            client: &self.client,
+            metrics: &self.metrics,
+            policy: snapshot.view.inbound.as_ref(),
+            has_identity: self.tls.is_some(),
+            own_service: &snapshot.own_service,
+            app_addr: self.app_addr,
+            request_timeout: snapshot.config.timeouts.request,
+            connect: snapshot.connect_settings(),
+            client_protocol: conn.client_protocol,
+            watch: &conn.watch,
+            peer: &conn.peer,
+            local_port: conn.local_port,
+        }
+    }
+}

@@ -1,0 +1,8 @@
+//! I/O adapters under the transport: a connection that is plaintext or TLS behind one type
+//! ([`either_io`]), bytes read ahead and handed back ([`prefixed`]), activity tracking for
+//! idle timeouts ([`idle`]), and counted two-way copying ([`splice`]).
+
+pub mod either_io;
+pub mod idle;
+pub mod prefixed;
+pub mod splice;
