@@ -89,6 +89,17 @@ pub fn authority(uri: &Uri, headers: &HeaderMap) -> Option<Authority> {
     Authority::try_from(host.as_bytes()).ok()
 }
 
+/// [`set_target`] on a request head.
+pub fn retarget(parts: &mut http::request::Parts, authority: Option<&Authority>, to_h2: bool) {
+    set_target(
+        &mut parts.uri,
+        &mut parts.headers,
+        &mut parts.version,
+        authority,
+        to_h2,
+    );
+}
+
 /// Rewrites the request target and version for the upstream protocol.
 ///
 /// HTTP/1 gets origin-form (`/path?q`) and a `Host` header; HTTP/2 gets an absolute URI

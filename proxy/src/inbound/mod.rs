@@ -25,7 +25,7 @@ use crate::client::{Client, ConnectSettings, Transport, WireProtocol};
 use crate::config::Protocol;
 use crate::drain::Watch;
 use crate::errors::ProxyError;
-use crate::http::headers::{is_upgrading, set_target, strip_hop_by_hop};
+use crate::http::headers::{is_upgrading, retarget, strip_hop_by_hop};
 use crate::http::request_body::RequestBody;
 use crate::metrics::{Direction, Metrics};
 use crate::tls::accept::Peer;
@@ -118,13 +118,7 @@ impl Inbound<'_> {
         let (mut parts, body) = req.into_parts();
         strip_hop_by_hop(&mut parts.headers, upgrading);
         set_client_cert_header(&mut parts.headers, self.peer.identity.as_deref());
-        set_target(
-            &mut parts.uri,
-            &mut parts.headers,
-            &mut parts.version,
-            authority,
-            wire == WireProtocol::Http2,
-        );
+        retarget(&mut parts, authority, wire == WireProtocol::Http2);
         let (body, _) = RequestBody::new(body, 0);
         let req = Request::from_parts(parts, body);
         let timeout = self.request_timeout;

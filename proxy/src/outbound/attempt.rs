@@ -17,7 +17,7 @@ use super::cluster::Cluster;
 use super::endpoint::{now_nanos, EndpointState, Outcome};
 use crate::client::{Client, ConnectSettings, Reusable, SendError, Transport, WireProtocol};
 use crate::errors::ProxyError;
-use crate::http::headers::set_target;
+use crate::http::headers::retarget;
 use crate::http::request_body::RequestBody;
 use crate::metrics::TrafficMetrics;
 use crate::tls::TlsState;
@@ -56,13 +56,7 @@ impl Attempt<'_> {
         authority: Option<&Authority>,
     ) -> Result<Exchanged, ProxyError> {
         let (mut parts, body) = req.into_parts();
-        set_target(
-            &mut parts.uri,
-            &mut parts.headers,
-            &mut parts.version,
-            authority,
-            self.wire == WireProtocol::Http2,
-        );
+        retarget(&mut parts, authority, self.wire == WireProtocol::Http2);
         let req = Request::from_parts(parts, body);
         let slot = if self.wire == WireProtocol::Http1 {
             breaker::connection(self.cluster, self.traffic, self.settings.connect_timeout).await?

@@ -13,7 +13,7 @@ use tandem_xds::domain::Fraction;
 use super::replay::Replay;
 use crate::client::response::ProxyBody;
 use crate::client::{Client, ConnectSettings, Transport, WireProtocol};
-use crate::http::headers::set_target;
+use crate::http::headers::retarget;
 use crate::metrics::TrafficMetrics;
 use crate::outbound::cluster::Cluster;
 use crate::random::sample;
@@ -58,13 +58,7 @@ impl Mirrors<'_> {
             self.traffic.mirror(&cluster.label, "sent");
             let wire = WireProtocol::upstream(cluster.protocol, self.client_protocol, false);
             let (mut parts, body) = replay.build(body).into_parts();
-            set_target(
-                &mut parts.uri,
-                &mut parts.headers,
-                &mut parts.version,
-                authority,
-                wire == WireProtocol::Http2,
-            );
+            retarget(&mut parts, authority, wire == WireProtocol::Http2);
             spawn(
                 self.client.clone(),
                 ep.addr,
