@@ -14,14 +14,22 @@
 //!
 //! The protobuf types are those of [`envoy_types`], re-exported so that every crate uses
 //! the same version.
+//!
+//! Feature `proto` (on by default) builds [`convert`], [`ads`] and the protobuf
+//! re-exports. Without it only [`domain`] is built, free of protobuf and tonic: what a
+//! crate that only speaks the domain types needs (tandemctl, tandem-resources).
 
+#[cfg(feature = "proto")]
 pub mod ads;
+#[cfg(feature = "proto")]
 pub mod convert;
 pub mod domain;
 
+#[cfg(feature = "proto")]
 pub use envoy_types;
 
 /// Short paths to the protobuf types the gRPC shells need.
+#[cfg(feature = "proto")]
 pub mod envoy {
     /// `envoy.config.core.v3`: `Node` and friends.
     pub use envoy_types::pb::envoy::config::core::v3 as core;
