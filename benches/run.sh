@@ -1016,7 +1016,7 @@ if [[ $BUILD == 0 ]]; then
 else
     log "building (release)"
     if needs_cp; then
-        cargo build --release -q -p tandem-proxy -p tandem-control-plane -p tandem-benches \
+        cargo build --release -q -p tandem-proxy -p tandem-control-plane -p tandemctl -p tandem-benches \
             || die "cargo build failed; to benchmark without tandem: $0 --targets direct,nginx,haproxy"
     elif has_target tandem; then
         cargo build --release -q -p tandem-proxy -p tandem-benches \

@@ -4,8 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
-/// The token file's name inside the data dir.
-pub const TOKEN_FILE: &str = "admin-token";
+/// The token file's name inside the data dir (defined with the resource model, which
+/// `tandemctl` shares).
+pub use crate::resources::TOKEN_FILE;
 
 /// Why the token could not be loaded or created.
 #[derive(Debug, thiserror::Error)]

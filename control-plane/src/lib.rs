@@ -3,21 +3,24 @@
 //! discovery sources that feed endpoints into the store, and workload identity (the CA,
 //! join tokens and the identity endpoint).
 //!
-//! The binaries `tandem-control-plane` and `tandemctl` are thin shells over this crate.
+//! The binary `tandem-control-plane` is a thin shell over this crate (its flags: [`cli`]).
 //! Request path through the modules: [`api`] (HTTP, auth via [`auth`]) → [`resources`]
 //! (parse + validate documents) → [`store`] (one redb write transaction per revision) →
 //! the head revision's `watch` channel → the xDS server.
+//!
+//! The resource model is the `tandem-resources` crate (re-exported as [`resources`]), shared
+//! with the CLI, `tandemctl`, which is a crate of its own (`control-plane/ctl/`) so that it
+//! links none of the server.
+
+pub use tandem_resources as resources;
 
 pub mod api;
 pub mod auth;
 pub mod canary;
 pub mod cli;
-pub mod client;
-pub mod ctl;
 pub mod discovery;
 pub mod identity;
 pub mod proxies;
-pub mod resources;
 pub mod security;
 pub mod store;
 pub mod telemetry;

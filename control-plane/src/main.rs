@@ -99,8 +99,12 @@ async fn run(args: Args) -> Result<(), String> {
             names.push(name.clone());
         }
     }
-    let tls = identity_server::tls_config(&ca, &names, tandem_control_plane::util::unix_now())
-        .map_err(|e| format!("identity endpoint certificate: {e}"))?;
+    let tls = identity_server::tls_config(
+        &ca,
+        &names,
+        tandem_control_plane::resources::clock::unix_now(),
+    )
+    .map_err(|e| format!("identity endpoint certificate: {e}"))?;
     // Swapped after every root rotation step, so the endpoint's certificate follows the
     // signing root without a restart.
     let tls = Arc::new(arc_swap::ArcSwap::new(tls));

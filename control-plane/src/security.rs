@@ -61,7 +61,7 @@ pub async fn follow_ca_tls(
 ) {
     let mut changes = ca.subscribe();
     while changes.changed().await.is_ok() {
-        match tls_config(&ca, &names, crate::util::unix_now()) {
+        match tls_config(&ca, &names, crate::resources::clock::unix_now()) {
             Ok(config) => {
                 tls.store(config);
                 tracing::info!(ca_sha256 = %ca.root_fingerprint(), "identity endpoint certificate re-issued after a CA change");

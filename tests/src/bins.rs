@@ -36,9 +36,9 @@ pub const CONTROL_PLANE: Bin = Bin {
     env: "TANDEM_CONTROL_PLANE_BIN",
 };
 
-/// The control plane's CLI.
+/// The control plane's CLI (its own package, linking no server code).
 pub const TANDEMCTL: Bin = Bin {
-    package: "tandem-control-plane",
+    package: "tandemctl",
     name: "tandemctl",
     env: "TANDEMCTL_BIN",
 };

@@ -7,6 +7,7 @@ use tandem_xds::domain::DEFAULT_NAMESPACE;
 use super::routes::body;
 use super::{ApiError, ApiState, Call};
 use crate::identity::tokens::DEFAULT_TTL;
+use crate::resources::clock::unix_now;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -35,7 +36,7 @@ pub(super) async fn create(
     let tokens = state.tokens.clone();
     // The token file is fsynced: off the async workers.
     let created = tokio::task::spawn_blocking(move || {
-        tokens.create(&namespace, &req.service, ttl, crate::util::unix_now())
+        tokens.create(&namespace, &req.service, ttl, unix_now())
     })
     .await
     .map_err(|e| ApiError::Internal(format!("token task failed: {e}")))??;

@@ -371,7 +371,7 @@ async fn handle_inner<A: Authenticator>(
         .to_bytes();
     let request: CertificateRequest = serde_json::from_slice(&body)
         .map_err(|e| IdentityError::BadRequest(format!("body: {e}")))?;
-    service.issue(&request, peer, crate::util::unix_now())
+    service.issue(&request, peer, crate::resources::clock::unix_now())
 }
 
 #[cfg(test)]

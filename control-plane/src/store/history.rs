@@ -7,8 +7,8 @@ use redb::{ReadableDatabase, ReadableTable};
 
 use super::record::{Backup, Change, Revision, StoredResource, BACKUP_FORMAT};
 use super::{read_all, read_head, Store, StoreError, CHANGES, REVISIONS};
+use crate::resources::clock::unix_now;
 use crate::resources::ResourceKey;
-use crate::util::unix_now;
 
 impl Store {
     /// Every revision, oldest first.

@@ -14,11 +14,11 @@ use tandem_xds::domain::ServiceRef;
 use super::record::{Backup, Change, Outcome, Revision, StoredResource, BACKUP_FORMAT};
 use super::{decode, endpoint_service, scan, Key, Store, StoreError};
 use super::{CHANGES, HEAD, META, RESOURCES, REVISIONS};
+use crate::resources::clock::unix_now;
 use crate::resources::validate::{policy_targets_unique, validate_document};
 use crate::resources::{
     domain, Kind, Resource, ResourceKey, SOURCE_ANNOTATION, TANDEM_API_VERSION,
 };
-use crate::util::unix_now;
 
 /// One planned write: a new document (or deletion) for a key, optionally keeping the
 /// `created` revision it had (rollback, restore).

@@ -175,7 +175,7 @@ pub(in crate::identity) struct NewRoot {
 /// A self-signed P-256 root living [`ROOT_LIFETIME`].
 pub(in crate::identity) fn new_root(trust_domain: &str) -> Result<NewRoot, CaError> {
     let key_pair = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
-    let now = crate::util::unix_now();
+    let now = crate::resources::clock::unix_now();
     let mut params = CertificateParams::default();
     params.distinguished_name = DistinguishedName::new();
     params

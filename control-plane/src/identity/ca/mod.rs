@@ -286,7 +286,7 @@ impl Ca {
                     sha256: hex(&sha256(der)),
                     subject,
                     not_after,
-                    not_after_rfc3339: crate::util::rfc3339(not_after),
+                    not_after_rfc3339: crate::resources::clock::rfc3339(not_after),
                     state: if i == 0 { "signing" } else { "trusted" }.to_string(),
                 }
             })

@@ -34,7 +34,7 @@ fn issuer_of(ca: &Ca) -> String {
             &key,
             &id(),
             Duration::from_secs(3600),
-            crate::util::unix_now(),
+            crate::resources::clock::unix_now(),
         )
         .unwrap();
     let (_, leaf) = x509_parser::parse_x509_certificate(&issued.leaf_der).unwrap();

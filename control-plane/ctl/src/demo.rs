@@ -120,10 +120,10 @@ async fn run_in(work: &Path, cp_bin: &Path, proxy_bin: &Path) -> Result<(), CtlE
         .get("identity")
         .cloned()
         .ok_or_else(|| err("no identity= in ready line"))?;
-    let token_file = data.join(crate::auth::TOKEN_FILE);
+    let token_file = data.join(tandem_resources::TOKEN_FILE);
     let token = std::fs::read_to_string(&token_file).map_err(err)?;
     let client = ApiClient::new(&format!("http://{api}"), token.trim())?;
-    let docs = crate::resources::parse_text(MESH).map_err(err)?;
+    let docs = tandem_resources::parse_text(MESH).map_err(err)?;
     client
         .call(
             Method::POST,

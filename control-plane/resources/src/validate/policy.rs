@@ -7,11 +7,11 @@ use std::time::Duration;
 use tandem_xds::domain::ServiceRef;
 
 use super::{dns_label, duration};
-use crate::resources::spec::{
+use crate::spec::{
     ConnectionPoolSpec, DestinationPolicySpec, FaultInjectionSpec, OutlierDetectionSpec,
     RetryBudgetSpec, TargetRefSpec,
 };
-use crate::resources::{domain, Kind, Resource, ResourceError, ResourceKey};
+use crate::{domain, Kind, Resource, ResourceError, ResourceKey};
 
 /// Largest `minRetriesPerSecond`: beyond it the budget no longer limits anything.
 pub const MAX_MIN_RETRIES_PER_SECOND: i64 = 100_000;

@@ -6,10 +6,10 @@ use std::time::Duration;
 use clap::Subcommand;
 use http::Method;
 use serde_json::Value;
+use tandem_resources::clock::{rfc3339, unix_now};
 
 use super::{output, CtlError, Format};
 use crate::client::ApiClient;
-use crate::util::rfc3339;
 
 /// `tandemctl ca ...`.
 #[derive(Debug, Subcommand)]
@@ -187,7 +187,7 @@ pub fn parse_window(text: &str) -> Result<Duration, String> {
             .and_then(|d| d.checked_mul(86_400))
             .map(Duration::from_secs)
             .ok_or_else(|| format!("{text:?}: too many days")),
-        _ => crate::resources::duration::parse(text),
+        _ => tandem_resources::duration::parse(text),
     }
 }
 
@@ -213,7 +213,7 @@ pub async fn check(
 ) -> Result<(), CtlError> {
     let roots = client.call(Method::GET, "/v1/ca/roots", None).await?;
     let proxies = client.call(Method::GET, "/v1/ca/proxies", None).await?;
-    let found = findings(&roots, &proxies, crate::util::unix_now(), window);
+    let found = findings(&roots, &proxies, unix_now(), window);
     let problems = found.iter().filter(|f| f.problem).count();
     let answer = serde_json::json!({
         "problems": problems,

@@ -184,7 +184,7 @@ fn a_supplied_ca_is_used_and_a_mismatched_key_stops_the_start() {
     let other = TempDir::new("id-other");
     drop(ControlPlane::start(other.path(), &[]));
     let wrong_key = other.path().join("ca/root-key.pem");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tandem-control-plane"))
+    let out = std::process::Command::new(support::control_plane_bin())
         .args(["--api-addr", "127.0.0.1:0", "--xds-addr", "127.0.0.1:0"])
         .args(["--identity-addr", "127.0.0.1:0", "--data-dir"])
         .arg(dir.path())

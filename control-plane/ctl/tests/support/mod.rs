@@ -1,5 +1,6 @@
 //! Test harness: the real `tandem-control-plane` on port 0 with a temp data dir, driven
-//! by the real `tandemctl`.
+//! by the real `tandemctl`. The control plane is another package's binary: it is built (when
+//! stale) and located by `tandem_tests::bins`, or named by `TANDEM_CONTROL_PLANE_BIN`.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -9,6 +10,11 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+/// The `tandem-control-plane` binary, built first when stale.
+pub fn control_plane_bin() -> PathBuf {
+    tandem_tests::bins::locate(tandem_tests::bins::CONTROL_PLANE).unwrap_or_else(|e| panic!("{e}"))
+}
 
 /// A temp dir removed on drop.
 pub struct TempDir(pub PathBuf);
@@ -48,7 +54,7 @@ pub struct ControlPlane {
 
 impl ControlPlane {
     pub fn start(data_dir: &Path, extra: &[&str]) -> ControlPlane {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tandem-control-plane"))
+        let mut child = Command::new(control_plane_bin())
             .args([
                 "--api-addr",
                 "127.0.0.1:0",

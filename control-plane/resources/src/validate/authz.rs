@@ -5,8 +5,8 @@
 //! ID, `spiffe://<trust-domain>/<path>`; one naming another trust domain never matches.
 
 use super::{dns_label, policy};
-use crate::resources::spec::{AuthorizationPolicySpec, AuthzRuleSpec, AuthzSourceSpec};
-use crate::resources::ResourceError;
+use crate::spec::{AuthorizationPolicySpec, AuthzRuleSpec, AuthzSourceSpec};
+use crate::ResourceError;
 
 /// Most `rules` per policy.
 pub const MAX_AUTHZ_RULES: usize = 64;
@@ -204,7 +204,7 @@ fn http_method(at: &str, s: &str) -> Result<(), ResourceError> {
 mod tests {
     use serde_json::{json, Value};
 
-    use crate::resources::validate_documents;
+    use crate::validate_documents;
 
     fn doc(spec: Value) -> Value {
         json!({"apiVersion": "tandem.dev/v1alpha1", "kind": "AuthorizationPolicy",

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use tandem_control_plane::ctl::{self, CtlArgs};
+use tandemctl::CtlArgs;
 
 fn main() -> ExitCode {
     let args = CtlArgs::parse();
@@ -17,7 +17,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(ctl::run(args)) {
+    match runtime.block_on(tandemctl::run(args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("tandemctl: {e}");

@@ -10,10 +10,8 @@ use serde_json::Value;
 use tandem_xds::domain::{HttpRoute, PathMatch, RouteMatch, RouteRule, RouteTimeouts};
 
 use super::{backends, identity, parents, route_filters, spec_of, value_match};
-use crate::resources::spec::{
-    GrpcMatchSpec, GrpcMethodMatchSpec, GrpcMethodMatchType, GrpcRouteSpec,
-};
-use crate::resources::{ResourceError, GRPC_ROUTE_PREFIX};
+use crate::spec::{GrpcMatchSpec, GrpcMethodMatchSpec, GrpcMethodMatchType, GrpcRouteSpec};
+use crate::{ResourceError, GRPC_ROUTE_PREFIX};
 
 /// A segment of a gRPC path that a missing `service` or `method` regex stands for.
 const ANY_SEGMENT: &str = "[^/]+";
@@ -109,7 +107,7 @@ mod tests {
     use tandem_xds::domain::{ServiceRef, StringMatch, ValueMatch};
 
     use super::*;
-    use crate::resources::validate_documents;
+    use crate::validate_documents;
 
     fn exact(service: Option<&str>, method: Option<&str>) -> GrpcMethodMatchSpec {
         GrpcMethodMatchSpec {

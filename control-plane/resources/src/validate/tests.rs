@@ -66,7 +66,7 @@ spec:
         rs[2].doc["spec"]["rules"][0]["matches"][0]["headers"][0]["name"],
         "x-canary"
     );
-    let route = crate::resources::domain::http_route(&rs[2].doc, 7).unwrap();
+    let route = crate::domain::http_route(&rs[2].doc, 7).unwrap();
     assert_eq!(route.created, 7);
     assert_eq!(route.rules[0].backends[1].weight, 10);
     assert_eq!(route.parents[0].to_string_pair(), ("default", "reviews"));
@@ -374,7 +374,7 @@ fn full_route_round_trips_to_the_domain() {
     let again = validate_documents(vec![rs[0].doc.clone()]).unwrap();
     assert_eq!(again[0].doc, rs[0].doc);
 
-    let route = crate::resources::domain::http_route(&rs[0].doc, 3).unwrap();
+    let route = crate::domain::http_route(&rs[0].doc, 3).unwrap();
     let r0 = &route.rules[0];
     let f = &r0.filters;
     assert_eq!(
@@ -449,7 +449,7 @@ fn routes_without_the_new_fields_store_as_before() {
         r[0].doc["spec"]["rules"][0],
         json!({"matches": [], "backendRefs": [{"name": "a"}]})
     );
-    let route = crate::resources::domain::http_route(&r[0].doc, 1).unwrap();
+    let route = crate::domain::http_route(&r[0].doc, 1).unwrap();
     assert_eq!(route.rules[0].filters, Default::default());
     assert_eq!(route.rules[0].timeouts, Default::default());
     assert_eq!(route.rules[0].retry, None);
@@ -714,7 +714,7 @@ fn retries_are_checked() {
     );
     doc["metadata"]["annotations"] = json!({"retry.tandem.dev/non-idempotent": "false"});
     let r = validate_documents(vec![doc]).unwrap();
-    let route = crate::resources::domain::http_route(&r[0].doc, 1).unwrap();
+    let route = crate::domain::http_route(&r[0].doc, 1).unwrap();
     let retry = route.rules[0].retry.as_ref().unwrap();
     assert_eq!(retry.attempts, 0);
     assert!(!retry.non_idempotent);
@@ -733,7 +733,7 @@ fn destination_policy_defaults_and_round_trip() {
     .unwrap();
     assert_eq!(r[0].key.to_string(), "DestinationPolicy default/p");
     assert_eq!(r[0].doc["apiVersion"], "tandem.dev/v1alpha1");
-    let p = crate::resources::domain::destination_policy(&r[0].doc).unwrap();
+    let p = crate::domain::destination_policy(&r[0].doc).unwrap();
     assert_eq!(p.target, ServiceRef::new("default", "reviews"));
     assert_eq!(p.policy, CallPolicy::default());
     assert_eq!(p.policy.outlier, None);
@@ -757,7 +757,7 @@ spec:
   retryBudget: { percent: 10, minRetriesPerSecond: 5 }
 "#;
     let r = validate_documents(parse_text(text).unwrap()).unwrap();
-    let p = crate::resources::domain::destination_policy(&r[0].doc).unwrap();
+    let p = crate::domain::destination_policy(&r[0].doc).unwrap();
     assert_eq!((p.namespace.as_str(), p.name.as_str()), ("prod", "reviews"));
     assert_eq!(p.target, ServiceRef::new("shop", "reviews"));
     assert_eq!(
@@ -788,16 +788,16 @@ spec:
         json!({"targetRef": {"name": "a"}, "outlierDetection": {}, "loadBalancer": "roundRobin"}),
     )])
     .unwrap();
-    let p = crate::resources::domain::destination_policy(&r[0].doc).unwrap();
+    let p = crate::domain::destination_policy(&r[0].doc).unwrap();
     assert_eq!(p.policy.outlier, Some(OutlierDetection::default()));
     assert_eq!(p.policy.lb, LoadBalancer::RoundRobin);
     assert_eq!(
         OutlierDetection::default().base_ejection_time,
-        crate::resources::domain::DEFAULT_BASE_EJECTION
+        crate::domain::DEFAULT_BASE_EJECTION
     );
     assert_eq!(
         OutlierDetection::default().max_ejection_time,
-        crate::resources::domain::DEFAULT_MAX_EJECTION
+        crate::domain::DEFAULT_MAX_EJECTION
     );
 }
 
@@ -881,7 +881,7 @@ fn fault_injection_round_trips_and_is_checked() {
     )])
     .unwrap();
     assert_eq!(r[0].key.to_string(), "FaultInjection default/flaky");
-    let f = crate::resources::domain::fault_injection(&r[0].doc).unwrap();
+    let f = crate::domain::fault_injection(&r[0].doc).unwrap();
     assert_eq!(
         f,
         FaultInjection {
@@ -919,7 +919,7 @@ fn fault_injection_round_trips_and_is_checked() {
 
 #[test]
 fn new_kinds_have_words_and_plurals() {
-    use crate::resources::Kind;
+    use crate::Kind;
     for w in [
         "policies",
         "policy",
@@ -977,7 +977,7 @@ fn service_tls_mode_is_checked_and_reaches_the_domain() {
         ),
     ] {
         let r = validate_documents(vec![svc(spec)]).unwrap();
-        let s = crate::resources::domain::service(&r[0].doc).unwrap();
+        let s = crate::domain::service(&r[0].doc).unwrap();
         assert_eq!(s.tls_mode, want);
     }
 }

@@ -3,9 +3,17 @@
 //! Every command prints a readable table or message by default, the API's JSON with
 //! `-o json`, or YAML with `-o yaml`; it exits 0 on success and 1 with one line on
 //! stderr on failure (clap's usage errors exit 2).
+//!
+//! A crate of its own, apart from `tandem-control-plane`, so that the CLI links no server
+//! code: no store (redb), no CA (rcgen), no xDS server (tonic), no DNS resolver (hickory).
+//! What it shares with the server is the resource model ([`tandem_resources`]: parsing and
+//! validating documents before they are sent, kind names, the admin token's file name,
+//! time formatting) and the domain types of `tandem-xds` without its protobuf side. The
+//! binary (`src/main.rs`) is a thin shell over [`run`]; [`client`] is the REST client.
 
 mod ca;
 mod canary;
+pub mod client;
 mod demo;
 mod endpoint;
 mod output;
@@ -16,10 +24,10 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand, ValueEnum};
 use http::Method;
 use serde_json::{json, Value};
+use tandem_resources::{parse_text, Kind};
 use tandem_xds::domain::DEFAULT_NAMESPACE;
 
-use crate::client::ApiClient;
-use crate::resources::{parse_text, Kind};
+use crate::client::{ApiClient, ClientError};
 
 /// Output formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -180,8 +188,8 @@ pub enum EndpointCommand {
 #[error("{0}")]
 pub struct CtlError(pub String);
 
-impl From<crate::client::ClientError> for CtlError {
-    fn from(e: crate::client::ClientError) -> Self {
+impl From<ClientError> for CtlError {
+    fn from(e: ClientError) -> Self {
         CtlError(e.to_string())
     }
 }
@@ -201,7 +209,7 @@ pub fn find_token(token_file: Option<&PathBuf>) -> Result<String, CtlError> {
             return Ok(t.trim().to_string());
         }
     }
-    let default = PathBuf::from("./tandem-data").join(crate::auth::TOKEN_FILE);
+    let default = PathBuf::from("./tandem-data").join(tandem_resources::TOKEN_FILE);
     read(&default).map_err(|_| {
         CtlError(
             "no API token: pass --token-file, set TANDEM_API_TOKEN, or run where ./tandem-data/admin-token is"

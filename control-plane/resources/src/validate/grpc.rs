@@ -7,11 +7,11 @@ use std::collections::BTreeMap;
 
 use super::route::{backend_refs, parent_refs, value_matches};
 use super::{filters, regex, MAX_MATCHES, MAX_REGEX_LEN, MAX_RULES};
-use crate::resources::spec::{
+use crate::spec::{
     FilterType, GrpcMatchSpec, GrpcMethodMatchSpec, GrpcMethodMatchType, GrpcRouteSpec,
     GrpcRuleSpec,
 };
-use crate::resources::ResourceError;
+use crate::ResourceError;
 
 /// The filter types a GRPCRoute rule may carry (Gateway API `GRPCRouteFilterType`).
 pub const GRPC_FILTER_TYPES: [FilterType; 4] = [
@@ -189,7 +189,7 @@ fn identifier(s: &str) -> bool {
 mod tests {
     use serde_json::{json, Value};
 
-    use crate::resources::validate_documents;
+    use crate::validate_documents;
 
     fn grpc_doc(spec: Value) -> Value {
         json!({
@@ -240,10 +240,10 @@ spec:
 
     #[test]
     fn the_documented_example_is_valid() {
-        let docs = crate::resources::parse_text(DOCS_EXAMPLE).unwrap();
+        let docs = crate::parse_text(DOCS_EXAMPLE).unwrap();
         let rs = validate_documents(docs).unwrap();
         assert_eq!(rs[0].key.to_string(), "GRPCRoute default/echo");
-        let route = crate::resources::domain::grpc_route(&rs[0].doc, 1).unwrap();
+        let route = crate::domain::grpc_route(&rs[0].doc, 1).unwrap();
         assert_eq!(route.rules.len(), 2);
         assert_eq!(route.rules[0].matches.len(), 2);
     }
@@ -275,7 +275,7 @@ spec:
       backendRefs: [ { name: echo-v2, port: 80, weight: 0 } ]
     - backendRefs: [ { name: echo-v1, port: 80 } ]
 "#;
-        let docs = crate::resources::parse_text(text).unwrap();
+        let docs = crate::parse_text(text).unwrap();
         let rs = validate_documents(docs).unwrap();
         assert_eq!(rs[0].key.to_string(), "GRPCRoute default/echo");
         let spec = &rs[0].doc["spec"];

@@ -5,8 +5,16 @@
 //! - [`spec`]: the serde forms of the documents (unknown fields rejected);
 //! - [`validate`]: the rules of validity, with the field path of every violation;
 //! - [`domain`]: stored documents → [`tandem_xds::domain`] types;
-//! - [`duration`]: Gateway API duration strings (`1m30s`).
+//! - [`duration`]: Gateway API duration strings (`1m30s`);
+//! - [`clock`]: Unix seconds, and their UTC text.
+//!
+//! Its own crate so that both sides of the REST API share one vocabulary without `tandemctl`
+//! linking the server: the control plane (`tandem-control-plane`, which re-exports this
+//! crate as `tandem_control_plane::resources`) validates and stores documents, `tandemctl`
+//! parses them before sending, names kinds, reads the admin token from [`TOKEN_FILE`] and
+//! prints times with [`clock`]. Nothing here does I/O beyond reading the clock.
 
+pub mod clock;
 pub mod domain;
 pub mod duration;
 pub mod spec;
@@ -17,6 +25,10 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 pub use validate::{parse_text, validate_documents};
+
+/// The admin token's file name inside the control plane's data dir: the server creates
+/// `DATA_DIR/admin-token` on first start, `tandemctl` reads it from there by default.
+pub const TOKEN_FILE: &str = "admin-token";
 
 /// The `apiVersion` of Tandem's own kinds.
 pub const TANDEM_API_VERSION: &str = "tandem.dev/v1alpha1";

@@ -1,10 +1,10 @@
 //! How `tandemctl` shows answers: tables by default, JSON or YAML on request.
 
 use serde_json::Value;
+use tandem_resources::clock::utc;
+use tandem_resources::Kind;
 
 use super::{CtlError, Format};
-use crate::resources::Kind;
-pub use crate::util::utc;
 
 /// Prints `answer` as `format`, or through `human` when no format was asked for.
 pub fn print(
@@ -107,7 +107,7 @@ pub fn table(kind: Kind, answer: &Value) -> String {
                     .flatten()
                     .map(|(k, v)| format!("{k}={}", s(v)))
                     .collect();
-                let source = s(&i["metadata"]["annotations"][crate::resources::SOURCE_ANNOTATION]);
+                let source = s(&i["metadata"]["annotations"][tandem_resources::SOURCE_ANNOTATION]);
                 rows.push(vec![
                     s(&i["metadata"]["namespace"]),
                     s(&i["spec"]["service"]),
@@ -307,13 +307,6 @@ pub fn render(rows: &[Vec<String>]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn utc_formats_known_times() {
-        assert_eq!(utc(0), "1970-01-01 00:00:00");
-        assert_eq!(utc(951_782_400), "2000-02-29 00:00:00");
-        assert_eq!(utc(1_700_000_000), "2023-11-14 22:13:20");
-    }
 
     #[test]
     fn tables_align() {

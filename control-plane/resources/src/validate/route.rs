@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use super::{dns_label, duration, filters, regex, MAX_BACKEND_REFS, MAX_MATCHES};
 use super::{MAX_PARENT_REFS, MAX_REGEX_LEN, MAX_RULES, MAX_VALUE_MATCHES, MAX_WEIGHT};
-use crate::resources::spec::{
+use crate::spec::{
     HttpRouteSpec, MatchSpec, Metadata, PathType, RetrySpec, RuleSpec, ServiceRefSpec,
     TimeoutsSpec, ValueMatchSpec, ValueType,
 };
-use crate::resources::{ResourceError, NON_IDEMPOTENT_RETRY_ANNOTATION};
+use crate::{ResourceError, NON_IDEMPOTENT_RETRY_ANNOTATION};
 
 /// Most retries per request: more only multiplies load during an outage, which the
 /// retry budget would cut short anyway.

@@ -9,11 +9,11 @@ use std::collections::BTreeMap;
 
 use super::route::service_ref;
 use super::{dns_label, header_name};
-use crate::resources::spec::{
+use crate::spec::{
     ExtensionRefSpec, FilterSpec, FilterType, HeaderFilterSpec, MatchSpec, MirrorSpec,
     PathModifierSpec, PathModifierType, PathType, RedirectSpec, RuleSpec, UrlRewriteSpec,
 };
-use crate::resources::{Kind, ResourceError, TANDEM_GROUP};
+use crate::{Kind, ResourceError, TANDEM_GROUP};
 
 /// Most `set`, `add` and `remove` entries each in a header filter (as in Gateway API).
 pub const MAX_HEADER_ACTIONS: usize = 16;
