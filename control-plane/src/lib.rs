@@ -3,7 +3,7 @@
 //! discovery sources that feed endpoints into the store, and workload identity (the CA,
 //! join tokens and the identity endpoint).
 //!
-//! The binary `tandem-control-plane` is a thin shell over this crate (its flags: [`cli`]).
+//! The binary `tandem-control-plane` is a thin shell over this crate (its flags: [`flags`]).
 //! Request path through the modules: [`api`] (HTTP, auth via [`auth`]) → [`resources`]
 //! (parse + validate documents) → [`store`] (one redb write transaction per revision) →
 //! the head revision's `watch` channel → the xDS server.
@@ -17,8 +17,8 @@ pub use tandem_resources as resources;
 pub mod api;
 pub mod auth;
 pub mod canary;
-pub mod cli;
 pub mod discovery;
+pub mod flags;
 pub mod identity;
 pub mod proxies;
 pub mod security;

@@ -8,11 +8,11 @@ use std::time::Duration;
 use clap::Parser;
 use tandem_control_plane::api::{self, ApiState};
 use tandem_control_plane::auth::AdminToken;
-use tandem_control_plane::cli::Args;
 use tandem_control_plane::discovery::dns::Dns;
 use tandem_control_plane::discovery::registrations::{Expiry, Registrations};
 use tandem_control_plane::discovery::static_file::StaticFile;
 use tandem_control_plane::discovery::{self, Source};
+use tandem_control_plane::flags::Flags;
 use tandem_control_plane::identity::ca::{Ca, CaSource};
 use tandem_control_plane::identity::server::{self as identity_server, IdentityService};
 use tandem_control_plane::identity::tokens::JoinTokens;
@@ -23,7 +23,7 @@ use tandem_control_plane::xds_server;
 use tokio::net::TcpListener;
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = Flags::parse();
     let filter = tracing_subscriber::EnvFilter::try_new(&args.log)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
@@ -50,7 +50,7 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(args: Args) -> Result<(), String> {
+async fn run(args: Flags) -> Result<(), String> {
     let store =
         Store::open(&args.data_dir).map_err(|e| format!("{}: {e}", args.data_dir.display()))?;
     let store = Arc::new(store);

@@ -1,5 +1,6 @@
-//! `tandem-control-plane` command-line flags; each is also readable from a `TANDEM_*`
-//! environment variable.
+//! The server's command-line flags (`tandem-control-plane --data-dir ...`); each is also
+//! readable from a `TANDEM_*` environment variable. The CLI, `tandemctl`, is another crate
+//! (`control-plane/ctl/`) with flags of its own.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -9,7 +10,7 @@ use clap::Parser;
 /// Tandem's control plane: the mesh's source of truth, xDS server and REST API.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "tandem-control-plane", version, about)]
-pub struct Args {
+pub struct Flags {
     /// Directory of the embedded store and the admin token.
     #[arg(long, env = "TANDEM_DATA_DIR", default_value = "./tandem-data")]
     pub data_dir: PathBuf,
