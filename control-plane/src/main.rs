@@ -1,10 +1,18 @@
 //! `tandem-control-plane`: the mesh's source of truth, xDS server and REST API.
+//!
+//! Startup is [`run`], a list of named steps: open the store and the admin token, bind the
+//! API and xDS listeners, load the CA and join tokens, bind the identity endpoint with its
+//! certificate, start discovery and telemetry, serve the API, xDS and the identity
+//! endpoint, print the ready line, and wait for a signal.
 
 use std::io::Write;
+use std::net::SocketAddr;
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use clap::Parser;
 use tandem_control_plane::api::{self, ApiState};
 use tandem_control_plane::auth::AdminToken;
@@ -16,15 +24,28 @@ use tandem_control_plane::flags::Flags;
 use tandem_control_plane::identity::ca::{Ca, CaSource};
 use tandem_control_plane::identity::server::{self as identity_server, IdentityService};
 use tandem_control_plane::identity::tokens::JoinTokens;
+use tandem_control_plane::resources::clock::unix_now;
 use tandem_control_plane::security::{self, SecuritySettings};
 use tandem_control_plane::store::Store;
 use tandem_control_plane::telemetry::{self, Telemetry};
-use tandem_control_plane::xds_server;
+use tandem_control_plane::xds_server::{self, XdsSource};
 use tokio::net::TcpListener;
 
+/// A bound listener and the address it got (port 0 becomes a real port).
+struct Bound {
+    listener: TcpListener,
+    addr: SocketAddr,
+}
+
+/// The CA and the join tokens that follow it.
+struct Identity {
+    ca: Arc<Ca>,
+    tokens: Arc<JoinTokens>,
+}
+
 fn main() -> ExitCode {
-    let args = Flags::parse();
-    let filter = tracing_subscriber::EnvFilter::try_new(&args.log)
+    let flags = Flags::parse();
+    let filter = tracing_subscriber::EnvFilter::try_new(&flags.log)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -41,7 +62,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(args)) {
+    match runtime.block_on(run(flags)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("tandem-control-plane: {e}");
@@ -50,135 +71,228 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(args: Flags) -> Result<(), String> {
-    let store =
-        Store::open(&args.data_dir).map_err(|e| format!("{}: {e}", args.data_dir.display()))?;
-    let store = Arc::new(store);
-    let token = AdminToken::load_or_create(&args.data_dir).map_err(|e| e.to_string())?;
-    let api_listener = TcpListener::bind(args.api_addr)
-        .await
-        .map_err(|e| format!("api listener {}: {e}", args.api_addr))?;
-    let xds_listener = TcpListener::bind(args.xds_addr)
-        .await
-        .map_err(|e| format!("xds listener {}: {e}", args.xds_addr))?;
-    let api_addr = api_listener.local_addr().map_err(|e| e.to_string())?;
-    let xds_addr = xds_listener.local_addr().map_err(|e| e.to_string())?;
-
-    // 10 s is far too short for production, but lets tests watch several renewals.
-    if args.cert_ttl < Duration::from_secs(10) {
-        return Err(format!(
-            "--cert-ttl {}s: at least 10s (proxies renew at half life)",
-            args.cert_ttl.as_secs()
-        ));
-    }
-    // Identity: the CA is loaded (or generated) before any listener answers, so a bad
-    // --ca-cert/--ca-key stops the start with the file's path.
-    let ca_source =
-        CaSource::from_flags(&args.data_dir, args.ca_cert.as_ref(), args.ca_key.as_ref())
-            .map_err(|e| e.to_string())?;
-    let ca = Arc::new(Ca::load(&ca_source, &args.trust_domain).map_err(|e| format!("CA: {e}"))?);
-    let tokens = Arc::new(
-        JoinTokens::load(&args.data_dir, &args.trust_domain, &ca.root_fingerprint())
-            .map_err(|e| format!("join tokens: {e}"))?
-            .follow_ca(ca.clone()),
-    );
-    let identity_listener = TcpListener::bind(args.identity_addr)
-        .await
-        .map_err(|e| format!("identity listener {}: {e}", args.identity_addr))?;
-    let identity_addr = identity_listener.local_addr().map_err(|e| e.to_string())?;
-    let mut names = vec![
-        "localhost".to_string(),
-        "127.0.0.1".to_string(),
-        "::1".to_string(),
-    ];
-    if !identity_addr.ip().is_unspecified() {
-        names.push(identity_addr.ip().to_string());
-    }
-    for name in &args.identity_sans {
-        if !names.contains(name) {
-            names.push(name.clone());
-        }
-    }
-    let tls = identity_server::tls_config(
-        &ca,
-        &names,
-        tandem_control_plane::resources::clock::unix_now(),
-    )
-    .map_err(|e| format!("identity endpoint certificate: {e}"))?;
-    // Swapped after every root rotation step, so the endpoint's certificate follows the
-    // signing root without a restart.
-    let tls = Arc::new(arc_swap::ArcSwap::new(tls));
-    tokio::spawn(security::follow_ca_tls(
-        ca.clone(),
-        names.clone(),
-        tls.clone(),
-    ));
-    let mesh_security = security::follow_ca(
-        ca.clone(),
-        SecuritySettings {
-            trust_domain: args.trust_domain.clone(),
-            default_action: args.default_authz,
+/// The control plane's life, one named step after another; each step is a function below,
+/// in this order.
+async fn run(flags: Flags) -> Result<(), String> {
+    let store = open_store(&flags.data_dir)?;
+    let token = AdminToken::load_or_create(&flags.data_dir).map_err(|e| e.to_string())?;
+    let api = bind("api", flags.api_addr).await?;
+    let xds = bind("xds", flags.xds_addr).await?;
+    check_cert_ttl(flags.cert_ttl)?;
+    let identity = load_identity(&flags)?;
+    let identity_endpoint = bind("identity", flags.identity_addr).await?;
+    let tls = identity_endpoint_tls(&identity.ca, identity_endpoint.addr, &flags.identity_sans)?;
+    let registrations = start_discovery(&flags, &store);
+    let telemetry = start_telemetry(&store, flags.scrape_interval);
+    serve_api(
+        api.listener,
+        ApiState {
+            store: store.clone(),
+            token,
+            registrations,
+            telemetry,
+            tokens: identity.tokens.clone(),
+            ca: identity.ca.clone(),
         },
     );
-    let identity = Arc::new(IdentityService::new(
-        ca.clone(),
-        tokens.clone(),
-        args.cert_ttl,
-    ));
-
-    let registrations = Registrations::new();
-    let mut sources: Vec<Box<dyn Source>> = vec![
-        Box::new(Expiry(registrations.clone())),
-        Box::new(Dns {
-            max_refresh: Duration::from_secs(args.dns_refresh),
-        }),
-    ];
-    if let Some(path) = &args.static_endpoints {
-        sources.push(Box::new(StaticFile::new(path.clone())));
-    }
-    discovery::spawn_all(sources, &store);
-
-    let telemetry = Arc::new(Telemetry::default());
-    tokio::spawn(telemetry::run_scraper(
-        telemetry.clone(),
-        store.clone(),
-        Duration::from_secs(args.scrape_interval),
-    ));
-    let state = Arc::new(ApiState {
-        store: store.clone(),
-        token,
-        registrations,
-        telemetry,
-        tokens,
-        ca: ca.clone(),
-    });
-    tokio::spawn(api::serve(api_listener, state));
-    let xds = xds_server::start(store.clone(), mesh_security, args.plaintext_xds)?;
-    tokio::spawn(xds_server::serve(
-        xds_listener,
-        xds.clone(),
-        args.plaintext_xds,
-    ));
-    tokio::spawn(identity_server::serve(
-        identity_listener,
-        tls,
-        identity,
-        xds_server::secure_service(xds),
-    ));
-
-    let mut out = std::io::stdout();
-    let _ = writeln!(
-        out,
-        "tandem-control-plane ready api={api_addr} xds={xds_addr} data-dir={} identity={identity_addr}",
-        args.data_dir.display()
+    let source = serve_xds(&flags, &store, &identity.ca, xds.listener)?;
+    serve_identity(&flags, &identity, identity_endpoint.listener, tls, source);
+    announce_ready(
+        &flags,
+        api.addr,
+        xds.addr,
+        identity_endpoint.addr,
+        &identity.ca,
+        &store,
     );
-    let _ = out.flush();
-    tracing::info!(%api_addr, %xds_addr, %identity_addr, ca_sha256 = %ca.root_fingerprint(), revision = store.head(), "serving");
     shutdown_signal().await;
     tracing::info!("shutting down");
     Ok(())
 }
 
+/// The embedded store in the data dir (created on first start).
+fn open_store(data_dir: &Path) -> Result<Arc<Store>, String> {
+    let store = Store::open(data_dir).map_err(|e| format!("{}: {e}", data_dir.display()))?;
+    Ok(Arc::new(store))
+}
+
+/// Binds the `what` listener (`api`, `xds`, `identity`); the error names it and `addr`.
+async fn bind(what: &str, addr: SocketAddr) -> Result<Bound, String> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("{what} listener {addr}: {e}"))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    Ok(Bound { listener, addr })
+}
+
+/// `--cert-ttl` of at least 10 s: far too short for production, but lets tests watch
+/// several renewals (proxies renew at half life).
+fn check_cert_ttl(cert_ttl: Duration) -> Result<(), String> {
+    if cert_ttl < Duration::from_secs(10) {
+        return Err(format!(
+            "--cert-ttl {}s: at least 10s (proxies renew at half life)",
+            cert_ttl.as_secs()
+        ));
+    }
+    Ok(())
+}
+
+/// The CA, loaded (or generated) before any listener answers, so a bad
+/// `--ca-cert`/`--ca-key` stops the start with the file's path; and the join tokens.
+fn load_identity(flags: &Flags) -> Result<Identity, String> {
+    let ca_source = CaSource::from_flags(
+        &flags.data_dir,
+        flags.ca_cert.as_ref(),
+        flags.ca_key.as_ref(),
+    )
+    .map_err(|e| e.to_string())?;
+    let ca = Arc::new(Ca::load(&ca_source, &flags.trust_domain).map_err(|e| format!("CA: {e}"))?);
+    let tokens = Arc::new(
+        JoinTokens::load(&flags.data_dir, &flags.trust_domain, &ca.root_fingerprint())
+            .map_err(|e| format!("join tokens: {e}"))?
+            .follow_ca(ca.clone()),
+    );
+    Ok(Identity { ca, tokens })
+}
+
+/// The identity endpoint's TLS config: a server certificate from the CA for the names of
+/// [`identity_names`]. Swapped after every root rotation step, so the endpoint's
+/// certificate follows the signing root without a restart.
+fn identity_endpoint_tls(
+    ca: &Arc<Ca>,
+    addr: SocketAddr,
+    sans: &[String],
+) -> Result<Arc<ArcSwap<rustls::ServerConfig>>, String> {
+    let names = identity_names(addr, sans);
+    let tls = identity_server::tls_config(ca, &names, unix_now())
+        .map_err(|e| format!("identity endpoint certificate: {e}"))?;
+    let tls = Arc::new(ArcSwap::new(tls));
+    tokio::spawn(security::follow_ca_tls(ca.clone(), names, tls.clone()));
+    Ok(tls)
+}
+
+/// The identity endpoint certificate's names: loopback, the bound address unless it is
+/// unspecified, and every `--identity-san`, each once.
+fn identity_names(addr: SocketAddr, sans: &[String]) -> Vec<String> {
+    let mut names = vec![
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        "::1".to_string(),
+    ];
+    if !addr.ip().is_unspecified() {
+        names.push(addr.ip().to_string());
+    }
+    for name in sans {
+        if !names.contains(name) {
+            names.push(name.clone());
+        }
+    }
+    names
+}
+
+/// The discovery sources, each on its own task: API registrations (expired after their
+/// TTL), DNS names, and `--static-endpoints` when given. The registrations are returned
+/// for the API, which adds to them.
+fn start_discovery(flags: &Flags, store: &Arc<Store>) -> Arc<Registrations> {
+    let registrations = Registrations::new();
+    let mut sources: Vec<Box<dyn Source>> = vec![
+        Box::new(Expiry(registrations.clone())),
+        Box::new(Dns {
+            max_refresh: Duration::from_secs(flags.dns_refresh),
+        }),
+    ];
+    if let Some(path) = &flags.static_endpoints {
+        sources.push(Box::new(StaticFile::new(path.clone())));
+    }
+    discovery::spawn_all(sources, store);
+    registrations
+}
+
+/// The scraper of every connected proxy's metrics (canary status), every
+/// `--scrape-interval` seconds.
+fn start_telemetry(store: &Arc<Store>, interval_secs: u64) -> Arc<Telemetry> {
+    let telemetry = Arc::new(Telemetry::default());
+    tokio::spawn(telemetry::run_scraper(
+        telemetry.clone(),
+        store.clone(),
+        Duration::from_secs(interval_secs),
+    ));
+    telemetry
+}
+
+/// The REST API on its listener.
+fn serve_api(listener: TcpListener, state: ApiState) {
+    tokio::spawn(api::serve(listener, Arc::new(state)));
+}
+
+/// xDS from the store's head and the CA's security settings (the first snapshot is built
+/// here: a failure stops the start), served without authentication on `--xds-addr` when
+/// `--plaintext-xds` allows it. The source is returned for the identity endpoint.
+fn serve_xds(
+    flags: &Flags,
+    store: &Arc<Store>,
+    ca: &Arc<Ca>,
+    listener: TcpListener,
+) -> Result<XdsSource, String> {
+    let mesh_security = security::follow_ca(
+        ca.clone(),
+        SecuritySettings {
+            trust_domain: flags.trust_domain.clone(),
+            default_action: flags.default_authz,
+        },
+    );
+    let source = xds_server::start(store.clone(), mesh_security, flags.plaintext_xds)?;
+    tokio::spawn(xds_server::serve(
+        listener,
+        source.clone(),
+        flags.plaintext_xds,
+    ));
+    Ok(source)
+}
+
+/// The identity endpoint (TLS 1.3): CSR signing for join tokens, and xDS over mutual TLS
+/// for proxies with a workload certificate.
+fn serve_identity(
+    flags: &Flags,
+    identity: &Identity,
+    listener: TcpListener,
+    tls: Arc<ArcSwap<rustls::ServerConfig>>,
+    source: XdsSource,
+) {
+    let signer = Arc::new(IdentityService::new(
+        identity.ca.clone(),
+        identity.tokens.clone(),
+        flags.cert_ttl,
+    ));
+    tokio::spawn(identity_server::serve(
+        listener,
+        tls,
+        signer,
+        xds_server::secure_service(source),
+    ));
+}
+
+/// The ready line, the only line on stdout (scripts and tests wait for it), and the same
+/// in the log.
+fn announce_ready(
+    flags: &Flags,
+    api_addr: SocketAddr,
+    xds_addr: SocketAddr,
+    identity_addr: SocketAddr,
+    ca: &Ca,
+    store: &Store,
+) {
+    let mut out = std::io::stdout();
+    let _ = writeln!(
+        out,
+        "tandem-control-plane ready api={api_addr} xds={xds_addr} data-dir={} identity={identity_addr}",
+        flags.data_dir.display()
+    );
+    let _ = out.flush();
+    tracing::info!(%api_addr, %xds_addr, %identity_addr, ca_sha256 = %ca.root_fingerprint(), revision = store.head(), "serving");
+}
+
+/// Until SIGINT (Ctrl-C) or SIGTERM.
 async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     match signal(SignalKind::terminate()) {
