@@ -106,14 +106,21 @@ struct Exchange<'r> {
     client_upgrade: Option<OnUpgrade>,
     /// The backend's request slot, held until the response body ends.
     held: Option<Permit>,
-    replay: Option<Replay>,
+    /// Boxed: most requests keep nothing, and this travels in the request's future.
+    replay: Option<Box<Replay>>,
     mirrored: bool,
 }
 
 /// What follows an attempt.
 enum Next {
-    /// Send this request again (to another endpoint).
-    Again(Request<RequestBody>),
+    /// Send this request again, to another endpoint, after the policy's backoff if
+    /// `backoff`.
+    Again {
+        /// The request.
+        req: Request<RequestBody>,
+        /// Whether a policy retry's backoff comes first.
+        backoff: bool,
+    },
     /// The client's answer.
     Respond(Response<ProxyBody>),
     /// The request failed for good.
@@ -154,13 +161,14 @@ impl Outbound<'_> {
         Ok(resp)
     }
 
-    /// Stages 2 to 6: fault, split, breaker, rewrite, and what retries and mirrors keep;
-    /// then the attempts.
+    /// Stages 2 to 8 under the request timeout: the fault, then the request prepared by
+    /// stages 3 to 6, then attempts (an endpoint, an exchange, the retry decision) until an
+    /// answer.
     async fn forward(
         &self,
         dest: &Destination,
         route: &Route,
-        mut req: Request<Incoming>,
+        req: Request<Incoming>,
         authority: Option<Authority>,
         labels: &mut Labels,
     ) -> Result<Response<ProxyBody>, ProxyError> {
@@ -169,6 +177,49 @@ impl Outbound<'_> {
                 return Ok(resp);
             }
         }
+        let (mut x, mut retries, mut next) = self.prepare(dest, route, req, authority, labels)?;
+        let mut avoid: Option<SocketAddr> = None;
+        loop {
+            let ep = x
+                .cluster
+                .pick(avoid)
+                .ok_or_else(|| ProxyError::NoEndpoints(x.cluster.name.to_string()))?
+                .clone();
+            let attempt = Attempt {
+                client: self.client,
+                tls: self.tls,
+                traffic: &self.metrics.traffic,
+                cluster: &x.cluster,
+                ep: &ep,
+                wire: WireProtocol::upstream(x.cluster.protocol, self.client_protocol, x.upgrading),
+                settings: self.settings.connect,
+                per_try_timeout: x.route.per_try_timeout,
+            };
+            let result = attempt.send(next, x.authority.as_ref()).await?;
+            next = match self.after(&mut x, &mut retries, result, ep.addr) {
+                Next::Again { req, backoff } => {
+                    if backoff {
+                        retries.backoff().await;
+                    }
+                    req
+                }
+                Next::Respond(resp) => return Ok(resp),
+                Next::Fail(e) => return Err(e),
+            };
+            avoid = Some(ep.addr);
+        }
+    }
+
+    /// Stages 3 to 6: the backend by weight, its admission, the request edits, and what
+    /// retries and mirrors keep of the request. Returns the request for the first attempt.
+    fn prepare<'r>(
+        &self,
+        dest: &'r Destination,
+        route: &'r Route,
+        mut req: Request<Incoming>,
+        authority: Option<Authority>,
+        labels: &mut Labels,
+    ) -> Result<(Exchange<'r>, Retries<'r>, Request<RequestBody>), ProxyError> {
         let cluster = route
             .pick_backend()
             .ok_or_else(|| ProxyError::NoBackend(route.name.to_string()))?
@@ -200,53 +251,18 @@ impl Outbound<'_> {
             upgrading,
             client_upgrade,
             held,
-            replay,
+            replay: replay.map(Box::new),
             mirrored: false,
         };
-        if exchange.replay.as_ref().is_some_and(Replay::body_is_empty) {
+        if exchange.replay.as_ref().is_some_and(|r| r.body_is_empty()) {
             // Nothing to wait for: mirror now, alongside the primary, as Envoy does.
             self.mirror(&mut exchange);
         }
-        self.attempts(exchange, retries, first).await
-    }
-
-    /// Stages 7 and 8 until an answer: an endpoint, an attempt, and the retry decision.
-    async fn attempts(
-        &self,
-        mut x: Exchange<'_>,
-        mut retries: Retries<'_>,
-        first: Request<RequestBody>,
-    ) -> Result<Response<ProxyBody>, ProxyError> {
-        let mut next = first;
-        let mut avoid: Option<SocketAddr> = None;
-        loop {
-            let ep = x
-                .cluster
-                .pick(avoid)
-                .ok_or_else(|| ProxyError::NoEndpoints(x.cluster.name.to_string()))?
-                .clone();
-            let attempt = Attempt {
-                client: self.client,
-                tls: self.tls,
-                traffic: &self.metrics.traffic,
-                cluster: &x.cluster,
-                ep: &ep,
-                wire: WireProtocol::upstream(x.cluster.protocol, self.client_protocol, x.upgrading),
-                settings: self.settings.connect,
-                per_try_timeout: x.route.per_try_timeout,
-            };
-            let result = attempt.send(next, x.authority.as_ref()).await?;
-            next = match self.after(&mut x, &mut retries, result, ep.addr).await {
-                Next::Again(req) => req,
-                Next::Respond(resp) => return Ok(resp),
-                Next::Fail(e) => return Err(e),
-            };
-            avoid = Some(ep.addr);
-        }
+        Ok((exchange, retries, first))
     }
 
     /// The retry stage's decision on one attempt's result.
-    async fn after(
+    fn after(
         &self,
         x: &mut Exchange<'_>,
         retries: &mut Retries<'_>,
@@ -258,8 +274,10 @@ impl Outbound<'_> {
                 if retries.on_status(resp.status().as_u16()) {
                     if let Some(again) = self.try_again(x) {
                         drop(resp);
-                        retries.backoff().await;
-                        return Next::Again(again);
+                        return Next::Again {
+                            req: again,
+                            backoff: true,
+                        };
                     }
                 }
                 return Next::Respond(self.respond(x, resp, reuse));
@@ -268,19 +286,24 @@ impl Outbound<'_> {
                 error,
                 unsent: Some(back),
             }) if retries.resend_unsent() => {
-                // Never written: as safe as the first attempt, so no budget needed.
+                // Never written: as safe as the first attempt, so no budget and no wait.
                 tracing::debug!(endpoint = %ep, %error, "request not sent; trying another endpoint");
                 let traffic = &self.metrics.traffic;
                 traffic.retry(&x.dest.name, &x.cluster.label, RetryReason::Unsent);
-                return Next::Again(*back);
+                return Next::Again {
+                    req: *back,
+                    backoff: false,
+                };
             }
             Err(SendError { error, .. }) => error,
         };
         if retries.on_failure(&error) {
             if let Some(again) = self.try_again(x) {
                 tracing::debug!(endpoint = %ep, %error, "attempt failed; retrying");
-                retries.backoff().await;
-                return Next::Again(again);
+                return Next::Again {
+                    req: again,
+                    backoff: true,
+                };
             }
         }
         Next::Fail(error)
