@@ -70,18 +70,9 @@ impl Attempt<'_> {
                 identity: self.cluster.tls.as_ref(),
                 tls: self.tls,
             };
-            // Boxed: the exchange's future is the largest state a request holds, and every
-            // stage above would otherwise carry it in its own future and copy it on each
-            // move (`benches/instructions.sh` counted up to twice the instructions per
-            // request unboxed).
-            let send = Box::pin(self.client.send(
-                self.ep.addr,
-                transport,
-                self.wire,
-                req,
-                self.settings,
-                slot,
-            ));
+            let send =
+                self.client
+                    .send(self.ep.addr, transport, self.wire, req, self.settings, slot);
             within(self.per_try_timeout, send).await
         };
         self.learn(&result, started.elapsed());

@@ -129,7 +129,7 @@ impl Cluster {
     /// are no endpoints.
     pub fn pick(&self, avoid: Option<SocketAddr>) -> Option<&Arc<EndpointState>> {
         self.balancer
-            .pick(&self.endpoints, avoid, &self.state.ejections, now_nanos())
+            .pick(&self.endpoints, avoid, &self.state.ejections)
     }
 
     /// Records how an attempt to `ep` ended; true when it got the endpoint ejected.
@@ -139,7 +139,6 @@ impl Cluster {
             self.endpoints.len(),
             ep,
             outcome,
-            now_nanos(),
         )
     }
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use tandem_xds::domain::OutlierDetection;
 
-use crate::outbound::endpoint::{EndpointState, Outcome};
+use crate::outbound::endpoint::{now_nanos, EndpointState, Outcome};
 
 /// How many endpoints of one cluster are out of rotation; kept across snapshots.
 #[derive(Debug, Default)]
@@ -51,7 +51,6 @@ impl Ejections {
         endpoints: usize,
         ep: &EndpointState,
         outcome: Outcome,
-        now: u64,
     ) -> bool {
         let Some(policy) = policy else {
             return false;
@@ -65,7 +64,7 @@ impl Ejections {
         if self.count.load(Ordering::Relaxed) >= cap {
             return false;
         }
-        if ep.eject(policy, now) {
+        if ep.eject(policy, now_nanos()) {
             self.count.fetch_add(1, Ordering::Relaxed);
             return true;
         }
@@ -77,8 +76,6 @@ impl Ejections {
 mod tests {
     use super::*;
     use std::time::Duration;
-
-    use crate::outbound::endpoint::now_nanos;
 
     fn policy() -> OutlierDetection {
         OutlierDetection {
@@ -104,9 +101,7 @@ mod tests {
         let eps = endpoints(4);
         let ejections = Ejections::default();
         let p = policy();
-        let fail = |ej: &Ejections| {
-            ej.record(Some(&p), 4, &eps[0], Outcome::ServerError(503), now_nanos())
-        };
+        let fail = |ej: &Ejections| ej.record(Some(&p), 4, &eps[0], Outcome::ServerError(503));
         assert!(!fail(&ejections));
         assert!(fail(&ejections), "the second 5xx in a row ejects");
         assert!(!ejections.none());
@@ -138,16 +133,16 @@ mod tests {
         let now = now_nanos();
         for ep in &eps[..2] {
             ep.record(Outcome::ConnectionFailure, &p);
-            assert!(ejections.record(Some(&p), 4, ep, Outcome::ConnectionFailure, now));
+            assert!(ejections.record(Some(&p), 4, ep, Outcome::ConnectionFailure));
         }
         eps[2].record(Outcome::ConnectionFailure, &p);
         assert!(
-            !ejections.record(Some(&p), 4, &eps[2], Outcome::ConnectionFailure, now),
+            !ejections.record(Some(&p), 4, &eps[2], Outcome::ConnectionFailure),
             "50 % of 4 are out already"
         );
         let fresh = Ejections::default();
         for _ in 0..10 {
-            assert!(!fresh.record(None, 4, &eps[3], Outcome::ConnectionFailure, now));
+            assert!(!fresh.record(None, 4, &eps[3], Outcome::ConnectionFailure));
         }
         // A new endpoint set counts only the ejected endpoints it keeps.
         ejections.recount(&eps[1..], now);
