@@ -38,6 +38,7 @@ fn mesh_with(backend: std::net::SocketAddr) -> MeshConfig {
                 protocol: AppProtocol::Http,
             }],
             tls_mode: Default::default(),
+            addresses: Vec::new(),
         },
     );
     mesh.endpoints.insert(

@@ -98,6 +98,12 @@ pub fn service(doc: &Value) -> Result<Service, ResourceError> {
             Some(mode) => super::validate::tls_mode("spec.mtls.mode", &mode)?,
             None => TlsMode::default(),
         },
+        addresses: spec
+            .addresses
+            .iter()
+            .enumerate()
+            .map(|(i, a)| super::validate::virtual_address(&format!("spec.addresses[{i}]"), a))
+            .collect::<Result<_, _>>()?,
     })
 }
 

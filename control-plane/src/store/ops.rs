@@ -102,6 +102,12 @@ impl Store {
                     check_endpoint_conflict(view, r)?;
                 }
             }
+            if resources
+                .iter()
+                .any(|r| r.key.kind == Kind::Service && has_addresses(r))
+            {
+                check_address_conflicts(view, &resources)?;
+            }
             // Only an applied policy can clash: most applies skip reading the stored ones.
             if resources
                 .iter()
@@ -371,6 +377,49 @@ fn check_endpoint_conflict(view: &View<'_, '_>, r: &Resource) -> Result<(), Stor
         ))),
         _ => Ok(()),
     }
+}
+
+fn has_addresses(r: &Resource) -> bool {
+    domain::service_spec(&r.doc).is_ok_and(|s| !s.addresses.is_empty())
+}
+
+/// Two services may not claim one virtual `address:port`: an intercepted connection to it
+/// would have two destinations. Checked against the stored services and among the applied
+/// ones (an applied service replaces its stored self).
+fn check_address_conflicts(view: &View<'_, '_>, resources: &[Resource]) -> Result<(), StoreError> {
+    let applied: BTreeSet<&ResourceKey> = resources
+        .iter()
+        .filter(|r| r.key.kind == Kind::Service)
+        .map(|r| &r.key)
+        .collect();
+    let stored = view.list(Kind::Service, None)?;
+    let services = stored
+        .iter()
+        .filter(|s| !applied.contains(&s.key))
+        .map(|s| (&s.key, &s.doc))
+        .chain(
+            resources
+                .iter()
+                .filter(|r| r.key.kind == Kind::Service)
+                .map(|r| (&r.key, &r.doc)),
+        );
+    let mut claimed: BTreeMap<SocketAddr, &ResourceKey> = BTreeMap::new();
+    for (key, doc) in services {
+        let svc = domain::service(doc)?;
+        for ip in &svc.addresses {
+            for port in &svc.ports {
+                let addr = SocketAddr::new(*ip, port.port);
+                if let Some(other) = claimed.insert(addr, key) {
+                    if other != key {
+                        return Err(StoreError::Conflict(format!(
+                            "{key} and {other} both claim the address {addr}"
+                        )));
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Turns planned writes into real changes: equal documents dropped, `created` kept or

@@ -137,6 +137,31 @@ fn duplicate_endpoint_under_another_name_conflicts() {
 }
 
 #[test]
+fn two_services_may_not_claim_one_virtual_address_and_port() {
+    let dir = TempDir::new("vip");
+    let store = Store::open(&dir.0).unwrap();
+    let svc = |name: &str, port: u16| {
+        json!({"apiVersion": "tandem.dev/v1alpha1", "kind": "Service", "metadata": {"name": name},
+               "spec": {"ports": [{"port": port}], "addresses": ["10.96.0.10"]}})
+    };
+    store.apply(docs(vec![svc("web", 80)]), WHO_API).unwrap();
+    // The same service again (a port added) is no clash with itself.
+    store.apply(docs(vec![svc("web", 80)]), WHO_API).unwrap();
+    // Another port on the same address is fine; the same port is not.
+    store.apply(docs(vec![svc("db", 5432)]), WHO_API).unwrap();
+    match store.apply(docs(vec![svc("api", 80)]), WHO_API) {
+        Err(StoreError::Conflict(m)) => assert!(m.contains("10.96.0.10:80"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    // Nor two in one apply.
+    match store.apply(docs(vec![svc("x", 9), svc("y", 9)]), WHO_API) {
+        Err(StoreError::Conflict(_)) => {}
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(store.head(), 2);
+}
+
+#[test]
 fn reopen_after_drop_keeps_everything() {
     let dir = TempDir::new("reopen");
     {

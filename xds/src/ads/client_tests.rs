@@ -42,6 +42,7 @@ fn mesh(endpoints: u8) -> MeshConfig {
                 id: svc(n),
                 ports: vec![],
                 tls_mode: Default::default(),
+                addresses: Vec::new(),
             },
         );
     }

@@ -19,12 +19,13 @@ mod cluster;
 mod filters;
 mod route;
 mod security;
+mod virtual_address;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 
 use envoy_types::pb::envoy::config::core::v3::{
-    address, config_source::ConfigSourceSpecifier, socket_address, ConfigSource, HealthStatus,
+    config_source::ConfigSourceSpecifier, ConfigSource, HealthStatus,
 };
 use envoy_types::pb::envoy::config::endpoint::v3::{lb_endpoint, ClusterLoadAssignment};
 use envoy_types::pb::envoy::config::listener::v3::Listener;
@@ -32,6 +33,7 @@ use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     http_connection_manager::RouteSpecifier, HttpConnectionManager,
 };
+
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret;
 
 use super::{
@@ -113,6 +115,7 @@ fn analyze_with(resources: &Resources, inbound: Inbound) -> Result<Analysis, Con
     }
     let empty = BTreeMap::new();
     let of = |t: &str| resources.get(t).unwrap_or(&empty);
+    let mut address_listeners: BTreeMap<SocketAddr, String> = BTreeMap::new();
 
     for (name, any) in of(LISTENER_TYPE) {
         let path = format!("Listener[{name}]");
@@ -125,7 +128,21 @@ fn analyze_with(resources: &Resources, inbound: Inbound) -> Result<Analysis, Con
             a.view.inbound = Some(policy);
             continue;
         }
-        let rc = listener(unpack(any, &path)?, name, &path)?;
+        let l: Listener = unpack(any, &path)?;
+        if l.address.is_some() {
+            // A service's virtual address, for intercepted connections.
+            let (addr, target) = virtual_address::listener(l, name, &path)?;
+            a.route_refs.extend(target.route_config.clone());
+            if let Some(old) = a.view.addresses.insert(addr, target) {
+                return Err(ConvertError::new(
+                    format!("{path}.address"),
+                    format!("{addr} is also the address of another listener ({old:?})"),
+                ));
+            }
+            address_listeners.insert(addr, name.clone());
+            continue;
+        }
+        let rc = listener(l, name, &path)?;
         a.route_refs.insert(rc.clone());
         a.view.listeners.insert(name.clone(), rc);
     }
@@ -173,6 +190,30 @@ fn analyze_with(resources: &Resources, inbound: Inbound) -> Result<Analysis, Con
                 name: rc.clone(),
                 referenced_by: format!("Listener[{listener}]"),
             });
+        }
+    }
+    for (addr, target) in &a.view.addresses {
+        let referenced_by = || {
+            let name = address_listeners.get(addr).cloned().unwrap_or_default();
+            format!("Listener[{name}]")
+        };
+        if let Some(rc) = &target.route_config {
+            if !route_clusters.contains_key(rc.as_str()) {
+                missing.insert(Missing {
+                    type_url: ROUTE_TYPE,
+                    name: rc.clone(),
+                    referenced_by: referenced_by(),
+                });
+            }
+        }
+        if let Some(c) = &target.cluster {
+            if !clusters.contains_key(c.as_str()) {
+                missing.insert(Missing {
+                    type_url: CLUSTER_TYPE,
+                    name: c.clone(),
+                    referenced_by: referenced_by(),
+                });
+            }
         }
     }
     for (rc, used) in &route_clusters {
@@ -269,12 +310,22 @@ fn listener(mut l: Listener, name: &str, path: &str) -> Result<String, ConvertEr
         .and_then(|a| a.api_listener)
         .ok_or_else(|| ConvertError::new(&path, "required: Tandem consumes API listeners only"))?;
     let path = format!("{path}.api_listener");
-    let mut hcm: HttpConnectionManager = unpack(&any, &path)?;
+    let hcm: HttpConnectionManager = unpack(&any, &path)?;
+    let (route_config, _codec) = http_connection_manager(hcm, &path)?;
+    Ok(route_config)
+}
+
+/// An HTTP connection manager: routes over RDS (ADS), fault and router filters only;
+/// returns the route configuration name and the codec type.
+pub(super) fn http_connection_manager(
+    mut hcm: HttpConnectionManager,
+    path: &str,
+) -> Result<(String, i32), ConvertError> {
     let route_specifier = hcm.route_specifier.take();
     let filters = std::mem::take(&mut hcm.http_filters);
+    let codec = std::mem::take(&mut hcm.codec_type);
     hcm.stat_prefix.clear();
-    hcm.codec_type = 0;
-    reject_rest(&hcm, &path)?;
+    reject_rest(&hcm, path)?;
     filters::http_filters(filters, &format!("{path}.http_filters"))?;
     match route_specifier {
         Some(RouteSpecifier::Rds(rds)) => {
@@ -285,7 +336,7 @@ fn listener(mut l: Listener, name: &str, path: &str) -> Result<String, ConvertEr
                     "must be non-empty",
                 ));
             }
-            Ok(rds.route_config_name)
+            Ok((rds.route_config_name, codec))
         }
         Some(RouteSpecifier::RouteConfig(_)) => Err(ConvertError::new(
             format!("{path}.route_config"),
@@ -370,29 +421,5 @@ fn endpoint_address(
     let address = ep.address.take();
     ep.hostname.clear();
     reject_rest(&ep, path)?;
-    let path = format!("{path}.address.socket_address");
-    let mut sa = match address.and_then(|a| a.address) {
-        Some(address::Address::SocketAddress(sa)) => sa,
-        _ => return Err(ConvertError::new(path, "required")),
-    };
-    if sa.protocol != 0 {
-        return Err(ConvertError::new(
-            format!("{path}.protocol"),
-            "only TCP is supported",
-        ));
-    }
-    let port = match sa.port_specifier.take() {
-        Some(socket_address::PortSpecifier::PortValue(p)) => u16::try_from(p)
-            .map_err(|_| ConvertError::new(format!("{path}.port_value"), "above 65535"))?,
-        _ => return Err(ConvertError::new(format!("{path}.port_value"), "required")),
-    };
-    let ip: IpAddr = sa.address.parse().map_err(|_| {
-        ConvertError::new(
-            format!("{path}.address"),
-            format!("{:?} is not an IP address", sa.address),
-        )
-    })?;
-    sa.address.clear();
-    reject_rest(&sa, &path)?;
-    Ok(SocketAddr::new(ip, port))
+    virtual_address::socket_address(address, &format!("{path}.address"))
 }

@@ -18,6 +18,7 @@ use prost::Name;
 use super::*;
 use crate::domain::*;
 
+mod addresses;
 mod determinism;
 mod policy;
 mod retry;
@@ -39,6 +40,7 @@ fn service(name: &str, protocol: AppProtocol) -> (ServiceRef, Service) {
                 protocol,
             }],
             tls_mode: Default::default(),
+            addresses: Vec::new(),
         },
     )
 }

@@ -13,6 +13,12 @@
 //!   backend and mirror of an attached rule, and each service with no HTTPRoute; the
 //!   cluster carries the service's `DestinationPolicy` ([`cluster`]), and a TLS transport
 //!   socket when the service is called with mutual TLS ([`MeshConfig::upstream_tls`]);
+//! - for every virtual address of `s` and every port of `s`, a `Listener` named
+//!   `<ip>_<port>` ([`address_listener_name`](crate::domain::address_listener_name)) with
+//!   that address, `bind_to_port: false` (Istio's form for intercepted traffic): an HTTP
+//!   port's filter chain is the same connection manager over RDS, an opaque TCP port's is
+//!   a `tcp_proxy` to `s`'s own cluster, and a port of unknown protocol has both, told
+//!   apart by the HTTP inspector ([`virtual_address`]);
 //! - when the mesh has a trust bundle: the SDS `Secret` [`TRUST_BUNDLE_SECRET`] with the
 //!   roots, and one inbound `Listener` [`inbound_listener_name`] per service holding its
 //!   TLS mode and authorization rules (`security` has the shapes). Inbound listeners are
@@ -30,6 +36,7 @@ mod action;
 mod cluster;
 mod route;
 mod security;
+mod virtual_address;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -64,6 +71,9 @@ pub use security::{
     AUTHZ_ALLOW_FILTER, AUTHZ_DENY_FILTER, HTTP_CONNECTION_MANAGER, INBOUND_PORT,
     INBOUND_STAT_PREFIX, MESH_ALPN, RAW_BUFFER_TRANSPORT_SOCKET, RAW_PROTOCOL, TLS_INSPECTOR,
     TLS_PROTOCOL, TLS_TRANSPORT_SOCKET,
+};
+pub use virtual_address::{
+    HTTP_APPLICATION_PROTOCOLS, HTTP_CHAIN, HTTP_INSPECTOR, TCP_CHAIN, TCP_PROXY,
 };
 
 /// Name of the router HTTP filter.
@@ -134,6 +144,15 @@ pub fn to_snapshot(mesh: &MeshConfig, version: &str) -> Result<XdsSnapshot, Conv
             .any(|r| r.typed_per_filter_config.contains_key(FAULT_FILTER));
         for alias in svc.aliases() {
             snap.insert(alias.clone(), pack(&listener(&alias, &fqdn, with_fault)));
+        }
+        if let Some(service) = mesh.services.get(svc) {
+            for l in virtual_address::listeners(service, &fqdn, with_fault) {
+                snap.insert(l.name.clone(), pack(&l));
+            }
+            if virtual_address::carries_tcp(service) {
+                // Opaque TCP to a virtual address goes to the service's own endpoints.
+                clusters.insert(svc.clone());
+            }
         }
         let rc = RouteConfiguration {
             name: fqdn.clone(),
@@ -208,6 +227,21 @@ pub(crate) fn ads_source() -> ConfigSource {
 }
 
 fn listener(alias: &str, route_config: &str, with_fault: bool) -> Listener {
+    Listener {
+        name: alias.to_string(),
+        api_listener: Some(ApiListener {
+            api_listener: Some(pack(&http_connection_manager(route_config, with_fault))),
+        }),
+        ..Default::default()
+    }
+}
+
+/// The HTTP connection manager of a service's listeners: routes over RDS from
+/// `route_config`, the fault filter (only when a route injects faults), the router.
+pub(crate) fn http_connection_manager(
+    route_config: &str,
+    with_fault: bool,
+) -> HttpConnectionManager {
     let mut http_filters = Vec::with_capacity(2);
     if with_fault {
         // Empty at the listener: each route's `typed_per_filter_config` says what to inject.
@@ -226,20 +260,13 @@ fn listener(alias: &str, route_config: &str, with_fault: bool) -> Listener {
         ))),
         ..Default::default()
     });
-    let hcm = HttpConnectionManager {
+    HttpConnectionManager {
         stat_prefix: route_config.to_string(),
         route_specifier: Some(RouteSpecifier::Rds(Rds {
             config_source: Some(ads_source()),
             route_config_name: route_config.to_string(),
         })),
         http_filters,
-        ..Default::default()
-    };
-    Listener {
-        name: alias.to_string(),
-        api_listener: Some(ApiListener {
-            api_listener: Some(pack(&hcm)),
-        }),
         ..Default::default()
     }
 }

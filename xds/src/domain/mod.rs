@@ -5,7 +5,7 @@
 //! resources it receives back into a [`ProxyView`]. Protobuf never appears here.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -96,6 +96,11 @@ pub struct Service {
     /// What its inbound ports accept (and so whether clients originate mutual TLS).
     #[serde(default)]
     pub tls_mode: TlsMode,
+    /// Virtual addresses (a Kubernetes cluster IP, Tandem's `spec.addresses`): a
+    /// connection a transparent sidecar intercepts to one of these, on one of `ports`, is
+    /// for this service.
+    #[serde(default)]
+    pub addresses: Vec<IpAddr>,
 }
 
 /// One instance of a service.
@@ -357,4 +362,26 @@ pub struct ProxyView {
     /// The roots to trust (`None`: none announced; the proxy keeps what its CA gave it).
     #[serde(default)]
     pub trust_bundle: Option<TrustBundle>,
+    /// Services' virtual `address:port`s, for connections a transparent sidecar
+    /// intercepts (xDS: listeners with an address that is not bound).
+    #[serde(default)]
+    pub addresses: BTreeMap<SocketAddr, AddressTarget>,
+}
+
+/// What an intercepted connection to a service's virtual `address:port` is for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddressTarget {
+    /// The port's protocol: HTTP routes, opaque TCP goes to `cluster`, detect tries HTTP
+    /// first.
+    pub protocol: AppProtocol,
+    /// The route configuration HTTP requests take (`None` for an opaque TCP port).
+    pub route_config: Option<String>,
+    /// The cluster opaque TCP goes to (`None` for an HTTP-only port).
+    pub cluster: Option<String>,
+}
+
+/// The xDS name of the listener for a service's virtual `address:port`, as Istio names
+/// its outbound listeners (`10.96.0.10_8080`).
+pub fn address_listener_name(addr: SocketAddr) -> String {
+    format!("{}_{}", addr.ip(), addr.port())
 }

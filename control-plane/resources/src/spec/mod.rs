@@ -61,6 +61,11 @@ pub struct ServiceSpec {
     /// Ports.
     #[serde(default)]
     pub ports: Vec<ServicePortSpec>,
+    /// Virtual IP addresses (a Kubernetes Service's cluster IPs): connections a
+    /// transparent sidecar intercepts to one of these, on one of `ports`, are for this
+    /// service. Read as strings so that validation, not serde, words the error.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<String>,
     /// Discover this service's endpoints through DNS.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dns: Option<DnsSpec>,

@@ -300,6 +300,16 @@ fn service(at: &str, spec: &ServiceSpec) -> Result<(), ResourceError> {
             }
         }
     }
+    let mut seen = BTreeSet::new();
+    for (i, a) in spec.addresses.iter().enumerate() {
+        let ip = virtual_address(&format!("{at}.addresses[{i}]"), a)?;
+        if !seen.insert(ip) {
+            return Err(ResourceError::new(
+                format!("{at}.addresses[{i}]"),
+                format!("{ip} is listed twice"),
+            ));
+        }
+    }
     if let Some(dns) = &spec.dns {
         dns_spec(&format!("{at}.dns"), dns)?;
     }
@@ -307,6 +317,21 @@ fn service(at: &str, spec: &ServiceSpec) -> Result<(), ResourceError> {
         tls_mode(&format!("{at}.mtls.mode"), mode)?;
     }
     Ok(())
+}
+
+/// One of a service's virtual addresses: an IP literal a workload can connect to, so not
+/// unspecified, loopback (never intercepted) or multicast.
+pub fn virtual_address(path: &str, s: &str) -> Result<std::net::IpAddr, ResourceError> {
+    let ip: std::net::IpAddr = s
+        .parse()
+        .map_err(|_| ResourceError::new(path, format!("{s:?} is not an IP address")))?;
+    if ip.is_unspecified() || ip.is_loopback() || ip.is_multicast() {
+        return Err(ResourceError::new(
+            path,
+            format!("{ip} cannot be a service address (unspecified, loopback or multicast)"),
+        ));
+    }
+    Ok(ip)
 }
 
 /// A service's `mtls.mode`: `mutual`, `permissive` or `disabled`.

@@ -282,6 +282,36 @@ fn endpoints_and_services_are_checked() {
 }
 
 #[test]
+fn service_addresses_are_ip_literals_a_workload_can_reach() {
+    let svc = |addrs: Value| json!({"apiVersion": "tandem.dev/v1alpha1", "kind": "Service", "metadata": {"name": "s"}, "spec": {"ports": [{"port": 80}], "addresses": addrs}});
+    let r = validate_documents(vec![svc(json!(["10.96.0.10", "fd00::10"]))]).unwrap();
+    let service = crate::domain::service(&r[0].doc).unwrap();
+    assert_eq!(
+        service.addresses,
+        vec![
+            "10.96.0.10".parse::<std::net::IpAddr>().unwrap(),
+            "fd00::10".parse().unwrap()
+        ]
+    );
+    for (bad, index) in [
+        (json!(["web.local"]), 0),
+        (json!(["10.96.0.10", "10.96.0.10"]), 1),
+        (json!(["127.0.0.1"]), 0),
+        (json!(["0.0.0.0"]), 0),
+        (json!(["::"]), 0),
+        (json!(["224.0.0.1"]), 0),
+        (json!(["10.96.0.10/32"]), 0),
+    ] {
+        let e = err(vec![svc(bad.clone())]);
+        assert!(
+            e.starts_with(&format!("documents[0].spec.addresses[{index}]:")),
+            "{bad}: {e}"
+        );
+    }
+    assert!(err(vec![svc(json!("10.96.0.10"))]).starts_with("documents[0].spec.addresses"));
+}
+
+#[test]
 fn duplicates_in_one_request_are_rejected() {
     let doc =
         json!({"apiVersion": "tandem.dev/v1alpha1", "kind": "Service", "metadata": {"name": "a"}});
