@@ -78,9 +78,65 @@ pub struct Flags {
     #[arg(long, env = "TANDEM_PLAINTEXT_XDS")]
     pub plaintext_xds: bool,
 
+    /// The sidecar injector's admission webhook (HTTPS), e.g. `0.0.0.0:15017`; off unless
+    /// given.
+    #[arg(long, env = "TANDEM_INJECTOR_ADDR")]
+    pub injector_addr: Option<SocketAddr>,
+
+    /// DNS names or IPs for the webhook's serving certificate (repeatable; `localhost`,
+    /// `127.0.0.1` and `::1` are always in it): the names the API server calls it by.
+    #[arg(
+        long = "injector-san",
+        env = "TANDEM_INJECTOR_SANS",
+        value_delimiter = ',',
+        default_values = [
+            "tandem-injector.tandem-system.svc",
+            "tandem-injector.tandem-system.svc.cluster.local",
+        ]
+    )]
+    pub injector_sans: Vec<String>,
+
+    /// Lifetime of the webhook's serving certificate; it is renewed at two thirds of it
+    /// (and after every CA change) without a restart.
+    #[arg(long, env = "TANDEM_INJECTOR_CERT_TTL", default_value = "30d", value_parser = parse_long_duration)]
+    pub injector_cert_ttl: std::time::Duration,
+
+    /// The control plane's xDS address given to injected proxies.
+    #[arg(long, env = "TANDEM_INJECTOR_CONTROL_PLANE", default_value = tandem_inject::settings::DEFAULT_CONTROL_PLANE)]
+    pub injector_control_plane: String,
+
+    /// The proxy image of injected pods (annotation `config.tandem.dev/proxy-image` wins).
+    #[arg(long, env = "TANDEM_INJECTOR_PROXY_IMAGE", default_value_t = tandem_inject::settings::default_proxy_image())]
+    pub injector_proxy_image: String,
+
+    /// `native` (Kubernetes 1.29+: the proxy is a native sidecar) or `legacy` (before
+    /// 1.29); annotation `config.tandem.dev/sidecar-mode` wins.
+    #[arg(long, env = "TANDEM_INJECTOR_SIDECAR_MODE", default_value = "native", value_parser = tandem_inject::Mode::parse)]
+    pub injector_sidecar_mode: tandem_inject::Mode,
+
+    /// Namespaces never injected, whatever their labels or pods say (repeatable).
+    #[arg(
+        long = "injector-exclude-namespace",
+        env = "TANDEM_INJECTOR_EXCLUDE_NAMESPACES",
+        value_delimiter = ',',
+        default_values = ["tandem-system", "kube-system", "kube-public", "kube-node-lease"]
+    )]
+    pub injector_exclude_namespaces: Vec<String>,
+
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `tandem_control_plane=debug`.
     #[arg(long, env = "TANDEM_LOG", default_value = "info")]
     pub log: String,
+}
+
+/// A duration as `--cert-ttl` takes it, or days (`30d`).
+fn parse_long_duration(s: &str) -> Result<std::time::Duration, String> {
+    if let Some(days) = s.strip_suffix('d') {
+        let days: u64 = days
+            .parse()
+            .map_err(|_| format!("{s:?}: days such as 30d"))?;
+        return Ok(std::time::Duration::from_secs(days * 24 * 3600));
+    }
+    crate::resources::duration::parse(s)
 }
 
 /// `allow` or `deny`.

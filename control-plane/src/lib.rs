@@ -1,7 +1,8 @@
 //! Tandem's control plane as a library: the resource model and its validation, the
 //! crash-safe store with numbered revisions, the REST API, the admin token, and the
 //! discovery sources that feed endpoints into the store, and workload identity (the CA,
-//! join tokens and the identity endpoint).
+//! join tokens and the identity endpoint), and the sidecar injector's admission webhook
+//! ([`injector`], over the pure `tandem-inject` crate).
 //!
 //! The binary `tandem-control-plane` is a thin shell over this crate (its flags: [`flags`]).
 //! Request path through the modules: [`api`] (HTTP, auth via [`auth`]) → [`resources`]
@@ -20,6 +21,7 @@ pub mod canary;
 pub mod discovery;
 pub mod flags;
 pub mod identity;
+pub mod injector;
 pub mod proxies;
 pub mod security;
 pub mod store;

@@ -3,7 +3,8 @@
 //! Startup is [`run`], a list of named steps: open the store and the admin token, bind the
 //! API and xDS listeners, load the CA and join tokens, bind the identity endpoint with its
 //! certificate, start discovery and telemetry, serve the API, xDS and the identity
-//! endpoint, print the ready line, and wait for a signal.
+//! endpoint (and, with `--injector-addr`, the sidecar injector's webhook), print the ready
+//! line, and wait for a signal.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -24,6 +25,7 @@ use tandem_control_plane::flags::Flags;
 use tandem_control_plane::identity::ca::{Ca, CaSource};
 use tandem_control_plane::identity::server::{self as identity_server, IdentityService};
 use tandem_control_plane::identity::tokens::JoinTokens;
+use tandem_control_plane::injector;
 use tandem_control_plane::resources::clock::unix_now;
 use tandem_control_plane::security::{self, SecuritySettings};
 use tandem_control_plane::store::Store;
@@ -82,6 +84,10 @@ async fn run(flags: Flags) -> Result<(), String> {
     let identity = load_identity(&flags)?;
     let identity_endpoint = bind("identity", flags.identity_addr).await?;
     let tls = identity_endpoint_tls(&identity.ca, identity_endpoint.addr, &flags.identity_sans)?;
+    let injector = match flags.injector_addr {
+        Some(addr) => Some(bind("injector", addr).await?),
+        None => None,
+    };
     let registrations = start_discovery(&flags, &store);
     let telemetry = start_telemetry(&store, flags.scrape_interval);
     serve_api(
@@ -97,11 +103,18 @@ async fn run(flags: Flags) -> Result<(), String> {
     );
     let source = serve_xds(&flags, &store, &identity.ca, xds.listener)?;
     serve_identity(&flags, &identity, identity_endpoint.listener, tls, source);
+    let injector_addr = match injector {
+        Some(bound) => Some(serve_injector(&flags, &identity.ca, bound)?),
+        None => None,
+    };
     announce_ready(
         &flags,
-        api.addr,
-        xds.addr,
-        identity_endpoint.addr,
+        Addrs {
+            api: api.addr,
+            xds: xds.addr,
+            identity: identity_endpoint.addr,
+            injector: injector_addr,
+        },
         &identity.ca,
         &store,
     );
@@ -272,24 +285,66 @@ fn serve_identity(
     ));
 }
 
+/// The sidecar injector's webhook: its settings from the `--injector-*` flags (checked
+/// here, so a bad default stops the start), a serving certificate from the CA for the
+/// loopback names, the bound address and every `--injector-san`, renewed by a task of its
+/// own. Returns the bound address for the ready line.
+fn serve_injector(flags: &Flags, ca: &Arc<Ca>, bound: Bound) -> Result<SocketAddr, String> {
+    let settings = tandem_inject::Settings {
+        proxy_image: flags.injector_proxy_image.clone(),
+        mode: flags.injector_sidecar_mode,
+        control_plane: flags.injector_control_plane.clone(),
+        excluded_namespaces: flags.injector_exclude_namespaces.clone(),
+        ..tandem_inject::Settings::default()
+    };
+    settings
+        .validate()
+        .map_err(|e| format!("--injector-*: {e}"))?;
+    if flags.injector_cert_ttl < Duration::from_secs(10) {
+        return Err("--injector-cert-ttl: at least 10s".into());
+    }
+    let names = identity_names(bound.addr, &flags.injector_sans);
+    let tls = injector::tls::config(ca, &names, flags.injector_cert_ttl)
+        .map_err(|e| format!("injector certificate: {e}"))?;
+    let tls = Arc::new(ArcSwap::new(tls));
+    tokio::spawn(injector::tls::renew(
+        ca.clone(),
+        names,
+        flags.injector_cert_ttl,
+        tls.clone(),
+    ));
+    tokio::spawn(injector::serve(bound.listener, tls, Arc::new(settings)));
+    Ok(bound.addr)
+}
+
+/// The addresses the ready line announces.
+struct Addrs {
+    api: SocketAddr,
+    xds: SocketAddr,
+    identity: SocketAddr,
+    injector: Option<SocketAddr>,
+}
+
 /// The ready line, the only line on stdout (scripts and tests wait for it), and the same
-/// in the log.
-fn announce_ready(
-    flags: &Flags,
-    api_addr: SocketAddr,
-    xds_addr: SocketAddr,
-    identity_addr: SocketAddr,
-    ca: &Ca,
-    store: &Store,
-) {
-    let mut out = std::io::stdout();
-    let _ = writeln!(
-        out,
-        "tandem-control-plane ready api={api_addr} xds={xds_addr} data-dir={} identity={identity_addr}",
+/// in the log. `injector=` is appended only when the webhook is on.
+fn announce_ready(flags: &Flags, addrs: Addrs, ca: &Ca, store: &Store) {
+    let Addrs {
+        api,
+        xds,
+        identity,
+        injector,
+    } = addrs;
+    let mut line = format!(
+        "tandem-control-plane ready api={api} xds={xds} data-dir={} identity={identity}",
         flags.data_dir.display()
     );
+    if let Some(injector) = injector {
+        line.push_str(&format!(" injector={injector}"));
+    }
+    let mut out = std::io::stdout();
+    let _ = writeln!(out, "{line}");
     let _ = out.flush();
-    tracing::info!(%api_addr, %xds_addr, %identity_addr, ca_sha256 = %ca.root_fingerprint(), revision = store.head(), "serving");
+    tracing::info!(api_addr = %api, xds_addr = %xds, identity_addr = %identity, injector_addr = ?injector, ca_sha256 = %ca.root_fingerprint(), revision = store.head(), "serving");
 }
 
 /// Until SIGINT (Ctrl-C) or SIGTERM.
