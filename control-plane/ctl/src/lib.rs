@@ -16,6 +16,7 @@ mod canary;
 pub mod client;
 mod demo;
 mod endpoint;
+mod inject;
 mod output;
 mod token;
 
@@ -144,6 +145,24 @@ pub enum Command {
         /// The file.
         file: String,
     },
+    /// Add the Tandem proxy to the pods of Deployments, StatefulSets, DaemonSets, Jobs,
+    /// CronJobs, Pods and Lists of them (YAML or JSON, `-` for stdin), offline: prints
+    /// YAML for `kubectl apply -f -`, the same patch the injector webhook applies.
+    Inject {
+        /// The file.
+        #[arg(short = 'f', long = "filename")]
+        file: String,
+        /// Defaults for what pods' annotations leave unsaid.
+        #[command(flatten)]
+        flags: inject::InjectFlags,
+    },
+    /// Remove the Tandem proxy that `inject` or the webhook added, restoring the pods'
+    /// probes (YAML or JSON, `-` for stdin); prints YAML.
+    Uninject {
+        /// The file.
+        #[arg(short = 'f', long = "filename")]
+        file: String,
+    },
     /// Run a local mesh demo on loopback: control plane, two versions of a service behind
     /// sidecars, a client sidecar and a 90/10 split. Ctrl-C stops it.
     Demo,
@@ -223,6 +242,16 @@ pub async fn run(args: CtlArgs) -> Result<(), CtlError> {
     if matches!(args.command, Command::Demo) {
         // The demo starts its own control plane and needs no token or API address.
         return demo::run().await;
+    }
+    // inject and uninject work offline: no token, no API.
+    match &args.command {
+        Command::Inject { file, flags } => {
+            return inject::run(file, inject::Direction::Inject(flags), args.output)
+        }
+        Command::Uninject { file } => {
+            return inject::run(file, inject::Direction::Uninject, args.output)
+        }
+        _ => {}
     }
     let token = find_token(args.token_file.as_ref())?;
     let client = ApiClient::new(&args.api, &token)?;
@@ -331,6 +360,7 @@ pub async fn run(args: CtlArgs) -> Result<(), CtlError> {
             })
         }
         Command::Demo => demo::run().await,
+        Command::Inject { .. } | Command::Uninject { .. } => Ok(()), // answered above
     }
 }
 
