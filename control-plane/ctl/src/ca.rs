@@ -1,5 +1,5 @@
-//! `tandemctl ca status|rotate|activate|remove`: the CA's trusted roots and their
-//! rotation; `tandemctl check`: expiry warnings for roots and proxy certificates.
+//! `tandemctl ca status|rotate|activate|remove|bundle`: the CA's trusted roots, their
+//! rotation and the bundle; `tandemctl check`: expiry warnings for roots and proxy certificates.
 
 use std::time::Duration;
 
@@ -30,6 +30,13 @@ pub enum CaCommand {
         /// The root's sha256, or a unique prefix of it.
         sha256: String,
     },
+    /// The trust bundle (every trusted root), PEM: what verifies the control plane's
+    /// certificates, and the `caBundle` of the injector's MutatingWebhookConfiguration.
+    Bundle {
+        /// Print it base64-encoded on one line, as `caBundle` takes it.
+        #[arg(long)]
+        base64: bool,
+    },
 }
 
 /// Runs one `ca` command.
@@ -39,6 +46,18 @@ pub async fn run(
     command: CaCommand,
 ) -> Result<(), CtlError> {
     let (answer, said) = match command {
+        CaCommand::Bundle { base64 } => {
+            let answer = client.call(Method::GET, "/v1/ca/bundle", None).await?;
+            return output::print(out, &answer, |a| {
+                let pem = a["trust_bundle_pem"].as_str().unwrap_or_default();
+                if base64 {
+                    use base64::Engine as _;
+                    base64::engine::general_purpose::STANDARD.encode(pem) + "\n"
+                } else {
+                    pem.to_string()
+                }
+            });
+        }
         CaCommand::Status => (client.call(Method::GET, "/v1/ca/roots", None).await?, None),
         CaCommand::Rotate => (
             client.call(Method::POST, "/v1/ca/roots", None).await?,

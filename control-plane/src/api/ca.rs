@@ -1,7 +1,8 @@
 //! The CA's roots: `GET /v1/ca/roots` (status), `POST /v1/ca/roots` (rotate: add a new,
 //! not yet signing root), `POST /v1/ca/roots/<sha256-prefix>/activate` (make it sign),
 //! `DELETE /v1/ca/roots/<sha256-prefix>` (stop trusting a non-signing root), and
-//! `GET /v1/ca/proxies` (each scraped proxy's certificate and bundle expiry).
+//! `GET /v1/ca/proxies` (each scraped proxy's certificate and bundle expiry), and
+//! `GET /v1/ca/bundle` (the trust bundle, PEM: the injector webhook's `caBundle`).
 //!
 //! CA changes write files (fsynced): they run on the blocking pool.
 
@@ -40,11 +41,15 @@ pub(super) async fn handle(state: &ApiState, call: &Call, rest: &[&str]) -> Answ
             tracing::info!(sha256 = %gone.sha256, "CA: root removed from the trust bundle");
             Ok((StatusCode::OK, Some(answer(&state.ca, "removed", gone))))
         }
+        (["bundle"], &Method::GET) => Ok((
+            StatusCode::OK,
+            Some(json!({"trust_bundle_pem": state.ca.trust_bundle_pem()})),
+        )),
         (["proxies"], &Method::GET) => {
             let items = state.telemetry.identities(&state.store.proxies().list());
             Ok((StatusCode::OK, Some(json!({ "items": items }))))
         }
-        (["roots"] | ["roots", _, "activate"] | ["roots", _] | ["proxies"], _) => {
+        (["roots"] | ["roots", _, "activate"] | ["roots", _] | ["proxies"] | ["bundle"], _) => {
             Err(ApiError::MethodNotAllowed)
         }
         _ => Err(ApiError::NotFound(format!("no route {}", call.path))),
