@@ -86,6 +86,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         identity_addr: None,
         workers: None,
         listen: Vec::new(),
+        command: None,
+        transparent: false,
+        app_probes: None,
+        pod_ip: None,
     };
     let result = tandem_proxy::startup::run(args).await;
     let _ = std::fs::remove_dir_all(&dir);

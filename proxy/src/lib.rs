@@ -1,7 +1,8 @@
 //! `tandem-proxy`: Tandem's sidecar proxy. The modules, in the order a request meets them:
 //!
-//! - [`transport`] — accept, hand to a worker, the inbound port's TLS step, detect the
-//!   protocol, serve HTTP/1 or HTTP/2, or carry opaque TCP.
+//! - [`transport`] — accept, hand to a worker, where an intercepted connection was going
+//!   ([`intercept`]), the inbound port's TLS step, detect the protocol, serve HTTP/1 or
+//!   HTTP/2, or carry opaque TCP.
 //! - [`forward`] — one request: limits, its destination in the current [`snapshot`], then
 //!   inbound or outbound; errors become responses in one place.
 //! - [`inbound`] — mesh → app: the inbound decision, authorization, the app.
@@ -16,7 +17,8 @@
 //! Around the request path: [`discovery`] (a config file or xDS) publishes [`snapshot`]s
 //! built from [`config`]; [`identity`] obtains and renews the workload certificate that
 //! [`tls`] turns into rustls configs; [`admin`] and [`metrics`] report; [`drain`] shuts
-//! down; [`startup`] runs it all in named steps. [`errors`], [`random`] and [`backoff`]
+//! down; [`startup`] runs it all in named steps, and the one-shot `init` (the redirection
+//! rules of [`intercept`]) and `wait-ready`. [`errors`], [`random`] and [`backoff`]
 //! are leaves everyone may use.
 
 pub mod admin;
@@ -30,6 +32,7 @@ pub mod forward;
 pub mod http;
 pub mod identity;
 pub mod inbound;
+pub mod intercept;
 pub mod io;
 pub mod metrics;
 pub mod outbound;

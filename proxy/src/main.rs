@@ -1,11 +1,29 @@
 //! `tandem-proxy` binary: parse flags, set up logging and the runtime, run.
 
 use clap::Parser;
-use tandem_proxy::startup::Args;
+use tandem_proxy::startup::flags::Command;
+use tandem_proxy::startup::{init, wait_ready, Args};
 use tracing_subscriber::EnvFilter;
 
 fn main() {
     let args = Args::parse();
+    match &args.command {
+        Some(Command::Init(a)) => {
+            if let Err(e) = init::run(a) {
+                eprintln!("tandem-proxy init: {e}");
+                std::process::exit(e.exit_code());
+            }
+            return;
+        }
+        Some(Command::WaitReady(a)) => {
+            if let Err(e) = wait_ready::run(a) {
+                eprintln!("tandem-proxy wait-ready: {e}");
+                std::process::exit(1);
+            }
+            return;
+        }
+        None => {}
+    }
     let filter = EnvFilter::try_new(&args.log).unwrap_or_else(|e| {
         eprintln!("tandem-proxy: invalid --log filter {:?}: {e}", args.log);
         std::process::exit(2);

@@ -28,7 +28,7 @@ use crate::settings::Settings;
 /// The version this webhook speaks.
 pub const API_VERSION: &str = "admission.k8s.io/v1";
 
-/// What the webhook entry's URL says about the namespace.
+/// What the webhook entry's path says about the namespace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Query {
     /// The namespace's label.
@@ -37,22 +37,36 @@ pub struct Query {
     pub strict: bool,
 }
 
-impl Query {
-    /// From a URL query such as `namespace=enabled&strict=true` (unknown keys ignored,
-    /// so that a newer configuration does not break an older injector).
-    pub fn parse(query: Option<&str>) -> Query {
-        let mut q = Query {
+/// The paths the webhook serves, with what each means. Paths rather than query strings:
+/// the API server accepts only DNS-label-like path segments in a service reference.
+pub const PATHS: [(&str, Query); 3] = [
+    (
+        "/inject",
+        Query {
             namespace: NamespacePolicy::NotEnabled,
             strict: false,
-        };
-        for pair in query.unwrap_or_default().split('&') {
-            match pair.split_once('=') {
-                Some(("namespace", "enabled")) => q.namespace = NamespacePolicy::Enabled,
-                Some(("strict", "true")) => q.strict = true,
-                _ => {}
-            }
-        }
-        q
+        },
+    ),
+    (
+        "/inject/namespace-enabled",
+        Query {
+            namespace: NamespacePolicy::Enabled,
+            strict: false,
+        },
+    ),
+    (
+        "/inject/namespace-enabled/strict",
+        Query {
+            namespace: NamespacePolicy::Enabled,
+            strict: true,
+        },
+    ),
+];
+
+impl Query {
+    /// The meaning of a webhook path, if it is one of [`PATHS`].
+    pub fn from_path(path: &str) -> Option<Query> {
+        PATHS.iter().find(|(p, _)| *p == path).map(|(_, q)| *q)
     }
 }
 
@@ -214,11 +228,12 @@ mod tests {
     }
 
     fn enabled(strict: bool) -> Query {
-        Query::parse(Some(if strict {
-            "namespace=enabled&strict=true"
+        let path = if strict {
+            "/inject/namespace-enabled/strict"
         } else {
-            "namespace=enabled"
-        }))
+            "/inject/namespace-enabled"
+        };
+        Query::from_path(path).unwrap()
     }
 
     #[test]
@@ -269,7 +284,7 @@ mod tests {
         let ops: Vec<crate::Operation> = serde_json::from_slice(&bytes).unwrap();
         assert!(!ops.is_empty());
         // Not enabled: nothing, and no warning either.
-        let off = review(&request(pod), Query::parse(None), &s).unwrap();
+        let off = review(&request(pod), Query::from_path("/inject").unwrap(), &s).unwrap();
         assert_eq!(off["response"], json!({"uid": "u-1", "allowed": true}));
     }
 }

@@ -1,7 +1,8 @@
 //! The sidecar injector's admission webhook: HTTPS on `--injector-addr` (15017 in the
-//! manifests), `POST /inject[?namespace=enabled[&strict=true]]` with an AdmissionReview
-//! v1, answered by `tandem_inject::review` (all of the logic; this module only serves it),
-//! and `GET /healthz` for the Deployment's probes.
+//! manifests), `POST /inject`, `/inject/namespace-enabled` and
+//! `/inject/namespace-enabled/strict` (one per webhook entry, see `tandem_inject::review`)
+//! with an AdmissionReview v1, answered by `tandem_inject::review` (all of the logic; this
+//! module only serves it), and `GET /healthz` for the Deployment's probes.
 //!
 //! Statuses: 200 with an AdmissionReview for every AdmissionReview (allowed, patched,
 //! or refused in a strict namespace); 400 `{"error": ...}` for a body that is not one;
@@ -82,10 +83,10 @@ pub async fn serve(
 }
 
 async fn handle(settings: &Settings, req: Request<Incoming>) -> Response<Full<Bytes>> {
-    match (req.method(), req.uri().path()) {
-        (&Method::GET, "/healthz") => reply(StatusCode::OK, &json!({"status": "ok"})),
-        (&Method::POST, "/inject") => {
-            let query = Query::parse(req.uri().query());
+    let query = Query::from_path(req.uri().path());
+    match (req.method(), req.uri().path(), query) {
+        (&Method::GET, "/healthz", _) => reply(StatusCode::OK, &json!({"status": "ok"})),
+        (&Method::POST, _, Some(query)) => {
             let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
                 Ok(b) => b.to_bytes(),
                 Err(e) if e.is::<http_body_util::LengthLimitError>() => {
@@ -107,9 +108,9 @@ async fn handle(settings: &Settings, req: Request<Incoming>) -> Response<Full<By
                 }
             }
         }
-        (_, path) => error(
+        (_, path, _) => error(
             StatusCode::NOT_FOUND,
-            format!("no route {path}: the injector serves POST /inject and GET /healthz"),
+            format!("no route {path}: the injector serves POST /inject[/namespace-enabled[/strict]] and GET /healthz"),
         ),
     }
 }

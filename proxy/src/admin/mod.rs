@@ -1,4 +1,7 @@
-//! The admin port: liveness, readiness, config dump, metrics, and drain.
+//! The admin port: liveness, readiness, config dump, metrics, drain, and the app's
+//! health probes ([`app_health`]) for the kubelet.
+
+pub mod app_health;
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -50,6 +53,10 @@ pub struct AdminState {
     pub identity: Option<Arc<IdentityStore>>,
     /// Mutual TLS, with an identity.
     pub tls: Option<Arc<crate::tls::TlsState>>,
+    /// The app's probes, answered under `/app-health/`.
+    pub app_probes: app_health::AppProbes,
+    /// Whether connections are intercepted (transparent mode).
+    pub transparent: bool,
 }
 
 /// Serves the admin API on `listener` until the process exits.
@@ -65,9 +72,20 @@ pub async fn serve(listener: TcpListener, state: Arc<AdminState>) {
         };
         let state = state.clone();
         tokio::spawn(async move {
-            let svc = service_fn(move |req| {
+            let svc = service_fn(move |req: Request<Incoming>| {
                 let state = state.clone();
-                async move { Ok::<_, Infallible>(route(&state, peer, req)) }
+                async move {
+                    let path = req.uri().path();
+                    let resp = if req.method() == Method::GET && state.app_probes.has(path) {
+                        let (status, body) = state.app_probes.run(path).await;
+                        let mut r = Response::new(Full::new(Bytes::from(body)));
+                        *r.status_mut() = status;
+                        r
+                    } else {
+                        route(&state, peer, req)
+                    };
+                    Ok::<_, Infallible>(resp)
+                }
             });
             let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), svc);
             if let Err(e) = conn.await {
@@ -133,6 +151,8 @@ fn config_dump(state: &AdminState) -> serde_json::Value {
         "version": snapshot.version,
         "loaded_at_unix": loaded_at,
         "source": state.source.as_ref().map(|p| p.display().to_string()),
+        "transparent": state.transparent,
+        "app_probes": state.app_probes.paths(),
         "listeners": {
             "fixed": state.listeners,
             "services": state.service_listeners.addresses(),

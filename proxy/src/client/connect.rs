@@ -1,7 +1,7 @@
 //! Opening a transport to an endpoint: TCP, then mutual TLS when the endpoint's cluster
 //! names the identity it must present.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,9 +12,27 @@ use crate::errors::ProxyError;
 use crate::io::either_io::EitherIo;
 use crate::tls::{Alpn, TlsState};
 
-/// Connects to `addr` within `timeout`, with Nagle off (the proxy writes whole frames).
-pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, ProxyError> {
-    match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+/// Connects to `addr` within `timeout`, from `source` if given, with Nagle off (the proxy
+/// writes whole frames).
+pub async fn connect(
+    addr: SocketAddr,
+    source: Option<IpAddr>,
+    timeout: Duration,
+) -> Result<TcpStream, ProxyError> {
+    let connecting = async {
+        match source {
+            None => TcpStream::connect(addr).await,
+            Some(ip) => {
+                let socket = match ip {
+                    IpAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+                    IpAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+                };
+                socket.bind(SocketAddr::new(ip, 0))?;
+                socket.connect(addr).await
+            }
+        }
+    };
+    match tokio::time::timeout(timeout, connecting).await {
         Err(_) => Err(ProxyError::ConnectTimeout(addr, timeout)),
         Ok(Err(source)) => Err(ProxyError::Connect { addr, source }),
         Ok(Ok(stream)) => {
@@ -32,6 +50,11 @@ pub struct Transport<'a> {
     pub identity: Option<&'a Arc<str>>,
     /// This proxy's TLS settings (`None`: it has no identity, so it talks plaintext).
     pub tls: Option<&'a Arc<TlsState>>,
+    /// The local address to connect from (`None`: the kernel's choice). The inbound side
+    /// of a transparent sidecar connects to the app from
+    /// [`INBOUND_SOURCE`](crate::intercept::INBOUND_SOURCE), which the redirection rules
+    /// let through.
+    pub source: Option<IpAddr>,
 }
 
 impl<'a> Transport<'a> {
@@ -39,6 +62,7 @@ impl<'a> Transport<'a> {
     pub const PLAIN: Transport<'static> = Transport {
         identity: None,
         tls: None,
+        source: None,
     };
 
     /// The identity TLS will be spoken with, if any: a proxy without an identity of its
@@ -66,12 +90,14 @@ pub async fn open(
     alpn: Alpn,
 ) -> Result<UpstreamIo, ProxyError> {
     let (Some(expected), Some(tls)) = (transport.tls_identity(), transport.tls) else {
-        return Ok(EitherIo::Left(connect(addr, timeout).await?));
+        return Ok(EitherIo::Left(
+            connect(addr, transport.source, timeout).await?,
+        ));
     };
     let config = tls
         .client_config(expected, alpn)
         .ok_or(ProxyError::NoIdentity(addr))?;
-    let tcp = connect(addr, timeout).await?;
+    let tcp = connect(addr, transport.source, timeout).await?;
     let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
     let handshake = tokio_rustls::TlsConnector::from(config).connect(name, tcp);
     let reason = match tokio::time::timeout(timeout, handshake).await {

@@ -13,7 +13,7 @@ pub mod limits;
 pub mod response;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -34,7 +34,8 @@ pub use connect::{connect, open, Transport, UpstreamIo};
 /// A pool: one endpoint reached one way (plaintext, or TLS expecting one identity under one
 /// trust bundle), so a connection verified as one identity is never lent for another, nor
 /// one verified under roots since removed.
-type PoolKey = (SocketAddr, Option<(Arc<str>, u64)>);
+/// Connections from another source address are another pool too.
+type PoolKey = (SocketAddr, Option<IpAddr>, Option<(Arc<str>, u64)>);
 
 /// The wire protocol used towards an endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -173,7 +174,7 @@ impl Client {
         settings: ConnectSettings,
         slot: Option<Permit>,
     ) -> Result<(Response<Incoming>, Option<Reusable>), SendError> {
-        let key = (addr, transport.pool_tag());
+        let key = (addr, transport.source, transport.pool_tag());
         // Boxed: an exchange (checkout, connect, TLS, HTTP handshake) is the largest state a
         // request holds. Unboxed, every caller's future (the attempt and the stages above
         // it, the inbound side, mirrors) carries it and copies it on each move:
@@ -341,7 +342,7 @@ impl Client {
     /// With `tls_generation`, TLS connections verified under an older trust bundle are
     /// dropped too (HTTP/2 ones then close once their streams end).
     pub fn reap(&self, idle_timeout: Duration, tls_generation: Option<u64>) {
-        let current = |key: &PoolKey| match (&key.1, tls_generation) {
+        let current = |key: &PoolKey| match (&key.2, tls_generation) {
             (Some((_, generation)), Some(now)) => *generation == now,
             _ => true,
         };

@@ -59,6 +59,9 @@ pub struct Forwarder {
     pub app_addr: SocketAddr,
     /// Mutual TLS, when this proxy has an identity.
     pub tls: Option<Arc<TlsState>>,
+    /// Whether connections are intercepted (`tandem-proxy init`): their original
+    /// destination decides where they go.
+    pub transparent: bool,
 }
 
 /// The connection a request arrived on.
@@ -72,8 +75,11 @@ pub struct ConnContext {
     pub watch: Watch,
     /// The transport and, with mutual TLS, the client's identity (inbound).
     pub peer: Peer,
-    /// The port the connection reached the proxy on (authorization `ports`).
+    /// The port the connection reached the proxy on (authorization `ports`): for an
+    /// intercepted connection, the port it was addressed to.
     pub local_port: u16,
+    /// Where an intercepted connection was addressed (`None`: made to the listener).
+    pub original_dst: Option<SocketAddr>,
 }
 
 /// The label for a request whose destination is not a configured service.
@@ -147,6 +153,11 @@ impl Forwarder {
                 let inbound = self.inbound(snapshot, conn);
                 return inbound.call(req, authority.as_ref()).await;
             }
+            ListenerKind::Outbound if conn.original_dst.is_some() => {
+                return self
+                    .intercepted(snapshot, conn, req, authority, labels)
+                    .await;
+            }
             ListenerKind::Outbound => {
                 let authority = authority.as_ref().ok_or(ProxyError::NoAuthority)?;
                 let host = authority.host();
@@ -166,6 +177,30 @@ impl Forwarder {
         outbound.call(dest, req, authority, labels).await
     }
 
+    /// An intercepted request: its connection's original destination, not its authority,
+    /// says where it goes (under the request's own snapshot).
+    async fn intercepted(
+        &self,
+        snapshot: &Snapshot,
+        conn: &ConnContext,
+        req: Request<Incoming>,
+        authority: Option<http::uri::Authority>,
+        labels: &mut Labels,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let orig = conn.original_dst.ok_or(ProxyError::NoAuthority)?;
+        let target = snapshot
+            .intercepted(&orig)
+            .ok_or_else(|| ProxyError::UnknownService(orig.to_string()))?;
+        let dest = target
+            .dest
+            .as_ref()
+            .ok_or_else(|| ProxyError::UnknownService(orig.to_string()))?;
+        labels.dst = Some(dest.name.clone());
+        let mut outbound = self.outbound(snapshot, conn);
+        outbound.pinned = target.pinned.then_some(orig);
+        outbound.call(dest, req, authority, labels).await
+    }
+
     fn outbound<'a>(&'a self, snapshot: &Snapshot, conn: &'a ConnContext) -> Outbound<'a> {
         Outbound {
             client: &self.client,
@@ -178,6 +213,7 @@ impl Forwarder {
             },
             client_protocol: conn.client_protocol,
             watch: &conn.watch,
+            pinned: None,
         }
     }
 
@@ -188,7 +224,9 @@ impl Forwarder {
             policy: snapshot.view.inbound.as_ref(),
             has_identity: self.tls.is_some(),
             own_service: &snapshot.own_service,
-            app_addr: self.app_addr,
+            // An intercepted connection goes to the port it was addressed to.
+            app_addr: conn.original_dst.unwrap_or(self.app_addr),
+            app_source: conn.original_dst.and_then(crate::intercept::app_source),
             request_timeout: snapshot.config.timeouts.request,
             connect: snapshot.connect_settings(),
             client_protocol: conn.client_protocol,

@@ -5,8 +5,9 @@
 //!    sets the TLS mode of the inbound port (`transport`) and gates opaque TCP.
 //! 2. [`path`] — with a policy, the path is normalized the way the app will read it, then
 //!    checked, and the app receives exactly the normalized path.
-//! 3. To the app: one attempt to `127.0.0.1:<app port>`, no routing, with the caller's
-//!    verified identity in `x-forwarded-client-cert`.
+//! 3. To the app: one attempt to `127.0.0.1:<app port>` (or, for an intercepted
+//!    connection, to the address it was made to), no routing, with the caller's verified
+//!    identity in `x-forwarded-client-cert`.
 
 pub mod authz;
 pub mod path;
@@ -49,6 +50,8 @@ pub struct Inbound<'a> {
     pub own_service: &'a str,
     /// Where the app listens.
     pub app_addr: SocketAddr,
+    /// The address to connect to the app from (see [`crate::intercept::app_source`]).
+    pub app_source: Option<std::net::IpAddr>,
     /// The request timeout.
     pub request_timeout: Duration,
     /// Connect timeout and pool idle time.
@@ -122,14 +125,13 @@ impl Inbound<'_> {
         let (body, _) = RequestBody::new(body, 0);
         let req = Request::from_parts(parts, body);
         let timeout = self.request_timeout;
-        let send = self.client.send(
-            self.app_addr,
-            Transport::PLAIN,
-            wire,
-            req,
-            self.connect,
-            None,
-        );
+        let transport = Transport {
+            source: self.app_source,
+            ..Transport::PLAIN
+        };
+        let send = self
+            .client
+            .send(self.app_addr, transport, wire, req, self.connect, None);
         let (resp, reuse) = tokio::time::timeout(timeout, send)
             .await
             .map_err(|_| ProxyError::Timeout(timeout))?

@@ -2,7 +2,7 @@
 //! limits, injected faults and mirrors. Every series is labelled by backend (a configured
 //! cluster's short name), so cardinality follows the config, not the traffic.
 
-use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
 
 /// Traffic-management counters.
 #[derive(Debug, Clone)]
@@ -14,6 +14,7 @@ pub struct TrafficMetrics {
     overflow: IntCounterVec,
     faults: IntCounterVec,
     mirrors: IntCounterVec,
+    passthrough: IntCounter,
 }
 
 /// Why a request was sent again.
@@ -41,7 +42,13 @@ impl TrafficMetrics {
             &["backend"],
         )?;
         registry.register(Box::new(breaker_open.clone()))?;
+        let passthrough = IntCounter::new(
+            "tandem_passthrough_connections_total",
+            "Intercepted outbound connections to destinations outside the mesh, passed through unchanged.",
+        )?;
+        registry.register(Box::new(passthrough.clone()))?;
         Ok(TrafficMetrics {
+            passthrough,
             retries: counter(
                 "tandem_retries_total",
                 "Requests sent again, by reason (unsent: never reached the endpoint).",
@@ -112,6 +119,11 @@ impl TrafficMetrics {
     /// A fault (`delay` or `abort`) was injected.
     pub fn fault(&self, dst: &str, kind: &str) {
         self.faults.with_label_values(&[dst, kind]).inc();
+    }
+
+    /// An intercepted connection left the mesh unchanged.
+    pub fn passthrough(&self) {
+        self.passthrough.inc();
     }
 
     /// A mirror was sent (`sent`) or not (`skipped`).

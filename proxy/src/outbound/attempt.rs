@@ -69,6 +69,7 @@ impl Attempt<'_> {
             let transport = Transport {
                 identity: self.cluster.tls.as_ref(),
                 tls: self.tls,
+                source: None,
             };
             let send =
                 self.client

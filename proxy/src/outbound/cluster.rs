@@ -124,6 +124,12 @@ impl Cluster {
         }
     }
 
+    /// The endpoint at `addr`, for a call the app addressed to it: no balancing, and no
+    /// ejection either (the app asked for this one).
+    pub fn endpoint(&self, addr: SocketAddr) -> Option<&Arc<EndpointState>> {
+        self.endpoints.iter().find(|e| e.addr == addr)
+    }
+
     /// Chooses an endpoint (see [`Balancer::pick`]), avoiding `avoid` (the one a retry
     /// just failed on) and ejected endpoints while others remain; `None` only when there
     /// are no endpoints.

@@ -94,6 +94,9 @@ pub struct Outbound<'a> {
     pub client_protocol: WireProtocol,
     /// Keeps shutdown waiting for tunnels started by this request.
     pub watch: &'a Watch,
+    /// The endpoint the app addressed (an intercepted connection to a pod IP): every
+    /// attempt goes there, none is balanced.
+    pub pinned: Option<SocketAddr>,
 }
 
 /// A request between its attempts: what stays fixed from one to the next.
@@ -180,11 +183,12 @@ impl Outbound<'_> {
         let (mut x, mut retries, mut next) = self.prepare(dest, route, req, authority, labels)?;
         let mut avoid: Option<SocketAddr> = None;
         loop {
-            let ep = x
-                .cluster
-                .pick(avoid)
-                .ok_or_else(|| ProxyError::NoEndpoints(x.cluster.name.to_string()))?
-                .clone();
+            let ep = match self.pinned {
+                Some(addr) => x.cluster.endpoint(addr),
+                None => x.cluster.pick(avoid),
+            }
+            .ok_or_else(|| ProxyError::NoEndpoints(x.cluster.name.to_string()))?
+            .clone();
             let attempt = Attempt {
                 client: self.client,
                 tls: self.tls,

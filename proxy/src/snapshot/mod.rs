@@ -14,7 +14,7 @@ use tandem_xds::domain::{ClusterWeight, ProxyCluster, ProxyRoute, ProxyView};
 use crate::client::ConnectSettings;
 use crate::config::{Config, ConfigError};
 use crate::outbound::cluster::Registry;
-use crate::outbound::route::{Destination, RouteTable};
+use crate::outbound::route::{Destination, Intercepted, RouteTable};
 
 /// One complete, validated configuration generation.
 #[derive(Debug)]
@@ -58,6 +58,11 @@ impl Snapshot {
     /// The destination for a host name (lowercase, port stripped), if known.
     pub fn destination(&self, host: &str) -> Option<&Arc<Destination>> {
         self.routes.destination(host)
+    }
+
+    /// What an intercepted connection to `addr` is for; `None`: not in the mesh.
+    pub fn intercepted(&self, addr: &std::net::SocketAddr) -> Option<&Intercepted> {
+        self.routes.intercepted(addr)
     }
 
     /// Connect timeout and pool idle time for upstream connections.

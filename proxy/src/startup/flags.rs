@@ -3,12 +3,24 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
+
+pub use super::init::InitArgs;
+pub use super::wait_ready::WaitReadyArgs;
 
 /// Tandem's sidecar proxy.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "tandem-proxy", version, about)]
+#[command(
+    name = "tandem-proxy",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
 pub struct Args {
+    /// A one-shot job instead of running the proxy.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// Static YAML config file; watched for changes and reloaded on SIGHUP.
     #[arg(long, env = "TANDEM_CONFIG")]
     pub config: Option<PathBuf>,
@@ -72,6 +84,33 @@ pub struct Args {
     /// Runtime worker threads (default: one per CPU).
     #[arg(long, env = "TANDEM_WORKERS")]
     pub workers: Option<usize>,
+
+    /// Transparent sidecar (after `tandem-proxy init`): an intercepted outbound connection
+    /// goes where the app addressed it (a service's virtual address, an endpoint, or
+    /// unchanged outside the mesh), and an intercepted inbound connection to the app port
+    /// it was addressed to, which is also the port authorization sees.
+    #[arg(long, env = "TANDEM_TRANSPARENT")]
+    pub transparent: bool,
+
+    /// The app's health probes the admin port answers for the kubelet, as JSON:
+    /// `{"/app-health/web/livez": {"httpGet": {"port": 8080, "path": "/healthz"}}}`
+    /// (`httpGet` or `tcpSocket`, as Kubernetes writes them; the injector sets this).
+    #[arg(long, env = "TANDEM_APP_PROBES", hide_env_values = true)]
+    pub app_probes: Option<String>,
+
+    /// The pod's IP: where app probes connect when they name no host (default 127.0.0.1).
+    #[arg(long, env = "TANDEM_POD_IP")]
+    pub pod_ip: Option<std::net::IpAddr>,
+}
+
+/// `tandem-proxy <command>`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Write the iptables rules that send the pod's TCP traffic through the proxy (run as
+    /// root with NET_ADMIN and NET_RAW, before the proxy starts; idempotent).
+    Init(InitArgs),
+    /// Wait until the proxy on this pod answers /ready (a legacy-mode postStart hook).
+    WaitReady(WaitReadyArgs),
 }
 
 /// `NAME=ADDR` of `--listen`.

@@ -4,7 +4,9 @@
 //! signal or `POST /drain`.
 
 pub mod flags;
+pub mod init;
 pub mod mode;
+pub mod wait_ready;
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -17,6 +19,7 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+use crate::admin::app_health::AppProbes;
 use crate::admin::{self, AdminState};
 use crate::config::{Config, ConfigError};
 use crate::discovery::file::{ReloadStatus, Reloader, Targets};
@@ -27,7 +30,7 @@ use crate::identity::{self, IdentityConfig, IdentityError, IdentityStore};
 use crate::metrics::Metrics;
 use crate::snapshot::Store;
 use crate::tls::TlsState;
-use crate::transport::listener::accept_loop;
+use crate::transport::listener::{accept_loop, bind_ipv6_only, ipv6_twin};
 use crate::transport::service_listeners::ServiceListeners;
 use crate::transport::workers::Workers;
 pub use flags::Args;
@@ -65,6 +68,9 @@ pub enum StartupError {
     /// The command line does not describe a runnable proxy.
     #[error("{0}")]
     Usage(&'static str),
+    /// A flag's value is malformed (the message names it).
+    #[error("{0}")]
+    Flag(String),
     /// Worker threads could not be started.
     #[error("cannot start worker threads: {0}")]
     Workers(std::io::Error),
@@ -92,6 +98,8 @@ struct Bound {
     outbound: TcpListener,
     inbound: TcpListener,
     admin: TcpListener,
+    /// IPv6 twins of the outbound and inbound listeners (transparent mode).
+    twins: Vec<(TcpListener, ListenerKind)>,
 }
 
 /// The workers and the listeners in front of them.
@@ -119,10 +127,21 @@ pub async fn run(args: Args) -> Result<(), StartupError> {
     let mut signals = Signals::install();
     let mode = Mode::from_args(&args)?;
     let config = mode.config(&args)?;
+    let app_probes = match &args.app_probes {
+        Some(json) => AppProbes::parse(json, args.pod_ip).map_err(StartupError::Flag)?,
+        None => AppProbes::default(),
+    };
     let shared = Shared::new(&mode, &config)?;
     let (listening, bound) = listen(&args, &mode, &config, &shared).await?;
     let (drain_tx, drain_rx) = mpsc::channel(1);
-    let state = admin_state(&mode, &shared, &listening, drain_tx);
+    let state = admin_state(
+        &mode,
+        &shared,
+        &listening,
+        drain_tx,
+        app_probes,
+        args.transparent,
+    );
     serve(bound, &listening, &state);
     let first_config = start_discovery(&mode, &config, &shared, &state, &listening, &mut signals);
     let (identity_task, has_identity) = start_identity(mode.identity(), &shared);
@@ -189,6 +208,7 @@ async fn listen(
             metrics: shared.metrics.clone(),
             app_addr,
             tls: shared.tls.clone(),
+            transparent: args.transparent,
         }
     })
     .map_err(StartupError::Workers)?;
@@ -218,6 +238,32 @@ async fn listen(
         ));
     }
     let mut fixed = BTreeMap::new();
+    let mut twins = Vec::new();
+    if args.transparent {
+        for (role, addr, kind) in [
+            ("outbound6", args.outbound_addr, ListenerKind::Outbound),
+            ("inbound6", args.inbound_addr, ListenerKind::Inbound),
+        ] {
+            let Some(twin) = ipv6_twin(local(
+                if matches!(kind, ListenerKind::Outbound) {
+                    &outbound
+                } else {
+                    &inbound
+                },
+                addr,
+            )) else {
+                continue;
+            };
+            // A pod without IPv6 has no IPv6 traffic to intercept.
+            match bind_ipv6_only(twin) {
+                Ok(l) => {
+                    fixed.insert(role, local(&l, twin));
+                    twins.push((l, kind));
+                }
+                Err(e) => tracing::info!(%twin, error = %e, "no IPv6 {role} listener"),
+            }
+        }
+    }
     fixed.insert("outbound", local(&outbound, args.outbound_addr));
     fixed.insert("inbound", local(&inbound, args.inbound_addr));
     fixed.insert("admin", local(&admin, args.admin_addr));
@@ -234,6 +280,7 @@ async fn listen(
             outbound,
             inbound,
             admin,
+            twins,
         },
     ))
 }
@@ -244,6 +291,8 @@ fn admin_state(
     shared: &Shared,
     listening: &Listening,
     drain_tx: mpsc::Sender<()>,
+    app_probes: AppProbes,
+    transparent: bool,
 ) -> Arc<AdminState> {
     let xds = match mode {
         Mode::Static { .. } => None,
@@ -271,16 +320,19 @@ fn admin_state(
         identity: shared.identity.clone(),
         tls: shared.tls.clone(),
         xds,
+        app_probes,
+        transparent,
     })
 }
 
 /// Starts accepting: the outbound and inbound listeners into the workers, and the admin
 /// port on this runtime.
 fn serve(bound: Bound, listening: &Listening, state: &Arc<AdminState>) {
-    for (listener, kind) in [
+    let fixed = [
         (bound.outbound, ListenerKind::Outbound),
         (bound.inbound, ListenerKind::Inbound),
-    ] {
+    ];
+    for (listener, kind) in fixed.into_iter().chain(bound.twins) {
         let (workers, watch) = (listening.workers.clone(), listening.drain.watch());
         tokio::spawn(accept_loop(listener, kind, workers, watch, None));
     }

@@ -16,6 +16,7 @@ use crate::config::Protocol;
 use crate::drain::Watch;
 use crate::forward::{ConnContext, Forwarder, ListenerKind};
 use crate::inbound::authz::{Caller, Decision};
+use crate::intercept::{app_source, original_dst};
 use crate::io::prefixed::Prefixed;
 use crate::snapshot::Snapshot;
 use crate::tls::accept::{accept, Peer, Refused};
@@ -32,16 +33,25 @@ pub async fn serve_connection(
     let _open = fwd.metrics.connection(kind.direction());
     let _ = stream.set_nodelay(true);
     let snapshot = fwd.store.load();
+    let original_dst = if fwd.transparent {
+        original_dst(&stream)
+    } else {
+        None
+    };
     let conn = Conn {
         kind,
         watch,
         peer: Peer::default(),
         local_port: 0,
         tcp_target: None,
+        original_dst,
     };
     match &conn.kind {
         ListenerKind::Inbound => inbound(stream, conn, fwd, snapshot).await,
-        ListenerKind::Outbound => serve_io(stream, Protocol::Detect, conn, fwd, snapshot).await,
+        ListenerKind::Outbound => match original_dst {
+            Some(orig) => intercepted(stream, orig, conn, fwd, snapshot).await,
+            None => serve_io(stream, Protocol::Detect, conn, fwd, snapshot).await,
+        },
         ListenerKind::Service(name) => {
             let Some(dest) = snapshot.destination(name) else {
                 return;
@@ -62,10 +72,46 @@ pub async fn serve_connection(
     }
 }
 
+/// An intercepted outbound connection: to a service's virtual address or an endpoint, it
+/// is served as that destination; anywhere else, it passes through unchanged.
+async fn intercepted(
+    stream: TcpStream,
+    orig: SocketAddr,
+    conn: Conn,
+    fwd: Arc<Forwarder>,
+    snapshot: Arc<Snapshot>,
+) {
+    let Some(target) = snapshot.intercepted(&orig) else {
+        fwd.metrics.traffic.passthrough();
+        let timeout = snapshot.config.timeouts.connect;
+        drop(snapshot);
+        let dir = conn.kind.direction();
+        let _watch = conn.watch;
+        return tcp::forward(stream, orig, Transport::PLAIN, timeout, dir, &fwd.metrics).await;
+    };
+    // Opaque bytes go where the app addressed them (an endpoint), or to one endpoint of
+    // the service, with its cluster's mutual TLS.
+    let tcp_target = target.tcp.as_ref().and_then(|c| {
+        let ep = if target.pinned {
+            orig
+        } else {
+            c.pick(None)?.addr
+        };
+        Some((ep, c.tls.clone()))
+    });
+    let listen = target.listen;
+    let conn = Conn { tcp_target, ..conn };
+    serve_io(stream, listen, conn, fwd, snapshot).await;
+}
+
 /// The inbound port: the TLS step the workload's mode asks for, then the protocol the
-/// client announced in ALPN (or the configured inbound protocol).
+/// client announced in ALPN (or the configured inbound protocol). An intercepted
+/// connection keeps the port it was addressed to, for the app and for authorization.
 async fn inbound(stream: TcpStream, conn: Conn, fwd: Arc<Forwarder>, snapshot: Arc<Snapshot>) {
-    let local_port = stream.local_addr().map(|a| a.port()).unwrap_or(0);
+    let local_port = match conn.original_dst {
+        Some(orig) => orig.port(),
+        None => stream.local_addr().map(|a| a.port()).unwrap_or(0),
+    };
     let mode = Decision::of(snapshot.view.inbound.as_ref(), fwd.tls.is_some()).mode();
     let timeout = snapshot.config.timeouts.detect;
     let (io, peer) = match accept(stream, mode, fwd.tls.as_deref(), timeout).await {
@@ -90,10 +136,11 @@ async fn inbound(stream: TcpStream, conn: Conn, fwd: Arc<Forwarder>, snapshot: A
         Some(Alpn::Tcp) => Protocol::Opaque,
         None => snapshot.config.inbound_protocol,
     };
+    let app = conn.original_dst.unwrap_or(fwd.app_addr);
     let conn = Conn {
         peer,
         local_port,
-        tcp_target: Some((fwd.app_addr, None)),
+        tcp_target: Some((app, None)),
         ..conn
     };
     serve_io(io, listen, conn, fwd, snapshot).await;
@@ -107,6 +154,8 @@ struct Conn {
     local_port: u16,
     /// Where opaque bytes go, and the identity to expect there (mutual TLS).
     tcp_target: Option<(SocketAddr, Option<Arc<str>>)>,
+    /// Where an intercepted connection was addressed.
+    original_dst: Option<SocketAddr>,
 }
 
 /// Serves a connection as `listen` says, detecting the protocol if it says `Detect`.
@@ -150,6 +199,7 @@ async fn serve_io<I>(
         watch: conn.watch,
         peer: conn.peer,
         local_port: conn.local_port,
+        original_dst: conn.original_dst,
     };
     http_server::serve(io, fwd, ctx, limits, timeouts).await;
 }
@@ -179,9 +229,15 @@ where
     }
     let timeout = snapshot.config.timeouts.connect;
     drop(snapshot);
+    // Inbound, to the app: from the source the redirection rules let through.
+    let source = match conn.kind {
+        ListenerKind::Inbound if conn.original_dst.is_some() => app_source(target),
+        _ => None,
+    };
     let transport = Transport {
         identity: identity.as_ref(),
         tls: fwd.tls.as_ref(),
+        source,
     };
     let dir = conn.kind.direction();
     tcp::forward(io, target, transport, timeout, dir, &fwd.metrics).await;

@@ -1,7 +1,10 @@
 //! Accept loops: each listener hands its connections, round robin, to the workers.
 
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
+
+use socket2::{Domain, Socket, Type};
 
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -42,4 +45,30 @@ pub async fn accept_loop(
             }
         }
     }
+}
+
+/// The IPv6 twin of an IPv4 listener address, for a transparent sidecar whose app also
+/// speaks IPv6: `127.0.0.1:P` → `[::1]:P` (where REDIRECT sends local IPv6 connections),
+/// `0.0.0.0:P` → `[::]:P`; `None` for any other address.
+pub fn ipv6_twin(addr: SocketAddr) -> Option<SocketAddr> {
+    match addr.ip() {
+        IpAddr::V4(ip) if ip.is_loopback() => {
+            Some(SocketAddr::new(Ipv6Addr::LOCALHOST.into(), addr.port()))
+        }
+        IpAddr::V4(ip) if ip.is_unspecified() => {
+            Some(SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), addr.port()))
+        }
+        _ => None,
+    }
+}
+
+/// Binds an IPv6-only listener (so it does not clash with the IPv4 one on the same port).
+pub fn bind_ipv6_only(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = Socket::new(Domain::IPV6, Type::STREAM, Some(socket2::Protocol::TCP))?;
+    socket.set_only_v6(true)?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    socket.set_nonblocking(true)?;
+    TcpListener::from_std(socket.into())
 }

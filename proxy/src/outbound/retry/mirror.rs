@@ -89,6 +89,7 @@ fn spawn(
             let transport = Transport {
                 identity: identity.as_ref(),
                 tls: tls.as_ref(),
+                source: None,
             };
             let (resp, reuse) = client
                 .send(addr, transport, wire, req, settings, None)

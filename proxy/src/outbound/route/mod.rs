@@ -8,9 +8,11 @@
 //! [`Registry`] the build is given.
 
 mod filters;
+mod intercepted;
 mod matcher;
 
 use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,6 +20,7 @@ use http::{HeaderMap, Method, Uri};
 use tandem_xds::domain::{FaultInjection, Fraction, ProxyRetry, ProxyRoute, ProxyView};
 
 pub use filters::{HeaderEdits, PathEdit, Redirect};
+pub use intercepted::Intercepted;
 pub use matcher::{MatchError, Matcher};
 
 use super::cluster::{Cluster, Registry};
@@ -83,10 +86,12 @@ impl Destination {
     }
 }
 
-/// All destinations of a snapshot, by every name a client may use for them.
+/// All destinations of a snapshot, by every name a client may use for them, and by the
+/// addresses a transparent sidecar intercepts connections to.
 #[derive(Debug, Default)]
 pub struct RouteTable {
     by_name: HashMap<String, Arc<Destination>>,
+    by_addr: HashMap<SocketAddr, Intercepted>,
 }
 
 impl RouteTable {
@@ -127,12 +132,19 @@ impl RouteTable {
                 })?;
             by_name.insert(listener.clone(), dest.clone());
         }
-        Ok(RouteTable { by_name })
+        let by_addr = intercepted::build(view, &clusters, &destinations)?;
+        Ok(RouteTable { by_name, by_addr })
     }
 
     /// The destination a host name (port already stripped, lowercase) refers to.
     pub fn destination(&self, host: &str) -> Option<&Arc<Destination>> {
         self.by_name.get(host)
+    }
+
+    /// What an intercepted connection to `addr` is for: a service's virtual address, or
+    /// one endpoint of a cluster; `None`: not in the mesh.
+    pub fn intercepted(&self, addr: &SocketAddr) -> Option<&Intercepted> {
+        self.by_addr.get(addr)
     }
 }
 
