@@ -4,7 +4,8 @@
 //! Static values travel as arguments (readable in `kubectl describe`), values only the
 //! kubelet knows (the pod's IP and namespace) and the optional join token as environment
 //! variables. Both containers run with every capability dropped but the two the rules need
-//! (init) or none at all (proxy), a read-only root filesystem and no privilege escalation.
+//! (init) or none at all (proxy) and no privilege escalation; the proxy with a read-only
+//! root filesystem.
 
 use std::collections::BTreeMap;
 
@@ -97,7 +98,9 @@ pub fn init_container(s: &Settings, skip_inbound: &[u16]) -> Value {
             "runAsNonRoot": false,
             "privileged": false,
             "allowPrivilegeEscalation": false,
-            "readOnlyRootFilesystem": true,
+            // iptables-restore takes its lock file under /run; the container lives for
+            // one command, so a writable root beats a volume added to every pod.
+            "readOnlyRootFilesystem": false,
             "capabilities": {"add": ["NET_ADMIN", "NET_RAW"], "drop": ["ALL"]},
             "seccompProfile": {"type": "RuntimeDefault"}
         }
