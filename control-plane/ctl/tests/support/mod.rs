@@ -49,6 +49,8 @@ pub struct ControlPlane {
     pub api: String,
     pub api_addr: String,
     pub identity_addr: String,
+    /// `injector=` of the ready line: empty unless started with `--injector-addr`.
+    pub injector_addr: String,
     pub data_dir: PathBuf,
 }
 
@@ -97,6 +99,11 @@ impl ControlPlane {
             .find_map(|w| w.strip_prefix("identity="))
             .unwrap_or_default()
             .to_string();
+        let injector_addr = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("injector="))
+            .unwrap_or_default()
+            .to_string();
         assert!(
             line.contains(&format!("data-dir={}", data_dir.display())),
             "{line}"
@@ -106,6 +113,7 @@ impl ControlPlane {
             api: format!("http://{api_addr}"),
             api_addr,
             identity_addr,
+            injector_addr,
             data_dir: data_dir.to_path_buf(),
         }
     }

@@ -1,0 +1,333 @@
+//! The sidecar injector end to end: the real control plane's webhook over HTTPS (TLS 1.3
+//! and 1.2, verified with the mesh CA's bundle from `tandemctl ca bundle`, by the Service
+//! name the API server uses), its certificate renewed without a restart, and the real
+//! `tandemctl inject`/`uninject` on a multi-document YAML file.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use serde_json::{json, Value};
+use support::{eventually, ControlPlane, TempDir};
+
+/// The injector's fixtures (`control-plane/inject/testdata`).
+fn testdata(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../inject/testdata")
+        .join(rel)
+}
+
+/// One HTTPS exchange's outcome.
+struct Reply {
+    code: u16,
+    body: String,
+    leaf: Vec<u8>,
+    version: Option<rustls::ProtocolVersion>,
+}
+
+/// Sends `method path` with `body` to the webhook over TLS `version`, trusting only
+/// `bundle_pem` and checking the certificate for `server_name`.
+fn https(
+    addr: &str,
+    bundle_pem: &str,
+    server_name: &str,
+    version: &'static rustls::SupportedProtocolVersion,
+    (method, path, body): (&str, &str, &[u8]),
+) -> Reply {
+    let mut roots = rustls::RootCertStore::empty();
+    for der in tandem_control_plane::identity::ca::pem_blocks(bundle_pem, "CERTIFICATE") {
+        roots.add(der.into()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[version])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = server_name.to_string().try_into().unwrap();
+    let conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+    let sock = TcpStream::connect(addr).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, sock);
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nhost: {server_name}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    tls.write_all(head.as_bytes()).unwrap();
+    tls.write_all(body).unwrap();
+    let mut out = Vec::new();
+    let _ = tls.read_to_end(&mut out);
+    let leaf = tls.conn.peer_certificates().unwrap()[0].as_ref().to_vec();
+    let version = tls.conn.protocol_version();
+    let text = String::from_utf8(out).unwrap();
+    let code = text.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = text.split_once("\r\n\r\n").unwrap().1.to_string();
+    Reply {
+        code,
+        body,
+        leaf,
+        version,
+    }
+}
+
+fn bundle(cp: &ControlPlane) -> String {
+    let pem = cp.ok(&["ca", "bundle"]);
+    assert!(pem.starts_with("-----BEGIN CERTIFICATE-----"), "{pem}");
+    let b64 = cp.ok(&["ca", "bundle", "--base64"]);
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(b64.trim())
+        .unwrap();
+    assert_eq!(
+        String::from_utf8(decoded).unwrap(),
+        pem,
+        "caBundle is the PEM, base64"
+    );
+    pem
+}
+
+#[test]
+fn the_webhook_answers_admission_reviews_over_https() {
+    let dir = TempDir::new("injector");
+    let cp = ControlPlane::start(
+        dir.path(),
+        &[
+            "--injector-addr",
+            "127.0.0.1:0",
+            "--injector-proxy-image",
+            "test.example/proxy:7",
+        ],
+    );
+    assert!(
+        !cp.injector_addr.is_empty(),
+        "ready line names the injector"
+    );
+    let pem = bundle(&cp);
+    let review = std::fs::read(testdata("reviews/deployment-pod.json")).unwrap();
+    let sent: Value = serde_json::from_slice(&review).unwrap();
+    let svc = "tandem-injector.tandem-system.svc";
+    for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
+        let r = https(
+            &cp.injector_addr,
+            &pem,
+            svc,
+            version,
+            ("POST", "/inject/namespace-enabled", &review),
+        );
+        assert_eq!(r.code, 200, "{}", r.body);
+        assert_eq!(r.version, Some(version.version));
+        let answer: Value = serde_json::from_str(&r.body).unwrap();
+        assert_eq!(answer["response"]["uid"], sent["request"]["uid"]);
+        assert_eq!(answer["response"]["allowed"], true);
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(answer["response"]["patch"].as_str().unwrap())
+            .unwrap();
+        let patch: json_patch::Patch = serde_json::from_slice(&bytes).unwrap();
+        let mut pod = sent["request"]["object"].clone();
+        json_patch::patch(&mut pod, &patch).unwrap();
+        assert_eq!(pod["spec"]["initContainers"][1]["name"], "tandem-proxy");
+        assert_eq!(
+            pod["spec"]["initContainers"][1]["image"],
+            "test.example/proxy:7"
+        );
+    }
+    // Not enabled and not asked: admitted, untouched.
+    let r = https(
+        &cp.injector_addr,
+        &pem,
+        "localhost",
+        &rustls::version::TLS13,
+        ("POST", "/inject", &review),
+    );
+    let answer: Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(
+        answer["response"],
+        json!({"uid": sent["request"]["uid"], "allowed": true})
+    );
+
+    // A body that is not an AdmissionReview: 400, with the reason.
+    let bad = std::fs::read(testdata("malformed/v1beta1.json")).unwrap();
+    let r = https(
+        &cp.injector_addr,
+        &pem,
+        svc,
+        &rustls::version::TLS13,
+        ("POST", "/inject", &bad),
+    );
+    assert_eq!(r.code, 400);
+    let err: Value = serde_json::from_str(&r.body).unwrap();
+    assert!(err["error"].as_str().unwrap().contains("v1beta1"), "{err}");
+    let r = https(
+        &cp.injector_addr,
+        &pem,
+        svc,
+        &rustls::version::TLS13,
+        ("POST", "/inject", b"{"),
+    );
+    assert_eq!(r.code, 400);
+    assert!(r.body.contains("not JSON"), "{}", r.body);
+
+    let r = https(
+        &cp.injector_addr,
+        &pem,
+        svc,
+        &rustls::version::TLS13,
+        ("GET", "/healthz", b""),
+    );
+    assert_eq!(r.code, 200);
+    let r = https(
+        &cp.injector_addr,
+        &pem,
+        svc,
+        &rustls::version::TLS13,
+        ("POST", "/mutate", &review),
+    );
+    assert_eq!(r.code, 404);
+}
+
+#[test]
+fn the_webhook_certificate_is_renewed_without_a_restart() {
+    let dir = TempDir::new("injector-renew");
+    let cp = ControlPlane::start(
+        dir.path(),
+        &[
+            "--injector-addr",
+            "127.0.0.1:0",
+            "--injector-cert-ttl",
+            "10s",
+        ],
+    );
+    let pem = bundle(&cp);
+    let get = || {
+        https(
+            &cp.injector_addr,
+            &pem,
+            "localhost",
+            &rustls::version::TLS13,
+            ("GET", "/healthz", b""),
+        )
+    };
+    let first = get();
+    assert_eq!(first.code, 200);
+    let (_, cert) = x509_parser::parse_x509_certificate(&first.leaf).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    // (not_before is back-dated for clock skew: the lifetime is read from now.)
+    let left = cert.validity().not_after.timestamp() - now;
+    assert!(
+        (0..=11).contains(&left),
+        "a 10 s certificate, {left} s left"
+    );
+    // Renewed at two thirds (~7 s): a new certificate, still valid, while the process runs.
+    let renewed = eventually(Duration::from_secs(20), || get().leaf != first.leaf);
+    assert!(renewed, "the webhook kept its first certificate");
+    assert_eq!(get().code, 200);
+}
+
+/// Every non-empty document of a YAML stream.
+fn docs(text: &str) -> Vec<Value> {
+    serde_yaml::Deserializer::from_str(text)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .filter(|v: &Value| !v.is_null())
+        .collect()
+}
+
+/// Runs tandemctl (offline: no --api, no token) with `stdin`; (code, stdout, stderr).
+fn offline(args: &[&str], stdin: &str) -> (i32, String, String) {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tandemctl"))
+        .args(args)
+        .env_remove("TANDEM_API_TOKEN")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+#[test]
+fn tandemctl_inject_and_uninject_round_trip_a_multi_document_file() {
+    let file = testdata("workloads/all-kinds.yaml");
+    let original = std::fs::read_to_string(&file).unwrap();
+    let (code, injected, report) = offline(
+        &["inject", "-f", file.to_str().unwrap(), "--mode", "legacy"],
+        "",
+    );
+    assert_eq!(code, 0, "{report}");
+    for line in [
+        "deployment/web injected",
+        "statefulset/db injected",
+        "daemonset/logs injected",
+        "replicaset/worker injected",
+        "job/migrate injected",
+        "cronjob/report injected",
+        "deployment/cart injected",
+        "pod/debug skipped",
+        "pod/old-app skipped",
+    ] {
+        assert!(report.contains(line), "{line:?} not in:\n{report}");
+    }
+    let before = docs(&original);
+    let after = docs(&injected);
+    assert_eq!(after.len(), before.len(), "every document is printed");
+    let web = &after[1]["spec"]["template"]["spec"];
+    assert_eq!(
+        web["containers"][0]["name"], "tandem-proxy",
+        "--mode legacy"
+    );
+    let cron = &after[6]["spec"]["jobTemplate"]["spec"]["template"]["spec"];
+    assert_eq!(cron["containers"][0]["name"], "tandem-proxy");
+    assert_eq!(after[10]["kind"], "ConfigMap");
+    assert_eq!(after[10], before[10], "other kinds pass through");
+
+    // Injecting the output again changes nothing.
+    let (code, twice, report) = offline(&["inject", "-f", "-"], &injected);
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(docs(&twice), after);
+    assert!(
+        report.contains("deployment/web skipped: the pod already has a Tandem proxy"),
+        "{report}"
+    );
+
+    // Uninject from stdin restores every document.
+    let (code, restored, report) = offline(&["uninject", "-f", "-"], &injected);
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(docs(&restored), before);
+
+    // -o json: one List for kubectl.
+    let (code, json_out, _) = offline(&["inject", "-f", "-", "-o", "json"], &original);
+    assert_eq!(code, 0);
+    let list: Value = serde_json::from_str(&json_out).unwrap();
+    assert_eq!(list["kind"], "List");
+    assert_eq!(list["items"].as_array().unwrap().len(), before.len());
+
+    // A workload that cannot be injected: printed unchanged, said why, exit 1.
+    let bad = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n  annotations:\n    config.tandem.dev/proxy-uid: \"0\"\nspec:\n  containers: [{name: a, image: a}]\n";
+    let (code, out, report) = offline(&["inject", "-f", "-"], bad);
+    assert_eq!(code, 1);
+    assert_eq!(docs(&out), docs(bad));
+    assert!(
+        report.contains("pod/p not changed") && report.contains("proxy-uid"),
+        "{report}"
+    );
+}
