@@ -43,6 +43,13 @@ pub const TANDEMCTL: Bin = Bin {
     env: "TANDEMCTL_BIN",
 };
 
+/// The mesh-unaware app of the pod tests.
+pub const POD_APP: Bin = Bin {
+    package: "tandem-tests",
+    name: "tandem-pod-app",
+    env: "TANDEM_POD_APP_BIN",
+};
+
 type Built = Arc<OnceLock<Result<PathBuf, String>>>;
 
 static BUILT: OnceLock<Mutex<HashMap<Bin, Built>>> = OnceLock::new();

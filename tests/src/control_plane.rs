@@ -168,8 +168,15 @@ impl ControlPlane {
     }
 
     async fn start_exactly(extra: &[&str]) -> ControlPlane {
+        Self::start_on(std::net::Ipv4Addr::LOCALHOST.into(), extra).await
+    }
+
+    /// A control plane whose xDS and identity endpoints listen on `ip` (port 0), for
+    /// proxies in other network namespaces; with exactly the flags `extra` (no
+    /// `--plaintext-xds` unless given).
+    pub async fn start_on(ip: std::net::IpAddr, extra: &[&str]) -> ControlPlane {
         let data = Arc::new(TempDir::new("cp-data"));
-        let xds: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+        let xds = SocketAddr::new(ip, 0);
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
         match Self::spawn(data, xds, Arc::default(), extra).await {
             Ok(cp) => cp,
@@ -189,7 +196,7 @@ impl ControlPlane {
         cmd.arg("--data-dir")
             .arg(data.path())
             .args(["--xds-addr", &xds.to_string(), "--api-addr", "127.0.0.1:0"])
-            .args(["--identity-addr", "127.0.0.1:0"])
+            .args(["--identity-addr", &SocketAddr::new(xds.ip(), 0).to_string()])
             .args(&extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

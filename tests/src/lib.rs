@@ -35,6 +35,7 @@ pub mod grpc;
 pub mod load;
 pub mod mesh;
 pub mod metrics;
+pub mod pods;
 pub mod proxy;
 pub mod proxyless;
 pub mod raw;

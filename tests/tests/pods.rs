@@ -1,0 +1,455 @@
+//! Transparent sidecars in "pods" made of network namespaces (see `tandem_tests::pods`):
+//! apps that know nothing of the mesh call services by name (their virtual IPs, through
+//! each pod's `/etc/hosts`) and pods by IP; `tandem-proxy init` intercepts, sidecars
+//! carry the calls over mutual TLS, routes split, authorization sees the original port,
+//! opaque TCP and destinations outside the mesh pass.
+//!
+//! Needs root, iproute2, iptables and util-linux's `setpriv` (`.ci/run` installs them).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tandem_tests::bins::{self, POD_APP, PROXY};
+use tandem_tests::control_plane::ControlPlane;
+use tandem_tests::pods::{sh, Pod, PodNetwork};
+use tandem_tests::{client, eventually};
+
+/// The proxy's user id in every pod (the default of `tandem-proxy init`).
+const PROXY_UID: u32 = 2102;
+
+/// `GET path` on a pod's admin port, from the test's namespace.
+async fn admin(pod: &Pod, path: &str) -> Result<String, String> {
+    let resp = client::get_once(pod.addr(15000), "admin", path)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(String::from_utf8_lossy(resp.body()).into_owned())
+}
+
+/// One metric's value summed over the series whose labels contain every `label`.
+async fn metric(pod: &Pod, name: &str, labels: &[&str]) -> f64 {
+    let text = admin(pod, "/metrics").await.unwrap_or_default();
+    text.lines()
+        .filter(|l| l.starts_with(name) && labels.iter().all(|f| l.contains(f)))
+        .filter(|l| l[name.len()..].starts_with(['{', ' ']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// An app request from inside `pod` with curl (an unmodified program); the response's
+/// `key=value` lines, plus `status`.
+fn curl(pod: &Pod, url: &str) -> BTreeMap<String, String> {
+    let (ok, out) = pod.exec(&[
+        "curl",
+        "-sS",
+        "--max-time",
+        "10",
+        "-w",
+        "status=%{http_code}\n",
+        url,
+    ]);
+    assert!(ok, "curl {url} in {}: {out}", pod.ns);
+    out.lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// A mesh with its sidecars: the control plane, the pods, and their names.
+struct Mesh {
+    net: PodNetwork,
+    cp: ControlPlane,
+    client: Pod,
+    v1: Pod,
+    v2: Pod,
+    db: Pod,
+}
+
+/// Services `web` (virtual IP, port 80, HTTP, split 50/50 over `web-v1` and `web-v2`) and
+/// `db` (virtual IP, port 5432, opaque TCP); one pod each for `client`, `web-v1`,
+/// `web-v2` and `db`, each with its app, `tandem-proxy init` and a transparent sidecar
+/// running as the proxy UID.
+async fn mesh(net_salt: u8) -> Mesh {
+    let mut net = PodNetwork::new(net_salt);
+    let host = net.host_ip();
+    let (vip_web, vip_db) = (net.virtual_ip(10), net.virtual_ip(20));
+    let cp = ControlPlane::start_on(host.into(), &["--identity-san", &host.to_string()]).await;
+
+    let hosts = format!("{vip_web} web web.default.svc.cluster.local\n{vip_db} db\n");
+    let client = net.add_pod(0, &hosts);
+    let v1 = net.add_pod(1, "");
+    let v2 = net.add_pod(2, "");
+    let db = net.add_pod(3, "");
+
+    let yaml = format!(
+        "apiVersion: tandem.dev/v1alpha1\nkind: Service\nmetadata: {{ name: web }}\n\
+         spec: {{ ports: [{{ port: 80, protocol: http }}], addresses: [\"{vip_web}\"] }}\n---\n\
+         apiVersion: tandem.dev/v1alpha1\nkind: Service\nmetadata: {{ name: web-v1 }}\n\
+         spec: {{ ports: [{{ port: 8080, protocol: http }}] }}\n---\n\
+         apiVersion: tandem.dev/v1alpha1\nkind: Service\nmetadata: {{ name: web-v2 }}\n\
+         spec: {{ ports: [{{ port: 8080, protocol: http }}] }}\n---\n\
+         apiVersion: tandem.dev/v1alpha1\nkind: Service\nmetadata: {{ name: db }}\n\
+         spec: {{ ports: [{{ port: 5432, protocol: tcp }}], addresses: [\"{vip_db}\"] }}\n---\n\
+         apiVersion: tandem.dev/v1alpha1\nkind: Service\nmetadata: {{ name: client }}\nspec: {{}}\n---\n\
+         apiVersion: tandem.dev/v1alpha1\nkind: Endpoint\nspec: {{ service: web-v1, address: \"{}\" }}\n---\n\
+         apiVersion: tandem.dev/v1alpha1\nkind: Endpoint\nspec: {{ service: web-v2, address: \"{}\" }}\n---\n\
+         apiVersion: tandem.dev/v1alpha1\nkind: Endpoint\nspec: {{ service: db, address: \"{}\" }}\n---\n\
+         apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{ name: web-split }}\n\
+         spec:\n  parentRefs: [{{ kind: Service, name: web, port: 80 }}]\n  rules:\n\
+         \x20   - backendRefs: [{{ name: web-v1, port: 8080, weight: 50 }}, {{ name: web-v2, port: 8080, weight: 50 }}]\n",
+        v1.addr(8080),
+        v2.addr(8080),
+        db.addr(9000),
+    );
+    cp.apply_ok(&yaml).await;
+
+    let app = bins::path(POD_APP).await;
+    let app = app.to_str().expect("utf-8 path").to_string();
+    for (pod, name, extra) in [
+        (&v1, "web-v1", vec!["8080"]),
+        (&v2, "web-v2", vec!["8080"]),
+        (&db, "db", vec!["8081", "--tcp", "9000"]),
+    ] {
+        let mut args = vec!["serve", name];
+        args.extend(extra);
+        net.spawn(pod, None, &app, &args, &[], "ready").await;
+    }
+
+    let proxy = bins::path(PROXY).await;
+    let proxy = proxy.to_str().expect("utf-8 path").to_string();
+    let xds = cp.xds().to_string();
+    let identity = cp.identity().to_string();
+    for (pod, service) in [
+        (&client, "client"),
+        (&v1, "web-v1"),
+        (&v2, "web-v2"),
+        (&db, "db"),
+    ] {
+        let (ok, out) = pod.exec(&[&proxy, "init"]);
+        assert!(ok, "tandem-proxy init in {}: {out}", pod.ns);
+        let token = cp
+            .tandemctl(&["token", "create", "--service", service])
+            .await
+            .expect_ok("token create")
+            .trim()
+            .to_string();
+        let args = [
+            "--transparent",
+            "--control-plane",
+            &xds,
+            "--identity-addr",
+            &identity,
+            "--service",
+            service,
+            "--inbound-addr",
+            "0.0.0.0:15006",
+            "--outbound-addr",
+            "127.0.0.1:15001",
+            "--admin-addr",
+            "0.0.0.0:15000",
+            "--workers",
+            "1",
+        ];
+        net.spawn(
+            pod,
+            Some(PROXY_UID),
+            &proxy,
+            &args,
+            &[("TANDEM_TOKEN", token.as_str())],
+            "tandem-proxy ready",
+        )
+        .await;
+    }
+    // The client's sidecar knows the virtual addresses and both backends' endpoints.
+    let (web, dbv) = (
+        SocketAddr::new(vip_web.into(), 80).to_string(),
+        SocketAddr::new(vip_db.into(), 5432).to_string(),
+    );
+    eventually(
+        Duration::from_secs(20),
+        "the client sidecar's config",
+        || {
+            let (web, dbv, client) = (web.clone(), dbv.clone(), client.clone());
+            async move {
+                let dump = admin(&client, "/config_dump").await?;
+                let dump: serde_json::Value =
+                    serde_json::from_str(&dump).map_err(|e| e.to_string())?;
+                let addrs = &dump["routes"]["addresses"];
+                let clusters = &dump["routes"]["clusters"];
+                let ready = !addrs[&web].is_null()
+                    && !addrs[&dbv].is_null()
+                    && ["web-v1", "web-v2", "db"].iter().all(|s| {
+                        let c = &clusters[format!("{s}.default.svc.cluster.local")];
+                        c["endpoints"].as_array().is_some_and(|e| !e.is_empty())
+                            && !c["tls"].is_null()
+                    });
+                if ready {
+                    Ok(())
+                } else {
+                    Err(format!("addresses {addrs}"))
+                }
+            }
+        },
+    )
+    .await;
+    Mesh {
+        net,
+        cp,
+        client,
+        v1,
+        v2,
+        db,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apps_that_know_nothing_of_the_mesh_are_carried_by_transparent_sidecars() {
+    let m = mesh(1).await;
+    let caller = "URI=spiffe://cluster.local/ns/default/sa/client";
+
+    // By name, to the service's virtual IP: split over both versions, mutual TLS both
+    // hops, the app reached from 127.0.0.6 on the port it was addressed to.
+    let mut seen = BTreeMap::new();
+    let calls: u32 = 40;
+    for _ in 0..calls {
+        let r = curl(&m.client, "http://web/");
+        assert_eq!(r["status"], "200", "{r:?}\n{}", m.net.logs());
+        assert_eq!(
+            r["xfcc"], caller,
+            "the app sees the caller's identity: {r:?}"
+        );
+        assert_eq!(r["port"], "8080");
+        assert_eq!(
+            r["peer"], "127.0.0.6",
+            "inbound connects from its own source"
+        );
+        *seen.entry(r["app"].clone()).or_insert(0) += 1;
+    }
+    assert_eq!(seen.len(), 2, "a 50/50 split over {calls} calls: {seen:?}");
+    assert!(
+        seen.values().all(|n| *n >= 5),
+        "both versions answer: {seen:?}"
+    );
+
+    // By a pod's IP: that pod, and only it, still over mutual TLS.
+    for _ in 0..5 {
+        let r = curl(&m.client, &format!("http://{}/", m.v2.addr(8080)));
+        assert_eq!(r["app"], "web-v2", "{r:?}");
+        assert_eq!(r["xfcc"], caller, "{r:?}");
+    }
+    let mtls = metric(
+        &m.client,
+        "tandem_requests_total",
+        &["direction=\"outbound\"", "tls=\"true\""],
+    )
+    .await;
+    assert_eq!(
+        mtls,
+        f64::from(calls + 5),
+        "every app call left over mutual TLS"
+    );
+
+    // Opaque TCP to the db's virtual IP: echoed by the db app behind its sidecar.
+    let vip_db = SocketAddr::new(m.net.virtual_ip(20).into(), 5432);
+    let app = bins::path(POD_APP).await;
+    let (ok, out) = m.client.exec(&[
+        app.to_str().expect("path"),
+        "tcp",
+        &vip_db.to_string(),
+        "hello db",
+    ]);
+    assert!(ok, "{out}\n{}", m.net.logs());
+    assert_eq!(
+        out, "peer=127.0.0.6\nhello db",
+        "echoed through both sidecars"
+    );
+    let inbound_tls = metric(
+        &m.db,
+        "tandem_tls_handshakes_total",
+        &["direction=\"inbound\"", "result=\"ok\""],
+    )
+    .await;
+    assert!(inbound_tls >= 1.0, "the db's sidecar terminated mutual TLS");
+
+    // A destination outside the mesh passes through unchanged, and is counted.
+    let outside = tokio::net::TcpListener::bind((m.net.host_ip(), 0))
+        .await
+        .expect("bind");
+    let outside_addr = outside.local_addr().expect("addr");
+    let server = tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut s, peer) = outside.accept().await.expect("accept");
+        let mut buf = [0u8; 5];
+        s.read_exact(&mut buf).await.expect("read");
+        s.write_all(&buf).await.expect("write");
+        peer
+    });
+    let (ok, out) = m.client.exec(&[
+        app.to_str().expect("path"),
+        "tcp",
+        &outside_addr.to_string(),
+        "plain",
+    ]);
+    assert!(ok, "{out}");
+    assert_eq!(out, "plain");
+    let peer = server.await.expect("outside server");
+    assert_eq!(
+        peer.ip(),
+        std::net::IpAddr::V4(m.client.ip),
+        "unchanged: from the pod"
+    );
+    assert_eq!(
+        metric(&m.client, "tandem_passthrough_connections_total", &[]).await,
+        1.0
+    );
+
+    // The sidecar's own connections are never redirected again: the outbound redirect
+    // saw exactly the app's connections (41 + 5 HTTP, 2 TCP), while the proxy's own
+    // (xDS, identity, upstreams) returned at the UID rule.
+    let counters = m.client.nat_counters("TANDEM_OUTPUT");
+    let packets = |target: &str, needle: &str| {
+        counters
+            .iter()
+            .find(|(_, rule)| {
+                let fields: Vec<&str> = rule.split_whitespace().collect();
+                // Not the negated rules (`! owner`, `!127.0.0.1`).
+                fields.get(2) == Some(&target)
+                    && rule.trim_end().ends_with(needle)
+                    && !rule.contains('!')
+            })
+            .map(|(p, _)| *p)
+            .unwrap_or_else(|| panic!("no {target} rule ending {needle:?}: {counters:?}"))
+    };
+    assert_eq!(
+        packets("TANDEM_OUT_REDIRECT", "0.0.0.0/0"),
+        u64::from(calls + 5 + 2),
+        "{counters:?}"
+    );
+    assert!(
+        packets("RETURN", " owner UID match 2102") > 0,
+        "{counters:?}"
+    );
+
+    // Authorization sees the port the caller addressed (8080), not the inbound port:
+    // web-v1 allows the client on 8080, web-v2 only on 9999.
+    m.cp
+        .apply_ok(
+            "apiVersion: tandem.dev/v1alpha1\nkind: AuthorizationPolicy\nmetadata: { name: v1-8080 }\n\
+             spec:\n  targetRef: { kind: Service, name: web-v1 }\n  rules:\n\
+             \x20   - from: [{ principal: \"spiffe://cluster.local/ns/default/sa/client\" }]\n      ports: [8080]\n---\n\
+             apiVersion: tandem.dev/v1alpha1\nkind: AuthorizationPolicy\nmetadata: { name: v2-9999 }\n\
+             spec:\n  targetRef: { kind: Service, name: web-v2 }\n  rules:\n\
+             \x20   - from: [{ principal: \"spiffe://cluster.local/ns/default/sa/client\" }]\n      ports: [9999]\n",
+        )
+        .await;
+    let (v1, v2) = (m.v1.addr(8080), m.v2.addr(8080));
+    let client = m.client.clone();
+    eventually(Duration::from_secs(15), "web-v2 denies port 8080", || {
+        let client = client.clone();
+        async move {
+            let r = curl(&client, &format!("http://{v2}/"));
+            (r["status"] == "403").then_some(()).ok_or(format!("{r:?}"))
+        }
+    })
+    .await;
+    let r = curl(&m.client, &format!("http://{v1}/"));
+    assert_eq!(r["status"], "200", "web-v1 allows port 8080: {r:?}");
+    assert!(metric(&m.v2, "tandem_authz_denied_total", &[]).await >= 1.0);
+
+    // The rules as `iptables-save` shows them: Tandem's chains, the UID excluded.
+    let (ok, rules) = m.client.exec(&["iptables-save", "-t", "nat"]);
+    assert!(ok, "{rules}");
+    assert!(
+        rules.contains("-A OUTPUT -p tcp -j TANDEM_OUTPUT"),
+        "{rules}"
+    );
+    assert!(rules.contains("--uid-owner 2102 -j RETURN"), "{rules}");
+    drop(m);
+}
+
+#[tokio::test]
+async fn init_is_idempotent_removable_and_all_or_nothing() {
+    let mut net = PodNetwork::new(2);
+    let pod = net.add_pod(0, "");
+    let proxy = bins::path(PROXY).await;
+    let proxy = proxy.to_str().expect("path").to_string();
+    let save = |pod: &Pod| pod.exec(&["iptables-save", "-t", "nat"]).1;
+    let tandem_lines = |text: &str| text.lines().filter(|l| l.contains("TANDEM")).count();
+
+    let (ok, out) = pod.exec(&[
+        &proxy,
+        "init",
+        "--skip-inbound-ports",
+        "22",
+        "--ipv6",
+        "off",
+    ]);
+    assert!(ok, "{out}");
+    let first = save(&pod);
+    let (ok, out) = pod.exec(&[
+        &proxy,
+        "init",
+        "--skip-inbound-ports",
+        "22",
+        "--ipv6",
+        "off",
+    ]);
+    assert!(ok, "{out}");
+    assert_eq!(
+        tandem_lines(&save(&pod)),
+        tandem_lines(&first),
+        "a second run changes nothing"
+    );
+    assert_eq!(save(&pod).matches("-j TANDEM_INBOUND").count(), 1);
+
+    // A bad flag: refused before anything changes.
+    let (ok, out) = pod.exec(&[
+        &proxy,
+        "init",
+        "--skip-outbound-cidrs",
+        "10.0.0.0/99",
+        "--ipv6",
+        "off",
+    ]);
+    assert!(!ok && out.contains("--skip-outbound-cidrs"), "{out}");
+    assert_eq!(tandem_lines(&save(&pod)), tandem_lines(&first));
+
+    // IPv6 fails after IPv4 committed: IPv4 is put back as it was (here: no rules).
+    let (ok, out) = pod.exec(&[&proxy, "init", "--uninstall", "--ipv6", "off"]);
+    assert!(ok, "{out}");
+    assert_eq!(tandem_lines(&save(&pod)), 0);
+    let fake = tandem_tests::control_plane::TempDir::new("fake-ip6tables");
+    let restore = fake.path().join("ip6tables-restore");
+    std::fs::write(
+        &restore,
+        "#!/bin/sh\necho 'ip6tables-restore: simulated failure' >&2\nexit 1\n",
+    )
+    .expect("write");
+    sh(&["chmod", "+x", restore.to_str().expect("path")]);
+    let path = format!(
+        "PATH={}:{}",
+        fake.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let (ok, out) = pod.exec(&["env", &path, &proxy, "init", "--ipv6", "on"]);
+    assert!(!ok && out.contains("simulated failure"), "{out}");
+    assert_eq!(
+        tandem_lines(&save(&pod)),
+        0,
+        "IPv4 rolled back: {}",
+        save(&pod)
+    );
+
+    // Without iptables at all: a clear error.
+    let (ok, out) = pod.exec(&["env", "PATH=/nonexistent", &proxy, "init"]);
+    assert!(!ok && out.contains("install iptables"), "{out}");
+
+    // --dry-run prints the rules and applies nothing.
+    let (ok, out) = pod.exec(&[&proxy, "init", "--dry-run", "--ipv6", "on"]);
+    assert!(
+        ok && out.contains("# IPv6") && out.contains("REDIRECT --to-ports 15001"),
+        "{out}"
+    );
+    assert_eq!(tandem_lines(&save(&pod)), 0);
+    drop(net);
+}
