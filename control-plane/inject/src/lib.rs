@@ -9,8 +9,8 @@
 //! for `tandemctl`) find the pod template → [`decide`] says whether to inject →
 //! [`settings`] reads the `config.tandem.dev/*` annotations over the defaults →
 //! [`probes`] moves HTTP/TCP probes behind the proxy's admin port → [`sidecar`] builds the
-//! two containers → [`inject`] writes it all as RFC 6902 operations ([`patch`]) and
-//! records what it did ([`record`]), which [`uninject`] reads to undo it exactly.
+//! two containers → [`mod@inject`] writes it all as RFC 6902 operations ([`patch`]) and
+//! records what it did ([`record`]), which [`mod@uninject`] reads to undo it exactly.
 
 pub mod annotations;
 pub mod decide;
