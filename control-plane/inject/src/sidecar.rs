@@ -73,6 +73,9 @@ pub fn init_container(s: &Settings, skip_inbound: &[u16]) -> Value {
         s.inbound_port.to_string(),
         "--outbound-port".into(),
         s.outbound_port.to_string(),
+        // The rules leave the admin port alone (kubelet's probes go there).
+        "--admin-port".into(),
+        s.admin_port.to_string(),
     ];
     let lists = [
         ("--skip-inbound-ports", list(skip_inbound)),
@@ -232,6 +235,8 @@ mod tests {
                 "15006",
                 "--outbound-port",
                 "15001",
+                "--admin-port",
+                "15000",
                 "--skip-inbound-ports",
                 "9090"
             ])

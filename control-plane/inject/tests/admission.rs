@@ -211,6 +211,7 @@ fn annotations_override_every_default() {
         ("--proxy-uid", "1337"),
         ("--inbound-port", "16006"),
         ("--outbound-port", "16001"),
+        ("--admin-port", "16000"),
         ("--skip-inbound-ports", "9000,9001"),
         ("--skip-outbound-ports", "3306"),
         ("--skip-outbound-cidrs", "169.254.169.254/32,10.96.0.0/12"),
