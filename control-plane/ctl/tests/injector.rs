@@ -29,6 +29,8 @@ struct Reply {
     code: u16,
     body: String,
     leaf: Vec<u8>,
+    /// The whole chain the server sent, leaf first.
+    chain: Vec<Vec<u8>>,
     version: Option<rustls::ProtocolVersion>,
 }
 
@@ -65,7 +67,14 @@ fn https(
     tls.write_all(body).unwrap();
     let mut out = Vec::new();
     let _ = tls.read_to_end(&mut out);
-    let leaf = tls.conn.peer_certificates().unwrap()[0].as_ref().to_vec();
+    let chain: Vec<Vec<u8>> = tls
+        .conn
+        .peer_certificates()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_ref().to_vec())
+        .collect();
+    let leaf = chain[0].clone();
     let version = tls.conn.protocol_version();
     let text = String::from_utf8(out).unwrap();
     let code = text.split_whitespace().nth(1).unwrap().parse().unwrap();
@@ -74,6 +83,7 @@ fn https(
         code,
         body,
         leaf,
+        chain,
         version,
     }
 }
@@ -231,6 +241,32 @@ fn the_webhook_certificate_is_renewed_without_a_restart() {
     let renewed = eventually(Duration::from_secs(20), || get().leaf != first.leaf);
     assert!(renewed, "the webhook kept its first certificate");
     assert_eq!(get().code, 200);
+
+    // A CA rotation: once the new root signs, the webhook's next certificate chains to it
+    // (verified against the bundle holding both roots, as caBundle does mid-rotation).
+    let added = cp.json(&["ca", "rotate"]);
+    let new_root = added["added"]["sha256"].as_str().unwrap().to_string();
+    let both = bundle(&cp);
+    cp.json(&["ca", "activate", &new_root]);
+    let under_new_root = eventually(Duration::from_secs(10), || {
+        let r = https(
+            &cp.injector_addr,
+            &both,
+            "localhost",
+            &rustls::version::TLS13,
+            ("GET", "/healthz", b""),
+        );
+        r.code == 200 && r.chain.get(1).map(|root| hex_sha256(root)) == Some(new_root.clone())
+    });
+    assert!(
+        under_new_root,
+        "the webhook's certificate did not follow the new signing root"
+    );
+}
+
+fn hex_sha256(der: &[u8]) -> String {
+    use tandem_control_plane::identity::ca::{hex, sha256};
+    hex(&sha256(der))
 }
 
 /// Every non-empty document of a YAML stream.
