@@ -27,8 +27,9 @@ pub const LEGACY_READY_TIMEOUT: &str = "120s";
 
 /// The mesh service name of a pod, first found of: the `config.tandem.dev/service`
 /// annotation, the `app.kubernetes.io/name` label, the `app` label, then `workload` (the
-/// owning workload's name, when the caller knows it), the pod's `generateName` without the
-/// ReplicaSet's `-<pod-template-hash>-` tail, and its name.
+/// owning workload's name, when the caller knows it), the controlling StatefulSet's name,
+/// the pod's `generateName` without the ReplicaSet's `-<pod-template-hash>-` tail, and its
+/// name.
 pub fn service_name(metadata: &Value, workload: Option<&str>) -> Option<String> {
     let ann = &metadata["annotations"];
     let labels = &metadata["labels"];
@@ -40,6 +41,17 @@ pub fn service_name(metadata: &Value, workload: Option<&str>) -> Option<String> 
     ];
     if let Some(name) = given.into_iter().flatten().find(|n| !n.trim().is_empty()) {
         return Some(name.trim().to_string());
+    }
+    // A StatefulSet names its pods `<set>-<ordinal>` itself (no generateName): its name is
+    // in the controller reference.
+    let statefulset = metadata["ownerReferences"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|o| o["controller"] == true && o["kind"] == "StatefulSet")
+        .and_then(|o| o["name"].as_str());
+    if let Some(name) = statefulset {
+        return Some(name.to_string());
     }
     if let Some(generate) = metadata["generateName"].as_str() {
         let mut base = generate.trim_end_matches('-');
@@ -213,6 +225,9 @@ mod tests {
         assert_eq!(service_name(&m, None).as_deref(), Some("web"));
         let m = json!({"generateName": "batch-"});
         assert_eq!(service_name(&m, None).as_deref(), Some("batch"));
+        let m = json!({"name": "db-0", "ownerReferences": [
+            {"kind": "StatefulSet", "name": "db", "controller": true}]});
+        assert_eq!(service_name(&m, None).as_deref(), Some("db"));
         let m = json!({"name": "solo"});
         assert_eq!(service_name(&m, None).as_deref(), Some("solo"));
         assert_eq!(service_name(&json!({}), None), None);
