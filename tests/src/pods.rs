@@ -11,7 +11,7 @@
 //!
 //! Needs root (CI runs as root) with `ip` (iproute2), `iptables` and `setpriv`.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -105,16 +105,22 @@ impl PodNetwork {
         sh(&[
             "ip", "-n", &node, "link", "set", "up0", "master", "br0", "up",
         ]);
-        sh(&[
-            "ip",
-            "addr",
-            "add",
-            &format!("{}/24", net.host_ip()),
-            "dev",
-            &root,
-        ]);
+        let v4 = format!("{}/24", net.host_ip());
+        sh(&["ip", "addr", "add", &v4, "dev", &root]);
+        let v6 = format!("{}/64", net.host_ip6());
+        sh(&["ip", "addr", "add", &v6, "dev", &root, "nodad"]);
         sh(&["ip", "link", "set", &root, "up"]);
         net
+    }
+
+    /// This namespace's IPv6 address on the pod network.
+    pub fn host_ip6(&self) -> Ipv6Addr {
+        Ipv6Addr::new(0xfd51, 0, 0, u16::from(self.octet), 0, 0, 0, 1)
+    }
+
+    /// An IPv6 virtual address, routed nowhere.
+    pub fn virtual_ip6(&self, n: u8) -> Ipv6Addr {
+        Ipv6Addr::new(0xfd52, 0, 0, u16::from(self.octet), 0, 0, 0, u16::from(n))
     }
 
     /// This (root) namespace's address on the pod network.
@@ -128,8 +134,8 @@ impl PodNetwork {
         Ipv4Addr::new(10, 252, self.octet, n)
     }
 
-    /// Adds pod number `index` (its IP is `10.251.<n>.<10+index>`) with `hosts` lines in
-    /// its `/etc/hosts`; returns the pod.
+    /// Adds pod number `index` (its IPs are `10.251.<n>.<10+index>` and
+    /// `fd51:0:0:<n>::<10+index>`) with `hosts` lines in its `/etc/hosts`; returns the pod.
     pub fn add_pod(&mut self, index: u8, hosts: &str) -> Pod {
         let ns = format!("tandem-pod-{}-{index}", self.tag);
         let ip = Ipv4Addr::new(10, 251, self.octet, 10 + index);
@@ -165,7 +171,24 @@ impl PodNetwork {
         sh(&["ip", "-n", &ns, "link", "set", "eth0", "up"]);
         let gw = self.host_ip().to_string();
         sh(&["ip", "-n", &ns, "route", "add", "default", "via", &gw]);
-        Pod { ns, ip }
+        let ip6 = Ipv6Addr::new(
+            0xfd51,
+            0,
+            0,
+            u16::from(self.octet),
+            0,
+            0,
+            0,
+            u16::from(10 + index),
+        );
+        // No duplicate address detection: the address is usable at once.
+        let v6 = format!("{ip6}/64");
+        sh(&["ip", "-n", &ns, "addr", "add", &v6, "dev", "eth0", "nodad"]);
+        let gw6 = self.host_ip6().to_string();
+        sh(&[
+            "ip", "-n", &ns, "-6", "route", "add", "default", "via", &gw6,
+        ]);
+        Pod { ns, ip, ip6 }
     }
 
     /// Starts `program args` inside `pod` (as `uid` if given, through `setpriv`), and waits
@@ -300,8 +323,10 @@ impl Drop for PodNetwork {
 pub struct Pod {
     /// The namespace's name.
     pub ns: String,
-    /// `eth0`'s address.
+    /// `eth0`'s IPv4 address.
     pub ip: Ipv4Addr,
+    /// `eth0`'s IPv6 address.
+    pub ip6: Ipv6Addr,
 }
 
 impl Pod {

@@ -73,9 +73,11 @@ async fn mesh(net_salt: u8) -> Mesh {
     let mut net = PodNetwork::new(net_salt);
     let host = net.host_ip();
     let (vip_web, vip_db) = (net.virtual_ip(10), net.virtual_ip(20));
+    let vip_web6 = net.virtual_ip6(10);
     let cp = ControlPlane::start_on(host.into(), &["--identity-san", &host.to_string()]).await;
 
-    let hosts = format!("{vip_web} web web.default.svc.cluster.local\n{vip_db} db\n");
+    let hosts =
+        format!("{vip_web} web web.default.svc.cluster.local\n{vip_db} db\n{vip_web6} web6\n");
     let client = net.add_pod(0, &hosts);
     let v1 = net.add_pod(1, "");
     let v2 = net.add_pod(2, "");
@@ -83,7 +85,7 @@ async fn mesh(net_salt: u8) -> Mesh {
 
     let yaml = format!(
         "apiVersion: tandem.dev/v1alpha1\nkind: Service\nmetadata: {{ name: web }}\n\
-         spec: {{ ports: [{{ port: 80, protocol: http }}], addresses: [\"{vip_web}\"] }}\n---\n\
+         spec: {{ ports: [{{ port: 80, protocol: http }}], addresses: [\"{vip_web}\", \"{vip_web6}\"] }}\n---\n\
          apiVersion: tandem.dev/v1alpha1\nkind: Service\nmetadata: {{ name: web-v1 }}\n\
          spec: {{ ports: [{{ port: 8080, protocol: http }}] }}\n---\n\
          apiVersion: tandem.dev/v1alpha1\nkind: Service\nmetadata: {{ name: web-v2 }}\n\
@@ -119,6 +121,10 @@ async fn mesh(net_salt: u8) -> Mesh {
     let proxy = proxy.to_str().expect("utf-8 path").to_string();
     let xds = cp.xds().to_string();
     let identity = cp.identity().to_string();
+    // web-v1's probes, as the injector rewrites them: answered on the admin port.
+    let probes = r#"{"/app-health/web/livez": {"httpGet": {"port": 8080, "path": "/"}},
+                     "/app-health/web/readyz": {"tcpSocket": {"port": 8082}}}"#;
+    let v1_ip = v1.ip.to_string();
     for (pod, service) in [
         (&client, "client"),
         (&v1, "web-v1"),
@@ -150,12 +156,19 @@ async fn mesh(net_salt: u8) -> Mesh {
             "--workers",
             "1",
         ];
+        let mut env = vec![("TANDEM_TOKEN", token.as_str())];
+        if service == "web-v1" {
+            env.extend([
+                ("TANDEM_APP_PROBES", probes),
+                ("TANDEM_POD_IP", v1_ip.as_str()),
+            ]);
+        }
         net.spawn(
             pod,
             Some(PROXY_UID),
             &proxy,
             &args,
-            &[("TANDEM_TOKEN", token.as_str())],
+            &env,
             "tandem-proxy ready",
         )
         .await;
@@ -302,6 +315,31 @@ async fn apps_that_know_nothing_of_the_mesh_are_carried_by_transparent_sidecars(
         metric(&m.client, "tandem_passthrough_connections_total", &[]).await,
         1.0
     );
+
+    // IPv6: the same service by its IPv6 virtual address, through the IPv6 outbound
+    // listener and ip6tables.
+    for _ in 0..4 {
+        let r = curl(&m.client, "http://web6/");
+        assert_eq!(r["status"], "200", "{r:?}\n{}", m.net.logs());
+        assert_eq!(r["xfcc"], caller, "{r:?}");
+    }
+
+    // The kubelet's view: the app port itself refuses a plaintext caller, and the
+    // rewritten probes on the admin port reach the app (from 127.0.0.6, never redirected
+    // into the inbound port) and report its state.
+    let direct = client::get_once(m.v1.addr(8080), "web", "/").await;
+    assert!(
+        direct.is_err(),
+        "plaintext to an intercepted port: {direct:?}"
+    );
+    let live = client::get_once(m.v1.addr(15000), "probe", "/app-health/web/livez")
+        .await
+        .expect("liveness probe");
+    assert_eq!(live.status(), 200, "{live:?}");
+    let ready = client::get_once(m.v1.addr(15000), "probe", "/app-health/web/readyz")
+        .await
+        .expect("readiness probe");
+    assert_eq!(ready.status(), 503, "nothing listens on 8082: {ready:?}");
 
     // The sidecar's own connections are never redirected again: the outbound redirect
     // saw exactly the app's connections (41 + 5 HTTP, 2 TCP), while the proxy's own

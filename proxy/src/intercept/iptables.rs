@@ -168,26 +168,26 @@ fn restore(family: Family, input: &str, noflush: bool) -> Result<(), IptablesErr
             tool: t.restore.to_string(),
             source,
         })?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(input.as_bytes())
-            .map_err(|e| IptablesError::Failed {
-                tool: tool.clone(),
-                stderr: format!("cannot write the rules: {e}"),
-            })?;
-    }
+    // A tool that fails early stops reading: its own words say more than the broken pipe.
+    let written = match child.stdin.take() {
+        Some(mut stdin) => stdin.write_all(input.as_bytes()),
+        None => Ok(()),
+    };
     let out = child
         .wait_with_output()
         .map_err(|e| IptablesError::Failed {
             tool: tool.clone(),
             stderr: e.to_string(),
         })?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(IptablesError::Failed {
+    match (out.status.success(), written) {
+        (true, Ok(())) => Ok(()),
+        (true, Err(e)) => Err(IptablesError::Failed {
+            tool: tool.trim().to_string(),
+            stderr: format!("cannot write the rules: {e}"),
+        }),
+        (false, _) => Err(IptablesError::Failed {
             tool: tool.trim().to_string(),
             stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        })
+        }),
     }
 }
