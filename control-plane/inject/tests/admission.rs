@@ -411,6 +411,18 @@ fn injected_pods_workloads_and_the_manifests_validate_against_kubernetes_1_29_an
         }
     }
 
+    // Legacy mode is for clusters before 1.29: its pods validate there too, while a
+    // native sidecar's `restartPolicy` does not exist in 1.27's schema.
+    let legacy = dir.0.join("injected-annotations.json");
+    let native = dir.0.join("injected-deployment-pod.json");
+    for version in ["1.27.0", "1.28.0"] {
+        if let Err(out) = validate(&exe, version, std::slice::from_ref(&legacy)) {
+            panic!("Kubernetes {version} rejects the legacy-mode pod:\n{out}");
+        }
+    }
+    let out = validate(&exe, "1.27.0", std::slice::from_ref(&native)).unwrap_err();
+    assert!(out.contains("restartPolicy"), "{out}");
+
     // The negative control: the validator does reject what the schema forbids, so a pass
     // above means something.
     let mut bad = injected("deployment-pod.json", ENABLED);
