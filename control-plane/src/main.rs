@@ -184,8 +184,9 @@ fn identity_endpoint_tls(
     Ok(tls)
 }
 
-/// The identity endpoint certificate's names: loopback, the bound address unless it is
-/// unspecified, and every `--identity-san`, each once.
+/// A serving certificate's names (the identity endpoint's, the injector webhook's):
+/// loopback, the bound address unless it is unspecified, and every extra name (`--identity-san`,
+/// `--injector-san`), each once.
 fn identity_names(addr: SocketAddr, sans: &[String]) -> Vec<String> {
     let mut names = vec![
         "localhost".to_string(),
