@@ -11,9 +11,11 @@
 //! app's port from redirection, Linkerd's way) keeps the app port meshed: a health port
 //! that is also the service port would otherwise be open to plaintext from anywhere.
 //!
-//! gRPC probes are not rewritten (the admin port speaks HTTP/1): their port joins the
-//! inbound skip list instead. `exec` probes need nothing. A probe with `host` set goes to
-//! another address than the pod's and is left as it is.
+//! gRPC and HTTPS probes are not rewritten (the admin port speaks HTTP/1, and the proxy
+//! checks plaintext HTTP only): their port joins the inbound skip list instead. `exec`
+//! probes need nothing. A probe with `host` set goes to another address than the pod's and
+//! is left as it is. `TANDEM_APP_PROBES` carries the check only (`httpGet` or
+//! `tcpSocket`); the timing fields stay in the pod spec, where kubelet enforces them.
 
 use std::collections::BTreeMap;
 
@@ -47,7 +49,8 @@ pub struct Rewrite {
 pub struct Plan {
     /// Probes to replace.
     pub rewrites: Vec<Rewrite>,
-    /// `TANDEM_APP_PROBES`: admin path → the original probe, ports resolved.
+    /// `TANDEM_APP_PROBES`: admin path → the original check (`{"httpGet": ...}` or
+    /// `{"tcpSocket": ...}`), its port resolved.
     pub app_probes: BTreeMap<String, Value>,
     /// The originals as written, for uninject: container → field → probe.
     pub originals: BTreeMap<String, BTreeMap<String, Value>>,
@@ -125,10 +128,21 @@ fn plan_one(
         ));
         return;
     };
+    let https = probe[handler]["scheme"]
+        .as_str()
+        .is_some_and(|s| s.eq_ignore_ascii_case("HTTPS"));
+    if https {
+        // The proxy checks plaintext HTTP only: kubelet keeps this probe, on a port the
+        // rules leave alone.
+        plan.skip_inbound.push(port);
+        return;
+    }
     let path = admin_path(name, what);
-    let mut original = probe.clone();
-    original[handler]["port"] = json!(port);
-    plan.app_probes.insert(path.clone(), original);
+    // Only the check itself: its timing stays in the pod spec, enforced by kubelet.
+    let mut check = probe[handler].clone();
+    check["port"] = json!(port);
+    plan.app_probes
+        .insert(path.clone(), json!({ handler: check }));
     plan.originals
         .entry(name.to_string())
         .or_default()
@@ -187,8 +201,10 @@ mod tests {
             json!({"httpGet": {"path": "/app-health/web/readyz", "port": 15000, "scheme": "HTTP"}})
         );
         assert_eq!(
-            plan.app_probes["/app-health/web/livez"]["httpGet"],
-            json!({"path": "/healthz", "port": 8080, "httpHeaders": [{"name": "X-Probe", "value": "1"}]})
+            plan.app_probes["/app-health/web/livez"],
+            json!({"httpGet": {"path": "/healthz", "port": 8080,
+                "httpHeaders": [{"name": "X-Probe", "value": "1"}]}}),
+            "the check only: periodSeconds stays with kubelet"
         );
         assert_eq!(
             plan.app_probes["/app-health/web/readyz"],
@@ -207,9 +223,13 @@ mod tests {
             "livenessProbe": {"grpc": {"port": 9090}},
             "readinessProbe": {"httpGet": {"port": "nope", "path": "/"}},
             "startupProbe": {"httpGet": {"port": 80, "host": "example.com"}}
+        }, {
+            "name": "tls",
+            "ports": [{"name": "https", "containerPort": 8443}],
+            "livenessProbe": {"httpGet": {"port": "https", "scheme": "HTTPS"}}
         }], "initContainers": [{"name": "setup", "readinessProbe": {"tcpSocket": {"port": 1}}}]});
         let plan = plan(&spec, 15000);
-        assert_eq!(plan.skip_inbound, [9090]);
+        assert_eq!(plan.skip_inbound, [8443, 9090]);
         assert!(plan.rewrites.is_empty());
         assert_eq!(plan.warnings.len(), 1, "{:?}", plan.warnings);
         assert!(plan.warnings[0].contains("\"nope\""));

@@ -159,6 +159,11 @@ fn http_and_tcp_probes_go_through_the_admin_port_grpc_ports_are_skipped() {
     let probes = env(container(&pod, "tandem-proxy"), "TANDEM_APP_PROBES").unwrap();
     let probes: Value = serde_json::from_str(probes["value"].as_str().unwrap()).unwrap();
     assert_eq!(
+        probes["/app-health/shop/livez"].as_object().unwrap().len(),
+        1,
+        "the check only (the proxy refuses unknown fields)"
+    );
+    assert_eq!(
         probes["/app-health/shop/livez"]["httpGet"],
         json!({"path": "/healthz", "port": 8080, "scheme": "HTTP",
             "httpHeaders": [{"name": "X-Probe", "value": "kubelet"}]}),
