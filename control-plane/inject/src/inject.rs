@@ -21,7 +21,7 @@ use crate::decide::{decide, Decision, NamespacePolicy, Skip};
 use crate::patch::{pointer, Operation};
 use crate::probes;
 use crate::record::{Record, VERSION};
-use crate::settings::{Mode, Settings, SettingsError};
+use crate::settings::{Mode, PortRange, Settings, SettingsError};
 use crate::sidecar::{self, INIT_NAME, PROXY_NAME};
 
 /// A pod, or a workload's pod template, and where it sits in its document.
@@ -125,8 +125,8 @@ fn build(pod: &PodTemplate<'_>, defaults: &Settings) -> Result<Injected, InjectE
     let mut skip_inbound = settings.skip_inbound_ports.clone();
     let mut probe_ports_skipped = Vec::new();
     for port in &plan.skip_inbound {
-        if !skip_inbound.contains(port) {
-            skip_inbound.push(*port);
+        if !skip_inbound.iter().any(|r| r.contains(*port)) {
+            skip_inbound.push(PortRange::single(*port));
             probe_ports_skipped.push(*port);
         }
     }

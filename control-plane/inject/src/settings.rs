@@ -86,9 +86,9 @@ pub struct Settings {
     /// Memory limit, if any.
     pub memory_limit: Option<String>,
     /// Inbound ports that bypass the proxy.
-    pub skip_inbound_ports: Vec<u16>,
+    pub skip_inbound_ports: Vec<PortRange>,
     /// Outbound ports that bypass the proxy.
-    pub skip_outbound_ports: Vec<u16>,
+    pub skip_outbound_ports: Vec<PortRange>,
     /// Outbound CIDRs that bypass the proxy.
     pub skip_outbound_cidrs: Vec<String>,
     /// Namespaces never injected: the control plane's own and the cluster's system ones.
@@ -115,7 +115,7 @@ impl Default for Settings {
             memory_limit: None,
             skip_inbound_ports: Vec::new(),
             // SMTP is server-speaks-first and rarely meshed: Linkerd's habit.
-            skip_outbound_ports: vec![25, 587],
+            skip_outbound_ports: vec![PortRange::single(25), PortRange::single(587)],
             skip_outbound_cidrs: Vec::new(),
             excluded_namespaces: vec![
                 DEFAULT_CONTROL_PLANE_NAMESPACE.to_string(),
@@ -262,13 +262,57 @@ fn port(v: &str) -> Result<u16, String> {
     }
 }
 
-/// A comma list of ports; empty means none. Sorted, each once.
-pub fn ports(v: &str) -> Result<Vec<u16>, String> {
+/// A port, or an inclusive range of ports (`8000-8100`), as the redirection rules take
+/// them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PortRange {
+    /// The first port.
+    pub first: u16,
+    /// The last port (equal to `first` for one port).
+    pub last: u16,
+}
+
+impl PortRange {
+    /// One port.
+    pub fn single(port: u16) -> PortRange {
+        PortRange {
+            first: port,
+            last: port,
+        }
+    }
+
+    /// Whether `port` is in the range.
+    pub fn contains(&self, port: u16) -> bool {
+        (self.first..=self.last).contains(&port)
+    }
+}
+
+impl std::fmt::Display for PortRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.first == self.last {
+            write!(f, "{}", self.first)
+        } else {
+            write!(f, "{}-{}", self.first, self.last)
+        }
+    }
+}
+
+/// A comma list of ports and ranges (`25,8000-8100`); empty means none. Sorted, each once.
+pub fn ports(v: &str) -> Result<Vec<PortRange>, String> {
     let mut out = Vec::new();
     for item in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        let p = port(item).map_err(|e| format!("{item:?}: {e}"))?;
-        if !out.contains(&p) {
-            out.push(p);
+        let range = match item.split_once('-') {
+            Some((a, b)) => {
+                let (first, last) = (port(a.trim()), port(b.trim()));
+                match (first, last) {
+                    (Ok(first), Ok(last)) if first <= last => PortRange { first, last },
+                    _ => return Err(format!("{item:?}: a port range such as 8000-8100")),
+                }
+            }
+            None => PortRange::single(port(item).map_err(|e| format!("{item:?}: {e}"))?),
+        };
+        if !out.contains(&range) {
+            out.push(range);
         }
     }
     out.sort_unstable();
@@ -360,7 +404,7 @@ mod tests {
             (a::SIDECAR_MODE, "legacy"),
             (a::PROXY_UID, "1337"),
             (a::PROXY_MEMORY_LIMIT, "128Mi"),
-            (a::SKIP_OUTBOUND_PORTS, "3306, 25,3306"),
+            (a::SKIP_OUTBOUND_PORTS, "3306, 25,3306,8000-8100"),
             (a::SKIP_OUTBOUND_CIDRS, "10.0.0.0/8,fd00::1"),
             (a::ADMIN_PORT, "9901"),
         ])
@@ -369,7 +413,12 @@ mod tests {
         assert_eq!(s.mode, Mode::Legacy);
         assert_eq!(s.proxy_uid, 1337);
         assert_eq!(s.memory_limit.as_deref(), Some("128Mi"));
-        assert_eq!(s.skip_outbound_ports, [25, 3306]);
+        let listed: Vec<String> = s
+            .skip_outbound_ports
+            .iter()
+            .map(|p| p.to_string())
+            .collect();
+        assert_eq!(listed, ["25", "3306", "8000-8100"]);
         assert_eq!(s.skip_outbound_cidrs, ["10.0.0.0/8", "fd00::1/128"]);
         assert_eq!(s.admin_port, 9901);
         let empty = with(&[(a::SKIP_OUTBOUND_PORTS, "")]).unwrap();
@@ -385,6 +434,7 @@ mod tests {
             (a::PROXY_CPU_REQUEST, "lots"),
             (a::PROXY_MEMORY_LIMIT, "64MB"),
             (a::SKIP_INBOUND_PORTS, "80,http"),
+            (a::SKIP_INBOUND_PORTS, "9000-8000"),
             (a::SKIP_OUTBOUND_CIDRS, "10.0.0.0/33"),
             (a::ADMIN_PORT, "15006"),
             (a::LOG_LEVEL, "info; rm -rf"),

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use serde_json::{json, Value};
 
 use crate::probes::APP_PROBES_ENV;
-use crate::settings::{Mode, Settings};
+use crate::settings::{Mode, PortRange, Settings};
 
 /// The proxy container's name.
 pub const PROXY_NAME: &str = "tandem-proxy";
@@ -69,11 +69,11 @@ pub fn service_name(metadata: &Value, workload: Option<&str>) -> Option<String> 
 
 /// The redirection init container. Runs as root with NET_ADMIN and NET_RAW only, which
 /// is what installing netfilter rules in the pod's network namespace takes.
-pub fn init_container(s: &Settings, skip_inbound: &[u16]) -> Value {
-    let list = |ports: &[u16]| {
+pub fn init_container(s: &Settings, skip_inbound: &[PortRange]) -> Value {
+    let list = |ports: &[PortRange]| {
         ports
             .iter()
-            .map(u16::to_string)
+            .map(PortRange::to_string)
             .collect::<Vec<_>>()
             .join(",")
     };
@@ -239,7 +239,7 @@ mod tests {
             skip_outbound_ports: vec![],
             ..Settings::default()
         };
-        let c = init_container(&s, &[9090]);
+        let c = init_container(&s, &[PortRange::single(9090)]);
         assert_eq!(
             c["args"],
             json!([

@@ -217,7 +217,7 @@ fn annotations_override_every_default() {
         ("--inbound-port", "16006"),
         ("--outbound-port", "16001"),
         ("--admin-port", "16000"),
-        ("--skip-inbound-ports", "9000,9001"),
+        ("--skip-inbound-ports", "9000-9009,9100"),
         ("--skip-outbound-ports", "3306"),
         ("--skip-outbound-cidrs", "169.254.169.254/32,10.96.0.0/12"),
     ] {
