@@ -168,6 +168,7 @@ impl ControlPlane {
     }
 
     async fn start_exactly(extra: &[&str]) -> ControlPlane {
+        // The loopback control plane of most tests: everything on 127.0.0.1, port 0.
         Self::start_on(std::net::Ipv4Addr::LOCALHOST.into(), extra).await
     }
 
@@ -175,9 +176,17 @@ impl ControlPlane {
     /// proxies in other network namespaces; with exactly the flags `extra` (no
     /// `--plaintext-xds` unless given).
     pub async fn start_on(ip: std::net::IpAddr, extra: &[&str]) -> ControlPlane {
+        Self::start_at(SocketAddr::new(ip, 0), 0, extra).await
+    }
+
+    /// Like [`ControlPlane::start_on`], with xDS on `xds` and the identity endpoint on
+    /// `identity_port` of the same IP (`15010` and `15012` where proxies derive one from
+    /// the other).
+    pub async fn start_at(xds: SocketAddr, identity_port: u16, extra: &[&str]) -> ControlPlane {
         let data = Arc::new(TempDir::new("cp-data"));
-        let xds = SocketAddr::new(ip, 0);
-        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let mut extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        extra.push("--identity-addr".into());
+        extra.push(SocketAddr::new(xds.ip(), identity_port).to_string());
         match Self::spawn(data, xds, Arc::default(), extra).await {
             Ok(cp) => cp,
             Err(e) => panic!("{e}"),
@@ -196,7 +205,6 @@ impl ControlPlane {
         cmd.arg("--data-dir")
             .arg(data.path())
             .args(["--xds-addr", &xds.to_string(), "--api-addr", "127.0.0.1:0"])
-            .args(["--identity-addr", &SocketAddr::new(xds.ip(), 0).to_string()])
             .args(&extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -491,3 +491,196 @@ async fn init_is_idempotent_removable_and_all_or_nothing() {
     assert_eq!(tandem_lines(&save(&pod)), 0);
     drop(net);
 }
+
+/// A container of an injected pod spec as a command line: its args, its environment with
+/// the downward API and the join-token Secret resolved as the kubelet would, and its user.
+struct Container {
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    uid: Option<u32>,
+}
+
+fn container(
+    pod_spec: &serde_json::Value,
+    name: &str,
+    pod: &Pod,
+    ns: &str,
+    token: &str,
+) -> Container {
+    let c = pod_spec["initContainers"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["name"] == name))
+        .unwrap_or_else(|| panic!("no init container {name}: {pod_spec}"));
+    let args = c["args"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut env = Vec::new();
+    for e in c["env"].as_array().into_iter().flatten() {
+        let name = e["name"].as_str().expect("env name").to_string();
+        let value = if let Some(v) = e["value"].as_str() {
+            v.to_string()
+        } else if let Some(path) = e["valueFrom"]["fieldRef"]["fieldPath"].as_str() {
+            match path {
+                "metadata.namespace" => ns.to_string(),
+                "status.podIP" => pod.ip.to_string(),
+                other => panic!("unexpected downward API field {other}"),
+            }
+        } else if e["valueFrom"]["secretKeyRef"]["name"] == "tandem-join-token" {
+            token.to_string()
+        } else {
+            panic!("unexpected env source {e}");
+        };
+        env.push((name, value));
+    }
+    let uid = c["securityContext"]["runAsUser"]
+        .as_u64()
+        .and_then(|u| u32::try_from(u).ok());
+    Container { args, env, uid }
+}
+
+/// What `tandemctl inject` writes runs as written: its init container's command writes the
+/// rules, its proxy container's command and environment (namespace and pod IP from the
+/// downward API, the join token from the Secret, the rewritten probes) make a working
+/// transparent sidecar under the UID it names, its startup and app probes answer on the
+/// admin port, and a client pod injected the same way calls the server pod through both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_injected_pod_spec_runs_as_written() {
+    let mut net = PodNetwork::new(3);
+    let host = net.host_ip();
+    let vip = net.virtual_ip(30);
+    let xds = SocketAddr::new(host.into(), 15010);
+    let cp = ControlPlane::start_at(xds, 15012, &["--identity-san", &host.to_string()]).await;
+    let hosts = format!("{vip} web.shop web.shop.svc.cluster.local\n");
+    let client = net.add_pod(0, &hosts);
+    let server = net.add_pod(1, "");
+    cp.apply_ok(&format!(
+        "apiVersion: tandem.dev/v1alpha1\nkind: Service\nmetadata: {{ name: web, namespace: shop }}\n\
+         spec: {{ ports: [{{ port: 80, protocol: http }}], addresses: [\"{vip}\"] }}\n---\n\
+         apiVersion: tandem.dev/v1alpha1\nkind: Service\nmetadata: {{ name: client, namespace: shop }}\nspec: {{}}\n---\n\
+         apiVersion: tandem.dev/v1alpha1\nkind: Endpoint\nmetadata: {{ namespace: shop }}\n\
+         spec: {{ service: web, address: \"{}\" }}\n",
+        server.addr(8080)
+    ))
+    .await;
+
+    // Two pods as a user writes them, injected offline.
+    let manifests = "apiVersion: v1\nkind: Pod\nmetadata: { name: client-1, namespace: shop, labels: { app: client } }\n\
+         spec:\n  containers: [{ name: client, image: client:1 }]\n---\n\
+         apiVersion: v1\nkind: Pod\nmetadata: { name: web-1, namespace: shop, labels: { app: web } }\n\
+         spec:\n  containers:\n    - name: web\n      image: web:1\n      ports: [{ name: http, containerPort: 8080 }]\n\
+         \x20     livenessProbe: { httpGet: { path: /, port: http } }\n\
+         \x20     readinessProbe: { tcpSocket: { port: 8080 } }\n";
+    let file = tandem_tests::control_plane::TempDir::new("inject");
+    let path = file.path().join("pods.yaml");
+    std::fs::write(&path, manifests).expect("write manifests");
+    let out = cp
+        .tandemctl(&[
+            "inject",
+            "-f",
+            path.to_str().expect("path"),
+            "--control-plane",
+            &xds.to_string(),
+            "-o",
+            "json",
+        ])
+        .await;
+    let list: serde_json::Value =
+        serde_json::from_str(out.expect_ok("tandemctl inject")).expect("a JSON List");
+    let items = list["items"].as_array().expect("items");
+    assert_eq!(items.len(), 2, "{list}");
+
+    let app = bins::path(POD_APP).await;
+    let app = app.to_str().expect("path").to_string();
+    net.spawn(&server, None, &app, &["serve", "web", "8080"], &[], "ready")
+        .await;
+    let proxy = bins::path(PROXY).await;
+    let proxy = proxy.to_str().expect("path").to_string();
+    for (item, pod, service) in [(&items[0], &client, "client"), (&items[1], &server, "web")] {
+        let token = cp
+            .tandemctl(&[
+                "token",
+                "create",
+                "--service",
+                service,
+                "--namespace",
+                "shop",
+            ])
+            .await
+            .expect_ok("token create")
+            .trim()
+            .to_string();
+        let spec = &item["spec"];
+        let init = container(spec, "tandem-init", pod, "shop", &token);
+        assert_eq!(init.uid, Some(0), "the init container runs as root");
+        let mut cmd = vec![proxy.as_str()];
+        cmd.extend(init.args.iter().map(String::as_str));
+        let (ok, out) = pod.exec(&cmd);
+        assert!(ok, "the injected init container's command: {out}");
+
+        let sidecar = container(spec, "tandem-proxy", pod, "shop", &token);
+        assert_eq!(sidecar.uid, Some(PROXY_UID));
+        assert_eq!(
+            spec["initContainers"][1]["restartPolicy"], "Always",
+            "a native sidecar"
+        );
+        let args: Vec<&str> = sidecar.args.iter().map(String::as_str).collect();
+        let env: Vec<(&str, &str)> = sidecar
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        net.spawn(pod, sidecar.uid, &proxy, &args, &env, "tandem-proxy ready")
+            .await;
+        // The kubelet's startup probe, as the spec writes it.
+        let probe = &spec["initContainers"][1]["startupProbe"]["httpGet"];
+        let port = u16::try_from(probe["port"].as_u64().expect("port")).expect("port");
+        let resp = client::get_once(
+            pod.addr(port),
+            "kubelet",
+            probe["path"].as_str().expect("path"),
+        )
+        .await
+        .expect("startup probe");
+        assert_eq!(resp.status(), 200);
+    }
+
+    // The app's probes, rewritten onto the admin port, report the app.
+    let web = &items[1]["spec"]["containers"][0];
+    for probe in ["livenessProbe", "readinessProbe"] {
+        let get = &web[probe]["httpGet"];
+        let port = u16::try_from(get["port"].as_u64().expect("rewritten port")).expect("port");
+        let resp = client::get_once(
+            server.addr(port),
+            "kubelet",
+            get["path"].as_str().expect("path"),
+        )
+        .await
+        .expect("app probe");
+        assert_eq!(resp.status(), 200, "{probe} {get}: {resp:?}");
+    }
+
+    // The client app calls the server by its service name, through both sidecars.
+    let r = eventually(Duration::from_secs(20), "client to web.shop", || {
+        let client = client.clone();
+        async move {
+            let r = curl(&client, "http://web.shop/");
+            (r["status"] == "200")
+                .then_some(r.clone())
+                .ok_or(format!("{r:?}"))
+        }
+    })
+    .await;
+    assert_eq!(r["app"], "web");
+    assert_eq!(
+        r["xfcc"],
+        "URI=spiffe://cluster.local/ns/shop/sa/client",
+        "{r:?}\n{}",
+        net.logs()
+    );
+    drop(net);
+}
