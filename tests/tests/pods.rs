@@ -6,6 +6,8 @@
 //!
 //! Needs root, iproute2, iptables and util-linux's `setpriv` (`.ci/run` installs them).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
