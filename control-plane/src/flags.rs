@@ -114,6 +114,28 @@ pub struct Flags {
     #[arg(long, env = "TANDEM_INJECTOR_SIDECAR_MODE", default_value = "native", value_parser = tandem_inject::Mode::parse)]
     pub injector_sidecar_mode: tandem_inject::Mode,
 
+    /// Injected proxies' UID (annotation `config.tandem.dev/proxy-uid` wins).
+    #[arg(long, env = "TANDEM_INJECTOR_PROXY_UID", default_value_t = tandem_inject::settings::DEFAULT_PROXY_UID)]
+    pub injector_proxy_uid: u32,
+
+    /// Injected proxies' log filter (annotation `config.tandem.dev/log-level` wins).
+    #[arg(long, env = "TANDEM_INJECTOR_LOG_LEVEL", default_value = "info")]
+    pub injector_log_level: String,
+
+    /// Outbound ports and ranges injected pods reach without the proxy, comma list
+    /// (annotation `config.tandem.dev/skip-outbound-ports` replaces it).
+    #[arg(
+        long,
+        env = "TANDEM_INJECTOR_SKIP_OUTBOUND_PORTS",
+        default_value = "25,587"
+    )]
+    pub injector_skip_outbound_ports: String,
+
+    /// Outbound CIDRs injected pods reach without the proxy, comma list, e.g. the cloud's
+    /// metadata address (annotation `config.tandem.dev/skip-outbound-cidrs` replaces it).
+    #[arg(long, env = "TANDEM_INJECTOR_SKIP_OUTBOUND_CIDRS", default_value = "")]
+    pub injector_skip_outbound_cidrs: String,
+
     /// Namespaces never injected, whatever their labels or pods say (repeatable).
     #[arg(
         long = "injector-exclude-namespace",

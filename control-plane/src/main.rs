@@ -291,11 +291,20 @@ fn serve_identity(
 /// loopback names, the bound address and every `--injector-san`, renewed by a task of its
 /// own. Returns the bound address for the ready line.
 fn serve_injector(flags: &Flags, ca: &Arc<Ca>, bound: Bound) -> Result<SocketAddr, String> {
+    use tandem_inject::settings::{cidrs, ports};
+    let skip_outbound_ports = ports(&flags.injector_skip_outbound_ports)
+        .map_err(|e| format!("--injector-skip-outbound-ports: {e}"))?;
+    let skip_outbound_cidrs = cidrs(&flags.injector_skip_outbound_cidrs)
+        .map_err(|e| format!("--injector-skip-outbound-cidrs: {e}"))?;
     let settings = tandem_inject::Settings {
         proxy_image: flags.injector_proxy_image.clone(),
         mode: flags.injector_sidecar_mode,
         control_plane: flags.injector_control_plane.clone(),
         excluded_namespaces: flags.injector_exclude_namespaces.clone(),
+        proxy_uid: flags.injector_proxy_uid,
+        log_level: flags.injector_log_level.clone(),
+        skip_outbound_ports,
+        skip_outbound_cidrs,
         ..tandem_inject::Settings::default()
     };
     settings

@@ -113,6 +113,10 @@ fn the_webhook_answers_admission_reviews_over_https() {
             "127.0.0.1:0",
             "--injector-proxy-image",
             "test.example/proxy:7",
+            "--injector-skip-outbound-cidrs",
+            "169.254.169.254/32",
+            "--injector-proxy-uid",
+            "1500",
         ],
     );
     assert!(
@@ -146,6 +150,16 @@ fn the_webhook_answers_admission_reviews_over_https() {
         assert_eq!(
             pod["spec"]["initContainers"][1]["image"],
             "test.example/proxy:7"
+        );
+        let init = pod["spec"]["initContainers"][0]["args"].to_string();
+        assert!(
+            init.contains(r#""--skip-outbound-cidrs","169.254.169.254/32""#),
+            "{init}"
+        );
+        assert!(init.contains(r#""--proxy-uid","1500""#), "{init}");
+        assert_eq!(
+            pod["spec"]["initContainers"][1]["securityContext"]["runAsUser"],
+            1500
         );
     }
     // Not enabled and not asked: admitted, untouched.

@@ -209,6 +209,7 @@ impl Settings {
             (a::PROXY_IMAGE, self.proxy_image.clone()),
             (a::LOG_LEVEL, self.log_level.clone()),
             (a::CONTROL_PLANE, self.control_plane.clone()),
+            (a::PROXY_UID, self.proxy_uid.to_string()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
