@@ -104,6 +104,10 @@ fn build(bin: Bin) -> Result<PathBuf, String> {
         .arg(target_dir)
         .env_remove("CARGO_TARGET_DIR")
         .env_remove("CARGO_MAKEFLAGS")
+        // Inherited from the test, these differ from a shell's build, and build scripts
+        // that watch them (ring's) would run again on every switch between the two.
+        .env_remove("CARGO_MANIFEST_DIR")
+        .env_remove("CARGO_MANIFEST_PATH")
         .stdin(Stdio::null())
         .output()
         .map_err(|e| format!("running cargo build for {}: {e}", bin.name))?;

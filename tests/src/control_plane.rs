@@ -216,17 +216,7 @@ impl ControlPlane {
         let mut child = cmd
             .spawn()
             .map_err(|e| format!("spawn {}: {e}", bin.display()))?;
-        let mut err_pipe = child.stderr.take().expect("stderr piped");
-        let sink = stderr.clone();
-        let err_reader = AbortOnDrop(tokio::spawn(async move {
-            let mut buf = [0u8; 8192];
-            while let Ok(n) = err_pipe.read(&mut buf).await {
-                if n == 0 {
-                    break;
-                }
-                sink.lock().expect("lock").extend_from_slice(&buf[..n]);
-            }
-        }));
+        let err_reader = crate::capture(child.stderr.take().expect("stderr piped"), stderr.clone());
         let mut stdout = BufReader::new(child.stdout.take().expect("stdout piped"));
         let line = tokio::time::timeout(READY_TIMEOUT, async {
             loop {

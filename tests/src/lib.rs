@@ -83,6 +83,26 @@ where
     }
 }
 
+/// Appends everything `pipe` yields to `sink` until it closes (a child's stderr, say), in a
+/// task aborted when the handle is dropped.
+pub fn capture<R>(mut pipe: R, sink: std::sync::Arc<std::sync::Mutex<Vec<u8>>>) -> AbortOnDrop
+where
+    R: tokio::io::AsyncRead + Unpin + Send + 'static,
+{
+    use tokio::io::AsyncReadExt;
+    AbortOnDrop(tokio::spawn(async move {
+        let mut buf = [0u8; 8192];
+        while let Ok(n) = pipe.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            sink.lock()
+                .expect("capture lock")
+                .extend_from_slice(&buf[..n]);
+        }
+    }))
+}
+
 /// A spawned task that is aborted when this handle is dropped.
 #[derive(Debug)]
 pub struct AbortOnDrop(pub tokio::task::JoinHandle<()>);

@@ -225,17 +225,7 @@ impl PodNetwork {
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {program} in {}: {e}", pod.ns));
         let log = Arc::new(Mutex::new(Vec::new()));
-        let mut err = child.stderr.take().expect("stderr piped");
-        let sink = log.clone();
-        let err_reader = AbortOnDrop(tokio::spawn(async move {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = err.read(&mut buf).await {
-                if n == 0 {
-                    break;
-                }
-                sink.lock().expect("lock").extend_from_slice(&buf[..n]);
-            }
-        }));
+        let err_reader = crate::capture(child.stderr.take().expect("stderr piped"), log.clone());
         let mut out = BufReader::new(child.stdout.take().expect("stdout piped"));
         let prefix = ready_prefix.to_string();
         let ready = tokio::time::timeout(READY_TIMEOUT, async {

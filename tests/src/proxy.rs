@@ -170,19 +170,7 @@ impl Proxy {
         );
 
         let stderr = Arc::new(Mutex::new(Vec::new()));
-        let mut err_pipe = child.stderr.take().expect("stderr piped");
-        let sink = stderr.clone();
-        let err_reader = AbortOnDrop(tokio::spawn(async move {
-            let mut buf = [0u8; 8192];
-            while let Ok(n) = err_pipe.read(&mut buf).await {
-                if n == 0 {
-                    break;
-                }
-                sink.lock()
-                    .expect("stderr lock")
-                    .extend_from_slice(&buf[..n]);
-            }
-        }));
+        let err_reader = crate::capture(child.stderr.take().expect("stderr piped"), stderr.clone());
 
         let mut stdout = BufReader::new(child.stdout.take().expect("stdout piped"));
         let stdout_extra = Arc::new(Mutex::new(Vec::new()));

@@ -193,25 +193,26 @@ fn analyze_with(resources: &Resources, inbound: Inbound) -> Result<Analysis, Con
         }
     }
     for (addr, target) in &a.view.addresses {
-        let referenced_by = || {
-            let name = address_listeners.get(addr).cloned().unwrap_or_default();
-            format!("Listener[{name}]")
-        };
-        if let Some(rc) = &target.route_config {
-            if !route_clusters.contains_key(rc.as_str()) {
+        let name = address_listeners.get(addr).cloned().unwrap_or_default();
+        let route_config = target.route_config.as_deref();
+        let cluster = target.cluster.as_deref();
+        for (type_url, wanted, present) in [
+            (
+                ROUTE_TYPE,
+                route_config,
+                route_config.is_some_and(|rc| route_clusters.contains_key(rc)),
+            ),
+            (
+                CLUSTER_TYPE,
+                cluster,
+                cluster.is_some_and(|c| clusters.contains_key(c)),
+            ),
+        ] {
+            if let (Some(wanted), false) = (wanted, present) {
                 missing.insert(Missing {
-                    type_url: ROUTE_TYPE,
-                    name: rc.clone(),
-                    referenced_by: referenced_by(),
-                });
-            }
-        }
-        if let Some(c) = &target.cluster {
-            if !clusters.contains_key(c.as_str()) {
-                missing.insert(Missing {
-                    type_url: CLUSTER_TYPE,
-                    name: c.clone(),
-                    referenced_by: referenced_by(),
+                    type_url,
+                    name: wanted.to_string(),
+                    referenced_by: format!("Listener[{name}]"),
                 });
             }
         }
