@@ -87,7 +87,7 @@ async fn mesh(net_salt: u8) -> Mesh {
 
     let yaml = format!(
         "apiVersion: tandem.dev/v1alpha1\nkind: Service\nmetadata: {{ name: web }}\n\
-         spec: {{ ports: [{{ port: 80, protocol: http }}], addresses: [\"{vip_web}\", \"{vip_web6}\"] }}\n---\n\
+         spec: {{ ports: [{{ port: 80, protocol: http }}, {{ port: 8000 }}], addresses: [\"{vip_web}\", \"{vip_web6}\"] }}\n---\n\
          apiVersion: tandem.dev/v1alpha1\nkind: Service\nmetadata: {{ name: web-v1 }}\n\
          spec: {{ ports: [{{ port: 8080, protocol: http }}] }}\n---\n\
          apiVersion: tandem.dev/v1alpha1\nkind: Service\nmetadata: {{ name: web-v2 }}\n\
@@ -369,6 +369,11 @@ async fn apps_that_know_nothing_of_the_mesh_are_carried_by_transparent_sidecars(
         packets("RETURN", " owner UID match 2102") > 0,
         "{counters:?}"
     );
+
+    // A port of unknown protocol: detected as HTTP, then routed like the HTTP port.
+    let r = curl(&m.client, "http://web:8000/");
+    assert_eq!(r["status"], "200", "{r:?}");
+    assert_eq!(r["xfcc"], caller, "{r:?}");
 
     // Authorization sees the port the caller addressed (8080), not the inbound port:
     // web-v1 allows the client on 8080, web-v2 only on 9999.
