@@ -23,7 +23,9 @@ use crate::tls::accept::{accept, Peer, Refused};
 use crate::tls::Alpn;
 
 /// Detects the protocol of one connection and serves it as HTTP or opaque TCP; on the
-/// inbound port, first applies the workload's TLS mode.
+/// inbound port, first applies the workload's TLS mode. In transparent mode an
+/// intercepted connection first learns where it was going (`SO_ORIGINAL_DST`): outbound,
+/// that decides its destination; inbound, the app port.
 pub async fn serve_connection(
     stream: TcpStream,
     kind: ListenerKind,
