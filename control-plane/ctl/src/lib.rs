@@ -73,6 +73,10 @@ pub enum Command {
         /// The file.
         #[arg(short = 'f', long = "filename")]
         file: String,
+        /// Refuse (apply nothing) when a route names a Service, mirror or FaultInjection
+        /// that would not exist; without it such a route is applied with a warning.
+        #[arg(long)]
+        strict: bool,
     },
     /// List services, endpoints, routes, grpcroutes, policies, faults or
     /// authorizationpolicies (`authz`), or show one.
@@ -257,15 +261,18 @@ pub async fn run(args: CtlArgs) -> Result<(), CtlError> {
     let client = ApiClient::new(&args.api, &token)?;
     let out = args.output;
     match args.command {
-        Command::Apply { file } => {
+        Command::Apply { file, strict } => {
             let text = read_input(&file)?;
             let docs = parse_text(&text).map_err(|e| CtlError(format!("{file}: {e}")))?;
             if docs.is_empty() {
                 return Err(CtlError(format!("{file}: no documents")));
             }
-            let answer = client
-                .call(Method::POST, "/v1/apply", Some(&json!({"documents": docs})))
-                .await?;
+            let body = json!({"documents": docs, "strict": strict});
+            let answer = client.call(Method::POST, "/v1/apply", Some(&body)).await?;
+            // On stderr, as kubectl prints admission warnings: stdout stays the result.
+            for w in answer["warnings"].as_array().into_iter().flatten() {
+                eprintln!("Warning: {}", w.as_str().unwrap_or_default());
+            }
             output::print(out, &answer, output::applied)
         }
         Command::Get {

@@ -42,6 +42,32 @@ pub fn applied(a: &Value) -> String {
     out
 }
 
+/// The route's `Accepted` (over every parent) and `ResolvedRefs` as `True` or
+/// `False(Reason)`; empty without a status.
+fn route_conditions(parents: &Value) -> (String, String) {
+    let mut accepted: Option<String> = None;
+    let mut resolved: Option<String> = None;
+    for p in parents.as_array().into_iter().flatten() {
+        for c in p["conditions"].as_array().into_iter().flatten() {
+            let text = if c["status"] == "True" {
+                "True".to_string()
+            } else {
+                format!("False({})", s(&c["reason"]))
+            };
+            let slot = match c["type"].as_str() {
+                Some("Accepted") => &mut accepted,
+                Some("ResolvedRefs") => &mut resolved,
+                _ => continue,
+            };
+            // A false condition on any parent is the route's.
+            if slot.as_deref().is_none_or(|t| t == "True") {
+                *slot = Some(text);
+            }
+        }
+    }
+    (accepted.unwrap_or_default(), resolved.unwrap_or_default())
+}
+
 fn s(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
@@ -123,7 +149,15 @@ pub fn table(kind: Kind, answer: &Value) -> String {
         }
         // GRPCRoute has the same parentRefs / rules / backendRefs shape.
         Kind::HttpRoute | Kind::GrpcRoute => {
-            rows.push(cols(&["NAMESPACE", "NAME", "PARENTS", "RULES", "BACKENDS"]));
+            rows.push(cols(&[
+                "NAMESPACE",
+                "NAME",
+                "PARENTS",
+                "RULES",
+                "BACKENDS",
+                "ACCEPTED",
+                "RESOLVED",
+            ]));
             for i in &items {
                 let parents: Vec<String> = i["spec"]["parentRefs"]
                     .as_array()
@@ -146,12 +180,15 @@ pub fn table(kind: Kind, answer: &Value) -> String {
                         format!("{}({w})", s(&b["name"]))
                     })
                     .collect();
+                let (accepted, resolved) = route_conditions(&i["status"]["parents"]);
                 rows.push(vec![
                     s(&i["metadata"]["namespace"]),
                     s(&i["metadata"]["name"]),
                     parents.join(","),
                     rules.to_string(),
                     backends.join(","),
+                    accepted,
+                    resolved,
                 ]);
             }
         }

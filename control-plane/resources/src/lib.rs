@@ -5,6 +5,7 @@
 //! - [`spec`]: the serde forms of the documents (unknown fields rejected);
 //! - [`validate`]: the rules of validity, with the field path of every violation;
 //! - [`domain`]: stored documents → [`tandem_xds::domain`] types;
+//! - [`status`]: Gateway API route status (`Accepted`, `ResolvedRefs`) from the mesh's state;
 //! - [`duration`]: Gateway API duration strings (`1m30s`);
 //! - [`clock`]: Unix seconds, and their UTC text.
 //!
@@ -18,6 +19,7 @@ pub mod clock;
 pub mod domain;
 pub mod duration;
 pub mod spec;
+pub mod status;
 pub mod validate;
 
 use std::fmt;

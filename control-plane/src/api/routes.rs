@@ -14,8 +14,8 @@ use tandem_xds::domain::DEFAULT_NAMESPACE;
 use super::{ApiError, ApiState, Call};
 use crate::discovery::registrations::Registration;
 use crate::resources::validate::dns_label;
-use crate::resources::{validate_documents, Kind, ResourceKey};
-use crate::store::{Backup, Store, StoreError, WHO_API};
+use crate::resources::{status, validate_documents, Kind, ResourceKey};
+use crate::store::{Backup, Store, StoreError, StoredResource, WHO_API};
 
 type Answer = Result<(StatusCode, Option<Value>), ApiError>;
 
@@ -23,6 +23,9 @@ type Answer = Result<(StatusCode, Option<Value>), ApiError>;
 #[serde(deny_unknown_fields)]
 struct ApplyRequest {
     documents: Vec<Value>,
+    /// Refuse routes that name a Service or FaultInjection that does not exist.
+    #[serde(default)]
+    strict: bool,
 }
 
 #[derive(Deserialize)]
@@ -186,24 +189,87 @@ fn ok(value: Value) -> Answer {
     Ok((StatusCode::OK, Some(value)))
 }
 
+/// Applies documents; routes naming what does not exist are applied with `warnings`, or
+/// refused with `strict`.
 async fn apply(state: &ApiState, call: &Call) -> Answer {
     let req: ApplyRequest = body(call)?;
     let resources = validate_documents(req.documents)?;
-    let out = blocking(state, move |s| s.apply(resources, WHO_API)).await?;
-    ok(json!({"revision": out.revision, "changed": out.changed}))
+    let strict = req.strict;
+    let (out, warnings) = blocking(state, move |s| {
+        let routes: Vec<Value> = resources
+            .iter()
+            .filter(|r| is_route(r.key.kind))
+            .map(|r| r.doc.clone())
+            .collect();
+        let out = if strict {
+            s.apply_strict(resources, WHO_API)?
+        } else {
+            s.apply(resources, WHO_API)?
+        };
+        let warnings = if routes.is_empty() {
+            Vec::new()
+        } else {
+            let world = s.route_world()?;
+            routes
+                .iter()
+                .flat_map(|doc| route_warnings(doc, &world))
+                .collect()
+        };
+        Ok((out, warnings))
+    })
+    .await?;
+    let mut answer = json!({"revision": out.revision, "changed": out.changed});
+    if !warnings.is_empty() {
+        answer["warnings"] = json!(warnings);
+    }
+    ok(answer)
+}
+
+fn is_route(kind: Kind) -> bool {
+    matches!(kind, Kind::HttpRoute | Kind::GrpcRoute)
+}
+
+/// `HTTPRoute shop/r: spec.rules[0].backendRefs[1]: Service shop/x does not exist (...)`.
+fn route_warnings(doc: &Value, world: &status::World) -> Vec<String> {
+    let kind = doc["kind"].as_str().unwrap_or("route");
+    let ns = doc["metadata"]["namespace"].as_str().unwrap_or_default();
+    let name = doc["metadata"]["name"].as_str().unwrap_or_default();
+    status::unresolved(doc, world)
+        .iter()
+        .map(|u| format!("{kind} {ns}/{name}: {u}"))
+        .collect()
+}
+
+/// A stored resource as the API shows it; a route with its Gateway API status.
+fn shown(r: &StoredResource, world: Option<&status::World>) -> Value {
+    let mut doc = r.to_api();
+    if let Some(world) = world.filter(|_| is_route(r.key.kind)) {
+        doc["status"]["parents"] = status::route_status(&r.doc, world, r.updated);
+    }
+    doc
 }
 
 async fn list(state: &ApiState, kind: Kind, call: &Call) -> Answer {
     let ns = query(call, "namespace").filter(|n| !n.is_empty());
-    let items = blocking(state, move |s| s.list(kind, ns.as_deref())).await?;
-    let items: Vec<Value> = items.iter().map(|r| r.to_api()).collect();
+    let (items, world) = blocking(state, move |s| {
+        let items = s.list(kind, ns.as_deref())?;
+        let world = is_route(kind).then(|| s.route_world()).transpose()?;
+        Ok((items, world))
+    })
+    .await?;
+    let items: Vec<Value> = items.iter().map(|r| shown(r, world.as_ref())).collect();
     ok(json!({"items": items}))
 }
 
 async fn get(state: &ApiState, key: ResourceKey) -> Answer {
     let k = key.clone();
-    match blocking(state, move |s| s.get(&k)).await? {
-        Some(r) => ok(r.to_api()),
+    let found = blocking(state, move |s| {
+        let world = is_route(k.kind).then(|| s.route_world()).transpose()?;
+        Ok(s.get(&k)?.map(|r| (r, world)))
+    })
+    .await?;
+    match found {
+        Some((r, world)) => ok(shown(&r, world.as_ref())),
         None => Err(ApiError::NotFound(format!("{key} not found"))),
     }
 }

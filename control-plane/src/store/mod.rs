@@ -13,6 +13,7 @@
 //! see consistent snapshots (MVCC); [`Store::subscribe`] tells the xDS server when the
 //! head moves.
 
+mod checks;
 mod error;
 mod history;
 mod ops;
@@ -121,6 +122,21 @@ impl Store {
         let rx = self.db.begin_read()?;
         let table = rx.open_table(RESOURCES)?;
         scan(&table, kind, namespace)
+    }
+
+    /// The services and fault injections that exist now: what route references resolve
+    /// against ([`crate::resources::status`]).
+    pub fn route_world(&self) -> Result<crate::resources::status::World, StoreError> {
+        let rx = self.db.begin_read()?;
+        let table = rx.open_table(RESOURCES)?;
+        let mut world = crate::resources::status::World::default();
+        for r in scan(&table, Kind::Service, None)? {
+            world.services.insert((r.key.namespace, r.key.name));
+        }
+        for r in scan(&table, Kind::FaultInjection, None)? {
+            world.faults.insert((r.key.namespace, r.key.name));
+        }
+        Ok(world)
     }
 
     /// The whole config at the head, as the xDS layer wants it.

@@ -12,7 +12,7 @@ use serde_json::Value;
 use tandem_xds::domain::ServiceRef;
 
 use super::record::{Backup, Change, Outcome, Revision, StoredResource, BACKUP_FORMAT};
-use super::{decode, endpoint_service, scan, Key, Store, StoreError};
+use super::{checks, decode, endpoint_service, scan, Key, Store, StoreError};
 use super::{CHANGES, HEAD, META, RESOURCES, REVISIONS};
 use crate::resources::clock::unix_now;
 use crate::resources::validate::{policy_targets_unique, validate_document};
@@ -47,22 +47,26 @@ impl Put {
 }
 
 /// Read access to the content inside a write transaction.
-struct View<'t, 'txn> {
+pub(super) struct View<'t, 'txn> {
     table: &'t Table<'txn, Key<'static>, &'static [u8]>,
 }
 
 impl View<'_, '_> {
-    fn get(&self, key: &ResourceKey) -> Result<Option<StoredResource>, StoreError> {
+    pub(super) fn get(&self, key: &ResourceKey) -> Result<Option<StoredResource>, StoreError> {
         let v = self
             .table
             .get((key.kind.as_str(), key.namespace.as_str(), key.name.as_str()))?;
         v.map(|v| decode(v.value())).transpose()
     }
-    fn list(&self, kind: Kind, ns: Option<&str>) -> Result<Vec<StoredResource>, StoreError> {
+    pub(super) fn list(
+        &self,
+        kind: Kind,
+        ns: Option<&str>,
+    ) -> Result<Vec<StoredResource>, StoreError> {
         scan(self.table, kind, ns)
     }
     /// The endpoint of `service` at `address` in `namespace`, whatever its name.
-    fn find_endpoint(
+    pub(super) fn find_endpoint(
         &self,
         namespace: &str,
         service: &str,
@@ -96,17 +100,35 @@ impl Store {
     /// A `DestinationPolicy` whose service already has another one is rejected with the
     /// path `documents[i].spec.targetRef` (`i` = its index in `resources`).
     pub fn apply(&self, resources: Vec<Resource>, who: &str) -> Result<Outcome, StoreError> {
+        self.apply_checked(resources, who, false)
+    }
+
+    /// [`Store::apply`], refusing (with the field path) a route that names a Service,
+    /// mirror or FaultInjection that would not exist once the documents are applied.
+    pub fn apply_strict(&self, resources: Vec<Resource>, who: &str) -> Result<Outcome, StoreError> {
+        self.apply_checked(resources, who, true)
+    }
+
+    fn apply_checked(
+        &self,
+        resources: Vec<Resource>,
+        who: &str,
+        strict: bool,
+    ) -> Result<Outcome, StoreError> {
         self.commit(who, "apply", |view| {
             for r in &resources {
                 if r.key.kind == Kind::Endpoint {
-                    check_endpoint_conflict(view, r)?;
+                    checks::endpoint_conflict(view, r)?;
                 }
             }
             if resources
                 .iter()
-                .any(|r| r.key.kind == Kind::Service && has_addresses(r))
+                .any(|r| r.key.kind == Kind::Service && checks::has_addresses(r))
             {
-                check_address_conflicts(view, &resources)?;
+                checks::address_conflicts(view, &resources)?;
+            }
+            if strict {
+                checks::route_references(view, &resources)?;
             }
             // Only an applied policy can clash: most applies skip reading the stored ones.
             if resources
@@ -365,61 +387,6 @@ impl Store {
             changed: changes.iter().map(|c| c.key.to_string()).collect(),
         })
     }
-}
-
-/// An endpoint may not duplicate (service, address) of another endpoint under another name.
-fn check_endpoint_conflict(view: &View<'_, '_>, r: &Resource) -> Result<(), StoreError> {
-    let e = domain::endpoint(&r.doc)?;
-    match view.find_endpoint(&e.service.namespace, &e.service.name, &e.address)? {
-        Some(other) if other.key != r.key => Err(StoreError::Conflict(format!(
-            "{} has the same service and address as the stored {}",
-            r.key, other.key
-        ))),
-        _ => Ok(()),
-    }
-}
-
-fn has_addresses(r: &Resource) -> bool {
-    domain::service_spec(&r.doc).is_ok_and(|s| !s.addresses.is_empty())
-}
-
-/// Two services may not claim one virtual `address:port`: an intercepted connection to it
-/// would have two destinations. Checked against the stored services and among the applied
-/// ones (an applied service replaces its stored self).
-fn check_address_conflicts(view: &View<'_, '_>, resources: &[Resource]) -> Result<(), StoreError> {
-    let applied: BTreeSet<&ResourceKey> = resources
-        .iter()
-        .filter(|r| r.key.kind == Kind::Service)
-        .map(|r| &r.key)
-        .collect();
-    let stored = view.list(Kind::Service, None)?;
-    let services = stored
-        .iter()
-        .filter(|s| !applied.contains(&s.key))
-        .map(|s| (&s.key, &s.doc))
-        .chain(
-            resources
-                .iter()
-                .filter(|r| r.key.kind == Kind::Service)
-                .map(|r| (&r.key, &r.doc)),
-        );
-    let mut claimed: BTreeMap<SocketAddr, &ResourceKey> = BTreeMap::new();
-    for (key, doc) in services {
-        let svc = domain::service(doc)?;
-        for ip in &svc.addresses {
-            for port in &svc.ports {
-                let addr = SocketAddr::new(*ip, port.port);
-                if let Some(other) = claimed.insert(addr, key) {
-                    if other != key {
-                        return Err(StoreError::Conflict(format!(
-                            "{key} and {other} both claim the address {addr}"
-                        )));
-                    }
-                }
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Turns planned writes into real changes: equal documents dropped, `created` kept or
