@@ -32,6 +32,7 @@ pub mod client;
 pub mod control_plane;
 pub mod fake_ads;
 pub mod grpc;
+pub mod kube_api;
 pub mod load;
 pub mod mesh;
 pub mod metrics;
