@@ -35,10 +35,10 @@ pub async fn serve_connection(
     let _open = fwd.metrics.connection(kind.direction());
     let _ = stream.set_nodelay(true);
     let snapshot = fwd.store.load();
-    let original_dst = if fwd.transparent {
-        original_dst(&stream)
-    } else {
-        None
+    let original_dst = match (fwd.transparent, &kind) {
+        (false, _) => None,
+        (true, ListenerKind::Inbound) => inbound_target(&stream),
+        (true, _) => original_dst(&stream),
     };
     let conn = Conn {
         kind,
@@ -104,6 +104,17 @@ async fn intercepted(
     let listen = target.listen;
     let conn = Conn { tcp_target, ..conn };
     serve_io(stream, listen, conn, fwd, snapshot).await;
+}
+
+/// Where an intercepted inbound connection goes: the port it was addressed to, on the
+/// address it arrived at. Redirected traffic arrives at the pod's own address; taking the
+/// address from the socket rather than from the original destination means a packet the
+/// pod merely routes (to some other address) can never make the inbound side connect
+/// off the pod, for IPv6 too, where no 127.0.0.6-style source fences it.
+fn inbound_target(stream: &TcpStream) -> Option<SocketAddr> {
+    let orig = original_dst(stream)?;
+    let local = stream.local_addr().ok()?;
+    Some(SocketAddr::new(local.ip(), orig.port()))
 }
 
 /// The inbound port: the TLS step the workload's mode asks for, then the protocol the
