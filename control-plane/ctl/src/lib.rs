@@ -17,6 +17,7 @@ pub mod client;
 mod demo;
 mod endpoint;
 mod inject;
+pub mod install;
 mod output;
 mod token;
 
@@ -167,6 +168,13 @@ pub enum Command {
         #[arg(short = 'f', long = "filename")]
         file: String,
     },
+    /// Print every manifest a cluster needs (CRDs, RBAC, the control plane, the injector's
+    /// webhook) for `kubectl apply -f -`; `--chart DIR` writes the same as a Helm chart.
+    Install {
+        /// Values and `--chart`.
+        #[command(flatten)]
+        args: install::InstallArgs,
+    },
     /// Run a local mesh demo on loopback: control plane, two versions of a service behind
     /// sidecars, a client sidecar and a 90/10 split. Ctrl-C stops it.
     Demo,
@@ -247,7 +255,7 @@ pub async fn run(args: CtlArgs) -> Result<(), CtlError> {
         // The demo starts its own control plane and needs no token or API address.
         return demo::run().await;
     }
-    // inject and uninject work offline: no token, no API.
+    // inject, uninject and install work offline: no token, no API.
     match &args.command {
         Command::Inject { file, flags } => {
             return inject::run(file, inject::Direction::Inject(flags), args.output)
@@ -255,6 +263,7 @@ pub async fn run(args: CtlArgs) -> Result<(), CtlError> {
         Command::Uninject { file } => {
             return inject::run(file, inject::Direction::Uninject, args.output)
         }
+        Command::Install { args: install } => return install::run(install, args.output),
         _ => {}
     }
     let token = find_token(args.token_file.as_ref())?;
@@ -367,7 +376,8 @@ pub async fn run(args: CtlArgs) -> Result<(), CtlError> {
             })
         }
         Command::Demo => demo::run().await,
-        Command::Inject { .. } | Command::Uninject { .. } => Ok(()), // answered above
+        // Answered above.
+        Command::Inject { .. } | Command::Uninject { .. } | Command::Install { .. } => Ok(()),
     }
 }
 
