@@ -404,7 +404,7 @@ fn injected_pods_workloads_and_the_manifests_validate_against_kubernetes_1_29_an
         write(format!("workload-{i}.json"), doc);
     }
     let mut checked = files.clone();
-    for entry in std::fs::read_dir(support::workspace().join("deploy/kubernetes")).unwrap() {
+    for entry in std::fs::read_dir(support::workspace().join("deploy/helm")).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "yaml") {
             checked.push(path);
