@@ -33,6 +33,7 @@ pub mod control_plane;
 pub mod fake_ads;
 pub mod grpc;
 pub mod kube_api;
+pub mod kube_validate;
 pub mod load;
 pub mod mesh;
 pub mod metrics;

@@ -1,0 +1,342 @@
+//! `tandemctl install` and the Helm chart: the committed chart and rendering are what the
+//! command produces now; the chart, rendered with Helm's semantics for the two constructs
+//! it uses, equals `install`'s output (defaults and a values file); the output passes
+//! `kubernetes-validate --strict` for 1.29 and 1.33; the CRDs' schemas accept the docs'
+//! examples and refuse invalid documents that Tandem's own validator refuses too; wrong
+//! options are named.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "install/helm.rs"]
+mod helm;
+#[path = "install/schema.rs"]
+mod schema;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+use tandem_tests::kube_validate::{self, VERSIONS};
+
+const REGENERATE: &str =
+    "regenerate with `cargo run -p tandemctl -- install > deploy/helm/tandem-defaults.yaml` \
+     and `cargo run -p tandemctl -- install --chart deploy/helm/tandem`";
+
+/// A values file that changes every option.
+const OVERRIDES: &str = "\
+namespace: mesh
+trustDomain: example.org
+controlPlane:
+  image: registry.example/tandem-control-plane:1.2.3
+  imagePullPolicy: Always
+  replicas: 3
+  logLevel: tandem_control_plane=debug,info
+  resources:
+    requests: { cpu: 250m, memory: 256Mi }
+    limits: { memory: 1Gi }
+proxy:
+  image: registry.example/tandem-proxy:1.2.3
+  uid: 1337
+  logLevel: debug
+  sidecarMode: legacy
+  skipOutboundPorts: 25,3306,8000-8100
+  skipOutboundCidrs: 169.254.169.254/32,fd00::/8
+webhook:
+  failurePolicy: Fail
+  timeoutSeconds: 5
+";
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn tandemctl(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tandemctl"))
+        .args(args)
+        .env_remove("TANDEM_API")
+        .output()
+        .unwrap()
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = tandemctl(args);
+    assert!(
+        out.status.success(),
+        "tandemctl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A temp dir removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        let p = std::env::temp_dir().join(format!("tandem-install-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Every file under `dir`, relative, with its text.
+fn tree(dir: &Path) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let rel = path.strip_prefix(dir).unwrap().display().to_string();
+                out.push((rel, std::fs::read_to_string(&path).unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The documents of a YAML stream, sorted by kind and name (Helm orders by kind itself).
+fn documents(text: &str) -> Vec<Value> {
+    let mut docs = tandem_resources::parse_text(text).unwrap();
+    docs.sort_by_key(|d| format!("{}/{}", d["kind"], d["metadata"]["name"]));
+    docs
+}
+
+fn without_namespace(docs: Vec<Value>) -> Vec<Value> {
+    docs.into_iter()
+        .filter(|d| d["kind"] != "Namespace")
+        .collect()
+}
+
+/// The committed chart rendered as Helm would, with `user` values over its values.yaml.
+fn render_chart(chart: &Path, user: Option<&str>) -> Vec<Value> {
+    let values_text = std::fs::read_to_string(chart.join("values.yaml")).unwrap();
+    let mut values: Value = serde_yaml::from_str(&values_text).unwrap();
+    if let Some(user) = user {
+        helm::merge(&mut values, &serde_yaml::from_str(user).unwrap());
+    }
+    let mut text = String::new();
+    for (rel, body) in tree(&chart.join("templates")) {
+        let rendered = helm::render(&body, &values).unwrap_or_else(|e| panic!("{rel}: {e}"));
+        text.push_str("---\n");
+        text.push_str(&rendered);
+        text.push('\n');
+    }
+    documents(&text)
+}
+
+#[test]
+fn committed_chart_and_rendering_are_current() {
+    let committed = std::fs::read_to_string(workspace().join("deploy/helm/tandem-defaults.yaml"))
+        .unwrap_or_default();
+    assert!(
+        ok(&["install"]) == committed,
+        "deploy/helm/tandem-defaults.yaml is not what `tandemctl install` prints: {REGENERATE}"
+    );
+    let dir = TempDir::new("chart");
+    ok(&["install", "--chart", dir.0.to_str().unwrap()]);
+    let fresh = tree(&dir.0);
+    let committed = tree(&workspace().join("deploy/helm/tandem"));
+    let names = |t: &[(String, String)]| t.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
+    assert_eq!(
+        names(&committed),
+        names(&fresh),
+        "chart files differ: {REGENERATE}"
+    );
+    for ((name, old), (_, new)) in committed.iter().zip(&fresh) {
+        assert!(
+            old == new,
+            "deploy/helm/tandem/{name} is stale: {REGENERATE}"
+        );
+    }
+}
+
+#[test]
+fn the_chart_renders_to_what_install_prints() {
+    let chart = workspace().join("deploy/helm/tandem");
+    let install = without_namespace(documents(&ok(&["install"])));
+    assert_eq!(render_chart(&chart, None), install, "defaults");
+    assert!(install.len() >= 14, "{} documents", install.len());
+
+    let dir = TempDir::new("overrides");
+    let file = dir.0.join("values.yaml");
+    std::fs::write(&file, OVERRIDES).unwrap();
+    let install = without_namespace(documents(&ok(&["install", "-f", file.to_str().unwrap()])));
+    assert_eq!(render_chart(&chart, Some(OVERRIDES)), install, "overrides");
+    // The overrides reached the manifests.
+    let deployment = install.iter().find(|d| d["kind"] == "Deployment").unwrap();
+    assert_eq!(deployment["spec"]["replicas"], 3);
+    assert_eq!(deployment["metadata"]["namespace"], "mesh");
+    let args = deployment["spec"]["template"]["spec"]["containers"][0]["args"].to_string();
+    assert!(args.contains("--injector-proxy-uid=1337"), "{args}");
+    assert!(
+        args.contains("--injector-control-plane=tandem-control-plane.mesh.svc:15010"),
+        "{args}"
+    );
+}
+
+#[test]
+fn install_output_is_valid_kubernetes() {
+    let exe = match kube_validate::validator() {
+        Ok(exe) => exe,
+        Err(why) => {
+            eprintln!("skipped: {why}");
+            return;
+        }
+    };
+    let dir = TempDir::new("validate");
+    let values = dir.0.join("values.yaml");
+    std::fs::write(&values, OVERRIDES).unwrap();
+    let mut files = Vec::new();
+    for (name, args) in [
+        ("defaults.yaml", vec!["install"]),
+        (
+            "overrides.yaml",
+            vec!["install", "-f", values.to_str().unwrap()],
+        ),
+        (
+            "list.json",
+            vec!["install", "-o", "json", "--set", "controlPlane.replicas=1"],
+        ),
+    ] {
+        let mut text = ok(&args);
+        if name.ends_with(".json") {
+            // The tool knows no `List`: its items, one document each.
+            let list: Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(list["kind"], "List");
+            text = list["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| format!("---\n{d}\n"))
+                .collect();
+        }
+        let path = dir.0.join(name.replace(".json", ".yaml"));
+        std::fs::write(&path, text).unwrap();
+        files.push(path);
+    }
+    for version in VERSIONS {
+        if let Err(out) = kube_validate::validate(&exe, version, &files) {
+            panic!("Kubernetes {version} rejects install's output:\n{out}");
+        }
+    }
+    // A negative control: the validator does see a misplaced field.
+    let broken = ok(&["install"]).replace("minAvailable: 1", "minAvailable: 1\n  minAvailabel: 1");
+    let path = dir.0.join("broken.yaml");
+    std::fs::write(&path, broken).unwrap();
+    let out = kube_validate::validate(&exe, VERSIONS[1], &[path]).unwrap_err();
+    assert!(out.contains("minAvailabel"), "{out}");
+}
+
+#[test]
+fn crd_schemas_and_the_validator_agree() {
+    let python = match kube_validate::validator() {
+        Ok(_) => kube_validate::python(),
+        Err(why) => {
+            eprintln!("skipped: {why}");
+            return;
+        }
+    };
+    let schemas: Vec<(String, Value)> = tandemctl::install::crds::schemas();
+    for (kind, s) in &schemas {
+        schema::assert_structural(kind, s);
+    }
+    let schema_of = |doc: &Value| {
+        let kind = doc["kind"].as_str().unwrap();
+        schemas.iter().find(|(k, _)| k == kind).unwrap().1.clone()
+    };
+
+    let examples = schema::documented_examples(&workspace().join("docs"));
+    assert!(
+        examples.len() >= 3,
+        "{} documented examples",
+        examples.len()
+    );
+    let valid: Vec<Value> = examples
+        .into_iter()
+        .chain(schema::valid_documents())
+        .collect();
+    let cases: Vec<(Value, Value)> = valid.iter().map(|d| (schema_of(d), d.clone())).collect();
+    for (doc, result) in valid.iter().zip(schema::check(&python, &cases)) {
+        assert_eq!(result, None, "the schema refuses {doc}");
+        tandem_resources::validate_documents(vec![doc.clone()])
+            .unwrap_or_else(|e| panic!("Tandem refuses {doc}: {e}"));
+    }
+
+    let invalid = schema::invalid_documents();
+    let cases: Vec<(Value, Value)> = invalid
+        .iter()
+        .map(|(_, d)| (schema_of(d), d.clone()))
+        .collect();
+    for ((what, doc), result) in invalid.iter().zip(schema::check(&python, &cases)) {
+        assert!(result.is_some(), "the schema accepts {what}: {doc}");
+        assert!(
+            tandem_resources::validate_documents(vec![doc.clone()]).is_err(),
+            "Tandem's validator accepts {what}: {doc}"
+        );
+    }
+}
+
+#[test]
+fn wrong_options_name_the_key() {
+    let dir = TempDir::new("errors");
+    let cases: Vec<(Vec<String>, &str)> = {
+        let file = |name: &str, text: &str| {
+            let p = dir.0.join(name);
+            std::fs::write(&p, text).unwrap();
+            p.display().to_string()
+        };
+        vec![
+            (
+                vec!["--set".into(), "controlPlane.replica=3".into()],
+                "\"controlPlane.replica\"",
+            ),
+            (
+                vec!["--set".into(), "controlPlane.replicas=two".into()],
+                "controlPlane.replicas",
+            ),
+            (
+                vec!["--set".into(), "webhook.failurePolicy=Maybe".into()],
+                "webhook.failurePolicy",
+            ),
+            (
+                vec!["-f".into(), file("unknown.yaml", "proxy:\n  uidd: 1\n")],
+                "\"proxy.uidd\"",
+            ),
+            (
+                vec!["-f".into(), file("type.yaml", "proxy:\n  uid: root\n")],
+                "proxy.uid",
+            ),
+            (
+                vec!["-f".into(), file("section.yaml", "controlPlane: 2\n")],
+                "controlPlane",
+            ),
+            (
+                vec![
+                    "-f".into(),
+                    file("range.yaml", "controlPlane:\n  replicas: 0\n"),
+                ],
+                "controlPlane.replicas",
+            ),
+        ]
+    };
+    for (args, key) in cases {
+        let mut all = vec!["install"];
+        all.extend(args.iter().map(String::as_str));
+        let out = tandemctl(&all);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{all:?} succeeded");
+        assert!(out.stdout.is_empty(), "{all:?} printed manifests");
+        assert!(stderr.contains(key), "{all:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{all:?}: one line: {stderr}");
+    }
+}
