@@ -145,6 +145,17 @@ pub struct Flags {
     )]
     pub injector_exclude_namespaces: Vec<String>,
 
+    /// Kubernetes mode: HTTPRoutes, GRPCRoutes and Tandem's own kinds come from the
+    /// cluster (mirrored into the store; the REST API refuses writes of them) and route
+    /// status is written back. The cluster is reached with --kubeconfig, else
+    /// `KUBECONFIG`, `~/.kube/config` or the in-cluster service account.
+    #[arg(long, env = "TANDEM_KUBERNETES")]
+    pub kubernetes: bool,
+
+    /// The kubeconfig for --kubernetes.
+    #[arg(long, requires = "kubernetes")]
+    pub kubeconfig: Option<PathBuf>,
+
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `tandem_control_plane=debug`.
     #[arg(long, env = "TANDEM_LOG", default_value = "info")]
     pub log: String,

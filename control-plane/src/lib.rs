@@ -22,6 +22,7 @@ pub mod discovery;
 pub mod flags;
 pub mod identity;
 pub mod injector;
+pub mod kubernetes;
 pub mod proxies;
 pub mod security;
 pub mod store;

@@ -26,6 +26,7 @@ use tandem_control_plane::identity::ca::{Ca, CaSource};
 use tandem_control_plane::identity::server::{self as identity_server, IdentityService};
 use tandem_control_plane::identity::tokens::JoinTokens;
 use tandem_control_plane::injector;
+use tandem_control_plane::kubernetes;
 use tandem_control_plane::resources::clock::unix_now;
 use tandem_control_plane::security::{self, SecuritySettings};
 use tandem_control_plane::store::Store;
@@ -89,6 +90,12 @@ async fn run(flags: Flags) -> Result<(), String> {
         None => None,
     };
     let registrations = start_discovery(&flags, &store);
+    if flags.kubernetes {
+        let client = kubernetes::client(flags.kubeconfig.as_deref())
+            .await
+            .map_err(|e| e.to_string())?;
+        kubernetes::start(client, store.clone());
+    }
     let telemetry = start_telemetry(&store, flags.scrape_interval);
     serve_api(
         api.listener,
@@ -99,6 +106,7 @@ async fn run(flags: Flags) -> Result<(), String> {
             telemetry,
             tokens: identity.tokens.clone(),
             ca: identity.ca.clone(),
+            kubernetes: flags.kubernetes,
         },
     );
     let source = serve_xds(&flags, &store, &identity.ca, xds.listener)?;

@@ -83,6 +83,9 @@ async fn act(state: &ApiState, call: &Call, namespace: &str, service: &str) -> A
     };
     let plan = canary::plan(&target, &action)?;
     let resources = validate_documents(plan.documents)?;
+    for r in &resources {
+        super::routes::cluster_owned(state, r.key.kind)?;
+    }
     let outcome = blocking(state, move |s| s.apply(resources, WHO_API)).await?;
     tracing::info!(
         namespace,

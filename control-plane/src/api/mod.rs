@@ -48,6 +48,9 @@ pub struct ApiState {
     pub tokens: Arc<JoinTokens>,
     /// The CA (`/v1/ca/...`: root status and rotation).
     pub ca: Arc<Ca>,
+    /// Kubernetes mode: routes and policies are the cluster's, and writes of them here
+    /// are refused.
+    pub kubernetes: bool,
 }
 
 /// Serves the API on `listener` until the process exits.

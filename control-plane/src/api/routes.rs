@@ -194,6 +194,9 @@ fn ok(value: Value) -> Answer {
 async fn apply(state: &ApiState, call: &Call) -> Answer {
     let req: ApplyRequest = body(call)?;
     let resources = validate_documents(req.documents)?;
+    for r in &resources {
+        cluster_owned(state, r.key.kind)?;
+    }
     let strict = req.strict;
     let (out, warnings) = blocking(state, move |s| {
         let routes: Vec<Value> = resources
@@ -274,7 +277,28 @@ async fn get(state: &ApiState, key: ResourceKey) -> Answer {
     }
 }
 
+/// In Kubernetes mode, the kinds mirrored from the cluster are written there, not here.
+pub(super) fn cluster_owned(state: &ApiState, kind: Kind) -> Result<(), ApiError> {
+    if state.kubernetes && crate::kubernetes::kinds::owned_kinds().contains(&kind) {
+        return Err(ApiError::Conflict(format!(
+            "{kind} is the cluster's in Kubernetes mode: change it with kubectl (the control plane mirrors it)"
+        )));
+    }
+    Ok(())
+}
+
+/// Whole-config writes (rollback, restore) would fight the cluster's copy.
+pub(super) fn refuse_in_kubernetes(state: &ApiState, what: &str) -> Result<(), ApiError> {
+    if state.kubernetes {
+        return Err(ApiError::Conflict(format!(
+            "{what} is not available in Kubernetes mode: the cluster holds routes and policies (use kubectl, or your GitOps history)"
+        )));
+    }
+    Ok(())
+}
+
 async fn delete(state: &ApiState, key: ResourceKey) -> Answer {
+    cluster_owned(state, key.kind)?;
     let out = blocking(state, move |s| s.delete(&key, WHO_API)).await?;
     ok(json!({"revision": out.revision}))
 }
@@ -353,6 +377,7 @@ async fn history(state: &ApiState, call: &Call) -> Answer {
 }
 
 async fn rollback(state: &ApiState, call: &Call) -> Answer {
+    refuse_in_kubernetes(state, "rollback")?;
     let req: RollbackRequest = body(call)?;
     let out = blocking(state, move |s| s.rollback(req.revision, WHO_API)).await?;
     ok(json!({"revision": out.revision}))
@@ -364,6 +389,7 @@ async fn backup(state: &ApiState) -> Answer {
 }
 
 async fn restore(state: &ApiState, call: &Call) -> Answer {
+    refuse_in_kubernetes(state, "restore")?;
     let b: Backup = body(call)?;
     let out = blocking(state, move |s| s.restore(b, WHO_API)).await?;
     ok(json!({"revision": out.revision}))

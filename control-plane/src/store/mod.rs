@@ -39,6 +39,8 @@ pub const WHO_TTL: &str = "ttl";
 pub const WHO_DNS: &str = "dns";
 /// Who writes endpoints from the static file.
 pub const WHO_STATIC_FILE: &str = "static-file";
+/// `who` of changes mirrored from the Kubernetes API server.
+pub const WHO_KUBERNETES: &str = "kubernetes";
 
 pub(crate) type Key<'a> = (&'a str, &'a str, &'a str);
 pub(crate) const RESOURCES: TableDefinition<Key, &[u8]> = TableDefinition::new("resources");

@@ -242,6 +242,36 @@ impl Store {
         })
     }
 
+    /// Makes the resources of `kinds` owned by `source` (annotation `tandem.dev/source`)
+    /// exactly `desired`, as one revision (or none when they already are): what the
+    /// source no longer has is deleted. The caller sets the annotation on `desired`.
+    pub fn replace_owned(
+        &self,
+        source: &str,
+        kinds: &[Kind],
+        desired: Vec<Resource>,
+        who: &str,
+    ) -> Result<Outcome, StoreError> {
+        self.commit(who, source, |view| {
+            let wanted: BTreeSet<ResourceKey> = desired.iter().map(|r| r.key.clone()).collect();
+            let mut puts = Vec::new();
+            for kind in kinds {
+                for r in view.list(*kind, None)? {
+                    let owner = r
+                        .doc
+                        .pointer("/metadata/annotations")
+                        .and_then(|a| a.get(SOURCE_ANNOTATION))
+                        .and_then(Value::as_str);
+                    if owner == Some(source) && !wanted.contains(&r.key) {
+                        puts.push(Put::delete(r.key));
+                    }
+                }
+            }
+            puts.extend(desired.into_iter().map(Put::set));
+            Ok(puts)
+        })
+    }
+
     /// Restores every kind but endpoints (services, routes, policies, faults) as it was at
     /// `revision`, as a new revision. Endpoints are kept (they come from live sources); a
     /// kept endpoint whose service did not exist then keeps a port-less service.

@@ -1,0 +1,59 @@
+//! Kubernetes mode (`--kubernetes`): the cluster is where users write configuration.
+//!
+//! Gateway API `HTTPRoute`s and `GRPCRoute`s (mesh form) and Tandem's own kinds are
+//! watched in the cluster ([`mirror`]) and mirrored into the store, owned by the source
+//! `kubernetes`, through the same validation as the REST API, so everything downstream
+//! (xDS, history, the REST API's reads) works as it does on one machine. An object that
+//! does not validate is not mirrored: the version before it keeps serving, and the
+//! route's status says why. Route status is written back to the cluster the Gateway API
+//! way ([`status`]). Writes of those kinds through the REST API are refused: the cluster
+//! is their source of truth.
+
+pub mod kinds;
+pub mod mirror;
+pub mod status;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::store::Store;
+
+/// The `tandem.dev/source` of resources mirrored from the cluster.
+pub const SOURCE: &str = "kubernetes";
+
+/// Why the cluster cannot be reached at startup.
+#[derive(Debug, thiserror::Error)]
+pub enum KubeError {
+    /// The kubeconfig (or in-cluster configuration) is missing or invalid.
+    #[error("Kubernetes client configuration: {0}")]
+    Config(String),
+    /// The client could not be built.
+    #[error("Kubernetes client: {0}")]
+    Client(#[from] kube::Error),
+}
+
+/// A client from `kubeconfig`, else the environment (`KUBECONFIG`, `~/.kube/config`, or
+/// the in-cluster service account).
+pub async fn client(kubeconfig: Option<&Path>) -> Result<kube::Client, KubeError> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let file = kube::config::Kubeconfig::read_from(path)
+                .map_err(|e| KubeError::Config(format!("{}: {e}", path.display())))?;
+            kube::Config::from_custom_kubeconfig(file, &Default::default())
+                .await
+                .map_err(|e| KubeError::Config(format!("{}: {e}", path.display())))?
+        }
+        None => kube::Config::infer()
+            .await
+            .map_err(|e| KubeError::Config(e.to_string()))?,
+    };
+    Ok(kube::Client::try_from(config)?)
+}
+
+/// Starts mirroring the cluster's configuration into `store` and writing route status
+/// back; runs until the process exits.
+pub fn start(client: kube::Client, store: Arc<Store>) {
+    let (published_tx, published_rx) = tokio::sync::watch::channel(Default::default());
+    tokio::spawn(mirror::run(client.clone(), store.clone(), published_tx));
+    tokio::spawn(status::run(client, store, published_rx));
+}

@@ -1,0 +1,254 @@
+//! Kubernetes mode against the Kubernetes API test server (`tandem_tests::kube_api`, held
+//! to the real protocol by kube-rs in `tests/kube_api.rs`): the real control plane with
+//! `--kubernetes` mirrors HTTPRoutes from the "cluster", serves them over xDS to a real
+//! proxy, writes Gateway API status back, keeps serving the previous version of a route
+//! that stops validating, survives a relist after `410 Gone`, and refuses REST writes of
+//! what the cluster owns.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tandem_tests::control_plane::ControlPlane;
+use tandem_tests::kube_api::KubeApi;
+use tandem_tests::{eventually, mesh, Proxy};
+
+const ROUTES: (&str, &str) = ("gateway.networking.k8s.io/v1", "httproutes");
+const LIMIT: Duration = Duration::from_secs(15);
+
+fn route(name: &str, backends: &[(&str, u64)], path: Value) -> Value {
+    let refs: Vec<Value> = backends
+        .iter()
+        .map(|(b, w)| json!({"name": b, "port": 80, "weight": w}))
+        .collect();
+    json!({
+        "apiVersion": ROUTES.0, "kind": "HTTPRoute",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {
+            "parentRefs": [{"kind": "Service", "name": "web", "port": 80}],
+            "rules": [{"matches": [{"path": path}], "backendRefs": refs}]
+        }
+    })
+}
+
+fn prefix() -> Value {
+    json!({"type": "PathPrefix", "value": "/"})
+}
+
+/// Tandem's conditions on the cluster object `name`, as (type, status, reason), once its
+/// status was written for `generation`.
+async fn conditions(api: &KubeApi, name: &str, generation: u64) -> Vec<(String, String, String)> {
+    eventually(
+        LIMIT,
+        &format!("status of {name} for generation {generation}"),
+        || async {
+            let o = api
+                .get(ROUTES.0, ROUTES.1, "default", name)
+                .map_err(|e| e.to_string())?;
+            let ours = o["status"]["parents"]
+                .as_array()
+                .and_then(|ps| ps.iter().find(|p| p["controllerName"] == "tandem.dev/mesh"))
+                .cloned()
+                .ok_or_else(|| format!("no status yet: {o}"))?;
+            let cs = ours["conditions"].as_array().cloned().unwrap_or_default();
+            if cs.iter().any(|c| c["observedGeneration"] != generation) {
+                return Err(format!("status is for another generation: {ours}"));
+            }
+            assert!(
+                cs.iter().all(|c| c["lastTransitionTime"].is_string()),
+                "{ours}"
+            );
+            Ok(cs
+                .iter()
+                .map(|c| {
+                    (
+                        c["type"].as_str().unwrap().to_string(),
+                        c["status"].as_str().unwrap().to_string(),
+                        c["reason"].as_str().unwrap().to_string(),
+                    )
+                })
+                .collect())
+        },
+    )
+    .await
+}
+
+fn c(t: &str, s: &str, r: &str) -> (String, String, String) {
+    (t.into(), s.into(), r.into())
+}
+
+fn generation(o: &Value) -> u64 {
+    o["metadata"]["generation"].as_u64().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_from_the_cluster_are_served_with_gateway_api_status() {
+    let api = KubeApi::start().await.expect("API test server");
+    let kubeconfig = api.kubeconfig().to_str().unwrap().to_string();
+    let cp = ControlPlane::start_with(&["--kubernetes", "--kubeconfig", &kubeconfig]).await;
+    let services: Vec<String> = ["web", "web-v1", "web-v2"]
+        .iter()
+        .map(|s| mesh::service(s))
+        .collect();
+    cp.apply_ok(&mesh::docs(&services)).await;
+    let proxy = Proxy::start_xds(cp.xds(), "client", &[]).await;
+
+    // Applied to the cluster: mirrored, served over xDS, accepted and resolved.
+    let created = api
+        .create(
+            ROUTES.0,
+            ROUTES.1,
+            route("split", &[("web-v1", 90), ("web-v2", 10)], prefix()),
+        )
+        .unwrap();
+    mesh::wait_split(&proxy, "web", &[("web-v1", 90), ("web-v2", 10)], LIMIT).await;
+    let stored = cp.api_get("/v1/routes/default/split").await;
+    assert_eq!(
+        stored["metadata"]["annotations"]["tandem.dev/source"],
+        "kubernetes"
+    );
+    assert_eq!(
+        conditions(&api, "split", generation(&created)).await,
+        [
+            c("Accepted", "True", "Accepted"),
+            c("ResolvedRefs", "True", "ResolvedRefs")
+        ]
+    );
+
+    // A typo in a backend: still applied (as Gateway API says, its requests get 500),
+    // and visible in the status.
+    let mut typo = api.get(ROUTES.0, ROUTES.1, "default", "split").unwrap();
+    typo["spec"]["rules"][0]["backendRefs"][1]["name"] = json!("web-v3");
+    let typo = api.replace(ROUTES.0, ROUTES.1, typo).unwrap();
+    assert_eq!(
+        conditions(&api, "split", generation(&typo)).await,
+        [
+            c("Accepted", "True", "Accepted"),
+            c("ResolvedRefs", "False", "BackendNotFound")
+        ]
+    );
+    mesh::wait_split(&proxy, "web", &[("web-v1", 90), ("web-v3", 10)], LIMIT).await;
+
+    // An invalid route is not applied: the version before it keeps serving, and the
+    // status says what and where.
+    let mut broken = api.get(ROUTES.0, ROUTES.1, "default", "split").unwrap();
+    broken["spec"]["rules"][0]["matches"][0]["path"] =
+        json!({"type": "RegularExpression", "value": "("});
+    let broken = api.replace(ROUTES.0, ROUTES.1, broken).unwrap();
+    assert_eq!(
+        conditions(&api, "split", generation(&broken)).await,
+        [c("Accepted", "False", "UnsupportedValue")]
+    );
+    let o = api.get(ROUTES.0, ROUTES.1, "default", "split").unwrap();
+    let message = o["status"]["parents"][0]["conditions"][0]["message"]
+        .as_str()
+        .unwrap();
+    assert!(
+        message.contains("spec.rules[0].matches[0].path"),
+        "{message}"
+    );
+    mesh::wait_split(&proxy, "web", &[("web-v1", 90), ("web-v3", 10)], LIMIT).await;
+
+    // Another controller's entry in the status is kept.
+    let mut other = api.get(ROUTES.0, ROUTES.1, "default", "split").unwrap();
+    let mut parents = other["status"]["parents"].as_array().cloned().unwrap();
+    parents.push(json!({"parentRef": {"name": "web"}, "controllerName": "example.com/other", "conditions": []}));
+    other["status"]["parents"] = Value::Array(parents);
+    api.replace_status(ROUTES.0, ROUTES.1, other).unwrap();
+    let mut fixed = api.get(ROUTES.0, ROUTES.1, "default", "split").unwrap();
+    fixed["spec"]["rules"][0]["matches"][0]["path"] = prefix();
+    fixed["spec"]["rules"][0]["backendRefs"][1]["name"] = json!("web-v2");
+    let fixed = api.replace(ROUTES.0, ROUTES.1, fixed).unwrap();
+    assert_eq!(
+        conditions(&api, "split", generation(&fixed)).await,
+        [
+            c("Accepted", "True", "Accepted"),
+            c("ResolvedRefs", "True", "ResolvedRefs")
+        ]
+    );
+    let o = api.get(ROUTES.0, ROUTES.1, "default", "split").unwrap();
+    assert!(
+        o["status"]["parents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["controllerName"] == "example.com/other"),
+        "{o}"
+    );
+
+    // The REST API does not write what the cluster owns.
+    let (status, body) = cp
+        .api_call(
+            "POST",
+            "/v1/apply",
+            Some(&json!({"documents": [route("rest", &[("web-v1", 1)], prefix())]})),
+        )
+        .await;
+    assert_eq!(status, 409, "{body}");
+    assert!(body.to_string().contains("kubectl"), "{body}");
+
+    // Deleted in the cluster: gone from the mesh.
+    api.delete(ROUTES.0, ROUTES.1, "default", "split").unwrap();
+    eventually(LIMIT, "the route to leave the store", || async {
+        let items = cp.api_get("/v1/routes").await;
+        items["items"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+            .then_some(())
+            .ok_or(items.to_string())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relist_after_410_gone_loses_nothing() {
+    let api = KubeApi::start().await.expect("API test server");
+    let kubeconfig = api.kubeconfig().to_str().unwrap().to_string();
+    let cp = ControlPlane::start_with(&["--kubernetes", "--kubeconfig", &kubeconfig]).await;
+    cp.apply_ok(&mesh::docs(&[
+        mesh::service("web"),
+        mesh::service("web-v1"),
+    ]))
+    .await;
+    api.create(
+        ROUTES.0,
+        ROUTES.1,
+        route("first", &[("web-v1", 1)], prefix()),
+    )
+    .unwrap();
+    let names = || async {
+        let items = cp.api_get("/v1/routes").await;
+        let mut names: Vec<String> = items["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["metadata"]["name"].as_str().unwrap().to_string())
+            .collect();
+        names.sort();
+        names
+    };
+    eventually(LIMIT, "first mirrored", || async {
+        let n = names().await;
+        (n == ["first"]).then_some(()).ok_or(format!("{n:?}"))
+    })
+    .await;
+    // Writes the watch never hears of, then the history they were in is compacted: the
+    // watcher gets 410 Gone and must relist to learn them.
+    api.pause_watches(true);
+    api.create(
+        ROUTES.0,
+        ROUTES.1,
+        route("second", &[("web-v1", 1)], prefix()),
+    )
+    .unwrap();
+    api.delete(ROUTES.0, ROUTES.1, "default", "first").unwrap();
+    api.compact();
+    api.pause_watches(false);
+    eventually(LIMIT, "the relist to replace first by second", || async {
+        let n = names().await;
+        (n == ["second"]).then_some(()).ok_or(format!("{n:?}"))
+    })
+    .await;
+}
