@@ -286,6 +286,65 @@ fn crd_schemas_and_the_validator_agree() {
     }
 }
 
+/// Values files `install -f` refuses; the chart's values.schema.json refuses them too.
+const BAD_VALUES: [(&str, &str); 6] = [
+    ("unknown.yaml", "proxy:\n  uidd: 1\n"),
+    ("type.yaml", "proxy:\n  uid: root\n"),
+    ("section.yaml", "controlPlane: 2\n"),
+    ("range.yaml", "controlPlane:\n  replicas: 0\n"),
+    ("enum.yaml", "webhook:\n  failurePolicy: Sometimes\n"),
+    ("quote.yaml", "proxy:\n  image: 'a\"b'\n"),
+];
+
+#[test]
+fn helm_values_schema_refuses_what_install_refuses() {
+    let python = match kube_validate::validator() {
+        Ok(_) => kube_validate::python(),
+        Err(why) => {
+            eprintln!("skipped: {why}");
+            return;
+        }
+    };
+    let chart = workspace().join("deploy/helm/tandem");
+    let schema: Value =
+        serde_json::from_str(&std::fs::read_to_string(chart.join("values.schema.json")).unwrap())
+            .unwrap();
+    let defaults: Value =
+        serde_yaml::from_str(&std::fs::read_to_string(chart.join("values.yaml")).unwrap()).unwrap();
+    let merged = |user: &str| {
+        let mut v = defaults.clone();
+        helm::merge(&mut v, &serde_yaml::from_str(user).unwrap());
+        v
+    };
+    let mut cases = vec![
+        (schema.clone(), defaults.clone()),
+        (schema.clone(), merged(OVERRIDES)),
+    ];
+    cases.extend(
+        BAD_VALUES
+            .iter()
+            .map(|(_, text)| (schema.clone(), merged(text))),
+    );
+    let results = schema::check(&python, &cases);
+    assert_eq!(results[0], None, "values.yaml");
+    assert_eq!(results[1], None, "the overrides");
+    let dir = TempDir::new("schema");
+    for ((name, text), result) in BAD_VALUES.iter().zip(&results[2..]) {
+        assert!(
+            result.is_some(),
+            "values.schema.json accepts {name}: {text}"
+        );
+        let file = dir.0.join(name);
+        std::fs::write(&file, text).unwrap();
+        assert!(
+            !tandemctl(&["install", "-f", file.to_str().unwrap()])
+                .status
+                .success(),
+            "{name}"
+        );
+    }
+}
+
 #[test]
 fn wrong_options_name_the_key() {
     let dir = TempDir::new("errors");

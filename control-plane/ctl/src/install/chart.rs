@@ -11,12 +11,14 @@
 //! Those two actions are the only template constructs in the chart; no `if`, `range`,
 //! `include` or function other than `quote`. So the chart cannot drift from `install` by
 //! construction, and a renderer of exactly those two constructs (the tests have one)
-//! shows what Helm makes of it.
+//! shows what Helm makes of it. `values.schema.json` (from the same table of values) lets
+//! Helm refuse the values `install` refuses: unknown keys, wrong types, values out of
+//! range or form, quotes and backslashes.
 
 use std::path::Path;
 
 use super::render::{render, Manifest};
-use super::values::{placeholder, values_yaml, Initial, Values, FIELDS};
+use super::values::{placeholder, values_schema, values_yaml, Initial, Values, FIELDS};
 use super::InstallError;
 
 /// The chart's version (and the app's): the workspace's.
@@ -39,6 +41,7 @@ pub fn files() -> Result<Vec<(String, String)>, InstallError> {
     let mut out = vec![
         ("Chart.yaml".to_string(), chart_yaml()),
         ("values.yaml".to_string(), values_yaml()),
+        ("values.schema.json".to_string(), schema_json()?),
     ];
     for (file, body) in templates {
         let head =
@@ -60,6 +63,12 @@ pub fn write(dir: &Path) -> Result<(), InstallError> {
         std::fs::write(&path, text).map_err(|e| InstallError::Io(path.display().to_string(), e))?;
     }
     Ok(())
+}
+
+fn schema_json() -> Result<String, InstallError> {
+    serde_json::to_string_pretty(&values_schema())
+        .map(|s| s + "\n")
+        .map_err(InstallError::Json)
 }
 
 fn chart_yaml() -> String {

@@ -12,7 +12,7 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
 /// The control plane's (and the webhook's) namespace.
 pub const NAMESPACE: &str = "namespace";
@@ -402,7 +402,7 @@ fn check(f: &Field, value: &Value) -> Result<(), String> {
 
 /// Empty, or items separated by commas, each accepted by `item`.
 fn list(s: &str, item: impl Fn(&str) -> bool) -> bool {
-    s.is_empty() || s.split(',').all(|i| item(i.trim()))
+    s.is_empty() || s.split(',').all(item)
 }
 
 /// A decimal number with an optional fraction and a Kubernetes suffix.
@@ -448,6 +448,47 @@ pub fn values_yaml() -> String {
         out.push_str(&format!("{indent}{}: {value}\n", leaf[0]));
     }
     out
+}
+
+/// The chart's values.schema.json: Helm checks values against it on install, upgrade,
+/// template and lint, so a Helm user meets the same types, enums, ranges and forms as
+/// `tandemctl install` (the patterns are a little looser for ports and CIDRs: a number
+/// above 65535 or an address that does not parse passes them).
+pub fn values_schema() -> Value {
+    let section = || json!({"type": "object", "additionalProperties": false, "properties": {}});
+    let mut root = section();
+    root["$schema"] = json!("http://json-schema.org/draft-07/schema#");
+    // Helm passes a parent chart's `global` values to a subchart: allowed, unused.
+    root["properties"]["global"] = json!({"type": "object"});
+    for f in FIELDS {
+        let parts: Vec<&str> = f.key.split('.').collect();
+        let (sections, leaf) = parts.split_at(parts.len() - 1);
+        let mut node = &mut root;
+        for s in sections {
+            let props = &mut node["properties"];
+            if props.get(*s).is_none() {
+                props[*s] = section();
+            }
+            node = &mut props[*s];
+        }
+        let mut schema = match f.rule {
+            Rule::Range(lo, hi) => json!({"type": "integer", "minimum": lo, "maximum": hi}),
+            Rule::OneOf(words) => json!({"type": "string", "enum": words}),
+            Rule::Label => json!({"type": "string", "maxLength": 63,
+                                  "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"}),
+            Rule::TrustDomain => json!({"type": "string", "pattern": "^[a-z0-9._-]+$"}),
+            Rule::Token => json!({"type": "string", "pattern": "^[^\\s\"\\\\]+$"}),
+            Rule::Quantity => json!({"type": "string",
+                                     "pattern": "^[0-9]+(\\.[0-9]+)?(m|k|M|G|T|Ki|Mi|Gi|Ti)?$"}),
+            Rule::Ports => json!({"type": "string",
+                                  "pattern": "^([0-9]+(-[0-9]+)?(,[0-9]+(-[0-9]+)?)*)?$"}),
+            Rule::Cidrs => json!({"type": "string",
+                                  "pattern": "^([0-9a-fA-F.:]+/[0-9]+(,[0-9a-fA-F.:]+/[0-9]+)*)?$"}),
+        };
+        schema["description"] = json!(f.doc);
+        node["properties"][leaf[0]] = schema;
+    }
+    root
 }
 
 #[cfg(test)]

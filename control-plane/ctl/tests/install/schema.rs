@@ -15,8 +15,9 @@ pub fn check(python: &Path, cases: &[(Value, Value)]) -> Vec<Option<String>> {
 import json, sys, jsonschema
 out = []
 for case in json.load(sys.stdin):
-    v = jsonschema.Draft4Validator(case["schema"])
-    errors = sorted(v.iter_errors(case["doc"]), key=lambda e: list(e.path))
+    cls = jsonschema.validators.validator_for(case["schema"], default=jsonschema.Draft4Validator)
+    v = cls(case["schema"])
+    errors = sorted(v.iter_errors(case["doc"]), key=lambda e: [str(p) for p in e.path])
     out.append(None if not errors else "/".join(map(str, errors[0].path)) + ": " + errors[0].message)
 print(json.dumps(out))
 "#;
