@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use base64::Engine as _;
 use serde_json::Value;
 
+// Not every test binary that includes this module validates (robustness.rs does not).
+#[allow(unused_imports)]
 pub use tandem_tests::kube_validate::{validate, validator, VALIDATE_ENV, VERSIONS};
 
 /// `testdata/<rel>`.
