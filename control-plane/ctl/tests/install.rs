@@ -345,6 +345,68 @@ fn helm_values_schema_refuses_what_install_refuses() {
     }
 }
 
+/// Every flag `install` gives the control plane is one it accepts: started with the
+/// rendered arguments (listen addresses moved to port 0 on loopback, no cluster to reach),
+/// it is refused by no usage error (clap exits 2); it fails later, or keeps running until
+/// killed.
+#[test]
+fn the_control_plane_accepts_the_rendered_arguments() {
+    let bin = tandem_tests::bins::locate(tandem_tests::bins::CONTROL_PLANE)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let dir = TempDir::new("args");
+    let file = dir.0.join("values.yaml");
+    std::fs::write(&file, OVERRIDES).unwrap();
+    for args in [
+        vec!["install"],
+        vec!["install", "-f", file.to_str().unwrap()],
+    ] {
+        let docs = documents(&ok(&args));
+        let deployment = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
+        let rendered = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+            .as_array()
+            .unwrap();
+        let args: Vec<String> = rendered
+            .iter()
+            .map(|a| {
+                let a = a.as_str().unwrap();
+                match a.split_once('=') {
+                    Some((flag, _)) if flag.ends_with("-addr") => format!("{flag}=127.0.0.1:0"),
+                    _ => a.to_string(),
+                }
+            })
+            .collect();
+        let mut child = Command::new(&bin)
+            .args(&args)
+            .current_dir(&dir.0)
+            .env("KUBECONFIG", dir.0.join("no-kubeconfig"))
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .env("POD_NAME", "tandem-control-plane-0")
+            .env("POD_NAMESPACE", "tandem-system")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break Some(status);
+            }
+            if std::time::Instant::now() > deadline {
+                child.kill().unwrap();
+                child.wait().unwrap();
+                break None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+        assert_ne!(status.and_then(|s| s.code()), Some(2), "{args:?}: {stderr}");
+        for usage in ["unexpected argument", "invalid value", "Usage:"] {
+            assert!(!stderr.contains(usage), "{args:?}: {stderr}");
+        }
+    }
+}
+
 #[test]
 fn wrong_options_name_the_key() {
     let dir = TempDir::new("errors");
