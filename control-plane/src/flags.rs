@@ -156,6 +156,20 @@ pub struct Flags {
     #[arg(long, requires = "kubernetes")]
     pub kubeconfig: Option<PathBuf>,
 
+    /// With --kubernetes: the control plane's namespace, where the Lease lives.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "tandem-system")]
+    pub kubernetes_namespace: String,
+
+    /// With --kubernetes: this replica's name in the Lease (default: the pod name, else
+    /// the host name and process id).
+    #[arg(long, env = "POD_NAME")]
+    pub kubernetes_identity: Option<String>,
+
+    /// With --kubernetes: how long the Lease holds without renewal (the longest once-only
+    /// work pauses when its replica dies).
+    #[arg(long, default_value = "15s", value_parser = crate::resources::duration::parse)]
+    pub lease_duration: std::time::Duration,
+
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `tandem_control_plane=debug`.
     #[arg(long, env = "TANDEM_LOG", default_value = "info")]
     pub log: String,

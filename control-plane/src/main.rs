@@ -94,7 +94,18 @@ async fn run(flags: Flags) -> Result<(), String> {
         let client = kubernetes::client(flags.kubeconfig.as_deref())
             .await
             .map_err(|e| e.to_string())?;
-        kubernetes::start(client, store.clone());
+        let identity = flags.kubernetes_identity.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_else(|_| "tandem".into());
+            format!("{host}-{}", std::process::id())
+        });
+        let lease = kubernetes::lease::LeaseConfig {
+            namespace: flags.kubernetes_namespace.clone(),
+            identity,
+            duration: flags.lease_duration,
+        };
+        kubernetes::start(client, store.clone(), lease);
     }
     let telemetry = start_telemetry(&store, flags.scrape_interval);
     serve_api(

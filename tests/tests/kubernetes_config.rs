@@ -32,6 +32,18 @@ fn route(name: &str, backends: &[(&str, u64)], path: Value) -> Value {
     })
 }
 
+/// The API test server with the control plane's namespace, where its Lease lives.
+async fn cluster() -> KubeApi {
+    let api = KubeApi::start().await.expect("API test server");
+    api.create(
+        "v1",
+        "namespaces",
+        json!({"metadata": {"name": "tandem-system"}}),
+    )
+    .expect("namespace");
+    api
+}
+
 fn prefix() -> Value {
     json!({"type": "PathPrefix", "value": "/"})
 }
@@ -84,7 +96,7 @@ fn generation(o: &Value) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn routes_from_the_cluster_are_served_with_gateway_api_status() {
-    let api = KubeApi::start().await.expect("API test server");
+    let api = cluster().await;
     let kubeconfig = api.kubeconfig().to_str().unwrap().to_string();
     let cp = ControlPlane::start_with(&["--kubernetes", "--kubeconfig", &kubeconfig]).await;
     let services: Vec<String> = ["web", "web-v1", "web-v2"]
@@ -204,7 +216,7 @@ async fn routes_from_the_cluster_are_served_with_gateway_api_status() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relist_after_410_gone_loses_nothing() {
-    let api = KubeApi::start().await.expect("API test server");
+    let api = cluster().await;
     let kubeconfig = api.kubeconfig().to_str().unwrap().to_string();
     let cp = ControlPlane::start_with(&["--kubernetes", "--kubeconfig", &kubeconfig]).await;
     cp.apply_ok(&mesh::docs(&[
@@ -251,4 +263,93 @@ async fn a_relist_after_410_gone_loses_nothing() {
         (n == ["second"]).then_some(()).ok_or(format!("{n:?}"))
     })
     .await;
+}
+
+/// The replica holding the Lease, from the Lease object.
+async fn lease_holder(api: &KubeApi) -> String {
+    eventually(LIMIT, "a lease holder", || async {
+        let lease = api
+            .get(
+                "coordination.k8s.io/v1",
+                "leases",
+                "tandem-system",
+                "tandem-control-plane",
+            )
+            .map_err(|e| e.to_string())?;
+        lease["spec"]["holderIdentity"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or(lease.to_string())
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_one_writes_status_and_the_other_takes_over_when_it_dies() {
+    let api = cluster().await;
+    let kubeconfig = api.kubeconfig().to_str().unwrap().to_string();
+    let replica = |name: &'static str| {
+        let kubeconfig = kubeconfig.clone();
+        async move {
+            ControlPlane::start_with(&[
+                "--kubernetes",
+                "--kubeconfig",
+                &kubeconfig,
+                "--kubernetes-identity",
+                name,
+                "--lease-duration",
+                "3s",
+            ])
+            .await
+        }
+    };
+    let mut replicas = vec![replica("cp-a").await, replica("cp-b").await];
+    for cp in &replicas {
+        cp.apply_ok(&mesh::docs(&[
+            mesh::service("web"),
+            mesh::service("web-v1"),
+        ]))
+        .await;
+    }
+    let created = api
+        .create(
+            ROUTES.0,
+            ROUTES.1,
+            route("split", &[("web-v1", 1)], prefix()),
+        )
+        .unwrap();
+    assert_eq!(
+        conditions(&api, "split", generation(&created)).await,
+        [
+            c("Accepted", "True", "Accepted"),
+            c("ResolvedRefs", "True", "ResolvedRefs")
+        ]
+    );
+    let holder = lease_holder(&api).await;
+    let (dead, survivor) = if holder == "cp-a" {
+        (0, "cp-b")
+    } else {
+        (1, "cp-a")
+    };
+
+    // The holder dies; a change made now gets its status from the other replica within
+    // the lease duration (3 s) and a renewal period, once the lease has moved.
+    replicas[dead].kill().await;
+    let started = std::time::Instant::now();
+    let mut typo = api.get(ROUTES.0, ROUTES.1, "default", "split").unwrap();
+    typo["spec"]["rules"][0]["backendRefs"][0]["name"] = json!("web-v9");
+    let typo = api.replace(ROUTES.0, ROUTES.1, typo).unwrap();
+    assert_eq!(
+        conditions(&api, "split", generation(&typo)).await,
+        [
+            c("Accepted", "True", "Accepted"),
+            c("ResolvedRefs", "False", "BackendNotFound")
+        ]
+    );
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(6),
+        "status resumed after {took:?}"
+    );
+    assert_eq!(lease_holder(&api).await, survivor);
 }

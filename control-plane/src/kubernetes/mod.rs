@@ -10,6 +10,7 @@
 //! is their source of truth.
 
 pub mod kinds;
+pub mod lease;
 pub mod mirror;
 pub mod status;
 
@@ -50,10 +51,13 @@ pub async fn client(kubeconfig: Option<&Path>) -> Result<kube::Client, KubeError
     Ok(kube::Client::try_from(config)?)
 }
 
-/// Starts mirroring the cluster's configuration into `store` and writing route status
-/// back; runs until the process exits.
-pub fn start(client: kube::Client, store: Arc<Store>) {
+/// Starts mirroring the cluster's configuration into `store` (every replica), competing
+/// for the Lease, and writing route status back (the Lease holder only); runs until the
+/// process exits.
+pub fn start(client: kube::Client, store: Arc<Store>, lease: lease::LeaseConfig) {
     let (published_tx, published_rx) = tokio::sync::watch::channel(Default::default());
+    let (leader_tx, leader_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(mirror::run(client.clone(), store.clone(), published_tx));
-    tokio::spawn(status::run(client, store, published_rx));
+    tokio::spawn(lease::run(client.clone(), lease, leader_tx));
+    tokio::spawn(status::run(client, store, published_rx, leader_rx));
 }

@@ -8,7 +8,8 @@
 //! there.
 //!
 //! It recomputes whenever the mirrored routes or the store (which the routes' references
-//! resolve against) change.
+//! resolve against) change, and when this replica becomes the Lease holder; only the
+//! holder writes ([`super::lease`]).
 
 use std::sync::Arc;
 
@@ -22,17 +23,23 @@ use crate::resources::clock::{rfc3339, unix_now};
 use crate::resources::status::{self, CONTROLLER_NAME};
 use crate::store::Store;
 
-/// Writes status until the process exits.
+/// Writes status until the process exits, while `leader` says this replica holds the
+/// Lease.
 pub async fn run(
     client: kube::Client,
     store: Arc<Store>,
     mut published: watch::Receiver<Published>,
+    mut leader: watch::Receiver<bool>,
 ) {
     let mut head = store.subscribe();
     loop {
         tokio::select! {
             changed = published.changed() => if changed.is_err() { return },
             changed = head.changed() => if changed.is_err() { return },
+            changed = leader.changed() => if changed.is_err() { return },
+        }
+        if !*leader.borrow_and_update() {
+            continue;
         }
         let snapshot = published.borrow_and_update().clone();
         head.borrow_and_update();
