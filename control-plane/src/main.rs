@@ -82,7 +82,29 @@ async fn run(flags: Flags) -> Result<(), String> {
     let api = bind("api", flags.api_addr).await?;
     let xds = bind("xds", flags.xds_addr).await?;
     check_cert_ttl(flags.cert_ttl)?;
-    let identity = load_identity(&flags)?;
+    let kube_client = match flags.kubernetes {
+        true => Some(
+            kubernetes::client(flags.kubeconfig.as_deref())
+                .await
+                .map_err(|e| e.to_string())?,
+        ),
+        false => None,
+    };
+    // In a cluster the CA is shared by every replica, through a Secret, unless supplied.
+    let ca_files = match (&kube_client, &flags.ca_cert) {
+        (Some(client), None) => Some(
+            kubernetes::ca_secret::ensure(
+                client.clone(),
+                &flags.kubernetes_namespace,
+                &flags.data_dir,
+                &flags.trust_domain,
+            )
+            .await
+            .map_err(|e| e.to_string())?,
+        ),
+        _ => None,
+    };
+    let identity = load_identity(&flags, ca_files)?;
     let identity_endpoint = bind("identity", flags.identity_addr).await?;
     let tls = identity_endpoint_tls(&identity.ca, identity_endpoint.addr, &flags.identity_sans)?;
     let injector = match flags.injector_addr {
@@ -90,11 +112,8 @@ async fn run(flags: Flags) -> Result<(), String> {
         None => None,
     };
     let registrations = start_discovery(&flags, &store);
-    if flags.kubernetes {
-        let client = kubernetes::client(flags.kubeconfig.as_deref())
-            .await
-            .map_err(|e| e.to_string())?;
-        let identity = flags.kubernetes_identity.clone().unwrap_or_else(|| {
+    if let Some(client) = kube_client {
+        let replica = flags.kubernetes_identity.clone().unwrap_or_else(|| {
             let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
                 .map(|h| h.trim().to_string())
                 .unwrap_or_else(|_| "tandem".into());
@@ -102,7 +121,7 @@ async fn run(flags: Flags) -> Result<(), String> {
         });
         let lease = kubernetes::lease::LeaseConfig {
             namespace: flags.kubernetes_namespace.clone(),
-            identity,
+            identity: replica,
             duration: flags.lease_duration,
         };
         kubernetes::start(client, store.clone(), lease);
@@ -171,13 +190,19 @@ fn check_cert_ttl(cert_ttl: Duration) -> Result<(), String> {
 
 /// The CA, loaded (or generated) before any listener answers, so a bad
 /// `--ca-cert`/`--ca-key` stops the start with the file's path; and the join tokens.
-fn load_identity(flags: &Flags) -> Result<Identity, String> {
-    let ca_source = CaSource::from_flags(
-        &flags.data_dir,
-        flags.ca_cert.as_ref(),
-        flags.ca_key.as_ref(),
-    )
-    .map_err(|e| e.to_string())?;
+fn load_identity(
+    flags: &Flags,
+    ca_files: Option<(std::path::PathBuf, std::path::PathBuf)>,
+) -> Result<Identity, String> {
+    let ca_source = match ca_files {
+        Some((cert, key)) => CaSource::Supplied { cert, key },
+        None => CaSource::from_flags(
+            &flags.data_dir,
+            flags.ca_cert.as_ref(),
+            flags.ca_key.as_ref(),
+        )
+        .map_err(|e| e.to_string())?,
+    };
     let ca = Arc::new(Ca::load(&ca_source, &flags.trust_domain).map_err(|e| format!("CA: {e}"))?);
     let tokens = Arc::new(
         JoinTokens::load(&flags.data_dir, &flags.trust_domain, &ca.root_fingerprint())

@@ -353,3 +353,47 @@ async fn two_replicas_one_writes_status_and_the_other_takes_over_when_it_dies() 
     );
     assert_eq!(lease_holder(&api).await, survivor);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_share_the_ca_from_one_secret() {
+    let api = cluster().await;
+    let kubeconfig = api.kubeconfig().to_str().unwrap().to_string();
+    let mut fingerprints = Vec::new();
+    for name in ["cp-a", "cp-b"] {
+        let cp = ControlPlane::start_with(&[
+            "--kubernetes",
+            "--kubeconfig",
+            &kubeconfig,
+            "--kubernetes-identity",
+            name,
+        ])
+        .await;
+        let bundle = cp.tandemctl(&["ca", "bundle"]).await;
+        fingerprints.push(bundle.expect_ok("ca bundle").to_string());
+    }
+    assert_eq!(
+        fingerprints[0], fingerprints[1],
+        "both replicas sign with one root"
+    );
+    let secret = api
+        .get("v1", "secrets", "tandem-system", "tandem-ca")
+        .unwrap();
+    assert_eq!(secret["type"], "kubernetes.io/tls");
+    assert!(secret["data"]["tls.key"].is_string(), "{secret}");
+    // The Secret's certificate is the bundle the replicas hand out.
+    let crt = secret["data"]["tls.crt"].as_str().unwrap();
+    let out = std::process::Command::new("base64")
+        .arg("-d")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    out.stdin
+        .as_ref()
+        .unwrap()
+        .write_all(crt.as_bytes())
+        .unwrap();
+    let pem = String::from_utf8(out.wait_with_output().unwrap().stdout).unwrap();
+    assert_eq!(pem.trim(), fingerprints[0].trim());
+}

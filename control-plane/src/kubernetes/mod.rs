@@ -9,6 +9,7 @@
 //! way ([`status`]). Writes of those kinds through the REST API are refused: the cluster
 //! is their source of truth.
 
+pub mod ca_secret;
 pub mod kinds;
 pub mod lease;
 pub mod mirror;

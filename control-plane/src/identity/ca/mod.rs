@@ -230,6 +230,14 @@ impl Ca {
         }
     }
 
+    /// A new self-signed root for `trust_domain`, as (certificate PEM, PKCS#8 key PEM),
+    /// for a CA kept somewhere other than the data dir (Kubernetes mode keeps it in a
+    /// Secret that every replica reads).
+    pub fn new_root_pem(trust_domain: &str) -> Result<(String, String), CaError> {
+        let root = build::new_root(trust_domain)?;
+        Ok((root.cert_pem, root.key_pem))
+    }
+
     /// Loads a CA from a PEM certificate file (chain, signing certificate first) and its
     /// key; it cannot rotate.
     pub fn from_files(cert_path: &Path, key_path: &Path) -> Result<Ca, CaError> {
