@@ -118,6 +118,10 @@ fn deployment(v: &Values) -> Manifest {
         format!("--identity-addr=0.0.0.0:{IDENTITY_PORT}"),
         // The REST API stays on loopback: reach it with `kubectl exec` or port-forward.
         "--api-addr=127.0.0.1:15080",
+        // Until injected proxies prove who they are with ServiceAccount tokens (issue #12),
+        // those without a join-token Secret have no certificate: they get outbound config
+        // over plaintext xDS (never a workload's inbound policy), as in issue #11's manifests.
+        "--plaintext-xds",
         format!("--injector-addr=0.0.0.0:{WEBHOOK_PORT}"),
         arg("trust-domain", TRUST_DOMAIN),
         arg("log", CP_LOG),
