@@ -1,6 +1,7 @@
 //! Kubernetes mode (`--kubernetes`): the cluster is where users write configuration.
 //!
-//! Gateway API `HTTPRoute`s and `GRPCRoute`s (mesh form) and Tandem's own kinds are
+//! Services and EndpointSlices are discovery ([`discovery`]). Gateway API `HTTPRoute`s
+//! and `GRPCRoute`s (mesh form) and Tandem's own kinds are
 //! watched in the cluster ([`mirror`]) and mirrored into the store, owned by the source
 //! `kubernetes`, through the same validation as the REST API, so everything downstream
 //! (xDS, history, the REST API's reads) works as it does on one machine. An object that
@@ -10,6 +11,7 @@
 //! is their source of truth.
 
 pub mod ca_secret;
+pub mod discovery;
 pub mod kinds;
 pub mod lease;
 pub mod mirror;
@@ -59,6 +61,7 @@ pub fn start(client: kube::Client, store: Arc<Store>, lease: lease::LeaseConfig)
     let (published_tx, published_rx) = tokio::sync::watch::channel(Default::default());
     let (leader_tx, leader_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(mirror::run(client.clone(), store.clone(), published_tx));
+    tokio::spawn(discovery::run(client.clone(), store.clone()));
     tokio::spawn(lease::run(client.clone(), lease, leader_tx));
     tokio::spawn(status::run(client, store, published_rx, leader_rx));
 }

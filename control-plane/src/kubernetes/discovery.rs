@@ -1,0 +1,359 @@
+//! Discovery from the cluster: Services and EndpointSlices (and the labels of the pods
+//! behind them) watched and mirrored into the store as Tandem services and endpoints,
+//! owned by the source `kubernetes`.
+//!
+//! A Service becomes a Tandem service with its cluster IPs as virtual addresses (what a
+//! transparent sidecar maps original destinations with) and its port, whose protocol comes
+//! from `appProtocol`, else the port name's prefix (`http`, `http2`, `grpc`, `h2c`, `tcp`,
+//! `tls`, `https`), else detection. Every ready address of its EndpointSlices becomes an
+//! endpoint at the slice's port, labelled with the pod's labels and its zone
+//! (`topology.kubernetes.io/zone`). A not-ready or terminating address is left out, so it
+//! leaves the load balancers as soon as the API server says so.
+//!
+//! Only single-port TCP Services are discovered today: Tandem balances per service, so the
+//! endpoints of two ports would mix; a multi-port Service is skipped with a warning (per-
+//! port clusters are the next step). ExternalName and UDP/SCTP ports are skipped too.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::Api;
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::WatchStreamExt;
+use kube::ResourceExt;
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
+
+use super::SOURCE;
+use crate::resources::validate::validate_document;
+use crate::resources::{Kind, Resource, SOURCE_ANNOTATION, TANDEM_API_VERSION};
+use crate::store::{Store, WHO_KUBERNETES};
+
+/// One watcher event of any of the three kinds (boxed: a Pod is large, and most events
+/// are not Pods).
+enum Seen {
+    Service(Box<Result<Event<Service>, watcher::Error>>),
+    Slice(Box<Result<Event<EndpointSlice>, watcher::Error>>),
+    Pod(Box<Result<Event<Pod>, watcher::Error>>),
+}
+
+/// Objects of one kind by (namespace, name), with a relist in progress.
+struct Objects<K> {
+    current: BTreeMap<(String, String), K>,
+    relisting: Option<BTreeMap<(String, String), K>>,
+    listed: bool,
+}
+
+impl<K: kube::Resource + Clone> Objects<K> {
+    fn new() -> Self {
+        Objects {
+            current: BTreeMap::new(),
+            relisting: None,
+            listed: false,
+        }
+    }
+
+    /// Takes one event; whether the objects changed.
+    fn take(&mut self, event: Result<Event<K>, watcher::Error>, what: &str) -> bool {
+        let key = |o: &K| (o.namespace().unwrap_or_default(), o.name_any());
+        match event {
+            Ok(Event::Init) => {
+                self.relisting = Some(BTreeMap::new());
+                false
+            }
+            Ok(Event::InitApply(o)) => {
+                self.relisting
+                    .get_or_insert_with(BTreeMap::new)
+                    .insert(key(&o), o);
+                false
+            }
+            Ok(Event::InitDone) => {
+                self.current = self.relisting.take().unwrap_or_default();
+                self.listed = true;
+                true
+            }
+            Ok(Event::Apply(o)) => {
+                self.current.insert(key(&o), o);
+                true
+            }
+            Ok(Event::Delete(o)) => self.current.remove(&key(&o)).is_some(),
+            Err(e) => {
+                tracing::warn!(kind = what, error = %e, "watching the cluster failed; retrying");
+                false
+            }
+        }
+    }
+}
+
+/// Watches and mirrors until the process exits.
+pub async fn run(client: kube::Client, store: Arc<Store>) {
+    let (tx, mut rx) = mpsc::channel::<Seen>(256);
+    spawn_watch(
+        Api::<Service>::all(client.clone()),
+        tx.clone(),
+        Seen::Service,
+    );
+    spawn_watch(
+        Api::<EndpointSlice>::all(client.clone()),
+        tx.clone(),
+        Seen::Slice,
+    );
+    spawn_watch(Api::<Pod>::all(client), tx, Seen::Pod);
+    let mut services = Objects::<Service>::new();
+    let mut slices = Objects::<EndpointSlice>::new();
+    let mut pods = Objects::<Pod>::new();
+    let mut warned: BTreeMap<(String, String), String> = BTreeMap::new();
+    while let Some(first) = rx.recv().await {
+        let mut changed = false;
+        let mut next = Some(first);
+        while let Some(seen) = next {
+            changed |= match seen {
+                Seen::Service(e) => services.take(*e, "Service"),
+                Seen::Slice(e) => slices.take(*e, "EndpointSlice"),
+                Seen::Pod(e) => pods.take(*e, "Pod"),
+            };
+            next = rx.try_recv().ok();
+        }
+        if !(changed && services.listed && slices.listed && pods.listed) {
+            continue;
+        }
+        let desired = desired(
+            &services.current,
+            &slices.current,
+            &pods.current,
+            &mut warned,
+        );
+        let store = store.clone();
+        let synced = tokio::task::spawn_blocking(move || {
+            store.replace_owned(
+                SOURCE,
+                &[Kind::Service, Kind::Endpoint],
+                desired,
+                WHO_KUBERNETES,
+            )
+        })
+        .await;
+        match synced {
+            Ok(Ok(out)) if !out.changed.is_empty() => {
+                tracing::info!(
+                    revision = out.revision,
+                    changed = out.changed.len(),
+                    "discovered from the cluster"
+                );
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot mirror the cluster's services"),
+            Err(e) => tracing::warn!(error = %e, "discovery task failed"),
+        }
+    }
+}
+
+fn spawn_watch<K>(
+    api: Api<K>,
+    tx: mpsc::Sender<Seen>,
+    wrap: fn(Box<Result<Event<K>, watcher::Error>>) -> Seen,
+) where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+    K::DynamicType: Default,
+{
+    tokio::spawn(async move {
+        let mut events =
+            std::pin::pin!(watcher::watcher(api, watcher::Config::default()).default_backoff());
+        while let Some(event) = events.next().await {
+            if tx.send(wrap(Box::new(event))).await.is_err() {
+                return;
+            }
+        }
+    });
+}
+
+/// The services and endpoints the cluster describes; a Service that cannot be mirrored is
+/// logged once per reason.
+fn desired(
+    services: &BTreeMap<(String, String), Service>,
+    slices: &BTreeMap<(String, String), EndpointSlice>,
+    pods: &BTreeMap<(String, String), Pod>,
+    warned: &mut BTreeMap<(String, String), String>,
+) -> Vec<Resource> {
+    let mut out = Vec::new();
+    for (key, svc) in services {
+        let port = match service_port(svc) {
+            Ok(p) => p,
+            Err(reason) => {
+                if warned.get(key) != Some(&reason) {
+                    tracing::warn!(namespace = %key.0, name = %key.1, %reason, "Service not discovered");
+                    warned.insert(key.clone(), reason);
+                }
+                continue;
+            }
+        };
+        warned.remove(key);
+        let addresses: Vec<&String> = svc
+            .spec
+            .as_ref()
+            .and_then(|s| s.cluster_ips.as_ref())
+            .into_iter()
+            .flatten()
+            .filter(|ip| ip.as_str() != "None" && !ip.is_empty())
+            .collect();
+        let doc = json!({
+            "apiVersion": TANDEM_API_VERSION,
+            "kind": "Service",
+            "metadata": {"name": key.1, "namespace": key.0, "annotations": {SOURCE_ANNOTATION: SOURCE}},
+            "spec": {"ports": [port], "addresses": addresses},
+        });
+        push(&mut out, doc);
+        for slice in slices.values().filter(|s| belongs(s, &key.0, &key.1)) {
+            for doc in endpoints(slice, &key.1, pods) {
+                push(&mut out, doc);
+            }
+        }
+    }
+    out
+}
+
+fn push(out: &mut Vec<Resource>, doc: Value) {
+    match validate_document("", doc) {
+        Ok(r) => out.push(r),
+        Err(e) => tracing::warn!(error = %e, "a discovered object does not validate; skipped"),
+    }
+}
+
+/// The one TCP port of a Service as a Tandem port, or why it is not discovered.
+fn service_port(svc: &Service) -> Result<Value, String> {
+    let spec = svc.spec.as_ref().ok_or("no spec")?;
+    if spec.type_.as_deref() == Some("ExternalName") {
+        return Err("ExternalName Services name no endpoints".into());
+    }
+    let ports: Vec<_> = spec
+        .ports
+        .iter()
+        .flatten()
+        .filter(|p| p.protocol.as_deref().is_none_or(|p| p == "TCP"))
+        .collect();
+    match ports.as_slice() {
+        [p] => {
+            let mut port = json!({
+                "port": p.port,
+                "protocol": protocol(p.app_protocol.as_deref(), p.name.as_deref()),
+            });
+            if let Some(name) = p.name.as_deref().filter(|n| !n.is_empty()) {
+                port["name"] = json!(name);
+            }
+            Ok(port)
+        }
+        [] => Err("no TCP port".into()),
+        _ => Err("several TCP ports: multi-port Services are not discovered yet".into()),
+    }
+}
+
+/// A port's protocol: `appProtocol`, else the name's prefix (Istio's convention), else
+/// detection.
+pub fn protocol(app_protocol: Option<&str>, name: Option<&str>) -> &'static str {
+    let by_app = match app_protocol.map(str::to_ascii_lowercase).as_deref() {
+        Some("http" | "kubernetes.io/ws" | "http1" | "http/1.1") => Some("http"),
+        Some("http2" | "kubernetes.io/h2c" | "h2c" | "grpc") => Some("http2"),
+        Some("tcp" | "https" | "tls" | "kubernetes.io/wss" | "mysql" | "redis" | "mongo") => {
+            Some("tcp")
+        }
+        _ => None,
+    };
+    if let Some(p) = by_app {
+        return p;
+    }
+    let name = name.unwrap_or_default().to_ascii_lowercase();
+    let prefix = name.split('-').next().unwrap_or_default();
+    match prefix {
+        "http" => "http",
+        "http2" | "grpc" | "h2c" => "http2",
+        "tcp" | "tls" | "https" | "mysql" | "redis" | "mongo" => "tcp",
+        _ => "detect",
+    }
+}
+
+/// Whether `slice` serves Service `namespace/name`.
+fn belongs(slice: &EndpointSlice, namespace: &str, name: &str) -> bool {
+    slice.namespace().as_deref() == Some(namespace)
+        && slice
+            .labels()
+            .get("kubernetes.io/service-name")
+            .map(String::as_str)
+            == Some(name)
+}
+
+/// The ready addresses of a slice as Tandem `Endpoint` documents at its port.
+fn endpoints(
+    slice: &EndpointSlice,
+    service: &str,
+    pods: &BTreeMap<(String, String), Pod>,
+) -> Vec<Value> {
+    if !matches!(slice.address_type.as_str(), "IPv4" | "IPv6") {
+        return Vec::new();
+    }
+    let Some(port) = slice
+        .ports
+        .iter()
+        .flatten()
+        .find(|p| p.protocol.as_deref().is_none_or(|p| p == "TCP"))
+        .and_then(|p| p.port)
+    else {
+        return Vec::new();
+    };
+    let ns = slice.namespace().unwrap_or_default();
+    let mut out = Vec::new();
+    for ep in &slice.endpoints {
+        let conditions = ep.conditions.as_ref();
+        // Unset `ready` means ready; a terminating endpoint is not.
+        let ready = conditions.and_then(|c| c.ready).unwrap_or(true)
+            && !conditions.and_then(|c| c.terminating).unwrap_or(false);
+        if !ready {
+            continue;
+        }
+        let mut labels = serde_json::Map::new();
+        if let Some(pod) = ep
+            .target_ref
+            .as_ref()
+            .filter(|r| r.kind.as_deref() == Some("Pod"))
+            .and_then(|r| pods.get(&(ns.clone(), r.name.clone().unwrap_or_default())))
+        {
+            for (k, v) in pod.labels() {
+                labels.insert(k.clone(), json!(v));
+            }
+        }
+        if let Some(zone) = &ep.zone {
+            labels.insert("topology.kubernetes.io/zone".into(), json!(zone));
+        }
+        for ip in &ep.addresses {
+            let address = match ip.parse::<std::net::IpAddr>() {
+                Ok(ip) => std::net::SocketAddr::new(ip, u16::try_from(port).unwrap_or(0)),
+                Err(_) => continue,
+            };
+            out.push(json!({
+                "apiVersion": TANDEM_API_VERSION,
+                "kind": "Endpoint",
+                "metadata": {"namespace": ns, "annotations": {SOURCE_ANNOTATION: SOURCE}},
+                "spec": {"service": service, "address": address.to_string(), "labels": labels},
+            }));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn protocols_come_from_app_protocol_then_the_port_name() {
+        assert_eq!(protocol(Some("kubernetes.io/h2c"), None), "http2");
+        assert_eq!(protocol(Some("http"), Some("grpc")), "http");
+        assert_eq!(protocol(None, Some("grpc-api")), "http2");
+        assert_eq!(protocol(None, Some("http")), "http");
+        assert_eq!(protocol(None, Some("tcp-db")), "tcp");
+        assert_eq!(protocol(None, Some("web")), "detect");
+        assert_eq!(protocol(Some("unknown.example/x"), None), "detect");
+    }
+}
