@@ -30,7 +30,7 @@ use tokio_stream::StreamExt;
 use super::SOURCE;
 use crate::resources::validate::validate_document;
 use crate::resources::{Kind, Resource, SOURCE_ANNOTATION, TANDEM_API_VERSION};
-use crate::store::{Store, WHO_KUBERNETES};
+use crate::store::Store;
 
 /// One watcher event of any of the three kinds (boxed: a Pod is large, and most events
 /// are not Pods).
@@ -126,28 +126,13 @@ pub async fn run(client: kube::Client, store: Arc<Store>) {
             &pods.current,
             &mut warned,
         );
-        let store = store.clone();
-        let synced = tokio::task::spawn_blocking(move || {
-            store.replace_owned(
-                SOURCE,
-                &[Kind::Service, Kind::Endpoint],
-                desired,
-                WHO_KUBERNETES,
-            )
-        })
+        super::sync(
+            &store,
+            vec![Kind::Service, Kind::Endpoint],
+            desired,
+            "services",
+        )
         .await;
-        match synced {
-            Ok(Ok(out)) if !out.changed.is_empty() => {
-                tracing::info!(
-                    revision = out.revision,
-                    changed = out.changed.len(),
-                    "discovered from the cluster"
-                );
-            }
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "cannot mirror the cluster's services"),
-            Err(e) => tracing::warn!(error = %e, "discovery task failed"),
-        }
     }
 }
 

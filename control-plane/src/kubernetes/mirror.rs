@@ -23,7 +23,7 @@ use super::kinds::{owned_kinds, Mirrored, MIRRORED};
 use super::SOURCE;
 use crate::resources::validate::validate_document;
 use crate::resources::{Kind, Resource, SOURCE_ANNOTATION};
-use crate::store::{Store, WHO_KUBERNETES};
+use crate::store::Store;
 
 /// Why each current cluster object is not mirrored, by (kind, namespace, name): the
 /// validation error with its field path.
@@ -85,25 +85,7 @@ pub async fn run(client: kube::Client, store: Arc<Store>, published: watch::Send
         }
         if changed && cluster.listed.iter().all(|l| *l) {
             let (desired, errs) = cluster.desired();
-            let store = store.clone();
-            let synced = tokio::task::spawn_blocking(move || {
-                store.replace_owned(SOURCE, &owned_kinds(), desired, WHO_KUBERNETES)
-            })
-            .await;
-            match synced {
-                Ok(Ok(out)) if !out.changed.is_empty() => {
-                    tracing::info!(
-                        revision = out.revision,
-                        changed = out.changed.len(),
-                        "mirrored the cluster's configuration"
-                    );
-                }
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "cannot mirror the cluster's configuration")
-                }
-                Err(e) => tracing::warn!(error = %e, "mirror task failed"),
-            }
+            super::sync(&store, owned_kinds(), desired, "routes and policies").await;
             let routes = cluster
                 .objects
                 .iter()

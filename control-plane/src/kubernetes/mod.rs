@@ -54,6 +54,33 @@ pub async fn client(kubeconfig: Option<&Path>) -> Result<kube::Client, KubeError
     Ok(kube::Client::try_from(config)?)
 }
 
+/// Makes the store's resources of `kinds` owned by the cluster exactly `desired`, as one
+/// revision (on the blocking pool: the store fsyncs), logging what changed as `what`.
+async fn sync(
+    store: &Arc<Store>,
+    kinds: Vec<crate::resources::Kind>,
+    desired: Vec<crate::resources::Resource>,
+    what: &'static str,
+) {
+    let store = store.clone();
+    let synced = tokio::task::spawn_blocking(move || {
+        store.replace_owned(SOURCE, &kinds, desired, crate::store::WHO_KUBERNETES)
+    })
+    .await;
+    match synced {
+        Ok(Ok(out)) if !out.changed.is_empty() => {
+            tracing::info!(
+                revision = out.revision,
+                changed = out.changed.len(),
+                "{what} mirrored from the cluster"
+            );
+        }
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "cannot mirror the cluster's {what}"),
+        Err(e) => tracing::warn!(error = %e, "mirroring the cluster's {what} failed"),
+    }
+}
+
 /// Starts mirroring the cluster's configuration into `store` (every replica), competing
 /// for the Lease, and writing route status back (the Lease holder only); runs until the
 /// process exits.
