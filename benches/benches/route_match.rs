@@ -170,7 +170,7 @@ fn request(canary: bool) -> (Method, Uri, HeaderMap) {
 fn bench_route(c: &mut Criterion) {
     let mut g = c.benchmark_group("route");
     for n in SIZES {
-        let table = RouteTable::build(&view(n), &Registry::default()).expect("route table");
+        let table = RouteTable::build(&view(n), &Registry::default(), false).expect("route table");
         let dest = table.destination("bench").expect("destination");
         for (case, canary, want) in [("last", false, n - 1), ("middle", true, n / 2)] {
             let (method, uri, headers) = request(canary);
@@ -196,7 +196,7 @@ fn bench_route(c: &mut Criterion) {
 
 fn bench_parts(c: &mut Criterion) {
     let mut g = c.benchmark_group("parts");
-    let table = RouteTable::build(&view(20), &Registry::default()).expect("route table");
+    let table = RouteTable::build(&view(20), &Registry::default(), false).expect("route table");
     let dest = table.destination("bench").expect("destination");
     let (method, uri, headers) = request(false);
     let split = dest.route(&method, &uri, &headers).expect("split route");
@@ -229,7 +229,7 @@ fn bench_build(c: &mut Criterion) {
         let v = view(n);
         let registry = Registry::default();
         g.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
-            b.iter(|| black_box(RouteTable::build(&v, &registry).expect("route table")))
+            b.iter(|| black_box(RouteTable::build(&v, &registry, false).expect("route table")))
         });
     }
     g.finish();

@@ -6,7 +6,7 @@
 pub mod limits;
 pub mod respond;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use http::{Request, Response, Version};
@@ -153,12 +153,12 @@ impl Forwarder {
                 let inbound = self.inbound(snapshot, conn);
                 return inbound.call(req, authority.as_ref()).await;
             }
-            ListenerKind::Outbound if conn.original_dst.is_some() => {
-                return self
-                    .intercepted(snapshot, conn, req, authority, labels)
-                    .await;
-            }
             ListenerKind::Outbound => {
+                if let Some(orig) = conn.original_dst {
+                    return self
+                        .intercepted(snapshot, conn, orig, req, authority, labels)
+                        .await;
+                }
                 let authority = authority.as_ref().ok_or(ProxyError::NoAuthority)?;
                 let host = authority.host();
                 let dest = if host.bytes().any(|b| b.is_ascii_uppercase()) {
@@ -183,11 +183,11 @@ impl Forwarder {
         &self,
         snapshot: &Snapshot,
         conn: &ConnContext,
+        orig: SocketAddr,
         req: Request<Incoming>,
         authority: Option<http::uri::Authority>,
         labels: &mut Labels,
     ) -> Result<Response<ProxyBody>, ProxyError> {
-        let orig = conn.original_dst.ok_or(ProxyError::NoAuthority)?;
         let target = snapshot
             .intercepted(&orig)
             .ok_or_else(|| ProxyError::UnknownService(orig.to_string()))?;
@@ -199,6 +199,17 @@ impl Forwarder {
         let mut outbound = self.outbound(snapshot, conn);
         outbound.pinned = target.pinned.then_some(orig);
         outbound.call(dest, req, authority, labels).await
+    }
+
+    /// Where a connection's inbound traffic goes, and from which local address: an
+    /// intercepted connection to the port it was addressed to (from
+    /// [`crate::intercept::app_source`], which the redirection rules let through), any
+    /// other to the local app.
+    pub fn app_target(&self, original_dst: Option<SocketAddr>) -> (SocketAddr, Option<IpAddr>) {
+        match original_dst {
+            Some(orig) => (orig, crate::intercept::app_source(orig)),
+            None => (self.app_addr, None),
+        }
     }
 
     fn outbound<'a>(&'a self, snapshot: &Snapshot, conn: &'a ConnContext) -> Outbound<'a> {
@@ -218,15 +229,15 @@ impl Forwarder {
     }
 
     fn inbound<'a>(&'a self, snapshot: &'a Snapshot, conn: &'a ConnContext) -> Inbound<'a> {
+        let (app_addr, app_source) = self.app_target(conn.original_dst);
         Inbound {
             client: &self.client,
             metrics: &self.metrics,
             policy: snapshot.view.inbound.as_ref(),
             has_identity: self.tls.is_some(),
             own_service: &snapshot.own_service,
-            // An intercepted connection goes to the port it was addressed to.
-            app_addr: conn.original_dst.unwrap_or(self.app_addr),
-            app_source: conn.original_dst.and_then(crate::intercept::app_source),
+            app_addr,
+            app_source,
             request_timeout: snapshot.config.timeouts.request,
             connect: snapshot.connect_settings(),
             client_protocol: conn.client_protocol,

@@ -40,8 +40,9 @@ impl Snapshot {
         config: Config,
         view: ProxyView,
         registry: &Registry,
+        intercepting: bool,
     ) -> Result<Self, ConfigError> {
-        let routes = RouteTable::build(&view, registry).map_err(|e| ConfigError {
+        let routes = RouteTable::build(&view, registry, intercepting).map_err(|e| ConfigError {
             path: e.path,
             reason: e.reason,
         })?;
@@ -111,23 +112,33 @@ pub struct Store {
     current: ArcSwap<Snapshot>,
     /// Endpoint health, latency and limits, kept across snapshots.
     registry: Registry,
+    /// Whether snapshots carry the table by address (transparent mode).
+    intercepting: bool,
 }
 
 impl Store {
-    /// A store serving a static config as version 1.
-    pub fn from_static(config: Config) -> Result<Self, ConfigError> {
+    /// A store serving a static config as version 1; `intercepting` (transparent mode)
+    /// makes every snapshot look destinations up by address too.
+    pub fn from_static(config: Config, intercepting: bool) -> Result<Self, ConfigError> {
         let view = static_view(&config);
         let registry = Registry::default();
-        let first = Snapshot::new(1, config, view, &registry)?;
+        let first = Snapshot::new(1, config, view, &registry, intercepting)?;
         Ok(Store {
             current: ArcSwap::from_pointee(first),
             registry,
+            intercepting,
         })
     }
 
     /// Builds the next snapshot (not yet published) from settings and a view.
     pub fn build(&self, config: Config, view: ProxyView) -> Result<Snapshot, ConfigError> {
-        Snapshot::new(self.next_version(), config, view, &self.registry)
+        Snapshot::new(
+            self.next_version(),
+            config,
+            view,
+            &self.registry,
+            self.intercepting,
+        )
     }
 
     /// The snapshot to use for one request or connection.
@@ -165,6 +176,7 @@ mod tests {
     fn publish_swaps_whole_snapshot_and_keeps_old_one_alive_for_holders() {
         let store = Store::from_static(
             parse("services:\n  - name: a\n    endpoints: [\"127.0.0.1:1\"]\n").unwrap(),
+            false,
         )
         .unwrap();
         let held = store.load();

@@ -131,7 +131,7 @@ pub async fn run(args: Args) -> Result<(), StartupError> {
         Some(json) => AppProbes::parse(json, args.pod_ip).map_err(StartupError::Flag)?,
         None => AppProbes::default(),
     };
-    let shared = Shared::new(&mode, &config)?;
+    let shared = Shared::new(&mode, &config, args.transparent)?;
     let (listening, bound) = listen(&args, &mode, &config, &shared).await?;
     let (drain_tx, drain_rx) = mpsc::channel(1);
     let state = admin_state(
@@ -169,12 +169,14 @@ impl Signals {
 impl Shared {
     /// Metrics, the first snapshot, and (with a join token) the identity store and TLS,
     /// which rebuilds its configs whenever the identity changes.
-    fn new(mode: &Mode, config: &Config) -> Result<Self, StartupError> {
+    fn new(mode: &Mode, config: &Config, transparent: bool) -> Result<Self, StartupError> {
         let metrics = Metrics::new()?;
         metrics.set_config_version(1);
-        let store = Store::from_static(config.clone()).map_err(|source| StartupError::Config {
-            path: mode.describe(),
-            source,
+        let store = Store::from_static(config.clone(), transparent).map_err(|source| {
+            StartupError::Config {
+                path: mode.describe(),
+                source,
+            }
         })?;
         let identity = mode.identity().map(|_| Arc::new(IdentityStore::default()));
         let tls = identity

@@ -16,7 +16,7 @@ use crate::config::Protocol;
 use crate::drain::Watch;
 use crate::forward::{ConnContext, Forwarder, ListenerKind};
 use crate::inbound::authz::{Caller, Decision};
-use crate::intercept::{app_source, original_dst};
+use crate::intercept::original_dst;
 use crate::io::prefixed::Prefixed;
 use crate::snapshot::Snapshot;
 use crate::tls::accept::{accept, Peer, Refused};
@@ -149,7 +149,7 @@ async fn inbound(stream: TcpStream, conn: Conn, fwd: Arc<Forwarder>, snapshot: A
         Some(Alpn::Tcp) => Protocol::Opaque,
         None => snapshot.config.inbound_protocol,
     };
-    let app = conn.original_dst.unwrap_or(fwd.app_addr);
+    let (app, _) = fwd.app_target(conn.original_dst);
     let conn = Conn {
         peer,
         local_port,
@@ -244,7 +244,7 @@ where
     drop(snapshot);
     // Inbound, to the app: from the source the redirection rules let through.
     let source = match conn.kind {
-        ListenerKind::Inbound if conn.original_dst.is_some() => app_source(target),
+        ListenerKind::Inbound => fwd.app_target(conn.original_dst).1,
         _ => None,
     };
     let transport = Transport {

@@ -96,8 +96,14 @@ pub struct RouteTable {
 
 impl RouteTable {
     /// Compiles a view; the error names the route config, route and field at fault.
-    /// Endpoint and cluster state is taken from (and kept in) `registry`.
-    pub fn build(view: &ProxyView, registry: &Registry) -> Result<Self, MatchError> {
+    /// Endpoint and cluster state is taken from (and kept in) `registry`. The table by
+    /// address is built only for a proxy `intercepting` connections (transparent mode):
+    /// the others never look an address up, and it costs an entry per endpoint.
+    pub fn build(
+        view: &ProxyView,
+        registry: &Registry,
+        intercepting: bool,
+    ) -> Result<Self, MatchError> {
         let clusters = Clusters::build(view, registry);
         let mut destinations: HashMap<&str, Arc<Destination>> = HashMap::new();
         for (config_name, routes) in &view.route_configs {
@@ -132,7 +138,11 @@ impl RouteTable {
                 })?;
             by_name.insert(listener.clone(), dest.clone());
         }
-        let by_addr = intercepted::build(view, &clusters, &destinations)?;
+        let by_addr = if intercepting {
+            intercepted::build(view, &clusters, &destinations)?
+        } else {
+            HashMap::new()
+        };
         Ok(RouteTable { by_name, by_addr })
     }
 
@@ -336,7 +346,7 @@ mod tests {
 
     #[test]
     fn routes_by_alias_header_and_weight() {
-        let table = RouteTable::build(&view(), &Registry::default()).unwrap();
+        let table = RouteTable::build(&view(), &Registry::default(), false).unwrap();
         let dest = table.destination("web").unwrap();
         assert_eq!(&*dest.name, "web");
         assert!(table.destination("web.default.svc.cluster.local").is_some());
@@ -365,7 +375,7 @@ mod tests {
                 }
             }
         }
-        let table = RouteTable::build(&v, &Registry::default()).unwrap();
+        let table = RouteTable::build(&v, &Registry::default(), false).unwrap();
         let r = table
             .destination("web")
             .unwrap()
@@ -374,7 +384,7 @@ mod tests {
         assert!(r.pick_backend().is_none());
         let mut v = view();
         v.clusters.clear();
-        let e = RouteTable::build(&v, &Registry::default()).unwrap_err();
+        let e = RouteTable::build(&v, &Registry::default(), false).unwrap_err();
         assert!(
             e.path
                 .starts_with("route_configs[web.default.svc.cluster.local].routes[0]"),
