@@ -138,15 +138,7 @@ pub fn locate(doc: &Value, base: &str) -> Vec<Location> {
 pub fn inject_document(doc: &Value, settings: &Settings, namespaces: &Namespaces) -> DocumentPatch {
     let mut out = DocumentPatch::default();
     for loc in locate(doc, "") {
-        let (metadata, spec) = parts(doc, &loc);
-        let pod = PodTemplate {
-            metadata,
-            spec,
-            metadata_path: &loc.metadata,
-            spec_path: &loc.spec,
-            namespace: loc.namespace.as_deref(),
-            workload: loc.name.as_deref(),
-        };
+        let pod = pod_template(doc, &loc);
         let policy = namespaces.policy(loc.namespace.as_deref());
         let (result, warnings) = match inject(&pod, settings, policy) {
             Ok(Outcome::Injected(done)) => {
@@ -173,15 +165,7 @@ pub fn inject_document(doc: &Value, settings: &Settings, namespaces: &Namespaces
 pub fn uninject_document(doc: &Value) -> DocumentPatch {
     let mut out = DocumentPatch::default();
     for loc in locate(doc, "") {
-        let (metadata, spec) = parts(doc, &loc);
-        let pod = PodTemplate {
-            metadata,
-            spec,
-            metadata_path: &loc.metadata,
-            spec_path: &loc.spec,
-            namespace: loc.namespace.as_deref(),
-            workload: loc.name.as_deref(),
-        };
+        let pod = pod_template(doc, &loc);
         let result = match uninject(&pod) {
             Ok(Some(ops)) => {
                 out.ops.extend(ops);
@@ -199,9 +183,14 @@ pub fn uninject_document(doc: &Value) -> DocumentPatch {
     out
 }
 
-fn parts<'a>(doc: &'a Value, loc: &Location) -> (&'a Value, &'a Value) {
-    (
-        doc.pointer(&loc.metadata).unwrap_or(&Value::Null),
-        doc.pointer(&loc.spec).unwrap_or(&Value::Null),
-    )
+/// The pod template found at `loc` in `doc`.
+fn pod_template<'a>(doc: &'a Value, loc: &'a Location) -> PodTemplate<'a> {
+    PodTemplate {
+        metadata: doc.pointer(&loc.metadata).unwrap_or(&Value::Null),
+        spec: doc.pointer(&loc.spec).unwrap_or(&Value::Null),
+        metadata_path: &loc.metadata,
+        spec_path: &loc.spec,
+        namespace: loc.namespace.as_deref(),
+        workload: loc.name.as_deref(),
+    }
 }

@@ -22,7 +22,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use rcgen::{CertificateSigningRequestParams, IsCa, SanType};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::pki_types::CertificateDer;
 use serde::{Deserialize, Serialize};
 use tandem_xds::domain::ServiceRef;
 use tandem_xds::envoy::discovery::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer;
@@ -209,10 +209,7 @@ pub fn tls_config(
     names: &[String],
     now: u64,
 ) -> Result<Arc<rustls::ServerConfig>, CaError> {
-    let (issued, key) = ca.issue_server(names, SERVER_CERT_TTL, now)?;
-    let mut chain = vec![CertificateDer::from(issued.leaf_der)];
-    chain.extend(issued.ca_chain_der.into_iter().map(CertificateDer::from));
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key));
+    let (chain, key) = ca.issue_server_tls(names, SERVER_CERT_TTL, now)?;
     let tls_err = |e: rustls::Error| CaError::Invalid {
         path: "identity endpoint TLS".into(),
         reason: e.to_string(),

@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
 use crate::identity::ca::{Ca, CaError};
 use crate::resources::clock::unix_now;
@@ -33,10 +32,7 @@ pub fn config(
     names: &[String],
     ttl: Duration,
 ) -> Result<Arc<rustls::ServerConfig>, CaError> {
-    let (issued, key) = ca.issue_server(names, ttl, unix_now())?;
-    let mut chain = vec![CertificateDer::from(issued.leaf_der)];
-    chain.extend(issued.ca_chain_der.into_iter().map(CertificateDer::from));
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key));
+    let (chain, key) = ca.issue_server_tls(names, ttl, unix_now())?;
     let tls_err = |e: rustls::Error| CaError::Invalid {
         path: "injector TLS".into(),
         reason: e.to_string(),

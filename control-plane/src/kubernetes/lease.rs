@@ -35,11 +35,8 @@ pub struct LeaseConfig {
 /// Competes for the lease until the process exits, publishing whether this replica holds
 /// it on `leader`.
 pub async fn run(client: kube::Client, config: LeaseConfig, leader: watch::Sender<bool>) {
-    let ar = ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("coordination.k8s.io", "v1", "Lease"),
-        "leases",
-    );
-    let api: Api<DynamicObject> = Api::namespaced_with(client, &config.namespace, &ar);
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(client, &config.namespace, &lease_resource());
     let period = (config.duration / 3).max(Duration::from_millis(200));
     let mut renewed: Option<Instant> = None;
     loop {
@@ -118,15 +115,16 @@ fn created(result: Result<DynamicObject, kube::Error>) -> Result<bool, kube::Err
     }
 }
 
-fn lease_object(config: &LeaseConfig, spec: &Value) -> DynamicObject {
-    let mut lease = DynamicObject::new(
-        LEASE_NAME,
-        &ApiResource::from_gvk_with_plural(
-            &GroupVersionKind::gvk("coordination.k8s.io", "v1", "Lease"),
-            "leases",
-        ),
+/// `coordination.k8s.io/v1` `leases`.
+fn lease_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("coordination.k8s.io", "v1", "Lease"),
+        "leases",
     )
-    .within(&config.namespace);
+}
+
+fn lease_object(config: &LeaseConfig, spec: &Value) -> DynamicObject {
+    let mut lease = DynamicObject::new(LEASE_NAME, &lease_resource()).within(&config.namespace);
     lease.data = json!({"spec": spec});
     lease
 }

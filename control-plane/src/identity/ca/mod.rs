@@ -20,6 +20,7 @@ use arc_swap::ArcSwap;
 use rcgen::{
     DistinguishedName, DnType, ExtendedKeyUsagePurpose, Issuer, KeyPair, PublicKeyData, SanType,
 };
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
 use super::roots::{self, RootSet};
 use super::SpiffeId;
@@ -429,5 +430,19 @@ impl Ca {
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         let issued = sign(&self.state.load().signer, params, &key, now, ttl)?;
         Ok((issued, key.serialize_der()))
+    }
+
+    /// [`Ca::issue_server`] as a TLS server takes it: the chain (leaf first, then the CA
+    /// chain) and the key, for the control plane's HTTPS endpoints (identity, injector).
+    pub fn issue_server_tls(
+        &self,
+        names: &[String],
+        ttl: Duration,
+        now: u64,
+    ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), CaError> {
+        let (issued, key) = self.issue_server(names, ttl, now)?;
+        let mut chain = vec![CertificateDer::from(issued.leaf_der)];
+        chain.extend(issued.ca_chain_der.into_iter().map(CertificateDer::from));
+        Ok((chain, PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key))))
     }
 }
