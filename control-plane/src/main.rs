@@ -367,7 +367,12 @@ fn serve_injector(flags: &Flags, ca: &Arc<Ca>, bound: Bound) -> Result<SocketAdd
         flags.injector_cert_ttl,
         tls.clone(),
     ));
-    tokio::spawn(injector::serve(bound.listener, tls, Arc::new(settings)));
+    tokio::spawn(injector::serve(
+        bound.listener,
+        tls,
+        Arc::new(settings),
+        ca.clone(),
+    ));
     Ok(bound.addr)
 }
 

@@ -6,7 +6,9 @@
 //!
 //! No control plane is needed. Without a namespace label to read, workloads are injected
 //! unless they (or a `Namespace` document in the same input) say `disabled`, as
-//! `linkerd inject` does.
+//! `linkerd inject` does. Without the CA to ask either, the roots' pins come from
+//! `--ca-pin` (the webhook reads them from the CA at each admission); without any, the
+//! output is still printed, with a warning that its proxies will get no certificate.
 
 use clap::Args;
 use serde::Deserialize;
@@ -31,7 +33,18 @@ pub struct InjectFlags {
     /// The proxy's UID.
     #[arg(long, default_value_t = tandem_inject::settings::DEFAULT_PROXY_UID)]
     pub proxy_uid: u32,
+    /// The SHA-256 of a mesh root the identity endpoint must chain to (the SHA256 column
+    /// of `tandemctl ca status`), repeatable: give every root during a rotation.
+    #[arg(long = "ca-pin", value_name = "HEX", value_parser = tandem_inject::settings::ca_pin)]
+    pub ca_pins: Vec<String>,
 }
+
+/// What `inject` says on stderr when no `--ca-pin` is given.
+pub const NO_PINS_WARNING: &str = "warning: no --ca-pin given: without the pins of the \
+mesh's roots the injected proxies cannot check the identity endpoint, so they will not \
+obtain a certificate (and do not start). `tandemctl ca status` lists each root's SHA256 \
+(in a cluster: kubectl -n tandem-system exec deploy/tandem-control-plane -- tandemctl ca \
+status); pass every one with --ca-pin, or let the webhook inject the pods.";
 
 impl InjectFlags {
     fn settings(&self) -> Result<Settings, CtlError> {
@@ -40,6 +53,7 @@ impl InjectFlags {
             control_plane: self.control_plane.clone(),
             mode: self.mode,
             proxy_uid: self.proxy_uid,
+            ca_pins: dedup(&self.ca_pins),
             ..Settings::default()
         };
         s.validate().map_err(|e| CtlError(e.to_string()))?;
@@ -71,13 +85,22 @@ pub fn run(file: &str, direction: Direction<'_>, out: Option<Format>) -> Result<
     let namespaces = Namespaces::from_documents(&docs);
     let mut changed = Vec::with_capacity(docs.len());
     let mut failed = 0;
+    let mut injected = 0;
     for doc in docs {
         let patch = match &settings {
             Some(s) => workload::inject_document(&doc, s, &namespaces),
             None => workload::uninject_document(&doc),
         };
         failed += report(&patch);
+        injected += patch
+            .reports
+            .iter()
+            .filter(|r| r.result == Change::Injected)
+            .count();
         changed.push(apply(doc, &patch)?);
+    }
+    if injected > 0 && settings.as_ref().is_some_and(|s| s.ca_pins.is_empty()) {
+        eprintln!("{NO_PINS_WARNING}");
     }
     print!("{}", render(&changed, out)?);
     if failed > 0 {
@@ -86,6 +109,17 @@ pub fn run(file: &str, direction: Direction<'_>, out: Option<Format>) -> Result<
         )));
     }
     Ok(())
+}
+
+/// `pins` in their order, each once.
+fn dedup(pins: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::with_capacity(pins.len());
+    for p in pins {
+        if !out.contains(p) {
+            out.push(p.clone());
+        }
+    }
+    out
 }
 
 /// Every non-empty document of a YAML stream (JSON is YAML too).

@@ -1,6 +1,7 @@
 //! The sidecar injector end to end: the real control plane's webhook over HTTPS (TLS 1.3
 //! and 1.2, verified with the mesh CA's bundle from `tandemctl ca bundle`, by the Service
-//! name the API server uses), its certificate renewed without a restart, and the real
+//! name the API server uses), its certificate renewed without a restart, the CA's roots
+//! pinned in every pod it injects (through a rotation), and the real
 //! `tandemctl inject`/`uninject` on a multi-document YAML file.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -278,6 +279,112 @@ fn the_webhook_certificate_is_renewed_without_a_restart() {
     );
 }
 
+/// The pod of `reviews/deployment-pod.json` as the webhook at `cp` patches it, over TLS
+/// trusting `bundle_pem`.
+fn patched_by_webhook(cp: &ControlPlane, bundle_pem: &str) -> Value {
+    let review = std::fs::read(testdata("reviews/deployment-pod.json")).unwrap();
+    let sent: Value = serde_json::from_slice(&review).unwrap();
+    let r = https(
+        &cp.injector_addr,
+        bundle_pem,
+        "localhost",
+        &rustls::version::TLS13,
+        ("POST", "/inject/namespace-enabled", &review),
+    );
+    assert_eq!(r.code, 200, "{}", r.body);
+    let answer: Value = serde_json::from_str(&r.body).unwrap();
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(answer["response"]["patch"].as_str().unwrap())
+        .unwrap();
+    let patch: json_patch::Patch = serde_json::from_slice(&bytes).unwrap();
+    let mut pod = sent["request"]["object"].clone();
+    json_patch::patch(&mut pod, &patch).unwrap();
+    pod
+}
+
+/// The value of the proxy's env `name` in an injected pod (native mode).
+fn proxy_env(pod: &Value, name: &str) -> Value {
+    let proxy = &pod["spec"]["initContainers"][1];
+    assert_eq!(proxy["name"], "tandem-proxy");
+    proxy["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == name)
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+/// The roots' fingerprints as `tandemctl ca status` lists them.
+fn root_pins(cp: &ControlPlane) -> Vec<String> {
+    cp.json(&["ca", "status"])["roots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["sha256"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn the_webhook_pins_every_root_the_ca_has_at_admission() {
+    let dir = TempDir::new("injector-pins");
+    let cp = ControlPlane::start(dir.path(), &["--injector-addr", "127.0.0.1:0"]);
+    let first = bundle(&cp);
+    let old = root_pins(&cp);
+    assert_eq!(old.len(), 1);
+    let pod = patched_by_webhook(&cp, &first);
+    assert_eq!(proxy_env(&pod, "TANDEM_CA_PINS")["value"], old[0]);
+    // The rest of the identity, as the webhook delivers it.
+    assert_eq!(
+        proxy_env(&pod, "TANDEM_SERVICE_ACCOUNT")["valueFrom"]["fieldRef"]["fieldPath"],
+        "spec.serviceAccountName"
+    );
+    assert_eq!(
+        proxy_env(&pod, "TANDEM_SERVICE_ACCOUNT_TOKEN_FILE")["value"],
+        "/var/run/secrets/tandem.dev/serviceaccount/token"
+    );
+    assert!(proxy_env(&pod, "TANDEM_TOKEN").is_null());
+    let volumes = pod["spec"]["volumes"].as_array().unwrap();
+    assert_eq!(
+        volumes[0]["name"], "kube-api-access-x7k2p",
+        "the pod's own first"
+    );
+    assert_eq!(
+        volumes[1]["projected"]["sources"][0]["serviceAccountToken"],
+        json!({"audience": "tandem", "expirationSeconds": 3600, "path": "token"})
+    );
+
+    // Mid-rotation (a new root trusted, the old one still signing): a pod created now
+    // accepts either root.
+    let added = cp.json(&["ca", "rotate"]);
+    let new = added["added"]["sha256"].as_str().unwrap().to_string();
+    let both = root_pins(&cp);
+    assert_eq!(both.len(), 2);
+    assert!(both.contains(&old[0]) && both.contains(&new), "{both:?}");
+    let pod = patched_by_webhook(&cp, &first);
+    assert_eq!(proxy_env(&pod, "TANDEM_CA_PINS")["value"], both.join(","));
+
+    // Once the old root is removed, new pods pin the new root only (pods created before
+    // keep both pins, which still include the signing root).
+    let both_pem = bundle(&cp);
+    cp.json(&["ca", "activate", &new]);
+    let under_new_root = eventually(Duration::from_secs(10), || {
+        let r = https(
+            &cp.injector_addr,
+            &both_pem,
+            "localhost",
+            &rustls::version::TLS13,
+            ("GET", "/healthz", b""),
+        );
+        r.chain.get(1).map(|root| hex_sha256(root)) == Some(new.clone())
+    });
+    assert!(under_new_root, "the webhook did not follow the new root");
+    cp.json(&["ca", "remove", &old[0]]);
+    assert_eq!(root_pins(&cp), std::slice::from_ref(&new));
+    let pod = patched_by_webhook(&cp, &both_pem);
+    assert_eq!(proxy_env(&pod, "TANDEM_CA_PINS")["value"], new);
+}
+
 fn hex_sha256(der: &[u8]) -> String {
     use tandem_control_plane::identity::ca::{hex, sha256};
     hex(&sha256(der))
@@ -319,11 +426,28 @@ fn offline(args: &[&str], stdin: &str) -> (i32, String, String) {
 fn tandemctl_inject_and_uninject_round_trip_a_multi_document_file() {
     let file = testdata("workloads/all-kinds.yaml");
     let original = std::fs::read_to_string(&file).unwrap();
+    let pins = ["AB".repeat(32), "cd".repeat(32)];
     let (code, injected, report) = offline(
-        &["inject", "-f", file.to_str().unwrap(), "--mode", "legacy"],
+        &[
+            "inject",
+            "-f",
+            file.to_str().unwrap(),
+            "--mode",
+            "legacy",
+            "--ca-pin",
+            &pins[0],
+            "--ca-pin",
+            &pins[1],
+            "--ca-pin",
+            &pins[1],
+        ],
         "",
     );
     assert_eq!(code, 0, "{report}");
+    assert!(
+        !report.contains("--ca-pin"),
+        "pins given, no warning: {report}"
+    );
     for line in [
         "deployment/web injected",
         "statefulset/db injected",
@@ -345,15 +469,61 @@ fn tandemctl_inject_and_uninject_round_trip_a_multi_document_file() {
         web["containers"][0]["name"], "tandem-proxy",
         "--mode legacy"
     );
+    // The pins, lowercased and each once; the token's volume, mounted by the proxy only.
+    let proxy = &web["containers"][0];
+    let env = |name: &str| {
+        proxy["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == name)
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    assert_eq!(
+        env("TANDEM_CA_PINS")["value"],
+        format!("{},{}", "ab".repeat(32), "cd".repeat(32))
+    );
+    assert_eq!(
+        env("TANDEM_SERVICE_ACCOUNT")["valueFrom"]["fieldRef"]["fieldPath"],
+        "spec.serviceAccountName"
+    );
+    assert_eq!(
+        env("TANDEM_SERVICE_ACCOUNT_TOKEN_FILE")["value"],
+        "/var/run/secrets/tandem.dev/serviceaccount/token"
+    );
+    assert!(env("TANDEM_TOKEN").is_null());
+    assert_eq!(
+        proxy["volumeMounts"],
+        json!([{"name": "tandem-token", "mountPath": "/var/run/secrets/tandem.dev/serviceaccount",
+            "readOnly": true}])
+    );
+    assert_eq!(web["containers"][1]["volumeMounts"], Value::Null);
+    assert_eq!(web["volumes"].as_array().unwrap().len(), 1);
+    assert_eq!(web["volumes"][0]["name"], "tandem-token");
+    // A pod template with volumes of its own keeps them, first.
+    let db = &after[2]["spec"]["template"]["spec"];
+    let names: Vec<&str> = db["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["data", "tandem-token"]);
+    assert_eq!(
+        db["volumes"][0],
+        before[2]["spec"]["template"]["spec"]["volumes"][0]
+    );
     let cron = &after[6]["spec"]["jobTemplate"]["spec"]["template"]["spec"];
     assert_eq!(cron["containers"][0]["name"], "tandem-proxy");
     assert_eq!(after[10]["kind"], "ConfigMap");
     assert_eq!(after[10], before[10], "other kinds pass through");
 
-    // Injecting the output again changes nothing.
+    // Injecting the output again changes nothing (and, injecting nothing, warns of nothing).
     let (code, twice, report) = offline(&["inject", "-f", "-"], &injected);
     assert_eq!(code, 0, "{report}");
     assert_eq!(docs(&twice), after);
+    assert!(!report.contains("--ca-pin"), "{report}");
     assert!(
         report.contains("deployment/web skipped: the pod already has a Tandem proxy"),
         "{report}"
@@ -363,6 +533,33 @@ fn tandemctl_inject_and_uninject_round_trip_a_multi_document_file() {
     let (code, restored, report) = offline(&["uninject", "-f", "-"], &injected);
     assert_eq!(code, 0, "{report}");
     assert_eq!(docs(&restored), before);
+
+    // Without pins: the same patch but for the pins, restored as exactly, and a warning
+    // that says where the pins are.
+    let (code, unpinned, report) = offline(&["inject", "-f", "-"], &original);
+    assert_eq!(code, 0, "{report}");
+    assert!(!unpinned.contains("TANDEM_CA_PINS"), "{unpinned}");
+    assert!(unpinned.contains("TANDEM_SERVICE_ACCOUNT_TOKEN_FILE"));
+    assert!(
+        report.contains("no --ca-pin") && report.contains("tandemctl ca status"),
+        "{report}"
+    );
+    let (code, restored, report) = offline(&["uninject", "-f", "-"], &unpinned);
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(docs(&restored), before);
+    assert!(
+        !report.contains("--ca-pin"),
+        "uninject needs no pins: {report}"
+    );
+
+    // A pin that is not a SHA-256 is refused before anything is printed.
+    let (code, out, report) = offline(&["inject", "-f", "-", "--ca-pin", "abc"], &original);
+    assert_eq!(code, 2, "{report}");
+    assert!(out.is_empty(), "{out}");
+    assert!(
+        report.contains("--ca-pin") && report.contains("64 hex digits"),
+        "{report}"
+    );
 
     // -o json: one List for kubectl.
     let (code, json_out, _) = offline(&["inject", "-f", "-", "-o", "json"], &original);

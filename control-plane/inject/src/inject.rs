@@ -11,6 +11,10 @@
 //!   on the proxy's ports yet, since the proxy only starts with the app containers. The
 //!   proxy is the first app container, and its `postStart` hook holds the others until it
 //!   is ready.
+//!
+//! In both modes the pod gets one volume, the projected ServiceAccount token the proxy
+//! proves its identity with, appended to the pod's volumes (or as the first, when it has
+//! none); only the proxy container mounts it.
 
 use std::collections::BTreeMap;
 
@@ -22,7 +26,7 @@ use crate::patch::{pointer, Operation};
 use crate::probes;
 use crate::record::{Record, VERSION};
 use crate::settings::{Mode, PortRange, Settings, SettingsError};
-use crate::sidecar::{self, INIT_NAME, PROXY_NAME};
+use crate::sidecar::{self, INIT_NAME, PROXY_NAME, TOKEN_VOLUME};
 
 /// A pod, or a workload's pod template, and where it sits in its document.
 #[derive(Debug, Clone, Copy)]
@@ -73,6 +77,11 @@ pub enum InjectError {
     /// No rule yields a service name.
     #[error("no service name: set the config.tandem.dev/service annotation or an app label")]
     NoServiceName,
+    /// The pod already has a volume of the name the proxy's token volume takes.
+    #[error(
+        "the pod already has a volume named {TOKEN_VOLUME}, the name of the proxy's token volume"
+    )]
+    VolumeTaken,
 }
 
 /// Decides for `pod` and, when it is to be injected, builds its patch.
@@ -104,6 +113,14 @@ fn build(pod: &PodTemplate<'_>, defaults: &Settings) -> Result<Injected, InjectE
         .ok_or(InjectError::NoContainers)?;
     let service =
         sidecar::service_name(pod.metadata, pod.workload).ok_or(InjectError::NoServiceName)?;
+    let volumes = pod.spec["volumes"].as_array();
+    if volumes
+        .into_iter()
+        .flatten()
+        .any(|v| v["name"] == TOKEN_VOLUME)
+    {
+        return Err(InjectError::VolumeTaken);
+    }
     let mut warnings: Vec<String> = annotations
         .keys()
         .filter(|k| k.starts_with(a::CONFIG_PREFIX) && !a::CONFIG_KEYS.contains(&k.as_str()))
@@ -142,6 +159,7 @@ fn build(pod: &PodTemplate<'_>, defaults: &Settings) -> Result<Injected, InjectE
         containers: vec![INIT_NAME.to_string(), PROXY_NAME.to_string()],
         probes: plan.originals.clone(),
         probe_ports_skipped,
+        volumes: vec![TOKEN_VOLUME.to_string()],
         annotations: Vec::new(),
         created: Vec::new(),
     };
@@ -197,6 +215,15 @@ fn build(pod: &PodTemplate<'_>, defaults: &Settings) -> Result<Injected, InjectE
             }
             ops.push(add(&format!("{}/containers/0", pod.spec_path), proxy));
         }
+    }
+
+    // The token's volume, after the pod's own.
+    let volumes_path = format!("{}/volumes", pod.spec_path);
+    if volumes.is_some() {
+        ops.push(add(&format!("{volumes_path}/-"), sidecar::token_volume()));
+    } else {
+        ops.push(add(&volumes_path, json!([sidecar::token_volume()])));
+        record.created.push("volumes".into());
     }
 
     // The record last: it describes everything above.

@@ -87,7 +87,7 @@ fn native_puts_init_then_proxy_before_the_users_init_containers() {
     .unwrap();
     assert_eq!(record, done.record);
     assert_eq!(record.service, "web");
-    assert_eq!(record.created, ["annotations"]);
+    assert_eq!(record.created, ["annotations", "volumes"]);
 }
 
 #[test]
@@ -120,7 +120,9 @@ fn uninject_restores_exactly_and_injecting_twice_changes_nothing() {
     let mut legacy = web();
     legacy["metadata"]["annotations"] = json!({"config.tandem.dev/sidecar-mode": "legacy"});
     legacy["spec"]["initContainers"] = json!([{"name": "migrate", "image": "m"}]);
-    for pod in [web(), bare, legacy] {
+    let mut legacy_with_volumes = legacy.clone();
+    legacy_with_volumes["spec"]["volumes"] = json!([{"name": "data", "emptyDir": {}}]);
+    for pod in [web(), bare, legacy, with_volumes(), legacy_with_volumes] {
         let (out, _) = injected(&pod, &Settings::default());
         assert_ne!(out, pod);
         assert_eq!(uninjected(&out), pod);
@@ -179,4 +181,157 @@ fn grpc_probe_ports_join_the_skip_list_and_typos_warn() {
         "{:?}",
         done.warnings
     );
+}
+
+/// [`web`] with two volumes of its own, one mounted.
+fn with_volumes() -> Value {
+    let mut pod = web();
+    pod["spec"]["volumes"] = json!([
+        {"name": "config", "configMap": {"name": "web"}},
+        {"name": "kube-api-access-x7k2p", "projected": {"sources": [
+            {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}}]}}
+    ]);
+    pod["spec"]["containers"][0]["volumeMounts"] =
+        json!([{"name": "config", "mountPath": "/etc/web"}]);
+    pod
+}
+
+fn env_of<'a>(c: &'a Value, name: &str) -> Option<&'a Value> {
+    c["env"].as_array()?.iter().find(|e| e["name"] == name)
+}
+
+const PIN_A: &str = "1111111111111111111111111111111111111111111111111111111111111111";
+const PIN_B: &str = "2222222222222222222222222222222222222222222222222222222222222222";
+
+#[test]
+fn the_proxy_proves_who_it_is_with_a_projected_service_account_token() {
+    let settings = Settings {
+        ca_pins: vec![PIN_A.into(), PIN_B.into()],
+        ..Settings::default()
+    };
+    let mut legacy = web();
+    legacy["metadata"]["annotations"] = json!({"config.tandem.dev/sidecar-mode": "legacy"});
+    for (pod, proxy_at) in [
+        (web(), "/spec/initContainers/1"),
+        (legacy, "/spec/containers/0"),
+    ] {
+        let (out, done) = injected(&pod, &settings);
+        // A pod without volumes gets the list, with the token's volume only.
+        assert_eq!(
+            out["spec"]["volumes"],
+            json!([{"name": "tandem-token", "projected": {"sources": [{"serviceAccountToken": {
+                "audience": "tandem", "expirationSeconds": 3600, "path": "token"}}]}}])
+        );
+        assert!(done.record.created.contains(&"volumes".to_string()));
+        assert_eq!(done.record.volumes, ["tandem-token"]);
+        let proxy = out.pointer(proxy_at).unwrap();
+        assert_eq!(proxy["name"], "tandem-proxy");
+        assert_eq!(
+            proxy["volumeMounts"],
+            json!([{"name": "tandem-token",
+                "mountPath": "/var/run/secrets/tandem.dev/serviceaccount", "readOnly": true}])
+        );
+        assert_eq!(
+            env_of(proxy, "TANDEM_SERVICE_ACCOUNT_TOKEN_FILE").unwrap()["value"],
+            "/var/run/secrets/tandem.dev/serviceaccount/token"
+        );
+        assert_eq!(
+            env_of(proxy, "TANDEM_SERVICE_ACCOUNT").unwrap()["valueFrom"],
+            json!({"fieldRef": {"fieldPath": "spec.serviceAccountName"}})
+        );
+        assert_eq!(
+            env_of(proxy, "TANDEM_CA_PINS").unwrap()["value"],
+            format!("{PIN_A},{PIN_B}")
+        );
+        // No join token, from a Secret or otherwise.
+        assert!(env_of(proxy, "TANDEM_TOKEN").is_none());
+        assert!(!out.to_string().contains("secretKeyRef"), "{out}");
+        // Nothing else mounts the token.
+        let app = out["spec"]["containers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "web")
+            .unwrap();
+        assert!(app["volumeMounts"].is_null(), "{app}");
+        assert_eq!(out["spec"]["initContainers"][0]["name"], "tandem-init");
+        assert!(out["spec"]["initContainers"][0]["volumeMounts"].is_null());
+    }
+    // Without pins (settings that know no CA) the variable is absent, not empty.
+    let (out, _) = injected(&web(), &Settings::default());
+    assert!(env_of(&out["spec"]["initContainers"][1], "TANDEM_CA_PINS").is_none());
+}
+
+#[test]
+fn a_pod_with_volumes_keeps_them_and_gets_the_token_after_them() {
+    let pod = with_volumes();
+    let (out, done) = injected(&pod, &Settings::default());
+    let volumes: Vec<&str> = out["spec"]["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(volumes, ["config", "kube-api-access-x7k2p", "tandem-token"]);
+    assert_eq!(out["spec"]["volumes"][0], pod["spec"]["volumes"][0]);
+    assert_eq!(out["spec"]["volumes"][1], pod["spec"]["volumes"][1]);
+    assert!(!done.record.created.contains(&"volumes".to_string()));
+    assert!(done.ops.iter().any(|op| matches!(op,
+        Operation::Add { path, .. } if path == "/spec/volumes/-")));
+    assert_eq!(uninjected(&out), pod);
+
+    // Without its record (a hand-edited pod), uninject still takes the token's volume
+    // with the containers and leaves the pod's own.
+    let mut unrecorded = out.clone();
+    unrecorded["metadata"]["annotations"]
+        .as_object_mut()
+        .unwrap()
+        .remove("tandem.dev/injected");
+    let left = uninjected(&unrecorded);
+    assert_eq!(left["spec"]["volumes"], pod["spec"]["volumes"]);
+    assert_eq!(names(&left["spec"], "initContainers"), Vec::<String>::new());
+}
+
+#[test]
+fn a_pod_whose_volume_takes_the_tokens_name_is_not_injected() {
+    let mut pod = with_volumes();
+    pod["spec"]["volumes"][0]["name"] = json!("tandem-token");
+    let e = inject(
+        &pod_at(&pod),
+        &Settings::default(),
+        NamespacePolicy::Enabled,
+    )
+    .unwrap_err();
+    assert_eq!(e, InjectError::VolumeTaken);
+    assert!(e.to_string().contains("tandem-token"), "{e}");
+}
+
+#[test]
+fn records_of_version_1_still_uninject_and_unknown_versions_are_refused() {
+    // What the injector wrote before the token's volume: a version 1 record that names no
+    // volume, in a pod without one.
+    let pod = with_volumes();
+    let (mut out, done) = injected(&pod, &Settings::default());
+    let token_at = out["spec"]["volumes"].as_array().unwrap().len() - 1;
+    out["spec"]["volumes"]
+        .as_array_mut()
+        .unwrap()
+        .remove(token_at);
+    let v1 = Record {
+        version: 1,
+        volumes: Vec::new(),
+        ..done.record.clone()
+    };
+    let ann = &mut out["metadata"]["annotations"];
+    ann["tandem.dev/injected"] = json!(v1.to_annotation());
+    assert!(!v1.to_annotation().contains("volumes"));
+    assert_eq!(uninjected(&out), pod);
+
+    let v3 = Record {
+        version: 3,
+        ..done.record
+    };
+    out["metadata"]["annotations"]["tandem.dev/injected"] = json!(v3.to_annotation());
+    let e = uninject(&pod_at(&out)).unwrap_err();
+    assert!(e.to_string().contains("version 3"), "{e}");
 }

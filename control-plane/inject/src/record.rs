@@ -1,7 +1,8 @@
 //! The `tandem.dev/injected` annotation: what the injector did to a pod, written as JSON
 //! into the pod itself. It marks the pod as injected (never twice), tells a reader which
 //! image and mode it got, and holds what `uninject` needs to restore the pod exactly:
-//! the original probes it rewrote and the fields and annotations it created.
+//! the original probes it rewrote, the volumes it added and the fields and annotations it
+//! created.
 
 use std::collections::BTreeMap;
 
@@ -10,8 +11,10 @@ use serde_json::Value;
 
 use crate::settings::Mode;
 
-/// The version of this record's shape.
-pub const VERSION: u32 = 1;
+/// The version of this record's shape: 2 added [`Record::volumes`].
+pub const VERSION: u32 = 2;
+/// The oldest version `uninject` still reads (a version 1 record added no volume).
+pub const OLDEST: u32 = 1;
 
 /// What was injected.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,11 +40,14 @@ pub struct Record {
     /// proxy (gRPC probes).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub probe_ports_skipped: Vec<u16>,
+    /// Names of the pod volumes added (the ServiceAccount token's).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<String>,
     /// Annotations added besides this record (e.g. kubectl's default container).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub annotations: Vec<String>,
     /// Fields that did not exist before and were created: `metadata`, `annotations`,
-    /// `initContainers`. Uninject removes them again when they end up empty.
+    /// `initContainers`, `volumes`. Uninject removes them again when they end up empty.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub created: Vec<String>,
 }

@@ -93,6 +93,11 @@ pub struct Settings {
     pub skip_outbound_cidrs: Vec<String>,
     /// Namespaces never injected: the control plane's own and the cluster's system ones.
     pub excluded_namespaces: Vec<String>,
+    /// SHA-256 of the DER of each mesh root the identity endpoint must chain to, lowercase
+    /// hex (see [`ca_pin`]), given to the proxy as `TANDEM_CA_PINS`. The webhook fills them
+    /// from the CA at every admission; empty: the proxy gets none and cannot obtain its
+    /// certificate.
+    pub ca_pins: Vec<String>,
 }
 
 impl Default for Settings {
@@ -123,6 +128,7 @@ impl Default for Settings {
                 "kube-public".to_string(),
                 "kube-node-lease".to_string(),
             ],
+            ca_pins: Vec::new(),
         }
     }
 }
@@ -345,6 +351,19 @@ pub fn cidrs(v: &str) -> Result<Vec<String>, String> {
     Ok(out)
 }
 
+/// A root's pin: the SHA-256 of its DER as 64 hex digits (as `tandemctl ca status` prints
+/// it), returned lowercase.
+pub fn ca_pin(v: &str) -> Result<String, String> {
+    let v = v.trim();
+    if v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(v.to_ascii_lowercase())
+    } else {
+        Err(format!(
+            "{v:?}: a root's SHA-256, 64 hex digits (the SHA256 column of `tandemctl ca status`)"
+        ))
+    }
+}
+
 /// `host:port`.
 fn host_port(v: &str) -> Result<String, String> {
     let valid = v
@@ -465,5 +484,19 @@ mod tests {
             assert!(quantity(bad).is_err(), "{bad}");
         }
         Settings::default().validate().unwrap();
+    }
+
+    #[test]
+    fn a_pin_is_a_sha256_in_hex() {
+        let upper = "AB".repeat(32);
+        assert_eq!(ca_pin(&format!(" {upper} ")).unwrap(), "ab".repeat(32));
+        for bad in [
+            "",
+            "ab",
+            &"ab".repeat(33),
+            &format!("{}zz", "ab".repeat(31)),
+        ] {
+            assert!(ca_pin(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -1,11 +1,16 @@
-//! The two containers the injector adds, both from the proxy's one image:
-//! `tandem-init`, which installs the redirection rules and exits, and `tandem-proxy`.
+//! What the injector adds to a pod, all from the proxy's one image: two containers,
+//! `tandem-init`, which installs the redirection rules and exits, and `tandem-proxy`; and
+//! one volume, `tandem-token`, the pod's ServiceAccount token for audience `tandem`.
 //!
-//! Static values travel as arguments (readable in `kubectl describe`), values only the
-//! kubelet knows (the pod's IP and namespace) and the optional join token as environment
-//! variables. Both containers run with every capability dropped but the two the rules need
-//! (init) or none at all (proxy) and no privilege escalation; the proxy with a read-only
-//! root filesystem.
+//! Static values travel as arguments (readable in `kubectl describe`); values only the
+//! kubelet knows (the pod's IP, namespace and ServiceAccount) and those that change
+//! between pods of one template (the CA's pins, filled at admission) as environment
+//! variables. The proxy proves who it is with the projected token, which kubelet renews
+//! and the proxy re-reads at every certificate request; the control plane checks it with
+//! a TokenReview and names the certificate `spiffe://<td>/ns/<ns>/sa/<serviceaccount>`.
+//! Both containers run with every capability dropped but the two the rules need (init)
+//! or none at all (proxy) and no privilege escalation; the proxy with a read-only root
+//! filesystem.
 
 use std::collections::BTreeMap;
 
@@ -18,8 +23,17 @@ use crate::settings::{Mode, PortRange, Settings};
 pub const PROXY_NAME: &str = "tandem-proxy";
 /// The redirection init container's name.
 pub const INIT_NAME: &str = "tandem-init";
-/// The Secret a join token is read from until ServiceAccount tokens (issue #12) replace it.
-pub const JOIN_TOKEN_SECRET: &str = "tandem-join-token";
+/// The projected volume holding the pod's ServiceAccount token for the mesh.
+pub const TOKEN_VOLUME: &str = "tandem-token";
+/// Where the proxy container mounts it (read-only).
+pub const TOKEN_DIR: &str = "/var/run/secrets/tandem.dev/serviceaccount";
+/// The token's file name in [`TOKEN_DIR`].
+pub const TOKEN_FILE: &str = "token";
+/// The audience the token is issued for, and the one the control plane's TokenReview asks
+/// for: a token for the mesh is no use against the API server, and the reverse.
+pub const TOKEN_AUDIENCE: &str = "tandem";
+/// The token's lifetime as requested from kubelet, which renews it at 80 % of it.
+pub const TOKEN_EXPIRATION_SECONDS: u32 = 3600;
 /// Where the images put the binary (the legacy `postStart` hook runs it by path).
 pub const PROXY_BIN: &str = "/usr/local/bin/tandem-proxy";
 /// How long the legacy `postStart` hook waits for `/ready`.
@@ -65,6 +79,19 @@ pub fn service_name(metadata: &Value, workload: Option<&str>) -> Option<String> 
         }
     }
     metadata["name"].as_str().map(str::to_string)
+}
+
+/// The pod volume [`TOKEN_VOLUME`]: a ServiceAccount token projected by kubelet for
+/// [`TOKEN_AUDIENCE`]. It is projected whatever `automountServiceAccountToken` says.
+pub fn token_volume() -> Value {
+    json!({
+        "name": TOKEN_VOLUME,
+        "projected": {"sources": [{"serviceAccountToken": {
+            "audience": TOKEN_AUDIENCE,
+            "expirationSeconds": TOKEN_EXPIRATION_SECONDS,
+            "path": TOKEN_FILE,
+        }}]}
+    })
 }
 
 /// The redirection init container. Runs as root with NET_ADMIN and NET_RAW only, which
@@ -127,13 +154,19 @@ pub fn init_container(s: &Settings, skip_inbound: &[PortRange]) -> Value {
 /// The proxy container, for `mode`, with the app's probes in `app_probes`.
 pub fn proxy_container(s: &Settings, service: &str, app_probes: &BTreeMap<String, Value>) -> Value {
     let admin = s.admin_port;
+    let field = |name: &str, path: &str| json!({"name": name, "valueFrom": {"fieldRef": {"fieldPath": path}}});
     let mut env = vec![
-        json!({"name": "TANDEM_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}),
-        json!({"name": "TANDEM_POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}),
-        // The bridge until ServiceAccount tokens: a join token from an optional Secret.
-        json!({"name": "TANDEM_TOKEN", "valueFrom": {"secretKeyRef": {
-            "name": JOIN_TOKEN_SECRET, "key": "token", "optional": true}}}),
+        field("TANDEM_NAMESPACE", "metadata.namespace"),
+        field("TANDEM_POD_IP", "status.podIP"),
+        // Identity: the token says who the pod is, the certificate must name the same
+        // ServiceAccount, and the pins say which roots the identity endpoint may chain to.
+        field("TANDEM_SERVICE_ACCOUNT", "spec.serviceAccountName"),
+        json!({"name": "TANDEM_SERVICE_ACCOUNT_TOKEN_FILE",
+            "value": format!("{TOKEN_DIR}/{TOKEN_FILE}")}),
     ];
+    if !s.ca_pins.is_empty() {
+        env.push(json!({"name": "TANDEM_CA_PINS", "value": s.ca_pins.join(",")}));
+    }
     if !app_probes.is_empty() {
         let probes = serde_json::to_string(app_probes).unwrap_or_default();
         env.push(json!({"name": APP_PROBES_ENV, "value": probes}));
@@ -163,6 +196,7 @@ pub fn proxy_container(s: &Settings, service: &str, app_probes: &BTreeMap<String
             "--log", s.log_level,
         ],
         "env": env,
+        "volumeMounts": [{"name": TOKEN_VOLUME, "mountPath": TOKEN_DIR, "readOnly": true}],
         "ports": [{"name": "tandem-admin", "containerPort": admin, "protocol": "TCP"}],
         "resources": resources,
         "readinessProbe": {"httpGet": http("/ready"), "periodSeconds": 5, "failureThreshold": 3},

@@ -1,14 +1,14 @@
-//! The inverse of [`crate::inject()`]: removes Tandem's containers and annotations and puts
-//! back the probes the injector rewrote, from the pod's own `tandem.dev/injected` record,
-//! so that `uninject(inject(pod)) == pod`.
+//! The inverse of [`crate::inject()`]: removes Tandem's containers, volume and annotations
+//! and puts back the probes the injector rewrote, from the pod's own `tandem.dev/injected`
+//! record, so that `uninject(inject(pod)) == pod`.
 
 use serde_json::Value;
 
 use crate::annotations as a;
 use crate::inject::PodTemplate;
 use crate::patch::{pointer, Operation};
-use crate::record::Record;
-use crate::sidecar::{INIT_NAME, PROXY_NAME};
+use crate::record::{Record, OLDEST, VERSION};
+use crate::sidecar::{INIT_NAME, PROXY_NAME, TOKEN_VOLUME};
 
 /// Why a pod cannot be uninjected.
 #[derive(Debug, thiserror::Error)]
@@ -21,7 +21,7 @@ pub enum UninjectError {
 /// The operations that undo the injection of `pod`; `None` when it has no proxy.
 pub fn uninject(pod: &PodTemplate<'_>) -> Result<Option<Vec<Operation>>, UninjectError> {
     let record = match Record::read(pod.metadata) {
-        Some(Ok(r)) if r.version == crate::record::VERSION => Some(r),
+        Some(Ok(r)) if (OLDEST..=VERSION).contains(&r.version) => Some(r),
         Some(Ok(r)) => {
             return Err(UninjectError::Record(format!(
                 "version {} unknown",
@@ -82,6 +82,26 @@ pub fn uninject(pod: &PodTemplate<'_>) -> Result<Option<Vec<Operation>>, Uninjec
             ops.push(Operation::Remove {
                 path: format!("{path}/{i}"),
             });
+        }
+    }
+
+    // The volumes: those the record names (without a record, the token's), the list itself
+    // when it was created and holds nothing else. Only our containers mounted them.
+    if let Some(vs) = pod.spec["volumes"].as_array() {
+        let names: Vec<&str> = match &record {
+            Some(r) => r.volumes.iter().map(String::as_str).collect(),
+            None => vec![TOKEN_VOLUME],
+        };
+        let ours_volume = |v: &Value| v["name"].as_str().is_some_and(|n| names.contains(&n));
+        let path = format!("{}/volumes", pod.spec_path);
+        if created("volumes") && vs.iter().all(ours_volume) {
+            ops.push(Operation::Remove { path });
+        } else {
+            for (i, _) in vs.iter().enumerate().rev().filter(|(_, v)| ours_volume(v)) {
+                ops.push(Operation::Remove {
+                    path: format!("{path}/{i}"),
+                });
+            }
         }
     }
 

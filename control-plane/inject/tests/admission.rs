@@ -89,9 +89,34 @@ fn a_deployments_pod_in_an_enabled_namespace_gets_a_native_sidecar() {
         env(proxy, "TANDEM_POD_IP").unwrap()["valueFrom"]["fieldRef"]["fieldPath"],
         "status.podIP"
     );
+    // Identity: the ServiceAccount's projected token, no join token.
     assert_eq!(
-        env(proxy, "TANDEM_TOKEN").unwrap()["valueFrom"]["secretKeyRef"],
-        json!({"name": "tandem-join-token", "key": "token", "optional": true})
+        env(proxy, "TANDEM_SERVICE_ACCOUNT").unwrap()["valueFrom"]["fieldRef"]["fieldPath"],
+        "spec.serviceAccountName"
+    );
+    assert_eq!(
+        env(proxy, "TANDEM_SERVICE_ACCOUNT_TOKEN_FILE").unwrap()["value"],
+        "/var/run/secrets/tandem.dev/serviceaccount/token"
+    );
+    assert!(env(proxy, "TANDEM_TOKEN").is_none());
+    assert!(env(proxy, "TANDEM_CA_PINS").is_none(), "no CA, no pins");
+    assert_eq!(
+        proxy["volumeMounts"],
+        json!([{"name": "tandem-token", "mountPath": "/var/run/secrets/tandem.dev/serviceaccount",
+            "readOnly": true}])
+    );
+    // The pod's own volume (the API server's kube-api-access) first, then the token's.
+    let original = fixture("reviews/deployment-pod.json");
+    let volumes = pod["spec"]["volumes"].as_array().unwrap();
+    assert_eq!(volumes.len(), 2);
+    assert_eq!(
+        volumes[0],
+        original["request"]["object"]["spec"]["volumes"][0]
+    );
+    assert_eq!(
+        volumes[1],
+        json!({"name": "tandem-token", "projected": {"sources": [{"serviceAccountToken":
+            {"audience": "tandem", "expirationSeconds": 3600, "path": "token"}}]}})
     );
     let init = container(&pod, "tandem-init");
     assert_eq!(
@@ -107,6 +132,23 @@ fn a_deployments_pod_in_an_enabled_namespace_gets_a_native_sidecar() {
     assert_eq!(
         out["response"],
         json!({"uid": out["response"]["uid"], "allowed": true})
+    );
+}
+
+#[test]
+fn the_pins_of_the_settings_reach_the_proxy() {
+    let pins = ["ab".repeat(32), "cd".repeat(32)];
+    let settings = Settings {
+        ca_pins: pins.to_vec(),
+        ..Settings::default()
+    };
+    let doc = fixture("reviews/deployment-pod.json");
+    let body = serde_json::to_vec(&doc).unwrap();
+    let out = review(&body, Query::from_path(ENABLED).unwrap(), &settings).unwrap();
+    let pod = applied(&doc["request"]["object"], &patch_of(&out).unwrap());
+    assert_eq!(
+        env(container(&pod, "tandem-proxy"), "TANDEM_CA_PINS").unwrap()["value"],
+        pins.join(",")
     );
 }
 

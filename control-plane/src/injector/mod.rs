@@ -4,6 +4,10 @@
 //! with an AdmissionReview v1, answered by `tandem_inject::review` (all of the logic; this
 //! module only serves it), and `GET /healthz` for the Deployment's probes.
 //!
+//! Each admission gets the settings with the CA's pins as they are at that moment
+//! ([`pins`]): every root, signing or only trusted, so that a pod created mid-rotation
+//! accepts the identity endpoint's certificate under either root.
+//!
 //! Statuses: 200 with an AdmissionReview for every AdmissionReview (allowed, patched,
 //! or refused in a strict namespace); 400 `{"error": ...}` for a body that is not one;
 //! 404 for other paths; 413 for a body over [`MAX_BODY`].
@@ -28,6 +32,8 @@ use tandem_inject::Settings;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
+use crate::identity::ca::Ca;
+
 /// Largest AdmissionReview accepted: the API server's own limit on an object is about
 /// 3 MiB, and the review holds it once (twice only for updates, which are not sent).
 pub const MAX_BODY: usize = 6 << 20;
@@ -36,11 +42,13 @@ pub const MAX_BODY: usize = 6 << 20;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves the webhook on `listener` until the process exits; `tls` is read at every
-/// accept, so a renewed certificate serves the next connection.
+/// accept, so a renewed certificate serves the next connection; `ca`'s roots at every
+/// admission, so a rotation step reaches the next pod.
 pub async fn serve(
     listener: TcpListener,
     tls: Arc<ArcSwap<rustls::ServerConfig>>,
     settings: Arc<Settings>,
+    ca: Arc<Ca>,
 ) {
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -53,6 +61,7 @@ pub async fn serve(
         };
         let acceptor = TlsAcceptor::from(tls.load_full());
         let settings = settings.clone();
+        let ca = ca.clone();
         tokio::spawn(async move {
             let stream =
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
@@ -67,8 +76,8 @@ pub async fn serve(
                     }
                 };
             let svc = service_fn(move |req| {
-                let settings = settings.clone();
-                async move { Ok::<_, Infallible>(handle(&settings, req).await) }
+                let (settings, ca) = (settings.clone(), ca.clone());
+                async move { Ok::<_, Infallible>(handle(&settings, &ca, req).await) }
             });
             let mut builder = auto::Builder::new(TokioExecutor::new());
             builder
@@ -82,7 +91,12 @@ pub async fn serve(
     }
 }
 
-async fn handle(settings: &Settings, req: Request<Incoming>) -> Response<Full<Bytes>> {
+/// The pins a proxy injected now gets: the SHA-256 of every root of `ca`, in its order.
+pub fn pins(ca: &Ca) -> Vec<String> {
+    ca.status().into_iter().map(|r| r.sha256).collect()
+}
+
+async fn handle(settings: &Settings, ca: &Ca, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let query = Query::from_path(req.uri().path());
     match (req.method(), req.uri().path(), query) {
         (&Method::GET, "/healthz", _) => reply(StatusCode::OK, &json!({"status": "ok"})),
@@ -97,7 +111,11 @@ async fn handle(settings: &Settings, req: Request<Incoming>) -> Response<Full<By
                 }
                 Err(e) => return error(StatusCode::BAD_REQUEST, format!("reading the body: {e}")),
             };
-            match review::review(&body, query, settings) {
+            let settings = Settings {
+                ca_pins: pins(ca),
+                ..settings.clone()
+            };
+            match review::review(&body, query, &settings) {
                 Ok(answer) => {
                     log(&answer);
                     reply(StatusCode::OK, &answer)
