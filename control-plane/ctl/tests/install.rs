@@ -184,6 +184,51 @@ fn the_chart_renders_to_what_install_prints() {
     );
 }
 
+/// Injected proxies authenticate with their pod's ServiceAccount token: the control plane
+/// serves no plaintext xDS, and may create the TokenReviews that check the tokens. The
+/// committed rendering and chart say the same (the tests above keep them equal to this).
+#[test]
+fn proxies_authenticate_there_is_no_plaintext_xds() {
+    let dir = TempDir::new("authn");
+    let file = dir.0.join("values.yaml");
+    std::fs::write(&file, OVERRIDES).unwrap();
+    for args in [
+        vec!["install"],
+        vec!["install", "-f", file.to_str().unwrap()],
+    ] {
+        let docs = documents(&ok(&args));
+        let deployment = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
+        let cp_args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+            .as_array()
+            .unwrap();
+        assert!(
+            cp_args.iter().any(|a| a == "--kubernetes"),
+            "{args:?}: {cp_args:?}"
+        );
+        assert!(
+            !cp_args
+                .iter()
+                .any(|a| a.as_str().unwrap().starts_with("--plaintext-xds")),
+            "{args:?}: {cp_args:?}"
+        );
+        let role = docs.iter().find(|d| d["kind"] == "ClusterRole").unwrap();
+        let reviews = serde_json::json!({"apiGroups": ["authentication.k8s.io"],
+            "resources": ["tokenreviews"], "verbs": ["create"]});
+        assert!(
+            role["rules"].as_array().unwrap().contains(&reviews),
+            "{args:?}: {role}"
+        );
+    }
+    let committed =
+        std::fs::read_to_string(workspace().join("deploy/helm/tandem-defaults.yaml")).unwrap();
+    assert!(committed.contains("- --kubernetes\n"));
+    assert!(
+        !committed.contains("- --plaintext-xds"),
+        "a rendered argument"
+    );
+    assert!(committed.contains("tokenreviews"));
+}
+
 #[test]
 fn install_output_is_valid_kubernetes() {
     let exe = match kube_validate::validator() {

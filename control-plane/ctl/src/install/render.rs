@@ -118,10 +118,9 @@ fn deployment(v: &Values) -> Manifest {
         format!("--identity-addr=0.0.0.0:{IDENTITY_PORT}"),
         // The REST API stays on loopback: reach it with `kubectl exec` or port-forward.
         "--api-addr=127.0.0.1:15080",
-        // Until injected proxies prove who they are with ServiceAccount tokens (issue #12),
-        // those without a join-token Secret have no certificate: they get outbound config
-        // over plaintext xDS (never a workload's inbound policy), as in issue #11's manifests.
-        "--plaintext-xds",
+        // No --plaintext-xds: injected proxies prove who they are with their pod's
+        // ServiceAccount token (TokenReview) and take xDS over mutual TLS on the identity
+        // port; the xDS port refuses every stream.
         format!("--injector-addr=0.0.0.0:{WEBHOOK_PORT}"),
         arg("trust-domain", TRUST_DOMAIN),
         arg("log", CP_LOG),
@@ -205,7 +204,9 @@ fn services(ns: &str) -> Vec<Manifest> {
     vec![
         Manifest::new(
             "control-plane.yaml",
-            "# xDS and identity, for the proxies (the address injected into them).",
+            "# The proxies' doors. Injected proxies are given the xDS address and take the\n\
+             # identity port beside it: certificates for their ServiceAccount token, then xDS\n\
+             # over mutual TLS. The xDS port itself refuses every stream (no --plaintext-xds).",
             json!({"apiVersion": "v1", "kind": "Service", "metadata": meta(NAME, Some(ns)),
             "spec": {"selector": selector(), "ports": [
                 {"name": "grpc-xds", "port": XDS_PORT, "targetPort": XDS_PORT,
