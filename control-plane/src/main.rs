@@ -25,6 +25,7 @@ use tandem_control_plane::flags::Flags;
 use tandem_control_plane::identity::ca::{Ca, CaSource};
 use tandem_control_plane::identity::server::{self as identity_server, IdentityService};
 use tandem_control_plane::identity::tokens::JoinTokens;
+use tandem_control_plane::identity::Authenticator;
 use tandem_control_plane::injector;
 use tandem_control_plane::kubernetes;
 use tandem_control_plane::resources::clock::unix_now;
@@ -112,6 +113,14 @@ async fn run(flags: Flags) -> Result<(), String> {
         None => None,
     };
     let registrations = start_discovery(&flags, &store);
+    // In a cluster, proxies also prove who they are with ServiceAccount tokens.
+    let reviewer = kube_client.clone().map(|client| {
+        Arc::new(kubernetes::token_review::ServiceAccountTokens::new(
+            client,
+            &flags.trust_domain,
+            identity.tokens.clone(),
+        ))
+    });
     if let Some(client) = kube_client {
         let replica = flags.kubernetes_identity.clone().unwrap_or_else(|| {
             let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -140,7 +149,11 @@ async fn run(flags: Flags) -> Result<(), String> {
         },
     );
     let source = serve_xds(&flags, &store, &identity.ca, xds.listener)?;
-    serve_identity(&flags, &identity, identity_endpoint.listener, tls, source);
+    let endpoint = (identity_endpoint.listener, tls, source);
+    match reviewer {
+        Some(reviewer) => serve_identity(&flags, &identity, reviewer, endpoint),
+        None => serve_identity(&flags, &identity, identity.tokens.clone(), endpoint),
+    }
     let injector_addr = match injector {
         Some(bound) => Some(serve_injector(&flags, &identity.ca, bound)?),
         None => None,
@@ -308,18 +321,18 @@ fn serve_xds(
     Ok(source)
 }
 
-/// The identity endpoint (TLS 1.3): CSR signing for join tokens, and xDS over mutual TLS
-/// for proxies with a workload certificate.
-fn serve_identity(
+/// The identity endpoint (TLS 1.3): CSR signing for whoever `authenticator` vouches for
+/// (join tokens; in a cluster also ServiceAccount tokens), and xDS over mutual TLS for
+/// proxies with a workload certificate.
+fn serve_identity<A: Authenticator>(
     flags: &Flags,
     identity: &Identity,
-    listener: TcpListener,
-    tls: Arc<ArcSwap<rustls::ServerConfig>>,
-    source: XdsSource,
+    authenticator: Arc<A>,
+    (listener, tls, source): (TcpListener, Arc<ArcSwap<rustls::ServerConfig>>, XdsSource),
 ) {
     let signer = Arc::new(IdentityService::new(
         identity.ca.clone(),
-        identity.tokens.clone(),
+        authenticator,
         flags.cert_ttl,
     ));
     tokio::spawn(identity_server::serve(

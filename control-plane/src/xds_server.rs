@@ -60,10 +60,16 @@ impl Snapshots {
     }
 }
 
-/// The workload a request's client certificate names, put into the request's extensions
-/// by the secure (identity) port before it reaches ADS.
-#[derive(Debug, Clone)]
-pub struct Workload(pub ServiceRef);
+/// The workload a request's client certificate names (its namespace and service
+/// account), put into the request's extensions by the secure (identity) port before it
+/// reaches ADS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Workload {
+    /// The certificate's namespace.
+    pub namespace: String,
+    /// The certificate's service account.
+    pub service_account: String,
+}
 
 /// Who may open a stream on one ADS port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -216,7 +222,7 @@ impl AggregatedDiscoveryService for Ads {
         request: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
         let peer = request.remote_addr();
-        let workload = request.extensions().get::<Workload>().map(|w| w.0.clone());
+        let workload = request.extensions().get::<Workload>().cloned();
         match (self.access, &workload) {
             (Access::PlaintextOff, _) => {
                 return Err(Status::unauthenticated(
@@ -260,22 +266,34 @@ async fn run_stream(
     mut snapshots: watch::Receiver<Snapshots>,
     store: Arc<Store>,
     peer: Option<SocketAddr>,
-    workload: Option<ServiceRef>,
+    workload: Option<Workload>,
 ) {
     let authenticated = workload.is_some();
-    let mut ads = AdsStream::with_identity(workload.clone());
+    // An authenticated stream gets its inbound listener once its node has said which
+    // service it serves and that claim has been checked against the certificate.
+    let mut ads = AdsStream::with_identity(None);
+    let mut claimed = false;
     let mut node: Option<String> = None;
     let mut admin_addr: Option<SocketAddr> = None;
     loop {
         let responses = tokio::select! {
             msg = inbound.message() => match msg {
                 Ok(Some(req)) => {
-                    if let Some(n) = &req.node {
-                        if let Err(status) = check_claim(workload.as_ref(), n) {
-                            tracing::warn!(node = %n.id, claims = %n.cluster, ?workload, "xDS stream refused: the node claims another workload than its certificate");
-                            let _ = tx.send(Err(status)).await;
-                            break;
+                    if let (Some(w), false) = (&workload, claimed) {
+                        match check_claim(&store, w, req.node.as_ref()) {
+                            Ok(service) => {
+                                ads = AdsStream::with_identity(Some(service));
+                                claimed = true;
+                            }
+                            Err(status) => {
+                                let claims = req.node.as_ref().map(|n| n.cluster.as_str());
+                                tracing::warn!(?claims, ?workload, reason = %status.message(), "xDS stream refused");
+                                let _ = tx.send(Err(status)).await;
+                                break;
+                            }
                         }
+                    }
+                    if let Some(n) = &req.node {
                         admin_addr = announced_admin_addr(n, peer);
                     }
                     let snapshot = snapshots.borrow_and_update().for_stream(authenticated);
@@ -312,15 +330,38 @@ async fn run_stream(
     }
 }
 
-/// On an authenticated stream the node's service (`cluster`) must be the certificate's:
-/// a proxy cannot subscribe as another workload by claiming its name.
-fn check_claim(workload: Option<&ServiceRef>, node: &Node) -> Result<(), Status> {
-    match workload {
-        Some(w) if node.cluster != w.name => Err(Status::permission_denied(format!(
-            "this stream is authenticated as {}/{}, the node claims service {:?}",
-            w.namespace, w.name, node.cluster
-        ))),
-        _ => Ok(()),
+/// On an authenticated stream the node says which service it serves (`cluster`, in the
+/// certificate's namespace); the certificate's service account must be one that service
+/// runs as ([`tandem_xds::domain::Service::accounts`]: its own name unless it lists
+/// others, as Kubernetes discovery does from the pods). So a proxy cannot subscribe as a
+/// workload it is not by claiming its name. The first request must carry the node.
+fn check_claim(store: &Store, w: &Workload, node: Option<&Node>) -> Result<ServiceRef, Status> {
+    let node = node.ok_or_else(|| {
+        Status::invalid_argument("the first request of a stream must carry the node")
+    })?;
+    let service = ServiceRef::new(&w.namespace, &node.cluster);
+    if node.cluster == w.service_account {
+        return Ok(service);
+    }
+    let key = crate::resources::ResourceKey::new(
+        crate::resources::Kind::Service,
+        &w.namespace,
+        &node.cluster,
+    );
+    let accounts = match store.get(&key) {
+        Ok(Some(stored)) => crate::resources::domain::service(&stored.doc)
+            .map(|s| s.service_accounts)
+            .unwrap_or_default(),
+        Ok(None) => Vec::new(),
+        Err(e) => return Err(Status::unavailable(format!("the store: {e}"))),
+    };
+    if accounts.contains(&w.service_account) {
+        Ok(service)
+    } else {
+        Err(Status::permission_denied(format!(
+            "this stream is authenticated as {}/sa/{}, and service {}/{} does not run as that service account (it runs as {:?})",
+            w.namespace, w.service_account, w.namespace, node.cluster, accounts
+        )))
     }
 }
 
@@ -378,20 +419,49 @@ mod tests {
     }
 
     #[test]
-    fn an_authenticated_stream_cannot_claim_another_service() {
-        let web = ServiceRef::new("default", "web");
+    fn an_authenticated_stream_serves_only_a_service_running_as_its_account() {
+        let dir = std::env::temp_dir().join(format!("tandem-xds-claim-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = Store::open(&dir).unwrap();
+        let doc = serde_json::json!({
+            "apiVersion": "tandem.dev/v1alpha1", "kind": "Service",
+            "metadata": {"name": "shop", "namespace": "default"},
+            "spec": {"serviceAccounts": ["default", "shop-sa"]},
+        });
+        let r = crate::resources::validate::validate_document("", doc).unwrap();
+        store.apply(vec![r], "test").unwrap();
+        let as_sa = |sa: &str| Workload {
+            namespace: "default".into(),
+            service_account: sa.into(),
+        };
         let mut n = node(None);
-        n.cluster = "api".into();
-        let refused = check_claim(Some(&web), &n).unwrap_err();
-        assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+        // Standalone convention: the account named after the service.
         n.cluster = "web".into();
-        assert!(check_claim(Some(&web), &n).is_ok());
-        // Claiming nothing is not a way around the check.
-        n.cluster = String::new();
-        assert!(check_claim(Some(&web), &n).is_err());
-        // Plaintext streams get no inbound policy anyway: nothing to check.
+        assert_eq!(
+            check_claim(&store, &as_sa("web"), Some(&n)).unwrap(),
+            ServiceRef::new("default", "web")
+        );
         n.cluster = "api".into();
-        assert!(check_claim(None, &n).is_ok());
+        let refused = check_claim(&store, &as_sa("web"), Some(&n)).unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+        // A service listing its accounts (Kubernetes: its pods' ServiceAccounts).
+        n.cluster = "shop".into();
+        assert!(check_claim(&store, &as_sa("default"), Some(&n)).is_ok());
+        assert!(check_claim(&store, &as_sa("shop-sa"), Some(&n)).is_ok());
+        assert!(check_claim(&store, &as_sa("web"), Some(&n)).is_err());
+        // Another namespace's service of that name is not this one.
+        let other = Workload {
+            namespace: "prod".into(),
+            service_account: "default".into(),
+        };
+        assert!(check_claim(&store, &other, Some(&n)).is_err());
+        // Claiming nothing, or sending no node, is not a way around the check.
+        n.cluster = String::new();
+        assert!(check_claim(&store, &as_sa("web"), Some(&n)).is_err());
+        let no_node = check_claim(&store, &as_sa("web"), None).unwrap_err();
+        assert_eq!(no_node.code(), tonic::Code::InvalidArgument);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// A change of the security settings republishes the snapshot under a new version,

@@ -56,7 +56,7 @@ pub async fn wait_mtls_to(proxy: &Proxy, service: &str) {
         &format!("mutual TLS to {service}"),
         |d| {
             let c = &d["routes"]["clusters"][&cluster];
-            c["tls"]["identity"] == want.as_str()
+            c["tls"]["identities"] == serde_json::json!([want])
                 && c["endpoints"].as_array().is_some_and(|e| !e.is_empty())
         },
     )

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use tandem_tests::bins::{self, POD_APP, PROXY};
 use tandem_tests::control_plane::ControlPlane;
+use tandem_tests::kube_api::KubeApi;
 use tandem_tests::pods::{sh, Pod, PodNetwork};
 use tandem_tests::{client, eventually};
 
@@ -500,11 +501,22 @@ async fn init_is_idempotent_removable_and_all_or_nothing() {
 }
 
 /// A container of an injected pod spec as a command line: its args, its environment with
-/// the downward API and the join-token Secret resolved as the kubelet would, and its user.
+/// the downward API resolved and the projected token volume mounted as the kubelet would
+/// (the volume's token, for the audience the spec asks, written under `mounts`), and its
+/// user.
 struct Container {
     args: Vec<String>,
     env: Vec<(String, String)>,
     uid: Option<u32>,
+}
+
+/// The ServiceAccount a pod spec runs as (`default` when it names none, as the API
+/// server's admission sets it).
+fn service_account(pod_spec: &serde_json::Value) -> String {
+    pod_spec["serviceAccountName"]
+        .as_str()
+        .unwrap_or("default")
+        .to_string()
 }
 
 fn container(
@@ -512,7 +524,8 @@ fn container(
     name: &str,
     pod: &Pod,
     ns: &str,
-    token: &str,
+    api: &KubeApi,
+    mounts: &std::path::Path,
 ) -> Container {
     let c = pod_spec["initContainers"]
         .as_array()
@@ -526,19 +539,44 @@ fn container(
                 .collect()
         })
         .unwrap_or_default();
+    // Each projected ServiceAccount token volume mounted here: a token the API test
+    // server knows for the pod's account and the volume's audience, in a directory that
+    // stands in for the mount path.
+    let mut mounted = Vec::new();
+    for m in c["volumeMounts"].as_array().into_iter().flatten() {
+        let volume = pod_spec["volumes"]
+            .as_array()
+            .and_then(|vs| vs.iter().find(|v| v["name"] == m["name"]))
+            .unwrap_or_else(|| panic!("no volume {}: {pod_spec}", m["name"]));
+        let projected = &volume["projected"]["sources"][0]["serviceAccountToken"];
+        let audience = projected["audience"].as_str().expect("a token audience");
+        let file = projected["path"].as_str().expect("a token path");
+        let dir = mounts.join(format!("{}-{}", pod.ns, m["name"].as_str().unwrap()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let token = format!("sa-token-{}-{}", pod.ns, m["name"].as_str().unwrap());
+        std::fs::write(dir.join(file), &token).unwrap();
+        api.register_token(&token, ns, &service_account(pod_spec), &[audience]);
+        let at = m["mountPath"].as_str().expect("mountPath").to_string();
+        mounted.push((at, dir.to_str().unwrap().to_string()));
+    }
     let mut env = Vec::new();
     for e in c["env"].as_array().into_iter().flatten() {
         let name = e["name"].as_str().expect("env name").to_string();
         let value = if let Some(v) = e["value"].as_str() {
-            v.to_string()
+            mounted
+                .iter()
+                .find_map(|(at, dir)| {
+                    v.strip_prefix(at.as_str())
+                        .map(|rest| format!("{dir}{rest}"))
+                })
+                .unwrap_or_else(|| v.to_string())
         } else if let Some(path) = e["valueFrom"]["fieldRef"]["fieldPath"].as_str() {
             match path {
                 "metadata.namespace" => ns.to_string(),
                 "status.podIP" => pod.ip.to_string(),
+                "spec.serviceAccountName" => service_account(pod_spec),
                 other => panic!("unexpected downward API field {other}"),
             }
-        } else if e["valueFrom"]["secretKeyRef"]["name"] == "tandem-join-token" {
-            token.to_string()
         } else {
             panic!("unexpected env source {e}");
         };
@@ -551,35 +589,102 @@ fn container(
 }
 
 /// What `tandemctl inject` writes runs as written: its init container's command writes the
-/// rules, its proxy container's command and environment (namespace and pod IP from the
-/// downward API, the join token from the Secret, the rewritten probes) make a working
-/// transparent sidecar under the UID it names, its startup and app probes answer on the
-/// admin port, and a client pod injected the same way calls the server pod through both.
+/// rules, its proxy container's command and environment (namespace, pod IP and service
+/// account from the downward API, the projected ServiceAccount token, the CA pins, the
+/// rewritten probes) make a working transparent sidecar under the UID it names, which
+/// gets its identity from its ServiceAccount through TokenReview (the control plane in
+/// Kubernetes mode against the API test server, which also holds the Services, pods and
+/// EndpointSlices); its startup and app probes answer on the admin port, and a client pod
+/// injected the same way calls the server pod through both.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_injected_pod_spec_runs_as_written() {
     let mut net = PodNetwork::new(3);
     let host = net.host_ip();
     let vip = net.virtual_ip(30);
     let xds = SocketAddr::new(host.into(), 15010);
-    let cp = ControlPlane::start_at(xds, 15012, &["--identity-san", &host.to_string()]).await;
+    let api = KubeApi::start().await.expect("API test server");
+    for ns in ["tandem-system", "shop"] {
+        api.create(
+            "v1",
+            "namespaces",
+            serde_json::json!({"metadata": {"name": ns}}),
+        )
+        .expect("namespace");
+    }
+    let kubeconfig = api.kubeconfig().to_str().expect("path").to_string();
+    let cp = ControlPlane::start_at(
+        xds,
+        15012,
+        &[
+            "--identity-san",
+            &host.to_string(),
+            "--kubernetes",
+            "--kubeconfig",
+            &kubeconfig,
+        ],
+    )
+    .await;
     let hosts = format!("{vip} web.shop web.shop.svc.cluster.local\n");
     let client = net.add_pod(0, &hosts);
     let server = net.add_pod(1, "");
-    cp.apply_ok(&format!(
-        "apiVersion: tandem.dev/v1alpha1\nkind: Service\nmetadata: {{ name: web, namespace: shop }}\n\
-         spec: {{ ports: [{{ port: 80, protocol: http }}], addresses: [\"{vip}\"] }}\n---\n\
-         apiVersion: tandem.dev/v1alpha1\nkind: Service\nmetadata: {{ name: client, namespace: shop }}\nspec: {{}}\n---\n\
-         apiVersion: tandem.dev/v1alpha1\nkind: Endpoint\nmetadata: {{ namespace: shop }}\n\
-         spec: {{ service: web, address: \"{}\" }}\n",
-        server.addr(8080)
-    ))
+    // The cluster: web runs as web-sa; the client pod names no account (`default`).
+    for (name, app, account, pod, service_ip) in [
+        ("web-1", "web", Some("web-sa"), &server, vip.to_string()),
+        (
+            "client-1",
+            "client",
+            None,
+            &client,
+            net.virtual_ip(31).to_string(),
+        ),
+    ] {
+        let mut spec = serde_json::json!({"containers": [{"name": app, "image": "x:1"}]});
+        if let Some(sa) = account {
+            spec["serviceAccountName"] = serde_json::json!(sa);
+        }
+        api.create("v1", "pods", serde_json::json!({
+            "metadata": {"name": name, "namespace": "shop", "labels": {"app": app}}, "spec": spec
+        }))
+        .expect("pod");
+        api.create("v1", "services", serde_json::json!({
+            "metadata": {"name": app, "namespace": "shop"},
+            "spec": {"clusterIP": service_ip, "clusterIPs": [service_ip],
+                     "ports": [{"name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP"}]}
+        }))
+        .expect("service");
+        api.create(
+            "discovery.k8s.io/v1",
+            "endpointslices",
+            serde_json::json!({
+                "metadata": {"name": format!("{app}-1"), "namespace": "shop",
+                             "labels": {"kubernetes.io/service-name": app}},
+                "addressType": "IPv4",
+                "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+                "endpoints": [{"addresses": [pod.ip.to_string()], "conditions": {"ready": true},
+                               "targetRef": {"kind": "Pod", "name": name, "namespace": "shop"}}],
+            }),
+        )
+        .expect("slice");
+    }
+    eventually(Duration::from_secs(15), "web to be discovered", || async {
+        let (code, svc) = cp.api_call("GET", "/v1/services/shop/web", None).await;
+        (code == 200 && svc["spec"]["serviceAccounts"] == serde_json::json!(["web-sa"]))
+            .then_some(())
+            .ok_or(format!("{code} {svc}"))
+    })
     .await;
+    let roots = cp.tandemctl(&["ca", "status", "-o", "json"]).await;
+    let roots: serde_json::Value = serde_json::from_str(roots.expect_ok("ca status")).unwrap();
+    let pin = roots["roots"][0]["sha256"]
+        .as_str()
+        .expect("a root")
+        .to_string();
 
     // Two pods as a user writes them, injected offline.
     let manifests = "apiVersion: v1\nkind: Pod\nmetadata: { name: client-1, namespace: shop, labels: { app: client } }\n\
          spec:\n  containers: [{ name: client, image: client:1 }]\n---\n\
          apiVersion: v1\nkind: Pod\nmetadata: { name: web-1, namespace: shop, labels: { app: web } }\n\
-         spec:\n  containers:\n    - name: web\n      image: web:1\n      ports: [{ name: http, containerPort: 8080 }]\n\
+         spec:\n  serviceAccountName: web-sa\n  containers:\n    - name: web\n      image: web:1\n      ports: [{ name: http, containerPort: 8080 }]\n\
          \x20     livenessProbe: { httpGet: { path: /, port: http } }\n\
          \x20     readinessProbe: { tcpSocket: { port: 8080 } }\n";
     let file = tandem_tests::control_plane::TempDir::new("inject");
@@ -592,6 +697,8 @@ async fn an_injected_pod_spec_runs_as_written() {
             path.to_str().expect("path"),
             "--control-plane",
             &xds.to_string(),
+            "--ca-pin",
+            &pin,
             "-o",
             "json",
         ])
@@ -607,29 +714,17 @@ async fn an_injected_pod_spec_runs_as_written() {
         .await;
     let proxy = bins::path(PROXY).await;
     let proxy = proxy.to_str().expect("path").to_string();
-    for (item, pod, service) in [(&items[0], &client, "client"), (&items[1], &server, "web")] {
-        let token = cp
-            .tandemctl(&[
-                "token",
-                "create",
-                "--service",
-                service,
-                "--namespace",
-                "shop",
-            ])
-            .await
-            .expect_ok("token create")
-            .trim()
-            .to_string();
+    let mounts = tandem_tests::control_plane::TempDir::new("kubelet");
+    for (item, pod) in [(&items[0], &client), (&items[1], &server)] {
         let spec = &item["spec"];
-        let init = container(spec, "tandem-init", pod, "shop", &token);
+        let init = container(spec, "tandem-init", pod, "shop", &api, mounts.path());
         assert_eq!(init.uid, Some(0), "the init container runs as root");
         let mut cmd = vec![proxy.as_str()];
         cmd.extend(init.args.iter().map(String::as_str));
         let (ok, out) = pod.exec(&cmd);
         assert!(ok, "the injected init container's command: {out}");
 
-        let sidecar = container(spec, "tandem-proxy", pod, "shop", &token);
+        let sidecar = container(spec, "tandem-proxy", pod, "shop", &api, mounts.path());
         assert_eq!(sidecar.uid, Some(PROXY_UID));
         assert_eq!(
             spec["initContainers"][1]["restartPolicy"], "Always",
@@ -685,7 +780,7 @@ async fn an_injected_pod_spec_runs_as_written() {
     assert_eq!(r["app"], "web");
     assert_eq!(
         r["xfcc"],
-        "URI=spiffe://cluster.local/ns/shop/sa/client",
+        "URI=spiffe://cluster.local/ns/shop/sa/default",
         "{r:?}\n{}",
         net.logs()
     );

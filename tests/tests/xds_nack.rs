@@ -39,6 +39,7 @@ fn mesh_with(backend: std::net::SocketAddr) -> MeshConfig {
             }],
             tls_mode: Default::default(),
             addresses: Vec::new(),
+            service_accounts: Vec::new(),
         },
     );
     mesh.endpoints.insert(

@@ -104,6 +104,7 @@ pub fn service(doc: &Value) -> Result<Service, ResourceError> {
             .enumerate()
             .map(|(i, a)| super::validate::virtual_address(&format!("spec.addresses[{i}]"), a))
             .collect::<Result<_, _>>()?,
+        service_accounts: spec.service_accounts,
     })
 }
 

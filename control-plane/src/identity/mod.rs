@@ -40,11 +40,16 @@ impl fmt::Display for SpiffeId {
 }
 
 /// Turns a credential presented to the identity endpoint into the one identity it may
-/// obtain. Join tokens ([`tokens::JoinTokens`]) are the standalone implementation; the
-/// Kubernetes service-account token (TokenReview) is the other one, to come.
+/// obtain. Join tokens ([`tokens::JoinTokens`]) are the standalone implementation;
+/// Kubernetes ServiceAccount tokens checked by TokenReview
+/// ([`crate::kubernetes::token_review`]) the cluster's.
 pub trait Authenticator: Send + Sync + 'static {
     /// The identity `credential` entitles its bearer to, at Unix time `now`.
-    fn authenticate(&self, credential: &str, now: u64) -> Result<SpiffeId, IdentityError>;
+    fn authenticate(
+        &self,
+        credential: &str,
+        now: u64,
+    ) -> impl std::future::Future<Output = Result<SpiffeId, IdentityError>> + Send;
 }
 
 /// Why the identity endpoint refused or failed. [`IdentityError::status`] is the one
@@ -66,6 +71,10 @@ pub enum IdentityError {
     /// The body is over the limit (413).
     #[error("request body over {0} bytes")]
     TooLarge(usize),
+    /// A service the check depends on (the Kubernetes API's TokenReview) cannot answer
+    /// now (503: retry).
+    #[error("{0}")]
+    Unavailable(String),
     /// Signing or persisting failed (500).
     #[error("{0}")]
     Internal(String),
@@ -80,6 +89,7 @@ impl IdentityError {
             IdentityError::Forbidden(_) => StatusCode::FORBIDDEN,
             IdentityError::NotFound(_) => StatusCode::NOT_FOUND,
             IdentityError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            IdentityError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             IdentityError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

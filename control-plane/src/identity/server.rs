@@ -24,7 +24,6 @@ use hyper_util::server::conn::auto;
 use rcgen::{CertificateSigningRequestParams, IsCa, SanType};
 use rustls::pki_types::CertificateDer;
 use serde::{Deserialize, Serialize};
-use tandem_xds::domain::ServiceRef;
 use tandem_xds::envoy::discovery::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
@@ -97,7 +96,7 @@ impl<A: Authenticator> IdentityService<A> {
     /// Answers one certificate request at Unix time `now`. `peer` is the identity of a
     /// verified client certificate (issued by this CA), if the caller presented one: it
     /// stands in for a token, so a workload renews with the certificate it holds.
-    pub fn issue(
+    pub async fn issue(
         &self,
         req: &CertificateRequest,
         peer: Option<&SpiffeId>,
@@ -105,7 +104,7 @@ impl<A: Authenticator> IdentityService<A> {
     ) -> Result<CertificateResponse, IdentityError> {
         // Authenticate before looking at the CSR: an anonymous caller learns nothing.
         let (id, how) = match (&req.token, peer) {
-            (Some(token), _) => (self.authenticator.authenticate(token, now)?, "join token"),
+            (Some(token), _) => (self.authenticator.authenticate(token, now).await?, "token"),
             (None, Some(peer)) => (peer.clone(), "client certificate"),
             (None, None) => return Err(IdentityError::Unauthenticated(
                 "no credential: send a join token, or renew over mTLS with the current certificate"
@@ -281,9 +280,10 @@ pub async fn serve<A: Authenticator>(
                 .peer_certificates()
                 .and_then(|chain| chain.first())
                 .and_then(|leaf| peer_identity(leaf.as_ref()));
-            let workload = peer_id
-                .as_ref()
-                .map(|id| Workload(ServiceRef::new(&id.namespace, &id.service_account)));
+            let workload = peer_id.as_ref().map(|id| Workload {
+                namespace: id.namespace.clone(),
+                service_account: id.service_account.clone(),
+            });
             let svc = service_fn(move |mut req: Request<Incoming>| {
                 let (service, peer_id) = (service.clone(), peer_id.clone());
                 let (mut ads, workload) = (ads.clone(), workload.clone());
@@ -368,7 +368,9 @@ async fn handle_inner<A: Authenticator>(
         .to_bytes();
     let request: CertificateRequest = serde_json::from_slice(&body)
         .map_err(|e| IdentityError::BadRequest(format!("body: {e}")))?;
-    service.issue(&request, peer, crate::resources::clock::unix_now())
+    service
+        .issue(&request, peer, crate::resources::clock::unix_now())
+        .await
 }
 
 #[cfg(test)]
@@ -385,14 +387,35 @@ mod tests {
     struct Fixed;
 
     impl Authenticator for Fixed {
-        fn authenticate(&self, credential: &str, _now: u64) -> Result<SpiffeId, IdentityError> {
-            (credential == "good")
-                .then(|| SpiffeId {
-                    trust_domain: "cluster.local".into(),
-                    namespace: "default".into(),
-                    service_account: "a".into(),
-                })
-                .ok_or_else(|| IdentityError::Unauthenticated("bad token".into()))
+        fn authenticate(
+            &self,
+            credential: &str,
+            _now: u64,
+        ) -> impl std::future::Future<Output = Result<SpiffeId, IdentityError>> + Send {
+            std::future::ready(
+                (credential == "good")
+                    .then(|| SpiffeId {
+                        trust_domain: "cluster.local".into(),
+                        namespace: "default".into(),
+                        service_account: "a".into(),
+                    })
+                    .ok_or_else(|| IdentityError::Unauthenticated("bad token".into())),
+            )
+        }
+    }
+
+    impl<A: Authenticator> IdentityService<A> {
+        /// [`IdentityService::issue`], run to completion here.
+        fn issue_now(
+            &self,
+            req: &CertificateRequest,
+            peer: Option<&SpiffeId>,
+            now: u64,
+        ) -> Result<CertificateResponse, IdentityError> {
+            tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap()
+                .block_on(self.issue(req, peer, now))
         }
     }
 
@@ -432,7 +455,7 @@ mod tests {
     fn a_csr_becomes_a_leaf_with_exactly_the_token_identity_and_lifetime() {
         let (svc, dir) = service("ok");
         for sans in [vec![], vec![uri("spiffe://cluster.local/ns/default/sa/a")]] {
-            let answer = svc.issue(&req("good", csr(&sans)), None, NOW).unwrap();
+            let answer = svc.issue_now(&req("good", csr(&sans)), None, NOW).unwrap();
             assert_eq!(answer.spiffe_id, "spiffe://cluster.local/ns/default/sa/a");
             assert_eq!(answer.expires_at, NOW + 86_400);
             let chain = pem_blocks(&answer.certificate_chain_pem, "CERTIFICATE");
@@ -474,7 +497,7 @@ mod tests {
     fn another_identity_a_dns_name_or_a_ca_is_refused() {
         let (svc, dir) = service("refused");
         let other = svc
-            .issue(
+            .issue_now(
                 &req(
                     "good",
                     csr(&[uri("spiffe://cluster.local/ns/default/sa/b")]),
@@ -486,7 +509,7 @@ mod tests {
         assert_eq!(other.status(), StatusCode::FORBIDDEN);
         assert!(other.to_string().contains("sa/b"), "{other}");
         let dns = svc
-            .issue(
+            .issue_now(
                 &req(
                     "good",
                     csr(&[SanType::DnsName("b.example".try_into().unwrap())]),
@@ -500,7 +523,7 @@ mod tests {
         let mut params = CertificateParams::default();
         params.is_ca = IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
         let ca_csr = params.serialize_request(&key).unwrap().pem().unwrap();
-        let ca = svc.issue(&req("good", ca_csr), None, NOW).unwrap_err();
+        let ca = svc.issue_now(&req("good", ca_csr), None, NOW).unwrap_err();
         assert_eq!(ca.status(), StatusCode::FORBIDDEN);
         let _ = std::fs::remove_dir_all(dir);
     }
@@ -508,7 +531,7 @@ mod tests {
     #[test]
     fn a_verified_client_certificate_renews_exactly_its_own_identity() {
         let (svc, dir) = service("peer");
-        let first = svc.issue(&req("good", csr(&[])), None, NOW).unwrap();
+        let first = svc.issue_now(&req("good", csr(&[])), None, NOW).unwrap();
         let leaf = pem_blocks(&first.certificate_chain_pem, "CERTIFICATE").remove(0);
         let peer = peer_identity(&leaf).unwrap();
         assert_eq!(peer.to_string(), "spiffe://cluster.local/ns/default/sa/a");
@@ -517,7 +540,7 @@ mod tests {
             csr_pem,
         };
         let again = svc
-            .issue(
+            .issue_now(
                 &renew(csr(&[uri("spiffe://cluster.local/ns/default/sa/a")])),
                 Some(&peer),
                 NOW,
@@ -525,14 +548,14 @@ mod tests {
             .unwrap();
         assert_eq!(again.spiffe_id, first.spiffe_id);
         let other = svc
-            .issue(
+            .issue_now(
                 &renew(csr(&[uri("spiffe://cluster.local/ns/default/sa/b")])),
                 Some(&peer),
                 NOW,
             )
             .unwrap_err();
         assert_eq!(other.status(), StatusCode::FORBIDDEN);
-        let anonymous = svc.issue(&renew(csr(&[])), None, NOW).unwrap_err();
+        let anonymous = svc.issue_now(&renew(csr(&[])), None, NOW).unwrap_err();
         assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
         // The endpoint's own server certificate names no workload.
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
@@ -548,10 +571,10 @@ mod tests {
     #[test]
     fn bad_token_is_401_and_malformed_csr_is_400() {
         let (svc, dir) = service("bad");
-        let e = svc.issue(&req("bad", csr(&[])), None, NOW).unwrap_err();
+        let e = svc.issue_now(&req("bad", csr(&[])), None, NOW).unwrap_err();
         assert_eq!(e.status(), StatusCode::UNAUTHORIZED);
         let e = svc
-            .issue(&req("good", "not a csr".into()), None, NOW)
+            .issue_now(&req("good", "not a csr".into()), None, NOW)
             .unwrap_err();
         assert_eq!(e.status(), StatusCode::BAD_REQUEST);
         // A CSR whose signature was made over other content.
@@ -559,7 +582,9 @@ mod tests {
         let n = der.len();
         der[n - 3] ^= 0x01;
         let tampered = crate::identity::ca::pem_encode("CERTIFICATE REQUEST", &der);
-        let e = svc.issue(&req("good", tampered), None, NOW).unwrap_err();
+        let e = svc
+            .issue_now(&req("good", tampered), None, NOW)
+            .unwrap_err();
         assert_eq!(e.status(), StatusCode::BAD_REQUEST, "{e}");
         let _ = std::fs::remove_dir_all(dir);
     }

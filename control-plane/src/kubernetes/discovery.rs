@@ -8,7 +8,9 @@
 //! `tls`, `https`), else detection. Every ready address of its EndpointSlices becomes an
 //! endpoint at the slice's port, labelled with the pod's labels and its zone
 //! (`topology.kubernetes.io/zone`). A not-ready or terminating address is left out, so it
-//! leaves the load balancers as soon as the API server says so.
+//! leaves the load balancers as soon as the API server says so. The ServiceAccounts of
+//! the pods behind the slices (ready or not) become the service's `serviceAccounts`: the
+//! identities clients accept from it, and the ones whose proxies may serve it.
 //!
 //! Only single-port TCP Services are discovered today: Tandem balances per service, so the
 //! endpoints of two ports would mix; a multi-port Service is skipped with a warning (per-
@@ -184,14 +186,22 @@ fn desired(
             .flatten()
             .filter(|ip| ip.as_str() != "None" && !ip.is_empty())
             .collect();
+        let mine: Vec<&EndpointSlice> = slices
+            .values()
+            .filter(|s| belongs(s, &key.0, &key.1))
+            .collect();
         let doc = json!({
             "apiVersion": TANDEM_API_VERSION,
             "kind": "Service",
             "metadata": {"name": key.1, "namespace": key.0, "annotations": {SOURCE_ANNOTATION: SOURCE}},
-            "spec": {"ports": [port], "addresses": addresses},
+            "spec": {
+                "ports": [port],
+                "addresses": addresses,
+                "serviceAccounts": service_accounts(&mine, pods),
+            },
         });
         push(&mut out, doc);
-        for slice in slices.values().filter(|s| belongs(s, &key.0, &key.1)) {
+        for slice in mine {
             for doc in endpoints(slice, &key.1, pods) {
                 push(&mut out, doc);
             }
@@ -257,6 +267,37 @@ pub fn protocol(app_protocol: Option<&str>, name: Option<&str>) -> &'static str 
         "tcp" | "tls" | "https" | "mysql" | "redis" | "mongo" => "tcp",
         _ => "detect",
     }
+}
+
+/// The ServiceAccounts of every pod behind `slices`, ready or not: a pod's proxy asks for
+/// its config (and must be allowed to serve the service) before the pod is ready, and a
+/// client must accept any of them. A pod that names none runs as `default`. Empty when no
+/// pod is known yet (the service's own name is then the expected account).
+fn service_accounts(
+    slices: &[&EndpointSlice],
+    pods: &BTreeMap<(String, String), Pod>,
+) -> Vec<String> {
+    let mut accounts = std::collections::BTreeSet::new();
+    for slice in slices {
+        let ns = slice.namespace().unwrap_or_default();
+        for ep in &slice.endpoints {
+            let pod = ep
+                .target_ref
+                .as_ref()
+                .filter(|r| r.kind.as_deref() == Some("Pod"))
+                .and_then(|r| pods.get(&(ns.clone(), r.name.clone().unwrap_or_default())));
+            if let Some(pod) = pod {
+                let sa = pod
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.service_account_name.clone())
+                    .filter(|sa| !sa.is_empty())
+                    .unwrap_or_else(|| "default".to_string());
+                accounts.insert(sa);
+            }
+        }
+    }
+    accounts.into_iter().collect()
 }
 
 /// Whether `slice` serves Service `namespace/name`.

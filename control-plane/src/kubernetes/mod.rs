@@ -16,6 +16,7 @@ pub mod kinds;
 pub mod lease;
 pub mod mirror;
 pub mod status;
+pub mod token_review;
 
 use std::path::Path;
 use std::sync::Arc;

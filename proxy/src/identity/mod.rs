@@ -63,14 +63,8 @@ impl JoinToken {
         if !is_hex(id, 16) || !is_hex(secret, 64) {
             return Err(bad("the id must be 16 and the secret 64 hex digits"));
         }
-        if !is_hex(pin_hex, 64) {
-            return Err(bad("the CA pin (last part) must be 64 hex digits"));
-        }
-        let mut pin = [0u8; 32];
-        for (i, byte) in pin.iter_mut().enumerate() {
-            *byte = u8::from_str_radix(&pin_hex[2 * i..2 * i + 2], 16)
-                .map_err(|_| bad("the CA pin is not hex"))?;
-        }
+        let pin = pin::parse_hex(pin_hex)
+            .ok_or_else(|| bad("the CA pin (last part) must be 64 hex digits"))?;
         Ok(JoinToken {
             text: text.to_string(),
             pin,
@@ -83,17 +77,76 @@ impl JoinToken {
     }
 }
 
+/// What the proxy presents for its first certificate (renewals present the certificate
+/// in force instead).
+#[derive(Debug, Clone)]
+pub enum Credential {
+    /// A join token (standalone), which also pins the CA.
+    Join(JoinToken),
+    /// A Kubernetes ServiceAccount token (projected, audience `tandem`), re-read from its
+    /// file at every request because the kubelet rotates it; the CA is pinned separately.
+    ServiceAccount {
+        /// The token file.
+        path: std::path::PathBuf,
+        /// SHA-256 of the roots the identity endpoint may chain to (`--ca-pins`).
+        pins: Vec<[u8; 32]>,
+    },
+}
+
+impl Credential {
+    /// The credential's text as the request sends it.
+    pub fn text(&self) -> Result<String, IdentityError> {
+        match self {
+            Credential::Join(t) => Ok(t.secret().to_string()),
+            Credential::ServiceAccount { path, .. } => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| IdentityError::TokenFile(format!("{}: {e}", path.display())))?;
+                let text = text.trim();
+                if text.is_empty() {
+                    return Err(IdentityError::TokenFile(format!(
+                        "{} is empty",
+                        path.display()
+                    )));
+                }
+                Ok(text.to_string())
+            }
+        }
+    }
+
+    /// The roots the identity endpoint is pinned to before anything else is trusted.
+    pub fn pins(&self) -> Vec<[u8; 32]> {
+        match self {
+            Credential::Join(t) => vec![t.pin],
+            Credential::ServiceAccount { pins, .. } => pins.clone(),
+        }
+    }
+}
+
+/// Parses `--ca-pins`: SHA-256 fingerprints, 64 hex digits each, separated by commas.
+pub fn parse_pins(text: &str) -> Result<Vec<[u8; 32]>, String> {
+    let pins: Vec<[u8; 32]> = text
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| pin::parse_hex(p).ok_or_else(|| format!("{p:?} is not a SHA-256 (64 hex digits)")))
+        .collect::<Result<_, _>>()?;
+    if pins.is_empty() {
+        return Err("no pin given".into());
+    }
+    Ok(pins)
+}
+
 /// Which workload this proxy is: the certificate must name it.
 #[derive(Debug, Clone)]
 pub struct Expected {
     /// `--namespace`.
     pub namespace: String,
-    /// `--service` (the service account, standalone).
-    pub service: String,
+    /// The service account: `--service-account`, else `--service` (standalone).
+    pub account: String,
 }
 
 impl Expected {
-    /// Whether `spiffe_id` is `spiffe://<any trust domain>/ns/<namespace>/sa/<service>`.
+    /// Whether `spiffe_id` is `spiffe://<any trust domain>/ns/<namespace>/sa/<account>`.
     /// The trust domain is the control plane's to choose.
     pub fn matches(&self, spiffe_id: &str) -> bool {
         let Some(rest) = spiffe_id.strip_prefix("spiffe://") else {
@@ -102,7 +155,7 @@ impl Expected {
         let Some((domain, path)) = rest.split_once('/') else {
             return false;
         };
-        !domain.is_empty() && path == format!("ns/{}/sa/{}", self.namespace, self.service)
+        !domain.is_empty() && path == format!("ns/{}/sa/{}", self.namespace, self.account)
     }
 }
 
@@ -110,7 +163,7 @@ impl Expected {
 #[derive(Debug, Clone)]
 pub struct IdentityConfig {
     /// The credential.
-    pub token: JoinToken,
+    pub credential: Credential,
     /// The identity endpoint, `host:port`.
     pub addr: String,
     /// Who this proxy is.
@@ -270,8 +323,8 @@ pub enum IdentityError {
     /// The endpoint's chain does not end in the pinned CA: never proceed.
     #[error("{0} (wrong token, or not the mesh's identity endpoint)")]
     PinMismatch(String),
-    /// The endpoint refused the token (401).
-    #[error("the identity endpoint refused the join token: {0}")]
+    /// The endpoint refused the credential (401).
+    #[error("the identity endpoint refused the token: {0}")]
     BadToken(String),
     /// Any other refusal (403: the CSR asks for what the token does not allow; 400; 5xx).
     #[error("the identity endpoint refused the request ({status}): {message}")]
@@ -281,16 +334,20 @@ pub enum IdentityError {
         /// The endpoint's one-line reason.
         message: String,
     },
-    /// The token is for another workload than `--namespace`/`--service`.
-    #[error("the join token is for {got}, but this proxy runs as --namespace {namespace} --service {service}; refusing that identity")]
+    /// The credential is for another workload than `--namespace` and the account.
+    #[error("the credential is for {got}, but this proxy runs as --namespace {namespace}, service account {account}; refusing that identity")]
     WrongIdentity {
         /// What the endpoint issued.
         got: String,
         /// `--namespace`.
         namespace: String,
-        /// `--service`.
-        service: String,
+        /// `--service-account`, else `--service`.
+        account: String,
     },
+    /// The ServiceAccount token file cannot be read (the kubelet may not have written it
+    /// yet: retried).
+    #[error("the service account token file: {0}")]
+    TokenFile(String),
     /// Network, TLS or HTTP failure.
     #[error("identity endpoint {addr}: {reason}")]
     Unreachable {
@@ -425,7 +482,7 @@ mod tests {
     fn the_expected_identity_matches_any_trust_domain_but_only_this_workload() {
         let e = Expected {
             namespace: "default".into(),
-            service: "web".into(),
+            account: "web".into(),
         };
         assert!(e.matches("spiffe://cluster.local/ns/default/sa/web"));
         assert!(e.matches("spiffe://other.td/ns/default/sa/web"));
@@ -433,6 +490,39 @@ mod tests {
         assert!(!e.matches("spiffe://cluster.local/ns/prod/sa/web"));
         assert!(!e.matches("spiffe:///ns/default/sa/web"));
         assert!(!e.matches("https://cluster.local/ns/default/sa/web"));
+    }
+
+    #[test]
+    fn pins_parse_from_a_comma_list_and_junk_is_named() {
+        let a = "ab".repeat(32);
+        let b = "CD".repeat(32);
+        let pins = parse_pins(&format!("{a}, {b},")).unwrap();
+        assert_eq!(pins, vec![[0xab; 32], [0xcd; 32]]);
+        let err = parse_pins(&format!("{a},xyz")).unwrap_err();
+        assert!(err.contains("\"xyz\""), "{err}");
+        assert!(parse_pins(" , ").is_err());
+        assert!(parse_pins(&a[..63]).is_err());
+    }
+
+    #[test]
+    fn a_service_account_token_is_read_fresh_and_an_empty_file_is_an_error() {
+        let dir = std::env::temp_dir().join(format!("tandem-sa-token-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("token");
+        let cred = Credential::ServiceAccount {
+            path: path.clone(),
+            pins: vec![[1; 32]],
+        };
+        assert!(matches!(cred.text(), Err(IdentityError::TokenFile(_))));
+        std::fs::write(&path, "first\n").unwrap();
+        assert_eq!(cred.text().unwrap(), "first");
+        std::fs::write(&path, "second").unwrap();
+        assert_eq!(cred.text().unwrap(), "second", "the kubelet rotates it");
+        std::fs::write(&path, "  \n").unwrap();
+        assert!(matches!(cred.text(), Err(IdentityError::TokenFile(_))));
+        assert!(cred.text().unwrap_err().is_retryable());
+        assert_eq!(cred.pins(), vec![[1; 32]]);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! One certificate request: a fresh key and CSR, `POST /v1/certificates` to the identity
-//! endpoint over TLS 1.3 pinned to the token's CA, and the answer checked and parsed.
+//! endpoint over TLS 1.3 pinned to the credential's CA, and the answer checked and parsed.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -67,8 +67,12 @@ pub async fn obtain(
         .serialize_request(&key)
         .and_then(|csr| csr.pem())
         .map_err(|e| IdentityError::Csr(e.to_string()))?;
+    let token = match client {
+        Some(_) => None,
+        None => Some(cfg.credential.text()?),
+    };
     let body = serde_json::to_vec(&CertificateRequest {
-        token: client.is_none().then(|| cfg.token.secret()),
+        token: token.as_deref(),
         csr_pem: &csr_pem,
     })
     .map_err(|e| IdentityError::Csr(e.to_string()))?;
@@ -84,7 +88,7 @@ pub async fn obtain(
         return Err(IdentityError::WrongIdentity {
             got: answer.spiffe_id,
             namespace: expected.namespace.clone(),
-            service: expected.service.clone(),
+            account: expected.account.clone(),
         });
     }
     if let Some(asked) = san {
@@ -144,8 +148,12 @@ async fn post(
     let server_name = ServerName::try_from(host.to_string())
         .map_err(|e| unreachable(format!("bad host name {host:?}: {e}")))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut pins = vec![cfg.token.pin];
-    pins.extend(trusted.iter().copied().filter(|p| *p != cfg.token.pin));
+    let mut pins = cfg.credential.pins();
+    for p in trusted {
+        if !pins.contains(p) {
+            pins.push(*p);
+        }
+    }
     let verifier = Arc::new(PinVerifier::new(pins, provider.clone()));
     let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])

@@ -68,7 +68,8 @@ pub struct Cluster {
     pub policy: CallPolicy,
     /// State shared across snapshots.
     pub state: Arc<ClusterState>,
-    /// The SPIFFE ID its endpoints must present over mutual TLS (`None`: plaintext).
+    /// The SPIFFE IDs its endpoints may present over mutual TLS, as one key
+    /// ([`crate::tls::expected_servers`]); `None`: plaintext.
     pub tls: Option<Arc<str>>,
     balancer: Balancer,
 }

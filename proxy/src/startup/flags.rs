@@ -71,6 +71,27 @@ pub struct Args {
     #[arg(long, env = "TANDEM_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
 
+    /// A Kubernetes ServiceAccount token file (projected, audience `tandem`), re-read at
+    /// every certificate request: the control plane checks it with TokenReview and issues
+    /// the ServiceAccount's identity. Needs `--ca-pins`; instead of `--token`.
+    #[arg(
+        long,
+        env = "TANDEM_SERVICE_ACCOUNT_TOKEN_FILE",
+        conflicts_with = "token"
+    )]
+    pub service_account_token_file: Option<std::path::PathBuf>,
+
+    /// The ServiceAccount this workload runs as: the certificate must name it (default:
+    /// `--service`, the standalone convention).
+    #[arg(long, env = "TANDEM_SERVICE_ACCOUNT")]
+    pub service_account: Option<String>,
+
+    /// SHA-256 fingerprints (hex, comma-separated) of the mesh's root certificates, which
+    /// the identity endpoint must chain to (`tandemctl ca status` lists them); with
+    /// `--service-account-token-file` (a join token carries its own pin).
+    #[arg(long, env = "TANDEM_CA_PINS")]
+    pub ca_pins: Option<String>,
+
     /// Identity endpoint `host:port` (default: the control plane's host, port 15012).
     #[arg(long, env = "TANDEM_IDENTITY_ADDR")]
     pub identity_addr: Option<String>,

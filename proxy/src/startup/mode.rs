@@ -7,7 +7,7 @@ use super::flags::Args;
 use super::StartupError;
 use crate::config::{self, Config};
 use crate::discovery::xds::XdsTarget;
-use crate::identity::{self, Expected, IdentityConfig, JoinToken};
+use crate::identity::{self, Credential, Expected, IdentityConfig, JoinToken};
 
 /// Where the destinations come from.
 #[derive(Debug)]
@@ -39,9 +39,13 @@ impl Mode {
     }
 
     fn static_file(args: &Args, path: &Path) -> Result<Self, StartupError> {
-        if args.token.is_some() || args.identity_addr.is_some() {
+        if args.token.is_some()
+            || args.identity_addr.is_some()
+            || args.service_account_token_file.is_some()
+            || args.ca_pins.is_some()
+        {
             return Err(StartupError::Usage(
-                "--token and --identity-addr are for --control-plane mode, not --config",
+                "--token, --service-account-token-file, --ca-pins and --identity-addr are for --control-plane mode, not --config",
             ));
         }
         // A reload re-reads the file, so a flag beside it would silently stop applying.
@@ -78,25 +82,47 @@ impl Mode {
             .node_id
             .clone()
             .unwrap_or_else(|| format!("{service}~{}~{}", args.namespace, std::process::id()));
-        let identity = match &args.token {
-            None if args.identity_addr.is_some() => {
+        let credential = match (&args.token, &args.service_account_token_file) {
+            (Some(token), _) => {
+                if args.ca_pins.is_some() {
+                    return Err(StartupError::Usage(
+                        "--ca-pins is for --service-account-token-file (a join token carries its pin)",
+                    ));
+                }
+                Some(Credential::Join(JoinToken::parse(token)?))
+            }
+            (None, Some(path)) => {
+                let pins = args.ca_pins.as_deref().ok_or(StartupError::Usage(
+                    "--service-account-token-file needs --ca-pins (the mesh's root fingerprints)",
+                ))?;
+                let pins = identity::parse_pins(pins)
+                    .map_err(|e| StartupError::Flag(format!("--ca-pins: {e}")))?;
+                Some(Credential::ServiceAccount {
+                    path: path.clone(),
+                    pins,
+                })
+            }
+            (None, None) if args.identity_addr.is_some() || args.ca_pins.is_some() => {
                 return Err(StartupError::Usage(
-                    "--identity-addr needs --token (the join token to present)",
+                    "--identity-addr and --ca-pins need a credential: --token or --service-account-token-file",
                 ))
             }
-            None => None,
-            Some(token) => Some(IdentityConfig {
-                token: JoinToken::parse(token)?,
-                addr: args
-                    .identity_addr
-                    .clone()
-                    .unwrap_or_else(|| default_identity_addr(&endpoint)),
-                expected: Expected {
-                    namespace: args.namespace.clone(),
-                    service: service.clone(),
-                },
-            }),
+            (None, None) => None,
         };
+        let identity = credential.map(|credential| IdentityConfig {
+            credential,
+            addr: args
+                .identity_addr
+                .clone()
+                .unwrap_or_else(|| default_identity_addr(&endpoint)),
+            expected: Expected {
+                namespace: args.namespace.clone(),
+                account: args
+                    .service_account
+                    .clone()
+                    .unwrap_or_else(|| service.clone()),
+            },
+        });
         let target = XdsTarget {
             endpoint,
             node_id,

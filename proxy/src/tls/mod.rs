@@ -38,6 +38,21 @@ pub const ALPN_HTTP1: &[u8] = b"http/1.1";
 /// would stall on server-speaks-first protocols).
 pub const ALPN_TCP: &[u8] = b"tandem-tcp";
 
+/// The SPIFFE IDs a server may present, as one key: sorted, joined by a space (a URI
+/// never holds one). One key per set keeps one client config per set, so a session
+/// verified against one set never resumes against another.
+pub fn expected_servers(identities: &[String]) -> Arc<str> {
+    let mut ids: Vec<&str> = identities.iter().map(String::as_str).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    Arc::from(ids.join(" "))
+}
+
+/// Whether `id` is one of the identities in an [`expected_servers`] key.
+pub fn is_expected(expected: &str, id: &str) -> bool {
+    expected.split(' ').any(|e| e == id)
+}
+
 /// What a connection carries, offered as its only ALPN protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Alpn {
@@ -406,5 +421,29 @@ impl TlsState {
         }
         clients.insert(expected.clone(), set);
         Some(chosen)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_expected_set_accepts_each_member_and_nothing_else() {
+        let a = "spiffe://td/ns/shop/sa/web".to_string();
+        let b = "spiffe://td/ns/shop/sa/default".to_string();
+        let key = expected_servers(&[a.clone(), b.clone(), a.clone()]);
+        assert_eq!(
+            &*key,
+            "spiffe://td/ns/shop/sa/default spiffe://td/ns/shop/sa/web"
+        );
+        assert_eq!(key, expected_servers(&[b.clone(), a.clone()]));
+        assert!(is_expected(&key, &a) && is_expected(&key, &b));
+        assert!(!is_expected(&key, "spiffe://td/ns/shop/sa/we"));
+        assert!(!is_expected(
+            &key,
+            "spiffe://td/ns/shop/sa/default spiffe://td/ns/shop/sa/web"
+        ));
+        assert!(!is_expected(&key, ""));
     }
 }

@@ -29,7 +29,8 @@ fn rejected(why: String) -> Error {
 #[error("{0}")]
 struct IdentityMismatch(String);
 
-/// Client side: the server must chain to the bundle and be exactly `expected`.
+/// Client side: the server must chain to the bundle and be one of `expected`
+/// ([`super::expected_servers`]).
 #[derive(Debug)]
 pub struct SpiffeServerVerifier {
     roots: Arc<RootCertStore>,
@@ -73,7 +74,9 @@ impl ServerCertVerifier for SpiffeServerVerifier {
             self.provider.signature_verification_algorithms.all,
         )?;
         match spiffe_id_of(end_entity.as_ref(), &self.trust_domain) {
-            Some(id) if *id == *self.expected => Ok(ServerCertVerified::assertion()),
+            Some(id) if super::is_expected(&self.expected, &id) => {
+                Ok(ServerCertVerified::assertion())
+            }
             Some(id) => Err(rejected(format!(
                 "the server is {id}, the control plane announced {}",
                 self.expected

@@ -43,6 +43,7 @@ fn mesh(endpoints: u8) -> MeshConfig {
                 ports: vec![],
                 tls_mode: Default::default(),
                 addresses: Vec::new(),
+                service_accounts: Vec::new(),
             },
         );
     }
@@ -335,7 +336,7 @@ fn authenticated_client_gets_its_inbound_policy_trust_bundle_and_upstream_tls() 
     assert_eq!(
         view.clusters[&fq("echo")].tls,
         Some(UpstreamTls {
-            identity: "spiffe://cluster.local/ns/default/sa/echo".into()
+            identities: vec!["spiffe://cluster.local/ns/default/sa/echo".into()]
         })
     );
     assert_eq!(client.accepted_version(SECRET_TYPE), Some("1"));

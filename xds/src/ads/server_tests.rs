@@ -49,6 +49,7 @@ fn mesh(endpoints: u8) -> MeshConfig {
                 ports: vec![],
                 tls_mode: Default::default(),
                 addresses: Vec::new(),
+                service_accounts: Vec::new(),
             },
         );
     }

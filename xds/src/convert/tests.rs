@@ -41,6 +41,7 @@ fn service(name: &str, protocol: AppProtocol) -> (ServiceRef, Service) {
             }],
             tls_mode: Default::default(),
             addresses: Vec::new(),
+            service_accounts: Vec::new(),
         },
     )
 }

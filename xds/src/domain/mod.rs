@@ -101,6 +101,23 @@ pub struct Service {
     /// for this service.
     #[serde(default)]
     pub addresses: Vec<IpAddr>,
+    /// The service accounts its workloads run as (Kubernetes: the pods' ServiceAccounts);
+    /// empty: one account named after the service (standalone). A client accepts a server
+    /// presenting any of them, and a proxy authenticated as one may serve this service.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub service_accounts: Vec<String>,
+}
+
+impl Service {
+    /// The service accounts its workloads run as: [`Service::service_accounts`], or the
+    /// service's own name when none are listed.
+    pub fn accounts(&self) -> Vec<&str> {
+        if self.service_accounts.is_empty() {
+            vec![self.id.name.as_str()]
+        } else {
+            self.service_accounts.iter().map(String::as_str).collect()
+        }
+    }
 }
 
 /// One instance of a service.

@@ -51,10 +51,12 @@ pub fn inbound_listener_service(name: &str) -> Option<ServiceRef> {
 /// The SPIFFE ID of a service's workloads: `spiffe://<trust-domain>/ns/<ns>/sa/<name>`
 /// (standalone workloads run as a service account named after their service).
 pub fn spiffe_id(trust_domain: &str, service: &ServiceRef) -> String {
-    format!(
-        "spiffe://{trust_domain}/ns/{}/sa/{}",
-        service.namespace, service.name
-    )
+    account_spiffe_id(trust_domain, &service.namespace, &service.name)
+}
+
+/// The SPIFFE ID of service account `account` of `namespace`.
+pub fn account_spiffe_id(trust_domain: &str, namespace: &str, account: &str) -> String {
+    format!("spiffe://{trust_domain}/ns/{namespace}/sa/{account}")
 }
 
 /// The namespace a SPIFFE ID of the form `spiffe://<td>/ns/<ns>/sa/<sa>` names.
@@ -234,11 +236,12 @@ pub struct InboundPolicy {
     pub allow: Option<Vec<AuthzRule>>,
 }
 
-/// How a cluster's endpoints are called: mutual TLS with this expected server identity.
+/// How a cluster's endpoints are called: mutual TLS with these expected server identities.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UpstreamTls {
-    /// The SPIFFE ID the server must present.
-    pub identity: String,
+    /// The SPIFFE IDs the server may present (one per service account its workloads run
+    /// as), sorted, never empty.
+    pub identities: Vec<String>,
 }
 
 /// The trusted roots as a proxy receives them.
@@ -279,16 +282,21 @@ impl super::MeshConfig {
         }
     }
 
-    /// How clients call `service`: mutual TLS expecting its SPIFFE ID, unless its mode is
-    /// `disabled` or the mesh has no trust bundle.
+    /// How clients call `service`: mutual TLS expecting the SPIFFE ID of one of its
+    /// service accounts, unless its mode is `disabled` or the mesh has no trust bundle.
     pub fn upstream_tls(&self, service: &ServiceRef) -> Option<UpstreamTls> {
-        let mode = self.services.get(service).map(|s| s.tls_mode)?;
-        if mode == TlsMode::Disabled || self.security.trust_bundle_pem.is_empty() {
+        let svc = self.services.get(service)?;
+        if svc.tls_mode == TlsMode::Disabled || self.security.trust_bundle_pem.is_empty() {
             return None;
         }
-        Some(UpstreamTls {
-            identity: spiffe_id(&self.security.trust_domain, service),
-        })
+        let mut identities: Vec<String> = svc
+            .accounts()
+            .into_iter()
+            .map(|sa| account_spiffe_id(&self.security.trust_domain, &service.namespace, sa))
+            .collect();
+        identities.sort();
+        identities.dedup();
+        Some(UpstreamTls { identities })
     }
 }
 

@@ -72,6 +72,15 @@ pub struct ServiceSpec {
     /// What the service's inbound ports accept (default: mutual TLS only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mtls: Option<MtlsSpec>,
+    /// The service accounts its workloads run as (Kubernetes discovery fills these from
+    /// the pods); empty: one named after the service. Clients accept a server presenting
+    /// any of them, and a proxy holding one of them may serve the service.
+    #[serde(
+        default,
+        rename = "serviceAccounts",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub service_accounts: Vec<String>,
 }
 
 /// `Service.spec.mtls`.

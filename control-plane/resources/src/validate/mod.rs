@@ -240,6 +240,22 @@ pub fn dns_label(path: &str, s: &str) -> Result<(), ResourceError> {
     }
 }
 
+/// A Kubernetes object name such as a ServiceAccount's: DNS labels joined by dots, at
+/// most 253 bytes.
+pub fn dns_subdomain(path: &str, s: &str) -> Result<(), ResourceError> {
+    if s.len() <= 253 && !s.is_empty() && s.split('.').all(|l| dns_label(path, l).is_ok()) {
+        Ok(())
+    } else {
+        Err(ResourceError::new(
+            path,
+            format!(
+                "{s:?} is not a DNS subdomain: dot-separated DNS labels (lowercase letters, \
+                 digits and '-'), at most 253 characters"
+            ),
+        ))
+    }
+}
+
 /// Endpoint names: DNS labels, except that they may be up to 253 bytes (derived names).
 fn object_name(path: &str, s: &str) -> Result<(), ResourceError> {
     if s.len() <= 63 {
@@ -308,6 +324,14 @@ fn service(at: &str, spec: &ServiceSpec) -> Result<(), ResourceError> {
                 format!("{at}.addresses[{i}]"),
                 format!("{ip} is listed twice"),
             ));
+        }
+    }
+    let mut accounts = BTreeSet::new();
+    for (i, a) in spec.service_accounts.iter().enumerate() {
+        let path = format!("{at}.serviceAccounts[{i}]");
+        dns_subdomain(&path, a)?;
+        if !accounts.insert(a) {
+            return Err(ResourceError::new(path, format!("{a:?} is listed twice")));
         }
     }
     if let Some(dns) = &spec.dns {

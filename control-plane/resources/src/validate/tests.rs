@@ -312,6 +312,33 @@ fn service_addresses_are_ip_literals_a_workload_can_reach() {
 }
 
 #[test]
+fn service_accounts_are_object_names_listed_once() {
+    let svc = |accounts: Value| json!({"apiVersion": "tandem.dev/v1alpha1", "kind": "Service", "metadata": {"name": "s"}, "spec": {"serviceAccounts": accounts}});
+    let r = validate_documents(vec![svc(json!(["default", "web.v2"]))]).unwrap();
+    let service = crate::domain::service(&r[0].doc).unwrap();
+    assert_eq!(service.service_accounts, ["default", "web.v2"]);
+    assert_eq!(service.accounts(), ["default", "web.v2"]);
+    let none = validate_documents(vec![svc(json!([]))]).unwrap();
+    assert_eq!(
+        crate::domain::service(&none[0].doc).unwrap().accounts(),
+        ["s"]
+    );
+    for (bad, index) in [
+        (json!(["Web"]), 0),
+        (json!(["ok", "a..b"]), 1),
+        (json!(["x", "x"]), 1),
+        (json!([""]), 0),
+        (json!(["-a"]), 0),
+    ] {
+        let e = err(vec![svc(bad.clone())]);
+        assert!(
+            e.starts_with(&format!("documents[0].spec.serviceAccounts[{index}]:")),
+            "{bad}: {e}"
+        );
+    }
+}
+
+#[test]
 fn duplicates_in_one_request_are_rejected() {
     let doc =
         json!({"apiVersion": "tandem.dev/v1alpha1", "kind": "Service", "metadata": {"name": "a"}});

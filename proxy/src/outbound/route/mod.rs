@@ -177,7 +177,10 @@ impl<'v> Clusters<'v> {
                     c.policy,
                     registry.cluster(name),
                 );
-                cluster.tls = c.tls.as_ref().map(|t| t.identity.as_str().into());
+                cluster.tls = c
+                    .tls
+                    .as_ref()
+                    .map(|t| crate::tls::expected_servers(&t.identities));
                 (name.as_str(), Arc::new(cluster))
             })
             .collect();

@@ -229,6 +229,34 @@ fn every_mode_and_rule_shape_round_trips() {
 }
 
 #[test]
+fn a_service_running_as_several_accounts_is_called_expecting_any_of_them() {
+    let mut m = secure_mesh(TlsMode::Mutual, vec![]);
+    if let Some(s) = m.services.get_mut(&svc("reviews-v1")) {
+        s.service_accounts = vec!["reviews".into(), "default".into(), "reviews".into()];
+    }
+    let view = v1_view(&m);
+    let tls = view.clusters[&fqdn("reviews-v1")].tls.clone().unwrap();
+    assert_eq!(
+        tls.identities,
+        [
+            format!("spiffe://{TD}/ns/default/sa/default"),
+            format!("spiffe://{TD}/ns/default/sa/reviews"),
+        ]
+    );
+    assert_eq!(Some(tls), m.upstream_tls(&svc("reviews-v1")));
+    // Without accounts, the service's own name is the account (standalone).
+    let plain = v1_view(&secure_mesh(TlsMode::Mutual, vec![]));
+    assert_eq!(
+        plain.clusters[&fqdn("reviews-v1")]
+            .tls
+            .as_ref()
+            .unwrap()
+            .identities,
+        [format!("spiffe://{TD}/ns/default/sa/reviews-v1")]
+    );
+}
+
+#[test]
 fn allow_and_deny_presence_round_trips() {
     // No policy: no RBAC filter at all, allow None.
     let view = v1_view(&secure_mesh(TlsMode::Mutual, vec![]));
@@ -466,11 +494,17 @@ fn upstream_tls_outside_the_mesh_shape_is_invalid() {
     let bad = edit_upstream(&res, |c| set_sans(c, vec![]));
     invalid_at(&bad, &sans);
 
+    // A second matcher is another identity the server may present; each is checked.
     let bad = edit_upstream(&res, |c| {
         let one = combined(c).match_typed_subject_alt_names[0].clone();
-        set_sans(c, vec![one.clone(), one]);
+        let mut two = one.clone();
+        two.matcher = Some(StringMatcher {
+            match_pattern: Some(MatchPattern::Exact(String::new())),
+            ..Default::default()
+        });
+        set_sans(c, vec![one, two]);
     });
-    invalid_at(&bad, &sans);
+    invalid_at(&bad, &format!("{sans}[1].matcher"));
 
     let bad = edit_upstream(&res, |c| {
         let mut one = combined(c).match_typed_subject_alt_names[0].clone();

@@ -89,16 +89,21 @@ pub(super) fn trust_bundle_secret(pem: &str) -> Secret {
 }
 
 /// The transport socket of a cluster whose endpoints are called with mutual TLS 1.3,
-/// checking that the server presents `tls.identity` as a URI SAN.
+/// checking that the server presents one of `tls.identities` as a URI SAN (Envoy accepts
+/// a certificate when any matcher matches).
 pub(super) fn upstream_transport_socket(tls: &UpstreamTls) -> TransportSocket {
     let validation =
         ValidationContextType::CombinedValidationContext(CombinedCertificateValidationContext {
             default_validation_context: Some(CertificateValidationContext {
-                match_typed_subject_alt_names: vec![SubjectAltNameMatcher {
-                    san_type: SanType::Uri as i32,
-                    matcher: Some(exact(&tls.identity)),
-                    ..Default::default()
-                }],
+                match_typed_subject_alt_names: tls
+                    .identities
+                    .iter()
+                    .map(|id| SubjectAltNameMatcher {
+                        san_type: SanType::Uri as i32,
+                        matcher: Some(exact(id)),
+                        ..Default::default()
+                    })
+                    .collect(),
                 ..Default::default()
             }),
             validation_context_sds_secret_config: Some(sds(TRUST_BUNDLE_SECRET)),

@@ -153,33 +153,39 @@ pub(super) fn upstream_tls(
     let sans = std::mem::take(&mut default.match_typed_subject_alt_names);
     reject_rest(&default, &dpath)?;
     let spath = format!("{dpath}.match_typed_subject_alt_names");
-    let mut sans = sans.into_iter();
-    let (Some(mut san), None) = (sans.next(), sans.next()) else {
+    if sans.is_empty() {
         return Err(ConvertError::new(
             spath,
-            "exactly one SAN matcher (the server's SPIFFE ID) is supported",
-        ));
-    };
-    let spath = format!("{spath}[0]");
-    if san.san_type != SanType::Uri as i32 {
-        return Err(ConvertError::new(
-            format!("{spath}.san_type"),
-            "only URI SANs (SPIFFE IDs) are supported",
+            "at least one SAN matcher (a SPIFFE ID the server may present) is required",
         ));
     }
-    san.san_type = 0;
-    let matcher = san.matcher.take();
-    reject_rest(&san, &spath)?;
-    let identity = match string_match(matcher, &format!("{spath}.matcher"))? {
-        MatchPattern::Exact(id) if !id.is_empty() => id,
-        _ => {
+    let mut identities = Vec::with_capacity(sans.len());
+    for (i, mut san) in sans.into_iter().enumerate() {
+        let spath = format!("{spath}[{i}]");
+        if san.san_type != SanType::Uri as i32 {
             return Err(ConvertError::new(
-                format!("{spath}.matcher"),
-                "only a non-empty exact match is supported",
-            ))
+                format!("{spath}.san_type"),
+                "only URI SANs (SPIFFE IDs) are supported",
+            ));
         }
-    };
-    Ok(Some(UpstreamTls { identity }))
+        san.san_type = 0;
+        let matcher = san.matcher.take();
+        reject_rest(&san, &spath)?;
+        match string_match(matcher, &format!("{spath}.matcher"))? {
+            MatchPattern::Exact(id) if !id.is_empty() && !id.contains(char::is_whitespace) => {
+                identities.push(id)
+            }
+            _ => {
+                return Err(ConvertError::new(
+                    format!("{spath}.matcher"),
+                    "only a non-empty exact match of a SPIFFE ID is supported",
+                ))
+            }
+        }
+    }
+    identities.sort();
+    identities.dedup();
+    Ok(Some(UpstreamTls { identities }))
 }
 
 /// The typed config of a TLS transport socket, or `None` for plaintext (absent, or the raw
