@@ -107,7 +107,7 @@ async fn a_token_for_another_service_gives_that_identity_only_to_that_service() 
     assert_eq!(failure.status.and_then(|s| s.code()), Some(2), "{failure}");
     assert!(
         failure.stderr.contains(
-            "the join token is for spiffe://cluster.local/ns/default/sa/api, but this proxy runs as --namespace default --service web"
+            "the credential is for spiffe://cluster.local/ns/default/sa/api, but this proxy runs as --namespace default, service account web"
         ),
         "{failure}"
     );
