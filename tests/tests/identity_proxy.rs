@@ -231,7 +231,7 @@ async fn a_token_with_a_config_file_is_a_usage_error() {
     assert!(
         failure
             .stderr
-            .contains("--token and --identity-addr are for --control-plane mode"),
+            .contains("--token, --service-account-token-file, --ca-pins and --identity-addr are for --control-plane mode"),
         "{failure}"
     );
 }

@@ -206,4 +206,80 @@ mod tests {
         );
         assert_eq!(default_identity_addr("http://[::1]:15010"), "[::1]:15012");
     }
+
+    fn mode(args: &[&str]) -> Result<Mode, String> {
+        use clap::Parser as _;
+        let mut all = vec!["tandem-proxy", "--control-plane", "127.0.0.1:15010"];
+        all.extend_from_slice(args);
+        let args = Args::try_parse_from(all).map_err(|e| e.to_string())?;
+        Mode::from_args(&args).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_service_account_token_needs_pins_and_names_its_account() {
+        let pin = "ab".repeat(32);
+        let m = mode(&[
+            "--service",
+            "web",
+            "--service-account-token-file",
+            "/t",
+            "--service-account",
+            "web-sa",
+            "--ca-pins",
+            &pin,
+        ])
+        .unwrap();
+        let id = m.identity().unwrap();
+        assert_eq!(id.expected.account, "web-sa");
+        assert_eq!(id.credential.pins(), vec![[0xab; 32]]);
+        assert!(matches!(id.credential, Credential::ServiceAccount { .. }));
+        // Without --service-account, the standalone convention: the service's name.
+        let m = mode(&[
+            "--service",
+            "web",
+            "--service-account-token-file",
+            "/t",
+            "--ca-pins",
+            &pin,
+        ])
+        .unwrap();
+        assert_eq!(m.identity().unwrap().expected.account, "web");
+        for (args, says) in [
+            (
+                vec!["--service", "web", "--service-account-token-file", "/t"],
+                "needs --ca-pins",
+            ),
+            (
+                vec![
+                    "--service",
+                    "web",
+                    "--service-account-token-file",
+                    "/t",
+                    "--ca-pins",
+                    "xyz",
+                ],
+                "--ca-pins",
+            ),
+            (
+                vec!["--service", "web", "--ca-pins", pin.as_str()],
+                "need a credential",
+            ),
+            (
+                vec![
+                    "--service",
+                    "web",
+                    "--token",
+                    "t",
+                    "--service-account-token-file",
+                    "/t",
+                ],
+                "cannot be used with",
+            ),
+        ] {
+            let e = mode(&args)
+                .err()
+                .unwrap_or_else(|| panic!("{args:?} accepted"));
+            assert!(e.contains(says), "{args:?}: {e}");
+        }
+    }
 }
