@@ -272,19 +272,15 @@ async fn run_stream(
     // An authenticated stream gets its inbound listener once its node has said which
     // service it serves and that claim has been checked against the certificate.
     let mut ads = AdsStream::with_identity(None);
-    let mut claimed = false;
     let mut node: Option<String> = None;
     let mut admin_addr: Option<SocketAddr> = None;
     loop {
         let responses = tokio::select! {
             msg = inbound.message() => match msg {
                 Ok(Some(req)) => {
-                    if let (Some(w), false) = (&workload, claimed) {
+                    if let (Some(w), None) = (&workload, ads.identity()) {
                         match check_claim(&store, w, req.node.as_ref()) {
-                            Ok(service) => {
-                                ads = AdsStream::with_identity(Some(service));
-                                claimed = true;
-                            }
+                            Ok(service) => ads = AdsStream::with_identity(Some(service)),
                             Err(status) => {
                                 let claims = req.node.as_ref().map(|n| n.cluster.as_str());
                                 tracing::warn!(?claims, ?workload, reason = %status.message(), "xDS stream refused");

@@ -31,11 +31,11 @@ pub struct SpiffeId {
 
 impl fmt::Display for SpiffeId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "spiffe://{}/ns/{}/sa/{}",
-            self.trust_domain, self.namespace, self.service_account
-        )
+        f.write_str(&tandem_xds::domain::account_spiffe_id(
+            &self.trust_domain,
+            &self.namespace,
+            &self.service_account,
+        ))
     }
 }
 

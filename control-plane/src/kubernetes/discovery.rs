@@ -281,12 +281,7 @@ fn service_accounts(
     for slice in slices {
         let ns = slice.namespace().unwrap_or_default();
         for ep in &slice.endpoints {
-            let pod = ep
-                .target_ref
-                .as_ref()
-                .filter(|r| r.kind.as_deref() == Some("Pod"))
-                .and_then(|r| pods.get(&(ns.clone(), r.name.clone().unwrap_or_default())));
-            if let Some(pod) = pod {
+            if let Some(pod) = pod_of(ep, &ns, pods) {
                 let sa = pod
                     .spec
                     .as_ref()
@@ -298,6 +293,19 @@ fn service_accounts(
         }
     }
     accounts.into_iter().collect()
+}
+
+/// The pod an EndpointSlice endpoint of namespace `ns` points at, if it is known.
+fn pod_of<'p>(
+    ep: &k8s_openapi::api::discovery::v1::Endpoint,
+    ns: &str,
+    pods: &'p BTreeMap<(String, String), Pod>,
+) -> Option<&'p Pod> {
+    let r = ep
+        .target_ref
+        .as_ref()
+        .filter(|r| r.kind.as_deref() == Some("Pod"))?;
+    pods.get(&(ns.to_string(), r.name.clone().unwrap_or_default()))
 }
 
 /// Whether `slice` serves Service `namespace/name`.
@@ -339,12 +347,7 @@ fn endpoints(
             continue;
         }
         let mut labels = serde_json::Map::new();
-        if let Some(pod) = ep
-            .target_ref
-            .as_ref()
-            .filter(|r| r.kind.as_deref() == Some("Pod"))
-            .and_then(|r| pods.get(&(ns.clone(), r.name.clone().unwrap_or_default())))
-        {
+        if let Some(pod) = pod_of(ep, &ns, pods) {
             for (k, v) in pod.labels() {
                 labels.insert(k.clone(), json!(v));
             }
