@@ -105,10 +105,15 @@ pub async fn wait_split(proxy: &Proxy, service: &str, backends: &[(&str, u64)], 
     .await;
 }
 
-/// The endpoints of cluster `fqdn(service)` in the proxy's `/config_dump`.
+/// The endpoints of cluster `fqdn(service)` (or, for `service:port`, that port's cluster
+/// of a service with several ports) in the proxy's `/config_dump`.
 pub async fn cluster_endpoints(proxy: &Proxy, service: &str) -> Option<Vec<SocketAddr>> {
     let dump = proxy.config_dump().await;
-    let eps = dump["routes"]["clusters"][fqdn(service)]["endpoints"].as_array()?;
+    let cluster = match service.split_once(':') {
+        Some((name, port)) => format!("{}:{port}", fqdn(name)),
+        None => fqdn(service),
+    };
+    let eps = dump["routes"]["clusters"][cluster]["endpoints"].as_array()?;
     Some(
         eps.iter()
             .filter_map(|e| e.as_str().and_then(|s| s.parse().ok()))
@@ -147,6 +152,30 @@ pub async fn wait_metric(
         }
     })
     .await
+}
+
+/// Like [`answered_by`], but any failure or non-200 answer is an `Err` to retry on.
+pub async fn try_answered_by(
+    proxy: &Proxy,
+    host: &str,
+    n: usize,
+) -> Result<BTreeMap<String, u64>, String> {
+    let mut seen = BTreeMap::new();
+    for i in 0..n {
+        let resp = within(
+            STEP_TIMEOUT,
+            &format!("GET http://{host}/ #{i}"),
+            client::get_once(proxy.outbound(), host, "/"),
+        )
+        .await
+        .map_err(|e| format!("GET http://{host}/ #{i}: {e}"))?;
+        if resp.status() != 200 {
+            return Err(format!("GET http://{host}/ #{i}: {}", resp.status()));
+        }
+        let server = client::header(&resp, upstream::SERVER).unwrap_or("(none)");
+        *seen.entry(server.to_owned()).or_default() += 1;
+    }
+    Ok(seen)
 }
 
 /// Sends `n` sequential `GET http://HOST/` through the proxy's outbound listener (fresh

@@ -458,10 +458,21 @@ async fn services_and_endpoint_slices_are_discovered_and_followed() {
         }),
     )
     .unwrap();
-    // A multi-port Service is not discovered (yet), and says so in the log.
+    // A Service with two ports: each port its own cluster, over the slice port of the
+    // same name.
     api.create("v1", "services", json!({
         "metadata": {"name": "multi", "namespace": "default"},
-        "spec": {"clusterIP": "10.96.0.21", "ports": [{"name": "a", "port": 80}, {"name": "b", "port": 81}]}
+        "spec": {"clusterIP": "10.96.0.21", "clusterIPs": ["10.96.0.21"],
+                 "ports": [{"name": "http", "port": 80, "targetPort": 8080},
+                           {"name": "grpc", "port": 81, "targetPort": 9091, "appProtocol": "grpc"}]}
+    }))
+    .unwrap();
+    api.create("discovery.k8s.io/v1", "endpointslices", json!({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": "multi-abc", "namespace": "default", "labels": {"kubernetes.io/service-name": "multi"}},
+        "addressType": "IPv4",
+        "ports": [{"name": "grpc", "port": 9091, "protocol": "TCP"}, {"name": "http", "port": 8080, "protocol": "TCP"}],
+        "endpoints": [pod_endpoint("10.244.0.9", "web-1", true)],
     }))
     .unwrap();
     api.create(
@@ -491,12 +502,14 @@ async fn services_and_endpoint_slices_are_discovered_and_followed() {
     let labels = &eps["items"][0]["spec"]["labels"];
     assert_eq!(labels["version"], "v1", "{eps}");
     assert_eq!(labels["topology.kubernetes.io/zone"], "zone-a", "{eps}");
-    assert!(
-        cp.api_call("GET", "/v1/services/default/multi", None)
-            .await
-            .0
-            == 404
-    );
+    follow(&proxy, "multi:80", &["10.244.0.9:8080"]).await;
+    follow(&proxy, "multi:81", &["10.244.0.9:9091"]).await;
+    let multi = cp.api_get("/v1/services/default/multi").await;
+    assert_eq!(multi["spec"]["ports"][1]["protocol"], "http2", "{multi}");
+    let addresses = proxy.config_dump().await["routes"]["addresses"].clone();
+    for port in ["10.96.0.21:80", "10.96.0.21:81"] {
+        assert!(!addresses[port].is_null(), "{port}: {addresses}");
+    }
 
     // Scale up, a pod goes not-ready, then the Service goes: the proxy follows each.
     let mut s = api

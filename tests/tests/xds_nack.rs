@@ -48,6 +48,7 @@ fn mesh_with(backend: std::net::SocketAddr) -> MeshConfig {
             service: web,
             address: backend,
             labels: BTreeMap::new(),
+            service_port: None,
         }],
     );
     mesh

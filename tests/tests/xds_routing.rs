@@ -190,3 +190,94 @@ async fn xds_endpoint_add_and_remove_reach_the_proxy() {
         .await
         .assert_no_failures("load across endpoint add and remove");
 }
+
+/// Waits until every one of 5 fresh requests to `host` through `proxy` is answered 200
+/// by `server`.
+async fn wait_answered(proxy: &Proxy, host: &str, server: &str) {
+    eventually(
+        PROPAGATION,
+        &format!("{host} answered by {server}"),
+        || async {
+            let seen = mesh::try_answered_by(proxy, host, 5).await?;
+            (seen == only(server, 5))
+                .then_some(())
+                .ok_or(format!("{seen:?}"))
+        },
+    )
+    .await;
+}
+
+fn port_endpoint(service: &str, address: std::net::SocketAddr, port: u16) -> String {
+    format!(
+        "apiVersion: tandem.dev/v1alpha1\nkind: Endpoint\nmetadata: {{ namespace: default }}\n\
+         spec: {{ service: {service}, address: \"{address}\", servicePort: {port} }}\n"
+    )
+}
+
+fn port_route(name: &str, parent_port: u16, backend: &str, backend_port: u16) -> String {
+    format!(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\n\
+         metadata: {{ name: {name}, namespace: default }}\nspec:\n\
+         \x20 parentRefs:\n    - {{ kind: Service, name: multi, port: {parent_port} }}\n\
+         \x20 rules:\n    - backendRefs:\n        - {{ name: {backend}, port: {backend_port} }}\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_port_of_a_service_with_several_is_its_own_destination() {
+    let http = HttpServer::echo("multi-http").await;
+    let admin = HttpServer::echo("multi-admin").await;
+    let other = HttpServer::echo("other").await;
+    let cp = ControlPlane::start().await;
+    let multi = "apiVersion: tandem.dev/v1alpha1\nkind: Service\n\
+                 metadata: { name: multi, namespace: default }\nspec:\n  ports:\n\
+                 \x20   - { port: 80, name: http, protocol: http }\n\
+                 \x20   - { port: 81, name: admin, protocol: http }\n"
+        .to_string();
+    cp.apply_ok(&docs(&[
+        multi,
+        port_endpoint("multi", http.addr(), 80),
+        port_endpoint("multi", admin.addr(), 81),
+        service("other"),
+        endpoint("other", other.addr()),
+    ]))
+    .await;
+    let proxy = Proxy::start_xds(cp.xds(), "client", &[]).await;
+
+    // Each port balances over its own endpoints; no port means the first.
+    wait_answered(&proxy, "multi:80", "multi-http").await;
+    wait_answered(&proxy, "multi:81", "multi-admin").await;
+    wait_answered(&proxy, "multi", "multi-http").await;
+    wait_answered(&proxy, "multi.default.svc.cluster.local:81", "multi-admin").await;
+    let dump = proxy.config_dump().await;
+    for port in [80, 81] {
+        let cluster = format!("{}:{port}", mesh::fqdn("multi"));
+        assert_eq!(
+            dump["routes"]["clusters"][&cluster]["endpoints"]
+                .as_array()
+                .map(Vec::len),
+            Some(1),
+            "{cluster}: {}",
+            dump["routes"]["clusters"]
+        );
+    }
+
+    // A route attaches to the port its parentRef names and nowhere else; a backendRef's
+    // port picks that port's endpoints.
+    cp.apply_ok(&port_route("admin-to-other", 81, "other", 80))
+        .await;
+    wait_answered(&proxy, "multi:81", "other").await;
+    wait_answered(&proxy, "multi:80", "multi-http").await;
+    cp.apply_ok(&port_route("http-to-admin", 80, "multi", 81))
+        .await;
+    wait_answered(&proxy, "multi:80", "multi-admin").await;
+    wait_answered(&proxy, "multi:81", "other").await;
+
+    // A port the Service does not have is named in apply's warning.
+    let out = cp.apply(&port_route("nowhere", 82, "multi", 80)).await;
+    let said = format!("{}{}", out.stdout, out.stderr);
+    assert!(
+        said.contains("port 82 of Service default/multi does not exist"),
+        "{said}"
+    );
+}

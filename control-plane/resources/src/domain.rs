@@ -10,6 +10,7 @@ mod grpc;
 
 pub use grpc::{grpc_route, grpc_route_name, method_path};
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -120,6 +121,7 @@ pub fn endpoint(doc: &Value) -> Result<Endpoint, ResourceError> {
         service: ServiceRef::new(namespace, spec.service),
         address,
         labels: spec.labels,
+        service_port: spec.service_port,
     })
 }
 
@@ -158,9 +160,10 @@ pub fn http_route(doc: &Value, created: u64) -> Result<HttpRoute, ResourceError>
         })
         .collect::<Result<Vec<_>, ResourceError>>()?;
     Ok(HttpRoute {
-        namespace,
+        namespace: namespace.clone(),
         name,
         parents,
+        parent_ports: parent_ports(&spec.parent_refs, &namespace),
         rules,
         created,
     })
@@ -176,6 +179,29 @@ fn parents(refs: &[ServiceRefSpec], namespace: &str) -> Vec<ServiceRef> {
             )
         })
         .collect()
+}
+
+/// The ports `parentRefs` limit their services to (Gateway API `parentRef.port`); a service
+/// named once without a port is governed on all its ports, so it is left out.
+fn parent_ports(refs: &[ServiceRefSpec], namespace: &str) -> BTreeMap<ServiceRef, BTreeSet<u16>> {
+    let mut limited: BTreeMap<ServiceRef, BTreeSet<u16>> = BTreeMap::new();
+    let mut whole = BTreeSet::new();
+    for p in refs {
+        let svc = ServiceRef::new(
+            p.namespace.clone().unwrap_or_else(|| namespace.to_string()),
+            p.name.clone(),
+        );
+        match p.port {
+            Some(port) => {
+                limited.entry(svc).or_default().insert(port);
+            }
+            None => {
+                whole.insert(svc);
+            }
+        }
+    }
+    limited.retain(|svc, _| !whole.contains(svc));
+    limited
 }
 
 /// A rule's `backendRefs`; `weight` defaults to 1, as in Gateway API.

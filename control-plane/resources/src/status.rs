@@ -9,10 +9,13 @@
 //!
 //! A reference is resolved when the named resource exists in the store: a parent or
 //! backend `Service` (registering an endpoint creates its service), a mirror's `Service`,
-//! an `ExtensionRef`'s `FaultInjection`. References point at resources, not at endpoints:
+//! an `ExtensionRef`'s `FaultInjection`. A port must exist too: a `parentRef.port` among
+//! its Service's ports (when it declares some), a `backendRef.port` among those of a
+//! Service with several (a Service with one port is one destination whatever port is
+//! named). References point at resources, not at endpoints:
 //! a backend with no endpoints yet is resolved (its requests get 503 until it has some).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{json, Value};
 
@@ -29,6 +32,27 @@ pub struct World {
     pub services: Known,
     /// `FaultInjection`s.
     pub faults: Known,
+    /// The ports of the services that declare some.
+    pub ports: BTreeMap<(String, String), BTreeSet<u16>>,
+}
+
+impl World {
+    /// Adds the Service `namespace/name` stored as `doc`, with the ports it declares.
+    pub fn add_service(&mut self, namespace: &str, name: &str, doc: &Value) {
+        let key = (namespace.to_string(), name.to_string());
+        let ports: BTreeSet<u16> = doc["spec"]["ports"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| u16::try_from(p["port"].as_u64()?).ok())
+            .collect();
+        if ports.is_empty() {
+            self.ports.remove(&key);
+        } else {
+            self.ports.insert(key.clone(), ports);
+        }
+        self.services.insert(key);
+    }
 }
 
 /// One reference of a route that names nothing that exists.
@@ -60,6 +84,7 @@ struct Reference {
     kind: RefKind,
     namespace: String,
     name: String,
+    port: Option<u16>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -83,11 +108,13 @@ fn references(doc: &Value) -> Vec<Reference> {
             .as_str()
             .filter(|n| !n.is_empty())
             .map_or_else(|| own.clone(), str::to_string);
+        let port = v["port"].as_u64().and_then(|p| u16::try_from(p).ok());
         Some(Reference {
             path,
             kind,
             namespace,
             name,
+            port,
         })
     };
     let mut out = Vec::new();
@@ -155,12 +182,30 @@ pub fn unresolved(doc: &Value, world: &World) -> Vec<Unresolved> {
                     "InvalidFilter",
                 ),
             };
-            (!known.contains(&key)).then(|| Unresolved {
-                path: r.path,
-                target: format!("{what} {}/{}", r.namespace, r.name),
-                condition,
-                reason,
-            })
+            let target = format!("{what} {}/{}", r.namespace, r.name);
+            let missing = |target| {
+                Some(Unresolved {
+                    path: r.path.clone(),
+                    target,
+                    condition,
+                    reason,
+                })
+            };
+            if !known.contains(&key) {
+                return missing(target);
+            }
+            let declared = world.ports.get(&key);
+            let port_missing = match (r.kind, r.port, declared) {
+                (RefKind::Parent, Some(port), Some(ports)) => !ports.contains(&port),
+                (RefKind::Backend, Some(port), Some(ports)) if ports.len() > 1 => {
+                    !ports.contains(&port)
+                }
+                _ => false,
+            };
+            if port_missing {
+                return missing(format!("port {} of {target}", r.port.unwrap_or_default()));
+            }
+            None
         })
         .collect()
 }
@@ -276,6 +321,7 @@ mod tests {
         let world = World {
             services: known(&[("shop", "web"), ("shop", "web-v1")]),
             faults: Known::new(),
+            ..World::default()
         };
         let got: Vec<String> = unresolved(&route(), &world)
             .iter()
@@ -297,6 +343,7 @@ mod tests {
         let mut world = World {
             services: known(&[("shop", "web"), ("shop", "web-v1")]),
             faults: Known::new(),
+            ..World::default()
         };
         let parents = route_status(&route(), &world, 7);
         assert_eq!(parents[0]["parentRef"]["name"], "web");
@@ -337,8 +384,53 @@ mod tests {
                 ("other", "api"),
             ]),
             faults: Known::new(),
+            ..World::default()
         };
         let parents = route_status(&route(), &world, 1);
         assert_eq!(parents[0]["conditions"][1]["reason"], "InvalidFilter");
+    }
+
+    #[test]
+    fn a_port_must_be_one_the_service_declares() {
+        let mut world = World::default();
+        world.add_service(
+            "shop",
+            "web",
+            &json!({"spec": {"ports": [{"port": 80}, {"port": 9090}]}}),
+        );
+        world.add_service("shop", "one", &json!({"spec": {"ports": [{"port": 8080}]}}));
+        world.add_service("shop", "bare", &json!({"spec": {}}));
+        let doc = json!({
+            "metadata": {"name": "r", "namespace": "shop"},
+            "spec": {
+                "parentRefs": [{"name": "web", "port": 9090}, {"name": "web", "port": 81},
+                               {"name": "one", "port": 80}, {"name": "bare", "port": 80}],
+                "rules": [{"backendRefs": [{"name": "web", "port": 9090}, {"name": "web", "port": 7},
+                                           {"name": "one", "port": 7}, {"name": "bare", "port": 7}]}]
+            }
+        });
+        let got: Vec<String> = unresolved(&doc, &world)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        // A parent's port is checked against any declared ports; a backend's only where
+        // the Service has several (one port is one destination whatever port is named).
+        assert_eq!(
+            got,
+            [
+                "spec.parentRefs[1]: port 81 of Service shop/web does not exist (Accepted=False, NoMatchingParent)",
+                "spec.parentRefs[2]: port 80 of Service shop/one does not exist (Accepted=False, NoMatchingParent)",
+                "spec.rules[0].backendRefs[1]: port 7 of Service shop/web does not exist (ResolvedRefs=False, BackendNotFound)",
+            ]
+        );
+        let parents = route_status(&doc, &world, 3);
+        assert_eq!(parents[0]["conditions"][0]["status"], "True");
+        assert_eq!(parents[1]["conditions"][0]["reason"], "NoMatchingParent");
+
+        // Declaring the port again accepts the parent; dropping the ports forgets them.
+        world.add_service("shop", "one", &json!({"spec": {}}));
+        assert!(unresolved(&doc, &world)
+            .iter()
+            .all(|u| !u.path.starts_with("spec.parentRefs[2]")));
     }
 }

@@ -12,9 +12,11 @@
 //! the pods behind the slices (ready or not) become the service's `serviceAccounts`: the
 //! identities clients accept from it, and the ones whose proxies may serve it.
 //!
-//! Only single-port TCP Services are discovered today: Tandem balances per service, so the
-//! endpoints of two ports would mix; a multi-port Service is skipped with a warning (per-
-//! port clusters are the next step). ExternalName and UDP/SCTP ports are skipped too.
+//! A Service with several TCP ports becomes a Tandem service with those ports, each of its
+//! endpoints marked with the one Service port it serves (`servicePort`, matched by port
+//! name as EndpointSlices name them), so that each port balances over its own target
+//! ports (a cluster per port, see `tandem_xds::convert::to_xds`). ExternalName Services
+//! and UDP/SCTP ports are skipped.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -167,7 +169,7 @@ fn desired(
 ) -> Vec<Resource> {
     let mut out = Vec::new();
     for (key, svc) in services {
-        let port = match service_port(svc) {
+        let ports = match service_ports(svc) {
             Ok(p) => p,
             Err(reason) => {
                 if warned.get(key) != Some(&reason) {
@@ -195,14 +197,14 @@ fn desired(
             "kind": "Service",
             "metadata": {"name": key.1, "namespace": key.0, "annotations": {SOURCE_ANNOTATION: SOURCE}},
             "spec": {
-                "ports": [port],
+                "ports": ports.iter().map(|p| &p.doc).collect::<Vec<_>>(),
                 "addresses": addresses,
                 "serviceAccounts": service_accounts(&mine, pods),
             },
         });
         push(&mut out, doc);
         for slice in mine {
-            for doc in endpoints(slice, &key.1, pods) {
+            for doc in endpoints(slice, &key.1, &ports, pods) {
                 push(&mut out, doc);
             }
         }
@@ -217,32 +219,44 @@ fn push(out: &mut Vec<Resource>, doc: Value) {
     }
 }
 
-/// The one TCP port of a Service as a Tandem port, or why it is not discovered.
-fn service_port(svc: &Service) -> Result<Value, String> {
+/// One TCP port of a Service.
+struct DiscoveredPort {
+    /// Its name (required by Kubernetes when a Service has several).
+    name: Option<String>,
+    /// The Service port.
+    port: u16,
+    /// The Tandem port document.
+    doc: Value,
+}
+
+/// The TCP ports of a Service, or why it is not discovered.
+fn service_ports(svc: &Service) -> Result<Vec<DiscoveredPort>, String> {
     let spec = svc.spec.as_ref().ok_or("no spec")?;
     if spec.type_.as_deref() == Some("ExternalName") {
         return Err("ExternalName Services name no endpoints".into());
     }
-    let ports: Vec<_> = spec
+    let ports: Vec<DiscoveredPort> = spec
         .ports
         .iter()
         .flatten()
         .filter(|p| p.protocol.as_deref().is_none_or(|p| p == "TCP"))
-        .collect();
-    match ports.as_slice() {
-        [p] => {
-            let mut port = json!({
-                "port": p.port,
-                "protocol": protocol(p.app_protocol.as_deref(), p.name.as_deref()),
+        .filter_map(|p| {
+            let port = u16::try_from(p.port).ok().filter(|p| *p != 0)?;
+            let name = p.name.clone().filter(|n| !n.is_empty());
+            let mut doc = json!({
+                "port": port,
+                "protocol": protocol(p.app_protocol.as_deref(), name.as_deref()),
             });
-            if let Some(name) = p.name.as_deref().filter(|n| !n.is_empty()) {
-                port["name"] = json!(name);
+            if let Some(name) = &name {
+                doc["name"] = json!(name);
             }
-            Ok(port)
-        }
-        [] => Err("no TCP port".into()),
-        _ => Err("several TCP ports: multi-port Services are not discovered yet".into()),
+            Some(DiscoveredPort { name, port, doc })
+        })
+        .collect();
+    if ports.is_empty() {
+        return Err("no TCP port".into());
     }
+    Ok(ports)
 }
 
 /// A port's protocol: `appProtocol`, else the name's prefix (Istio's convention), else
@@ -318,24 +332,42 @@ fn belongs(slice: &EndpointSlice, namespace: &str, name: &str) -> bool {
             == Some(name)
 }
 
-/// The ready addresses of a slice as Tandem `Endpoint` documents at its port.
+/// The ready addresses of a slice as Tandem `Endpoint` documents: at the slice's port for
+/// a Service with one port; for one with several, at each slice port, marked with the
+/// Service port of the same name.
 fn endpoints(
     slice: &EndpointSlice,
     service: &str,
+    ports: &[DiscoveredPort],
     pods: &BTreeMap<(String, String), Pod>,
 ) -> Vec<Value> {
     if !matches!(slice.address_type.as_str(), "IPv4" | "IPv6") {
         return Vec::new();
     }
-    let Some(port) = slice
+    // (target port, the Service port it serves when there are several).
+    let mut targets: Vec<(u16, Option<u16>)> = slice
         .ports
         .iter()
         .flatten()
-        .find(|p| p.protocol.as_deref().is_none_or(|p| p == "TCP"))
-        .and_then(|p| p.port)
-    else {
+        .filter(|p| p.protocol.as_deref().is_none_or(|p| p == "TCP"))
+        .filter_map(|p| {
+            let target = u16::try_from(p.port?).ok().filter(|t| *t != 0)?;
+            match ports {
+                [_] => Some((target, None)),
+                many => {
+                    let name = p.name.as_deref().filter(|n| !n.is_empty());
+                    let serves = many.iter().find(|sp| sp.name.as_deref() == name)?;
+                    Some((target, Some(serves.port)))
+                }
+            }
+        })
+        .collect();
+    if ports.len() == 1 {
+        targets.truncate(1);
+    }
+    if targets.is_empty() {
         return Vec::new();
-    };
+    }
     let ns = slice.namespace().unwrap_or_default();
     let mut out = Vec::new();
     for ep in &slice.endpoints {
@@ -356,16 +388,23 @@ fn endpoints(
             labels.insert("topology.kubernetes.io/zone".into(), json!(zone));
         }
         for ip in &ep.addresses {
-            let address = match ip.parse::<std::net::IpAddr>() {
-                Ok(ip) => std::net::SocketAddr::new(ip, u16::try_from(port).unwrap_or(0)),
-                Err(_) => continue,
+            let Ok(ip) = ip.parse::<std::net::IpAddr>() else {
+                continue;
             };
-            out.push(json!({
-                "apiVersion": TANDEM_API_VERSION,
-                "kind": "Endpoint",
-                "metadata": {"namespace": ns, "annotations": {SOURCE_ANNOTATION: SOURCE}},
-                "spec": {"service": service, "address": address.to_string(), "labels": labels},
-            }));
+            for (target, serves) in &targets {
+                let address = std::net::SocketAddr::new(ip, *target);
+                let mut spec =
+                    json!({"service": service, "address": address.to_string(), "labels": labels});
+                if let Some(port) = serves {
+                    spec["servicePort"] = json!(port);
+                }
+                out.push(json!({
+                    "apiVersion": TANDEM_API_VERSION,
+                    "kind": "Endpoint",
+                    "metadata": {"namespace": ns, "annotations": {SOURCE_ANNOTATION: SOURCE}},
+                    "spec": spec,
+                }));
+            }
         }
     }
     out
@@ -384,5 +423,103 @@ mod tests {
         assert_eq!(protocol(None, Some("tcp-db")), "tcp");
         assert_eq!(protocol(None, Some("web")), "detect");
         assert_eq!(protocol(Some("unknown.example/x"), None), "detect");
+    }
+
+    fn object<K: serde::de::DeserializeOwned>(v: Value) -> BTreeMap<(String, String), K> {
+        let key = (
+            v["metadata"]["namespace"].as_str().unwrap().to_string(),
+            v["metadata"]["name"].as_str().unwrap().to_string(),
+        );
+        [(key, serde_json::from_value(v).unwrap())]
+            .into_iter()
+            .collect()
+    }
+
+    #[test]
+    fn a_multi_port_service_marks_each_endpoint_with_the_port_it_serves() {
+        let services = object::<Service>(json!({
+            "metadata": {"namespace": "shop", "name": "web"},
+            "spec": {"clusterIPs": ["10.96.0.20"], "ports": [
+                {"name": "http", "port": 80, "targetPort": 8080},
+                {"name": "grpc", "port": 9090, "targetPort": "grpc", "appProtocol": "grpc"},
+                {"name": "dns", "port": 53, "protocol": "UDP"},
+            ]},
+        }));
+        let slices = object::<EndpointSlice>(json!({
+            "metadata": {"namespace": "shop", "name": "web-abc",
+                         "labels": {"kubernetes.io/service-name": "web"}},
+            "addressType": "IPv4",
+            "ports": [{"name": "grpc", "port": 9091}, {"name": "http", "port": 8080},
+                      {"name": "dns", "port": 53, "protocol": "UDP"}],
+            "endpoints": [
+                {"addresses": ["10.1.0.1"], "conditions": {"ready": true}},
+                {"addresses": ["10.1.0.2"], "conditions": {"ready": false}},
+            ],
+        }));
+        let mut warned = BTreeMap::new();
+        let out = desired(&services, &slices, &BTreeMap::new(), &mut warned);
+        assert!(warned.is_empty(), "{warned:?}");
+        let svc = out.iter().find(|r| r.key.kind == Kind::Service).unwrap();
+        let ports: Vec<(u64, &str)> = svc.doc["spec"]["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| (p["port"].as_u64().unwrap(), p["protocol"].as_str().unwrap()))
+            .collect();
+        assert_eq!(ports, [(80, "http"), (9090, "http2")]);
+        let mut eps: Vec<(String, u64, String)> = out
+            .iter()
+            .filter(|r| r.key.kind == Kind::Endpoint)
+            .map(|r| {
+                let spec = &r.doc["spec"];
+                (
+                    spec["address"].as_str().unwrap().to_string(),
+                    spec["servicePort"].as_u64().unwrap(),
+                    r.key.name.clone(),
+                )
+            })
+            .collect();
+        eps.sort();
+        assert_eq!(
+            eps,
+            [
+                (
+                    "10.1.0.1:8080".into(),
+                    80,
+                    "web-10-1-0-1-8080-for-80".into()
+                ),
+                (
+                    "10.1.0.1:9091".into(),
+                    9090,
+                    "web-10-1-0-1-9091-for-9090".into()
+                ),
+            ]
+        );
+        let endpoints: Vec<tandem_xds::domain::Endpoint> = out
+            .iter()
+            .filter(|r| r.key.kind == Kind::Endpoint)
+            .map(|r| crate::resources::domain::endpoint(&r.doc).unwrap())
+            .collect();
+        assert!(endpoints.iter().all(|e| e.service_port.is_some()));
+    }
+
+    #[test]
+    fn a_single_port_service_keeps_unmarked_endpoints() {
+        let services = object::<Service>(json!({
+            "metadata": {"namespace": "shop", "name": "db"},
+            "spec": {"ports": [{"port": 5432, "targetPort": 5433}]},
+        }));
+        let slices = object::<EndpointSlice>(json!({
+            "metadata": {"namespace": "shop", "name": "db-abc",
+                         "labels": {"kubernetes.io/service-name": "db"}},
+            "addressType": "IPv4",
+            "ports": [{"port": 5433}],
+            "endpoints": [{"addresses": ["10.1.0.9"]}],
+        }));
+        let out = desired(&services, &slices, &BTreeMap::new(), &mut BTreeMap::new());
+        let ep = out.iter().find(|r| r.key.kind == Kind::Endpoint).unwrap();
+        assert_eq!(ep.doc["spec"]["address"], "10.1.0.9:5433");
+        assert!(ep.doc["spec"].get("servicePort").is_none());
+        assert_eq!(ep.key.name, "db-10-1-0-9-5433");
     }
 }

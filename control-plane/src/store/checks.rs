@@ -73,20 +73,17 @@ pub(super) fn address_conflicts(
 /// the applied ones, and the services applied endpoints create.
 fn world_after(view: &View<'_, '_>, resources: &[Resource]) -> Result<World, StoreError> {
     let mut world = World::default();
-    for kind in [Kind::Service, Kind::FaultInjection] {
-        for r in view.list(kind, None)? {
-            let known = match kind {
-                Kind::Service => &mut world.services,
-                _ => &mut world.faults,
-            };
-            known.insert((r.key.namespace, r.key.name));
-        }
+    for r in view.list(Kind::Service, None)? {
+        world.add_service(&r.key.namespace, &r.key.name, &r.doc);
+    }
+    for r in view.list(Kind::FaultInjection, None)? {
+        world.faults.insert((r.key.namespace, r.key.name));
     }
     for r in resources {
         let key = (r.key.namespace.clone(), r.key.name.clone());
         match r.key.kind {
             Kind::Service => {
-                world.services.insert(key);
+                world.add_service(&r.key.namespace, &r.key.name, &r.doc);
             }
             Kind::FaultInjection => {
                 world.faults.insert(key);

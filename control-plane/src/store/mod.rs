@@ -133,7 +133,7 @@ impl Store {
         let table = rx.open_table(RESOURCES)?;
         let mut world = crate::resources::status::World::default();
         for r in scan(&table, Kind::Service, None)? {
-            world.services.insert((r.key.namespace, r.key.name));
+            world.add_service(&r.key.namespace, &r.key.name, &r.doc);
         }
         for r in scan(&table, Kind::FaultInjection, None)? {
             world.faults.insert((r.key.namespace, r.key.name));

@@ -161,10 +161,11 @@ impl Forwarder {
                 }
                 let authority = authority.as_ref().ok_or(ProxyError::NoAuthority)?;
                 let host = authority.host();
+                let port = authority.port_u16();
                 let dest = if host.bytes().any(|b| b.is_ascii_uppercase()) {
-                    snapshot.destination(&host.to_ascii_lowercase())
+                    snapshot.destination_at(&host.to_ascii_lowercase(), port)
                 } else {
-                    snapshot.destination(host)
+                    snapshot.destination_at(host, port)
                 };
                 dest.ok_or_else(|| ProxyError::UnknownService(host.to_string()))?
             }

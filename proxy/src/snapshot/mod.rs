@@ -61,6 +61,12 @@ impl Snapshot {
         self.routes.destination(host)
     }
 
+    /// The destination for a host name (lowercase) called on `port`: the port's own, for
+    /// a service with several ports, else the host's.
+    pub fn destination_at(&self, host: &str, port: Option<u16>) -> Option<&Arc<Destination>> {
+        self.routes.destination_at(host, port)
+    }
+
     /// What an intercepted connection to `addr` is for; `None`: not in the mesh.
     pub fn intercepted(&self, addr: &std::net::SocketAddr) -> Option<&Intercepted> {
         self.routes.intercepted(addr)

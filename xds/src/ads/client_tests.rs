@@ -54,6 +54,7 @@ fn mesh(endpoints: u8) -> MeshConfig {
                 service: svc("echo"),
                 address: format!("10.0.0.{}:80", i + 1).parse().unwrap(),
                 labels: Default::default(),
+                service_port: None,
             })
             .collect(),
     );

@@ -62,6 +62,7 @@ fn mesh(endpoints: u8) -> MeshConfig {
                     .parse()
                     .unwrap(),
                 labels: Default::default(),
+                service_port: None,
             })
             .collect(),
     );
@@ -71,6 +72,7 @@ fn mesh(endpoints: u8) -> MeshConfig {
             namespace: "default".into(),
             name: "split".into(),
             parents: vec![svc("echo")],
+            parent_ports: Default::default(),
             rules: vec![RouteRule {
                 matches: vec![],
                 backends: ["echo-a", "echo-b"]

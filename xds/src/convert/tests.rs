@@ -21,6 +21,7 @@ use crate::domain::*;
 mod addresses;
 mod determinism;
 mod policy;
+mod ports;
 mod retry;
 mod security;
 mod traffic;
@@ -53,6 +54,7 @@ fn endpoint(service: &str, addr: &str, zone: Option<&str>) -> Endpoint {
         labels: zone
             .map(|z| [("zone".to_string(), z.to_string())].into_iter().collect())
             .unwrap_or_default(),
+        service_port: None,
     }
 }
 
@@ -84,6 +86,7 @@ fn http_route(name: &str, created: u64, rules: Vec<RouteRule>) -> HttpRoute {
         namespace: "default".into(),
         name: name.into(),
         parents: vec![svc("reviews")],
+        parent_ports: Default::default(),
         rules,
         created,
     }

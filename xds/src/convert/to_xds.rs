@@ -1,7 +1,7 @@
 //! Control plane side: [`MeshConfig`] → [`XdsSnapshot`].
 //!
 //! For every service `s` (see `docs/control-plane.md`, "xDS mapping"):
-//! - one `Listener` per alias of `s` ([`ServiceRef::aliases`]), each an `ApiListener` whose
+//! - one `Listener` per alias of `s` ([`aliases`](crate::domain::ServiceRef::aliases)), each an `ApiListener` whose
 //!   `HttpConnectionManager` takes its routes over RDS (ADS) from route config `fqdn(s)`,
 //!   with the router filter last, preceded by the fault filter only when a route of `s`
 //!   injects faults (so proxyless gRPC configs stay minimal);
@@ -34,6 +34,7 @@
 
 mod action;
 mod cluster;
+mod ports;
 mod route;
 mod security;
 mod virtual_address;
@@ -59,11 +60,11 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 };
 use envoy_types::pb::google::protobuf::UInt32Value;
 
+use self::ports::{ClusterKey, Resolve};
 use super::canonical::pack_cluster;
 use super::{pack, ConvertError, XdsSnapshot};
 use crate::domain::{
-    inbound_listener_name, AppProtocol, CallPolicy, HttpRoute, MeshConfig, ServiceRef,
-    TRUST_BUNDLE_SECRET,
+    inbound_listener_name, CallPolicy, HttpRoute, MeshConfig, Service, TRUST_BUNDLE_SECRET,
 };
 
 pub use route::precedence;
@@ -83,7 +84,7 @@ pub const ROUTER_FILTER: &str = "envoy.filters.http.router";
 pub const FAULT_FILTER: &str = "envoy.filters.http.fault";
 /// `filter_metadata` key of Tandem's own cluster metadata.
 pub const TANDEM_METADATA: &str = "tandem";
-/// Field of [`TANDEM_METADATA`] carrying the cluster's [`AppProtocol`] (`http`, `http2`,
+/// Field of [`TANDEM_METADATA`] carrying the cluster's [`AppProtocol`](crate::domain::AppProtocol) (`http`, `http2`,
 /// `tcp`); absent means detect.
 pub const PROTOCOL_FIELD: &str = "protocol";
 /// Field of [`TANDEM_METADATA`] naming a load balancer Envoy does not have
@@ -108,76 +109,67 @@ pub const IDEMPOTENT_METHODS: &str = "GET|HEAD|OPTIONS|PUT|DELETE|TRACE";
 /// status other than 301/302/303/307/308), with the path of the offending HTTPRoute field.
 pub fn to_snapshot(mesh: &MeshConfig, version: &str) -> Result<XdsSnapshot, ConvertError> {
     let mut snap = XdsSnapshot::new(version);
-    let mut clusters: BTreeSet<ServiceRef> = BTreeSet::new();
-    for svc in mesh.services.keys() {
-        let fqdn = svc.fqdn();
-        let attached: Vec<&HttpRoute> = mesh
-            .routes
-            .values()
-            .filter(|r| r.parents.contains(svc))
-            .collect();
-        let routes = if attached.is_empty() {
-            clusters.insert(svc.clone());
-            vec![Route {
-                name: DEFAULT_ROUTE_NAME.to_string(),
-                r#match: Some(XdsRouteMatch {
-                    path_specifier: Some(route_match::PathSpecifier::Prefix(String::new())),
-                    ..Default::default()
-                }),
-                action: Some(xds_route::Action::Route(RouteAction {
-                    cluster_specifier: Some(route_action::ClusterSpecifier::Cluster(fqdn.clone())),
-                    ..Default::default()
-                })),
-                ..Default::default()
-            }]
-        } else {
-            for r in &attached {
-                for rule in &r.rules {
-                    clusters.extend(rule.backends.iter().map(|b| b.service.clone()));
-                    clusters.extend(rule.filters.mirrors.iter().map(|m| m.backend.clone()));
+    let mut clusters: BTreeSet<ClusterKey> = BTreeSet::new();
+    for (svc, service) in &mesh.services {
+        let configs = port_configs(service);
+        for (config, port) in &configs {
+            let resolve = Resolve::new(mesh, *port);
+            let attached: Vec<&HttpRoute> = mesh
+                .routes
+                .values()
+                .filter(|r| r.governs(svc, *port))
+                .collect();
+            let routes = if attached.is_empty() {
+                let own = resolve.key(svc, *port);
+                let route = default_route(own.name());
+                clusters.insert(own);
+                vec![route]
+            } else {
+                for r in &attached {
+                    for rule in &r.rules {
+                        clusters.extend(
+                            rule.backends
+                                .iter()
+                                .map(|b| resolve.key(&b.service, b.port)),
+                        );
+                        clusters.extend(
+                            rule.filters
+                                .mirrors
+                                .iter()
+                                .map(|m| resolve.key(&m.backend, None)),
+                        );
+                    }
                 }
-            }
-            route::attached_routes(&attached, &mesh.faults)?
-        };
-        let with_fault = routes
-            .iter()
-            .any(|r| r.typed_per_filter_config.contains_key(FAULT_FILTER));
-        for alias in svc.aliases() {
-            snap.insert(alias.clone(), pack(&listener(&alias, &fqdn, with_fault)));
-        }
-        if let Some(service) = mesh.services.get(svc) {
-            for l in virtual_address::listeners(service, &fqdn, with_fault) {
+                route::attached_routes(&attached, &mesh.faults, &resolve)?
+            };
+            let with_fault = routes
+                .iter()
+                .any(|r| r.typed_per_filter_config.contains_key(FAULT_FILTER));
+            for l in virtual_address::listeners(service, *port, config, with_fault) {
                 snap.insert(l.name.clone(), pack(&l));
             }
-            if virtual_address::carries_tcp(service) {
+            if virtual_address::carries_tcp(service, *port) {
                 // Opaque TCP to a virtual address goes to the service's own endpoints.
-                clusters.insert(svc.clone());
+                clusters.insert(resolve.key(svc, *port));
             }
-        }
-        let rc = RouteConfiguration {
-            name: fqdn.clone(),
-            virtual_hosts: vec![VirtualHost {
-                name: fqdn.clone(),
-                domains: vec!["*".to_string()],
-                routes,
+            for (alias, target) in listener_names(service, config, *port) {
+                snap.insert(alias.clone(), pack(&listener(&alias, &target, with_fault)));
+            }
+            let rc = RouteConfiguration {
+                name: config.clone(),
+                virtual_hosts: vec![VirtualHost {
+                    name: config.clone(),
+                    domains: vec!["*".to_string()],
+                    routes,
+                    ..Default::default()
+                }],
                 ..Default::default()
-            }],
-            ..Default::default()
-        };
-        snap.insert(fqdn, pack(&rc));
+            };
+            snap.insert(config.clone(), pack(&rc));
+        }
     }
-    for svc in &clusters {
-        let protocol = mesh
-            .services
-            .get(svc)
-            .map(|s| {
-                let mut protos = s.ports.iter().map(|p| p.protocol);
-                match protos.next() {
-                    Some(first) if protos.all(|p| p == first) => first,
-                    _ => AppProtocol::Detect,
-                }
-            })
-            .unwrap_or_default();
+    for key in &clusters {
+        let svc = &key.service;
         // Map order is (namespace, name): deterministic when two policies target one
         // service (the control plane rejects that at apply time).
         let policy = mesh
@@ -186,14 +178,17 @@ pub fn to_snapshot(mesh: &MeshConfig, version: &str) -> Result<XdsSnapshot, Conv
             .find(|p| p.target == *svc)
             .map(|p| p.policy)
             .unwrap_or_else(CallPolicy::default);
-        let mut c = cluster::eds_cluster(&svc.fqdn(), protocol, &policy);
+        let name = key.name();
+        let mut c = cluster::eds_cluster(&name, key.protocol(mesh), &policy);
         // Backends and mirrors alike: the cluster is the service's, so is its identity.
         c.transport_socket = mesh
             .upstream_tls(svc)
             .map(|tls| security::upstream_transport_socket(&tls));
-        snap.insert(svc.fqdn(), pack_cluster(c));
-        let endpoints = mesh.endpoints.get(svc).map(Vec::as_slice).unwrap_or(&[]);
-        snap.insert(svc.fqdn(), pack(&load_assignment(&svc.fqdn(), endpoints)));
+        snap.insert(name.clone(), pack_cluster(c));
+        snap.insert(
+            name.clone(),
+            pack(&load_assignment(&name, &key.endpoints(mesh))),
+        );
     }
     // Without a trust bundle there are no identities, so no inbound policy to enforce.
     if !mesh.security.trust_bundle_pem.is_empty() {
@@ -215,6 +210,61 @@ pub fn to_snapshot(mesh: &MeshConfig, version: &str) -> Result<XdsSnapshot, Conv
         }
     }
     Ok(snap)
+}
+
+/// The route configurations of `service`, with the port each is for: one named by its
+/// FQDN (for its only port, if any), or one per port ([`port_name`](crate::domain::ServiceRef::port_name)).
+fn port_configs(service: &Service) -> Vec<(String, Option<u16>)> {
+    if service.per_port() {
+        service
+            .ports
+            .iter()
+            .map(|p| (service.id.port_name(p.port), Some(p.port)))
+            .collect()
+    } else {
+        vec![(service.id.fqdn(), service.ports.first().map(|p| p.port))]
+    }
+}
+
+/// The API listeners (the names clients call the service by) taking route config
+/// `config`, of port `port`: every alias, for a service with one configuration; for one
+/// with several, every `alias:port`, and the bare aliases for its first port.
+fn listener_names(service: &Service, config: &str, port: Option<u16>) -> Vec<(String, String)> {
+    let aliases = service.id.aliases();
+    if !service.per_port() {
+        return aliases
+            .into_iter()
+            .map(|a| (a, config.to_string()))
+            .collect();
+    }
+    let Some(port) = port else {
+        return Vec::new();
+    };
+    let first = service.ports.first().map(|p| p.port) == Some(port);
+    let mut out: Vec<(String, String)> = aliases
+        .iter()
+        .map(|a| (format!("{a}:{port}"), config.to_string()))
+        .collect();
+    if first {
+        out.extend(aliases.into_iter().map(|a| (a, config.to_string())));
+    }
+    out
+}
+
+/// The catch-all route of a service with no HTTPRoute attached: everything to `cluster`.
+fn default_route(cluster: String) -> Route {
+    Route {
+        name: DEFAULT_ROUTE_NAME.to_string(),
+        r#match: Some(XdsRouteMatch {
+            path_specifier: Some(route_match::PathSpecifier::Prefix(String::new())),
+            ..Default::default()
+        }),
+        action: Some(xds_route::Action::Route(RouteAction {
+            cluster_specifier: Some(route_action::ClusterSpecifier::Cluster(cluster)),
+            ..Default::default()
+        })),
+        ..Default::default()
+    }
 }
 
 /// The ADS config source (`ads {}`, resource API v3).
@@ -271,7 +321,7 @@ pub(crate) fn http_connection_manager(
     }
 }
 
-fn load_assignment(name: &str, endpoints: &[crate::domain::Endpoint]) -> ClusterLoadAssignment {
+fn load_assignment(name: &str, endpoints: &[&crate::domain::Endpoint]) -> ClusterLoadAssignment {
     // Zone → addresses, deduplicated (gRPC NACKs a duplicate address).
     let mut by_zone: BTreeMap<&str, BTreeSet<std::net::SocketAddr>> = BTreeMap::new();
     for ep in endpoints {

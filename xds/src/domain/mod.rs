@@ -4,7 +4,7 @@
 //! types; `convert` turns a [`MeshConfig`] into xDS resources, and the proxy turns xDS
 //! resources it receives back into a [`ProxyView`]. Protobuf never appears here.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
@@ -43,6 +43,13 @@ impl ServiceRef {
     /// `name.namespace.svc.cluster.local`: the name of its xDS cluster and route config.
     pub fn fqdn(&self) -> String {
         format!("{}.{}.{}", self.name, self.namespace, CLUSTER_DOMAIN)
+    }
+
+    /// The xDS name of the cluster and route config of this service's `port`, for a
+    /// service with several ports (`name.namespace.svc.cluster.local:8080`, the name a
+    /// proxyless gRPC client dials); a service with one port uses [`ServiceRef::fqdn`].
+    pub fn port_name(&self, port: u16) -> String {
+        format!("{}:{port}", self.fqdn())
     }
 
     /// Every name a client may use for the service, shortest first: `name` (only in the
@@ -118,6 +125,13 @@ impl Service {
             self.service_accounts.iter().map(String::as_str).collect()
         }
     }
+
+    /// Whether each of its ports is a cluster and route config of its own
+    /// ([`ServiceRef::port_name`]): a service with several ports, whose endpoints may
+    /// listen on a different port for each.
+    pub fn per_port(&self) -> bool {
+        self.ports.len() > 1
+    }
 }
 
 /// One instance of a service.
@@ -129,6 +143,10 @@ pub struct Endpoint {
     pub address: SocketAddr,
     /// Labels (`version: v2`, `topology.kubernetes.io/zone: a`, ...).
     pub labels: BTreeMap<String, String>,
+    /// The one service port it serves (a Kubernetes Service port whose target port is
+    /// `address`'s); `None`: every port of the service, at `address`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_port: Option<u16>,
 }
 
 impl Endpoint {
@@ -197,7 +215,8 @@ pub struct RouteMatch {
 pub struct Backend {
     /// The backend service.
     pub service: ServiceRef,
-    /// Port on the backend (informational: endpoints carry their own ports).
+    /// Port on the backend: selects its cluster when it has several ports (see
+    /// `convert::to_xds`); a service with one port is one cluster whatever the port.
     pub port: Option<u16>,
     /// Relative weight; 0 means deployed but receiving no traffic.
     pub weight: u32,
@@ -227,11 +246,27 @@ pub struct HttpRoute {
     pub name: String,
     /// The services whose traffic this route governs.
     pub parents: Vec<ServiceRef>,
+    /// The ports a parent's traffic is governed on (Gateway API `parentRef.port`); a
+    /// parent absent here: all of its ports.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub parent_ports: BTreeMap<ServiceRef, BTreeSet<u16>>,
     /// Rules in the order written.
     pub rules: Vec<RouteRule>,
     /// The revision that first created this route: older routes win precedence ties, as
     /// Gateway API orders by creation time.
     pub created: u64,
+}
+
+impl HttpRoute {
+    /// Whether this route governs `parent`'s traffic on `port` (`None`: traffic to the
+    /// service whatever its port, as for a service with at most one port).
+    pub fn governs(&self, parent: &ServiceRef, port: Option<u16>) -> bool {
+        self.parents.contains(parent)
+            && match (self.parent_ports.get(parent), port) {
+                (Some(ports), Some(port)) => ports.contains(&port),
+                _ => true,
+            }
+    }
 }
 
 /// Everything the mesh knows at one revision: the input to xDS generation.

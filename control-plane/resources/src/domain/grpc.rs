@@ -9,7 +9,7 @@
 use serde_json::Value;
 use tandem_xds::domain::{HttpRoute, PathMatch, RouteMatch, RouteRule, RouteTimeouts};
 
-use super::{backends, identity, parents, route_filters, spec_of, value_match};
+use super::{backends, identity, parent_ports, parents, route_filters, spec_of, value_match};
 use crate::spec::{GrpcMatchSpec, GrpcMethodMatchSpec, GrpcMethodMatchType, GrpcRouteSpec};
 use crate::{ResourceError, GRPC_ROUTE_PREFIX};
 
@@ -43,6 +43,7 @@ pub fn grpc_route(doc: &Value, created: u64) -> Result<HttpRoute, ResourceError>
         .collect::<Result<Vec<_>, ResourceError>>()?;
     Ok(HttpRoute {
         parents: parents(&spec.parent_refs, &namespace),
+        parent_ports: parent_ports(&spec.parent_refs, &namespace),
         name: grpc_route_name(&name),
         namespace,
         rules,

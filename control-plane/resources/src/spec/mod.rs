@@ -150,6 +150,14 @@ pub struct EndpointSpec {
     /// Labels (`version`, `zone`, ...).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// The one port of the service this address serves (for a service with several
+    /// ports whose instances listen on a different port for each); absent: all of them.
+    #[serde(
+        rename = "servicePort",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub service_port: Option<u16>,
 }
 
 /// `HTTPRoute.spec` (mesh form). New fields skip serialization when absent, so documents

@@ -133,8 +133,19 @@ pub fn validate_document(at: &str, doc: Value) -> Result<Resource, ResourceError
         Kind::Endpoint => {
             let spec: EndpointSpec = from_value(&spec_at, doc.spec)?;
             let addr = endpoint(&spec_at, &spec)?;
+            if spec.service_port == Some(0) {
+                return Err(ResourceError::new(
+                    format!("{spec_at}.servicePort"),
+                    "must be a port, 1-65535",
+                ));
+            }
             if meta.name.is_none() {
-                meta.name = Some(derived_endpoint_name(&spec.service, &addr));
+                // Two ports of a service may target one address: one name each.
+                let name = derived_endpoint_name(&spec.service, &addr);
+                meta.name = Some(match spec.service_port {
+                    Some(port) => format!("{name}-for-{port}"),
+                    None => name,
+                });
             }
             to_json(&EndpointSpec {
                 address: addr.to_string(),

@@ -91,6 +91,9 @@ impl Destination {
 #[derive(Debug, Default)]
 pub struct RouteTable {
     by_name: HashMap<String, Arc<Destination>>,
+    /// Names that are `host:port` (the ports of a service with several), by host then
+    /// port, so that a request's authority is looked up without building a string.
+    by_host_port: HashMap<String, HashMap<u16, Arc<Destination>>>,
     by_addr: HashMap<SocketAddr, Intercepted>,
 }
 
@@ -129,6 +132,7 @@ impl RouteTable {
             );
         }
         let mut by_name = HashMap::with_capacity(view.listeners.len());
+        let mut by_host_port: HashMap<String, HashMap<u16, Arc<Destination>>> = HashMap::new();
         for (listener, config_name) in &view.listeners {
             let dest = destinations
                 .get(config_name.as_str())
@@ -136,6 +140,12 @@ impl RouteTable {
                     path: format!("listeners[{listener}]"),
                     reason: format!("unknown route config {config_name:?}"),
                 })?;
+            if let Some((host, port)) = split_port(listener) {
+                by_host_port
+                    .entry(host.to_string())
+                    .or_default()
+                    .insert(port, dest.clone());
+            }
             by_name.insert(listener.clone(), dest.clone());
         }
         let by_addr = if intercepting {
@@ -143,12 +153,23 @@ impl RouteTable {
         } else {
             HashMap::new()
         };
-        Ok(RouteTable { by_name, by_addr })
+        Ok(RouteTable {
+            by_name,
+            by_host_port,
+            by_addr,
+        })
     }
 
     /// The destination a host name (port already stripped, lowercase) refers to.
     pub fn destination(&self, host: &str) -> Option<&Arc<Destination>> {
         self.by_name.get(host)
+    }
+
+    /// The destination of `host` (lowercase) called on `port`: that port's, for a service
+    /// with a destination per port, else the host's.
+    pub fn destination_at(&self, host: &str, port: Option<u16>) -> Option<&Arc<Destination>> {
+        port.and_then(|p| self.by_host_port.get(host)?.get(&p))
+            .or_else(|| self.by_name.get(host))
     }
 
     /// What an intercepted connection to `addr` is for: a service's virtual address, or
@@ -273,9 +294,17 @@ fn route_label(name: &str) -> &str {
     }
 }
 
-/// The metric label for a route config: the service's short name (`reviews` for
-/// `reviews.default.svc.cluster.local`), which keeps label values few and readable.
+/// A name's `host` and `port` when it is `host:port`.
+fn split_port(name: &str) -> Option<(&str, u16)> {
+    let (host, port) = name.rsplit_once(':')?;
+    Some((host, port.parse().ok()?))
+}
+
+/// The metric label for a route config or cluster: the service's short name (`reviews`
+/// for `reviews.default.svc.cluster.local`, and for its port `...local:9080`), which keeps
+/// label values few and readable.
 fn service_label(config_name: &str) -> &str {
+    let config_name = split_port(config_name).map_or(config_name, |(host, _)| host);
     match config_name.strip_suffix(".svc.cluster.local") {
         Some(short) => short.split('.').next().unwrap_or(short),
         None => config_name,
@@ -366,6 +395,43 @@ mod tests {
             .count();
         let share = v2 as f64 / n as f64;
         assert!((0.08..0.12).contains(&share), "v2 share {share}");
+    }
+
+    #[test]
+    fn a_port_of_a_service_with_several_is_its_own_destination() {
+        let mut v = view();
+        let grpc = "web.default.svc.cluster.local:9090".to_string();
+        v.listeners.insert("web:9090".into(), grpc.clone());
+        v.clusters.insert(
+            grpc.clone(),
+            ProxyCluster {
+                protocol: AppProtocol::Http2,
+                endpoints: vec![SocketAddr::from(([127, 0, 0, 1], 3))],
+                ..Default::default()
+            },
+        );
+        v.route_configs.insert(
+            grpc.clone(),
+            vec![ProxyRoute {
+                name: "default".into(),
+                clusters: vec![ClusterWeight {
+                    cluster: grpc,
+                    weight: 1,
+                }],
+                ..Default::default()
+            }],
+        );
+        let table = RouteTable::build(&v, &Registry::default(), false).unwrap();
+        let on = |port| table.destination_at("web", port).unwrap();
+        let own = on(Some(9090)).default_cluster.as_ref().unwrap();
+        assert_eq!(own.endpoints[0].addr.port(), 3);
+        // Labelled with the service, not the port: metrics stay per service.
+        assert_eq!(&*on(Some(9090)).name, "web");
+        assert_eq!(&*own.label, "web");
+        // Any other port, or none, is the bare name's.
+        assert!(on(Some(80)).default_cluster.is_none());
+        assert!(on(None).default_cluster.is_none());
+        assert!(table.destination_at("web-v1", Some(9090)).is_none());
     }
 
     #[test]

@@ -37,11 +37,14 @@ fn with_addresses() -> MeshConfig {
     m
 }
 
-fn target(protocol: AppProtocol, rc: bool, cluster: bool) -> AddressTarget {
+/// What `reviews:port` maps to: a service with several ports has a route config and a
+/// cluster per port.
+fn target(protocol: AppProtocol, port: u16, rc: bool, cluster: bool) -> AddressTarget {
+    let name = svc("reviews").port_name(port);
     AddressTarget {
         protocol,
-        route_config: rc.then(|| fqdn("reviews")),
-        cluster: cluster.then(|| fqdn("reviews")),
+        route_config: rc.then(|| name.clone()),
+        cluster: cluster.then_some(name),
     }
 }
 
@@ -51,15 +54,27 @@ fn every_address_and_port_is_a_listener_the_proxy_maps_back() {
     let view = to_proxy_view(snap.resources()).unwrap();
     let at = |a: &str| view.addresses[&a.parse::<SocketAddr>().unwrap()].clone();
     assert_eq!(view.addresses.len(), 8);
-    assert_eq!(at("10.96.0.10:80"), target(AppProtocol::Http, true, false));
-    assert_eq!(at("10.96.0.10:81"), target(AppProtocol::Http2, true, false));
-    assert_eq!(at("10.96.0.10:5432"), target(AppProtocol::Tcp, false, true));
+    assert_eq!(
+        at("10.96.0.10:80"),
+        target(AppProtocol::Http, 80, true, false)
+    );
+    assert_eq!(
+        at("10.96.0.10:81"),
+        target(AppProtocol::Http2, 81, true, false)
+    );
+    assert_eq!(
+        at("10.96.0.10:5432"),
+        target(AppProtocol::Tcp, 5432, false, true)
+    );
     assert_eq!(
         at("[fd00::10]:9000"),
-        target(AppProtocol::Detect, true, true)
+        target(AppProtocol::Detect, 9000, true, true)
     );
-    // Opaque TCP needs the service's own cluster, though its HTTP goes to backends.
-    assert!(view.clusters.contains_key(&fqdn("reviews")));
+    // Opaque TCP needs the service's own cluster of that port, though its HTTP goes to
+    // backends; the HTTP-only ports need none.
+    assert!(view.clusters.contains_key(&svc("reviews").port_name(5432)));
+    assert!(!view.clusters.contains_key(&svc("reviews").port_name(80)));
+    assert!(!view.clusters.contains_key(&fqdn("reviews")));
     // The name says where, as Istio's do; not bound, outbound.
     let l: Listener = unpack(snap.get(LISTENER_TYPE, "10.96.0.10_80").unwrap(), "x").unwrap();
     assert_eq!(l.bind_to_port, Some(BoolValue { value: false }));
@@ -128,7 +143,9 @@ fn malformed_address_listeners_are_invalid_with_their_path() {
 fn an_address_listener_without_its_route_config_or_cluster_is_incomplete() {
     let snap = to_snapshot(&with_addresses(), "v1").unwrap();
     let mut res = snap.resources().clone();
-    res.get_mut(CLUSTER_TYPE).unwrap().remove(&fqdn("reviews"));
+    res.get_mut(CLUSTER_TYPE)
+        .unwrap()
+        .remove(&svc("reviews").port_name(5432));
     match to_proxy_view(&res) {
         Err(FromXdsError::Incomplete(missing)) => {
             assert!(missing.iter().any(|m| m.type_url == CLUSTER_TYPE

@@ -156,6 +156,7 @@ pub(super) fn traffic_mesh() -> MeshConfig {
         namespace: "default".into(),
         name: "traffic".into(),
         parents: vec![svc("web")],
+        parent_ports: Default::default(),
         rules: vec![
             everything,
             redirect_full,

@@ -21,6 +21,7 @@ use envoy_types::pb::envoy::r#type::matcher::v3::{
 };
 use envoy_types::pb::google::protobuf::UInt32Value;
 
+use super::ports::Resolve;
 use super::route::regex_matcher;
 use super::{CONNECTION_RETRY_ON, IDEMPOTENT_METHODS, NO_BACKEND_STATUS};
 use crate::convert::rewrite::{escape_substitution, prefix_rewrite};
@@ -46,6 +47,7 @@ pub(super) fn forward(
     rule: &RouteRule,
     m: &RouteMatch,
     path: &str,
+    resolve: &Resolve<'_>,
 ) -> Result<route::Action, ConvertError> {
     let total: u64 = rule.backends.iter().map(|b| u64::from(b.weight)).sum();
     if total == 0 {
@@ -58,12 +60,12 @@ pub(super) fn forward(
         ));
     }
     let specifier = match rule.backends.as_slice() {
-        [only] => route_action::ClusterSpecifier::Cluster(only.service.fqdn()),
+        [only] => route_action::ClusterSpecifier::Cluster(resolve.name(&only.service, only.port)),
         many => route_action::ClusterSpecifier::WeightedClusters(WeightedCluster {
             clusters: many
                 .iter()
                 .map(|b| weighted_cluster::ClusterWeight {
-                    name: b.service.fqdn(),
+                    name: resolve.name(&b.service, b.port),
                     weight: Some(UInt32Value { value: b.weight }),
                     ..Default::default()
                 })
@@ -87,7 +89,7 @@ pub(super) fn forward(
             .mirrors
             .iter()
             .map(|mirror| route_action::RequestMirrorPolicy {
-                cluster: mirror.backend.fqdn(),
+                cluster: resolve.name(&mirror.backend, None),
                 runtime_fraction: Some(RuntimeFractionalPercent {
                     default_value: Some(fractional_percent(mirror.fraction)),
                     runtime_key: String::new(),

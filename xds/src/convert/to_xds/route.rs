@@ -10,6 +10,7 @@ use envoy_types::pb::envoy::config::route::v3::{
 };
 use envoy_types::pb::envoy::r#type::matcher::v3::{string_matcher, RegexMatcher, StringMatcher};
 
+use super::ports::Resolve;
 use super::{action, FAULT_FILTER};
 use crate::convert::{pack, ConvertError};
 use crate::domain::{FaultInjection, HttpRoute, PathMatch, RouteMatch, RouteRule, StringMatch};
@@ -54,6 +55,7 @@ pub fn precedence(a: &RouteMatch, b: &RouteMatch) -> Ordering {
 pub(super) fn attached_routes(
     attached: &[&HttpRoute],
     faults: &Faults,
+    resolve: &Resolve<'_>,
 ) -> Result<Vec<Route>, ConvertError> {
     let default_match = RouteMatch::default();
     let mut entries = Vec::new();
@@ -88,10 +90,13 @@ pub(super) fn attached_routes(
             .then_with(|| a.rule_index.cmp(&b.rule_index))
             .then_with(|| a.match_index.cmp(&b.match_index))
     });
-    entries.iter().map(|e| xds_route(e, faults)).collect()
+    entries
+        .iter()
+        .map(|e| xds_route(e, faults, resolve))
+        .collect()
 }
 
-fn xds_route(e: &Entry<'_>, faults: &Faults) -> Result<Route, ConvertError> {
+fn xds_route(e: &Entry<'_>, faults: &Faults, resolve: &Resolve<'_>) -> Result<Route, ConvertError> {
     let path = format!(
         "HTTPRoute[{}/{}].rules[{}]",
         e.route.namespace, e.route.name, e.rule_index
@@ -113,7 +118,7 @@ fn xds_route(e: &Entry<'_>, faults: &Faults) -> Result<Route, ConvertError> {
             e.matches,
             &format!("{path}.filters.requestRedirect"),
         )?,
-        (Ok(_), None) => action::forward(e.rule, e.matches, &path)?,
+        (Ok(_), None) => action::forward(e.rule, e.matches, &path, resolve)?,
     };
     let mut route = Route {
         name: format!(

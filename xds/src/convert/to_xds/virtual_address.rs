@@ -33,24 +33,34 @@ pub const HTTP_CHAIN: &str = "http";
 /// Name of the opaque TCP filter chain.
 pub const TCP_CHAIN: &str = "tcp";
 
-/// Whether some virtual `address:port` of `service` may carry opaque TCP, which needs the
-/// service's own cluster.
-pub(super) fn carries_tcp(service: &Service) -> bool {
+/// Whether some virtual `address:port` of `service` on `port` (`None`: any of its ports)
+/// may carry opaque TCP, which needs the service's own cluster.
+pub(super) fn carries_tcp(service: &Service, port: Option<u16>) -> bool {
     !service.addresses.is_empty()
         && service
             .ports
             .iter()
+            .filter(|p| !service.per_port() || Some(p.port) == port)
             .any(|p| matches!(p.protocol, AppProtocol::Tcp | AppProtocol::Detect))
 }
 
-/// The listeners of every `address:port` of `service`, whose route configuration and
-/// cluster are both named `fqdn`.
-pub(super) fn listeners(service: &Service, fqdn: &str, with_fault: bool) -> Vec<Listener> {
+/// The listeners of every `address:port` of `service` whose route configuration and
+/// cluster are both named `name`: all its ports, or only `port` for a service with a
+/// configuration per port.
+pub(super) fn listeners(
+    service: &Service,
+    port: Option<u16>,
+    name: &str,
+    with_fault: bool,
+) -> Vec<Listener> {
     let mut out = Vec::with_capacity(service.addresses.len() * service.ports.len());
     for ip in &service.addresses {
-        for port in &service.ports {
-            let addr = SocketAddr::new(*ip, port.port);
-            out.push(listener(addr, port.protocol, fqdn, with_fault));
+        for p in &service.ports {
+            if service.per_port() && Some(p.port) != port {
+                continue;
+            }
+            let addr = SocketAddr::new(*ip, p.port);
+            out.push(listener(addr, p.protocol, name, with_fault));
         }
     }
     out
