@@ -170,6 +170,15 @@ pub struct Flags {
     #[arg(long, default_value = "15s", value_parser = crate::resources::duration::parse)]
     pub lease_duration: std::time::Duration,
 
+    /// With --kubernetes: the injector's MutatingWebhookConfiguration, whose `caBundle`
+    /// the Lease holder keeps equal to the mesh's trust bundle (empty: leave it alone).
+    #[arg(
+        long,
+        env = "TANDEM_INJECTOR_WEBHOOK",
+        default_value = crate::kubernetes::webhook_ca::DEFAULT_WEBHOOK
+    )]
+    pub injector_webhook: String,
+
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `tandem_control_plane=debug`.
     #[arg(long, env = "TANDEM_LOG", default_value = "info")]
     pub log: String,

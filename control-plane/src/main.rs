@@ -92,7 +92,7 @@ async fn run(flags: Flags) -> Result<(), String> {
         false => None,
     };
     // In a cluster the CA is shared by every replica, through a Secret, unless supplied.
-    let ca_files = match (&kube_client, &flags.ca_cert) {
+    let ca_from_secret = match (&kube_client, &flags.ca_cert) {
         (Some(client), None) => Some(
             kubernetes::ca_secret::ensure(
                 client.clone(),
@@ -105,7 +105,22 @@ async fn run(flags: Flags) -> Result<(), String> {
         ),
         _ => None,
     };
-    let identity = load_identity(&flags, ca_files)?;
+    let secret_backed = ca_from_secret.is_some();
+    let identity = load_identity(&flags, ca_from_secret)?;
+    let shared_ca = match (&kube_client, secret_backed) {
+        (Some(client), true) => {
+            let shared = Arc::new(kubernetes::ca_secret::SharedCa::new(
+                client.clone(),
+                &flags.kubernetes_namespace,
+                identity.ca.clone(),
+                &flags.data_dir,
+                &flags.trust_domain,
+            ));
+            tokio::spawn(shared.clone().follow());
+            Some(shared)
+        }
+        _ => None,
+    };
     let identity_endpoint = bind("identity", flags.identity_addr).await?;
     let tls = identity_endpoint_tls(&identity.ca, identity_endpoint.addr, &flags.identity_sans)?;
     let injector = match flags.injector_addr {
@@ -133,7 +148,11 @@ async fn run(flags: Flags) -> Result<(), String> {
             identity: replica,
             duration: flags.lease_duration,
         };
-        kubernetes::start(client, store.clone(), lease);
+        let leader_work = kubernetes::LeaderWork {
+            ca: identity.ca.clone(),
+            webhook: Some(flags.injector_webhook.clone()).filter(|n| !n.is_empty()),
+        };
+        kubernetes::start(client, store.clone(), lease, leader_work);
     }
     let telemetry = start_telemetry(&store, flags.scrape_interval);
     serve_api(
@@ -145,6 +164,7 @@ async fn run(flags: Flags) -> Result<(), String> {
             telemetry,
             tokens: identity.tokens.clone(),
             ca: identity.ca.clone(),
+            shared_ca,
             kubernetes: flags.kubernetes,
         },
     );
@@ -205,10 +225,10 @@ fn check_cert_ttl(cert_ttl: Duration) -> Result<(), String> {
 /// `--ca-cert`/`--ca-key` stops the start with the file's path; and the join tokens.
 fn load_identity(
     flags: &Flags,
-    ca_files: Option<(std::path::PathBuf, std::path::PathBuf)>,
+    ca_from_secret: Option<std::path::PathBuf>,
 ) -> Result<Identity, String> {
-    let ca_source = match ca_files {
-        Some((cert, key)) => CaSource::Supplied { cert, key },
+    let ca_source = match ca_from_secret {
+        Some(data_dir) => CaSource::Generated { data_dir },
         None => CaSource::from_flags(
             &flags.data_dir,
             flags.ca_cert.as_ref(),

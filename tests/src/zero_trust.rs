@@ -208,3 +208,28 @@ pub fn key_and_csr(dir: &std::path::Path, key: &str, csr: &str) {
         ],
     );
 }
+
+/// The roots a proxy trusts, from its `/config_dump` (`tls.roots_sha256`), signing first.
+pub fn roots_of(dump: &serde_json::Value) -> Vec<String> {
+    dump["tls"]["roots_sha256"]
+        .as_array()
+        .map(|a| a.iter().map(|r| r.as_str().unwrap().to_string()).collect())
+        .unwrap_or_default()
+}
+
+/// The control plane's roots as `tandemctl ca status` lists them: (sha256, state).
+pub async fn ca_roots(cp: &ControlPlane) -> Vec<(String, String)> {
+    let out = cp.tandemctl(&["ca", "status", "-o", "json"]).await;
+    let status: serde_json::Value = serde_json::from_str(out.expect_ok("ca status")).unwrap();
+    status["roots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["sha256"].as_str().unwrap().to_string(),
+                r["state"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}

@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use tandem_tests::control_plane::ControlPlane;
 use tandem_tests::kube_api::KubeApi;
+use tandem_tests::zero_trust::{ca_roots, roots_of, sidecar};
 use tandem_tests::{eventually, mesh, Proxy};
 
 const ROUTES: (&str, &str) = ("gateway.networking.k8s.io/v1", "httproutes");
@@ -551,4 +552,208 @@ async fn services_and_endpoint_slices_are_discovered_and_followed() {
         (code == 404).then_some(()).ok_or(code.to_string())
     })
     .await;
+}
+
+/// The injector's webhook configuration as `install` renders it: no `caBundle` yet.
+fn webhook_configuration() -> Value {
+    let entry = |name: &str| {
+        json!({"name": name, "admissionReviewVersions": ["v1"], "sideEffects": "None",
+               "clientConfig": {"service": {"name": "tandem-injector", "namespace": "tandem-system", "path": "/inject"}}})
+    };
+    json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
+        "metadata": {"name": "tandem-injector"},
+        "webhooks": [entry("namespace.inject.tandem.dev"), entry("pod.inject.tandem.dev")],
+    })
+}
+
+/// `tandemctl ca bundle` of `cp`.
+async fn ca_bundle(cp: &ControlPlane) -> String {
+    cp.tandemctl(&["ca", "bundle"])
+        .await
+        .expect_ok("ca bundle")
+        .to_string()
+}
+
+/// Waits until every webhook's `caBundle` is `bundle` (PEM).
+async fn wait_ca_bundle(api: &KubeApi, bundle: &str, what: &str) {
+    use base64::Engine as _;
+    eventually(LIMIT, what, || async {
+        let config = api
+            .get(
+                "admissionregistration.k8s.io/v1",
+                "mutatingwebhookconfigurations",
+                "",
+                "tandem-injector",
+            )
+            .map_err(|e| e.to_string())?;
+        let bundles: Vec<String> = config["webhooks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| {
+                let b64 = w["clientConfig"]["caBundle"].as_str().unwrap_or_default();
+                let pem = base64::engine::general_purpose::STANDARD
+                    .decode(b64)
+                    .unwrap_or_default();
+                String::from_utf8_lossy(&pem).into_owned()
+            })
+            .collect();
+        bundles
+            .iter()
+            .all(|b| b.trim() == bundle.trim())
+            .then_some(())
+            .ok_or(format!("{} webhooks: {bundles:?}", bundles.len()))
+    })
+    .await;
+}
+
+/// Waits until `cp` lists exactly `want` as (sha256, state).
+async fn wait_roots(cp: &ControlPlane, want: &[(&str, &str)], what: &str) {
+    eventually(LIMIT, what, || async {
+        let got = ca_roots(cp).await;
+        let same =
+            got.len() == want.len() && got.iter().zip(want).all(|(g, w)| g.0 == w.0 && g.1 == w.1);
+        same.then_some(()).ok_or(format!("{got:?}"))
+    })
+    .await;
+}
+
+/// Waits until `proxy` trusts exactly `roots` (signing first) and holds a certificate
+/// issued under `issuer`.
+async fn wait_proxy_roots(proxy: &Proxy, roots: &[&str], issuer: &str, what: &str) {
+    eventually(LIMIT, what, || async {
+        let dump = proxy.config_dump().await;
+        (roots_of(&dump) == roots && dump["tls"]["certificate_issuer_sha256"] == issuer)
+            .then_some(())
+            .ok_or(dump["tls"].to_string())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ca_rotation_steps_reach_every_replica_and_the_lease_holder_keeps_ca_bundle() {
+    let api = cluster().await;
+    api.create(
+        "admissionregistration.k8s.io/v1",
+        "mutatingwebhookconfigurations",
+        webhook_configuration(),
+    )
+    .unwrap();
+    let kubeconfig = api.kubeconfig().to_str().unwrap().to_string();
+    let replica = |name: &'static str| {
+        let kubeconfig = kubeconfig.clone();
+        async move {
+            ControlPlane::start_with(&[
+                "--kubernetes",
+                "--kubeconfig",
+                &kubeconfig,
+                "--kubernetes-identity",
+                name,
+                "--lease-duration",
+                "3s",
+            ])
+            .await
+        }
+    };
+    let mut replicas = vec![replica("cp-a").await, replica("cp-b").await];
+    // The holder fills in caBundle after the first start.
+    let first = ca_bundle(&replicas[0]).await;
+    wait_ca_bundle(&api, &first, "caBundle set after the first start").await;
+    let old = ca_roots(&replicas[0]).await[0].0.clone();
+
+    // A sidecar whose identity and xDS come from cp-b.
+    replicas[1].apply_ok(&mesh::service("web")).await;
+    let web = sidecar(&replicas[1], "web", 1, &[]).await;
+    wait_proxy_roots(&web, &[&old], &old, "the sidecar under the first root").await;
+
+    // Two rotations at once, one per replica: the API server orders them, neither is lost.
+    let (a, b) = tokio::join!(
+        replicas[0].tandemctl(&["ca", "rotate", "-o", "json"]),
+        replicas[1].tandemctl(&["ca", "rotate", "-o", "json"])
+    );
+    let added = |out: &tandem_tests::control_plane::CtlOutput| {
+        let v: Value = serde_json::from_str(out.expect_ok("ca rotate")).unwrap();
+        v["added"]["sha256"].as_str().unwrap().to_string()
+    };
+    let (new, extra) = (added(&a), added(&b));
+    assert_ne!(new, extra);
+    let mut want = vec![new.clone(), extra.clone()];
+    want.sort();
+    for cp in &replicas {
+        eventually(LIMIT, "three roots on every replica", || async {
+            let roots = ca_roots(cp).await;
+            let mut trusted: Vec<String> = roots.iter().skip(1).map(|r| r.0.clone()).collect();
+            trusted.sort();
+            (roots.first().map(|r| &r.0) == Some(&old) && trusted == want)
+                .then_some(())
+                .ok_or(format!("{roots:?}"))
+        })
+        .await;
+    }
+    // Each replica's answer is its state after the step; the other follows the Secret.
+    replicas[0]
+        .tandemctl(&["ca", "remove", &extra[..16]])
+        .await
+        .expect_ok("ca remove (the extra root)");
+    for cp in &replicas {
+        wait_roots(cp, &[(&old, "signing"), (&new, "trusted")], "two roots").await;
+    }
+    wait_proxy_roots(&web, &[&old, &new], &old, "the sidecar trusts both").await;
+    wait_ca_bundle(
+        &api,
+        &ca_bundle(&replicas[1]).await,
+        "caBundle with both roots",
+    )
+    .await;
+
+    // Activating on cp-b: cp-a signs with the new root too, and the sidecar renews under it.
+    replicas[1]
+        .tandemctl(&["ca", "activate", &new[..16]])
+        .await
+        .expect_ok("ca activate");
+    wait_roots(
+        &replicas[0],
+        &[(&new, "signing"), (&old, "trusted")],
+        "cp-a follows the activation",
+    )
+    .await;
+    wait_proxy_roots(&web, &[&new, &old], &new, "the sidecar under the new root").await;
+
+    // The Lease holder dies; the survivor removes the old root and, holding the Lease
+    // now, narrows caBundle to the new root.
+    let holder = lease_holder(&api).await;
+    let (dead, survivor) = if holder == "cp-a" { (0, 1) } else { (1, 0) };
+    replicas[dead].kill().await;
+    replicas[survivor]
+        .tandemctl(&["ca", "remove", &old[..16]])
+        .await
+        .expect_ok("ca remove (the old root)");
+    let last = ca_bundle(&replicas[survivor]).await;
+    wait_ca_bundle(&api, &last, "caBundle follows on the new holder").await;
+    assert_ne!(lease_holder(&api).await, holder);
+    if survivor == 1 {
+        wait_proxy_roots(&web, &[&new], &new, "the sidecar drops the old root").await;
+    }
+    // The Secret holds the new root alone, as tls.crt and in its manifest.
+    let secret = api
+        .get("v1", "secrets", "tandem-system", "tandem-ca")
+        .unwrap();
+    let manifest = secret["data"]["roots.json"].as_str().unwrap();
+    use base64::Engine as _;
+    let manifest: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::STANDARD
+            .decode(manifest)
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(manifest["signing"], new.as_str(), "{manifest}");
+    assert_eq!(manifest["roots"].as_array().unwrap().len(), 1, "{manifest}");
+
+    // A step the CA refuses is the same refusal as on one machine.
+    let out = replicas[survivor]
+        .tandemctl(&["ca", "remove", &new[..16]])
+        .await;
+    assert!(!out.status.success());
+    assert!(out.stderr.contains("last trusted root"), "{out:?}");
 }

@@ -11,18 +11,11 @@ use tandem_tests::control_plane::ControlPlane;
 use tandem_tests::load::{Load, LoadSpec};
 use tandem_tests::mesh::{self, service};
 use tandem_tests::upstream::HttpServer;
-use tandem_tests::zero_trust::{register, sidecar, wait_mtls_to};
+use tandem_tests::zero_trust::{ca_roots, register, roots_of, sidecar, wait_mtls_to};
 use tandem_tests::{eventually, Proxy};
 
 /// How long a rotation step may take to reach every proxy.
 const STEP: Duration = Duration::from_secs(20);
-
-fn roots_of(dump: &serde_json::Value) -> Vec<String> {
-    dump["tls"]["roots_sha256"]
-        .as_array()
-        .map(|a| a.iter().map(|r| r.as_str().unwrap().to_string()).collect())
-        .unwrap_or_default()
-}
 
 /// Waits until `proxy` trusts exactly `roots` (in order) and its certificate chains to
 /// `issuer`.
@@ -37,22 +30,6 @@ async fn wait_tls(proxy: &Proxy, roots: &[&str], issuer: &str, what: &str) {
         }
     })
     .await;
-}
-
-async fn ca_roots(cp: &ControlPlane) -> Vec<(String, String)> {
-    let out = cp.tandemctl(&["ca", "status", "-o", "json"]).await;
-    let status: serde_json::Value = serde_json::from_str(out.expect_ok("ca status")).unwrap();
-    status["roots"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            (
-                r["sha256"].as_str().unwrap().to_string(),
-                r["state"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect()
 }
 
 /// `web` → `api` over mutual TLS, with steady load through web's sidecar.

@@ -5,6 +5,7 @@ use http::StatusCode;
 use crate::canary::CanaryError;
 use crate::identity::ca::CaError;
 use crate::identity::tokens::TokenError;
+use crate::kubernetes::ca_secret::SharedCaError;
 use crate::resources::ResourceError;
 use crate::store::StoreError;
 
@@ -88,6 +89,21 @@ impl From<TokenError> for ApiError {
             e @ TokenError::Persist { .. } => {
                 tracing::error!(error = %e, "join token not persisted");
                 ApiError::Internal(format!("{e}; no token was created"))
+            }
+        }
+    }
+}
+
+impl From<SharedCaError> for ApiError {
+    fn from(e: SharedCaError) -> Self {
+        match e {
+            SharedCaError::Ca(e) => e.into(),
+            SharedCaError::Contended => ApiError::Conflict(e.to_string()),
+            e @ (SharedCaError::Api(_) | SharedCaError::Invalid(_)) => {
+                tracing::error!(error = %e, "CA Secret failure");
+                ApiError::Internal(format!(
+                    "{e}; see `tandemctl ca status` before trying again"
+                ))
             }
         }
     }

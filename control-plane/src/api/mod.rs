@@ -48,6 +48,9 @@ pub struct ApiState {
     pub tokens: Arc<JoinTokens>,
     /// The CA (`/v1/ca/...`: root status and rotation).
     pub ca: Arc<Ca>,
+    /// Kubernetes mode with the CA in its Secret: rotation steps go through the Secret
+    /// (every replica follows it), not to `ca` directly.
+    pub shared_ca: Option<Arc<crate::kubernetes::ca_secret::SharedCa>>,
     /// Kubernetes mode: routes and policies are the cluster's, and writes of them here
     /// are refused.
     pub kubernetes: bool,

@@ -8,7 +8,9 @@
 //! does not validate is not mirrored: the version before it keeps serving, and the
 //! route's status says why. Route status is written back to the cluster the Gateway API
 //! way ([`status`]). Writes of those kinds through the REST API are refused: the cluster
-//! is their source of truth.
+//! is their source of truth. The CA's roots live in a Secret ([`ca_secret`]) that
+//! every replica follows; the Lease holder keeps the injector webhook's `caBundle` equal
+//! to them ([`webhook_ca`]).
 
 pub mod ca_secret;
 pub mod discovery;
@@ -17,6 +19,7 @@ pub mod lease;
 pub mod mirror;
 pub mod status;
 pub mod token_review;
+pub mod webhook_ca;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -82,14 +85,35 @@ async fn sync(
     }
 }
 
+/// What the Lease holder does besides route status.
+pub struct LeaderWork {
+    /// The mesh CA, whose bundle goes into the webhook's `caBundle`.
+    pub ca: Arc<crate::identity::ca::Ca>,
+    /// The injector's MutatingWebhookConfiguration (`None`: leave `caBundle` alone).
+    pub webhook: Option<String>,
+}
+
 /// Starts mirroring the cluster's configuration into `store` (every replica), competing
-/// for the Lease, and writing route status back (the Lease holder only); runs until the
-/// process exits.
-pub fn start(client: kube::Client, store: Arc<Store>, lease: lease::LeaseConfig) {
+/// for the Lease, and, on the Lease holder only, writing route status back and keeping
+/// the webhook's `caBundle`; runs until the process exits.
+pub fn start(
+    client: kube::Client,
+    store: Arc<Store>,
+    lease: lease::LeaseConfig,
+    leader_work: LeaderWork,
+) {
     let (published_tx, published_rx) = tokio::sync::watch::channel(Default::default());
     let (leader_tx, leader_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(mirror::run(client.clone(), store.clone(), published_tx));
     tokio::spawn(discovery::run(client.clone(), store.clone()));
     tokio::spawn(lease::run(client.clone(), lease, leader_tx));
+    if let Some(name) = leader_work.webhook {
+        tokio::spawn(webhook_ca::run(
+            client.clone(),
+            name,
+            leader_work.ca,
+            leader_rx.clone(),
+        ));
+    }
     tokio::spawn(status::run(client, store, published_rx, leader_rx));
 }

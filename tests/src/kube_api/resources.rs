@@ -176,6 +176,14 @@ pub const TYPES: &[ResourceType] = &[
             false,
         )
     },
+    ty(
+        "admissionregistration.k8s.io",
+        "v1",
+        "mutatingwebhookconfigurations",
+        "mutatingwebhookconfiguration",
+        "MutatingWebhookConfiguration",
+        false,
+    ),
     short(
         ty(
             "apiextensions.k8s.io",

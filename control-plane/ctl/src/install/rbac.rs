@@ -5,7 +5,7 @@
 
 use serde_json::{json, Value};
 
-use super::render::{meta, Manifest, NAME};
+use super::render::{meta, Manifest, INJECTOR, NAME};
 use super::values::{Values, NAMESPACE};
 
 /// The Secret holding the CA's key (created by the control plane on first start).
@@ -63,6 +63,10 @@ fn cluster_rules() -> Vec<Rule> {
             "Identity: a proxy's projected ServiceAccount token (audience tandem) is checked with a TokenReview before its CSR is signed.",
             &["authentication.k8s.io"], &["tokenreviews"], &["create"],
         ),
+        named(
+            "The injector: the Lease holder keeps caBundle of tandem-injector equal to the mesh's trust bundle, through every CA rotation step; no other webhook configuration.",
+            "admissionregistration.k8s.io", "mutatingwebhookconfigurations", INJECTOR, &["get", "list", "watch", "patch"],
+        ),
     ]
 }
 
@@ -81,8 +85,8 @@ fn namespace_rules() -> Vec<Rule> {
             &[""], &["secrets"], &["create"],
         ),
         named(
-            "The CA: read the key and rotate it in tandem-ca, and no other Secret.",
-            "", "secrets", CA_SECRET, &["get", "update"],
+            "The CA: read the roots, follow their changes and write rotation steps in tandem-ca, and no other Secret.",
+            "", "secrets", CA_SECRET, &["get", "list", "watch", "update"],
         ),
     ]
 }

@@ -273,7 +273,8 @@ fn webhook(v: &Values) -> Manifest {
         "# Pod creations go to the injector: namespaces labelled tandem.dev/inject=enabled;\n\
          # strict ones (tandem.dev/inject-strict=true) refuse pods while it is down; elsewhere\n\
          # only pods annotated tandem.dev/inject=enabled are injected. caBundle is the mesh\n\
-         # CA's bundle, known after the control plane's first start (docs/kubernetes.md).",
+         # CA's bundle: the control plane sets it after its first start and after every CA\n\
+         # rotation step (docs/kubernetes.md).",
         json!({
             "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
             "metadata": meta(INJECTOR, None),

@@ -364,6 +364,28 @@ impl Ca {
         Ok(removed)
     }
 
+    /// Re-reads the root set from the CA directory after something other than this CA
+    /// changed it (in Kubernetes mode: another replica's rotation step, arriving through
+    /// the CA Secret); announces a change only when the bundle or the signing root differ.
+    pub fn reload_from_dir(&self) -> Result<bool, CaError> {
+        let dir = self.dir.as_ref().ok_or(CaError::NotRotatable)?;
+        let _guard = self.ops.lock().unwrap_or_else(|e| e.into_inner());
+        let set = RootSet::load(dir)?;
+        let next = state_of(dir, &set)?;
+        let current = self.state.load();
+        if next.roots == current.roots {
+            return Ok(false);
+        }
+        self.state.store(std::sync::Arc::new(next));
+        self.changes.send_modify(|n| *n += 1);
+        Ok(true)
+    }
+
+    /// The CA directory of a generated CA.
+    pub fn dir(&self) -> Option<&Path> {
+        self.dir.as_deref()
+    }
+
     fn reload(&self, dir: &Path, set: &RootSet) -> Result<(), CaError> {
         self.state.store(std::sync::Arc::new(state_of(dir, set)?));
         self.changes.send_modify(|n| *n += 1);
