@@ -170,9 +170,15 @@ pub async fn try_answered_by(
         .await
         .map_err(|e| format!("GET http://{host}/ #{i}: {e}"))?;
         if resp.status() != 200 {
-            return Err(format!("GET http://{host}/ #{i}: {}", resp.status()));
+            return Err(format!(
+                "GET http://{host}/ #{i}: {} {:?} {:?}",
+                resp.status(),
+                resp.headers(),
+                resp.body()
+            ));
         }
-        let server = client::header(&resp, upstream::SERVER).unwrap_or("(none)");
+        let server = client::header(&resp, upstream::SERVER)
+            .ok_or_else(|| format!("no {} header: {:?}", upstream::SERVER, resp.headers()))?;
         *seen.entry(server.to_owned()).or_default() += 1;
     }
     Ok(seen)
@@ -182,28 +188,9 @@ pub async fn try_answered_by(
 /// connection each, so each request sees the proxy's current config) and counts which
 /// upstream answered (its [`upstream::SERVER`] header); any other answer panics.
 pub async fn answered_by(proxy: &Proxy, host: &str, n: usize) -> BTreeMap<String, u64> {
-    let mut seen = BTreeMap::new();
-    for i in 0..n {
-        let resp = within(
-            STEP_TIMEOUT,
-            &format!("GET http://{host}/ #{i}"),
-            client::get_once(proxy.outbound(), host, "/"),
-        )
+    try_answered_by(proxy, host, n)
         .await
-        .unwrap_or_else(|e| panic!("GET http://{host}/ #{i} via {}: {e}", proxy.outbound()));
-        assert_eq!(
-            resp.status(),
-            200,
-            "GET http://{host}/ #{i} via {}: {:?} {:?}",
-            proxy.outbound(),
-            resp.headers(),
-            resp.body()
-        );
-        let server = client::header(&resp, upstream::SERVER)
-            .unwrap_or_else(|| panic!("no {} header: {:?}", upstream::SERVER, resp.headers()));
-        *seen.entry(server.to_owned()).or_default() += 1;
-    }
-    seen
+        .unwrap_or_else(|e| panic!("{e} (via {})", proxy.outbound()))
 }
 
 #[cfg(test)]

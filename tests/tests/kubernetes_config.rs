@@ -266,6 +266,21 @@ async fn a_relist_after_410_gone_loses_nothing() {
     .await;
 }
 
+/// A control plane in Kubernetes mode named `name` in a 3 s Lease.
+async fn replica(api: &KubeApi, name: &str) -> ControlPlane {
+    let kubeconfig = api.kubeconfig().to_str().unwrap().to_string();
+    ControlPlane::start_with(&[
+        "--kubernetes",
+        "--kubeconfig",
+        &kubeconfig,
+        "--kubernetes-identity",
+        name,
+        "--lease-duration",
+        "3s",
+    ])
+    .await
+}
+
 /// The replica holding the Lease, from the Lease object.
 async fn lease_holder(api: &KubeApi) -> String {
     eventually(LIMIT, "a lease holder", || async {
@@ -288,23 +303,7 @@ async fn lease_holder(api: &KubeApi) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_one_writes_status_and_the_other_takes_over_when_it_dies() {
     let api = cluster().await;
-    let kubeconfig = api.kubeconfig().to_str().unwrap().to_string();
-    let replica = |name: &'static str| {
-        let kubeconfig = kubeconfig.clone();
-        async move {
-            ControlPlane::start_with(&[
-                "--kubernetes",
-                "--kubeconfig",
-                &kubeconfig,
-                "--kubernetes-identity",
-                name,
-                "--lease-duration",
-                "3s",
-            ])
-            .await
-        }
-    };
-    let mut replicas = vec![replica("cp-a").await, replica("cp-b").await];
+    let mut replicas = vec![replica(&api, "cp-a").await, replica(&api, "cp-b").await];
     for cp in &replicas {
         cp.apply_ok(&mesh::docs(&[
             mesh::service("web"),
@@ -640,23 +639,7 @@ async fn ca_rotation_steps_reach_every_replica_and_the_lease_holder_keeps_ca_bun
         webhook_configuration(),
     )
     .unwrap();
-    let kubeconfig = api.kubeconfig().to_str().unwrap().to_string();
-    let replica = |name: &'static str| {
-        let kubeconfig = kubeconfig.clone();
-        async move {
-            ControlPlane::start_with(&[
-                "--kubernetes",
-                "--kubeconfig",
-                &kubeconfig,
-                "--kubernetes-identity",
-                name,
-                "--lease-duration",
-                "3s",
-            ])
-            .await
-        }
-    };
-    let mut replicas = vec![replica("cp-a").await, replica("cp-b").await];
+    let mut replicas = vec![replica(&api, "cp-a").await, replica(&api, "cp-b").await];
     // The holder fills in caBundle after the first start.
     let first = ca_bundle(&replicas[0]).await;
     wait_ca_bundle(&api, &first, "caBundle set after the first start").await;

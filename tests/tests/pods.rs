@@ -100,7 +100,7 @@ async fn mesh(net_salt: u8) -> Mesh {
          apiVersion: tandem.dev/v1alpha1\nkind: Endpoint\nspec: {{ service: web-v2, address: \"{}\" }}\n---\n\
          apiVersion: tandem.dev/v1alpha1\nkind: Endpoint\nspec: {{ service: db, address: \"{}\" }}\n---\n\
          apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{ name: web-split }}\n\
-         spec:\n  parentRefs: [{{ kind: Service, name: web, port: 80 }}]\n  rules:\n\
+         spec:\n  parentRefs: [{{ kind: Service, name: web, port: 80 }}, {{ kind: Service, name: web, port: 8000 }}]\n  rules:\n\
          \x20   - backendRefs: [{{ name: web-v1, port: 8080, weight: 50 }}, {{ name: web-v2, port: 8080, weight: 50 }}]\n",
         v1.addr(8080),
         v2.addr(8080),
@@ -371,7 +371,8 @@ async fn apps_that_know_nothing_of_the_mesh_are_carried_by_transparent_sidecars(
         "{counters:?}"
     );
 
-    // A port of unknown protocol: detected as HTTP, then routed like the HTTP port.
+    // A port of unknown protocol: detected as HTTP, then routed by the route that names
+    // this port too (a parentRef's port attaches the route to that port only).
     let r = curl(&m.client, "http://web:8000/");
     assert_eq!(r["status"], "200", "{r:?}");
     assert_eq!(r["xfcc"], caller, "{r:?}");
