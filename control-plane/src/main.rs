@@ -17,6 +17,7 @@ use arc_swap::ArcSwap;
 use clap::Parser;
 use tandem_control_plane::api::{self, ApiState};
 use tandem_control_plane::auth::AdminToken;
+use tandem_control_plane::canary;
 use tandem_control_plane::discovery::dns::Dns;
 use tandem_control_plane::discovery::registrations::{Expiry, Registrations};
 use tandem_control_plane::discovery::static_file::StaticFile;
@@ -155,6 +156,7 @@ async fn run(flags: Flags) -> Result<(), String> {
         kubernetes::start(client, store.clone(), lease, leader_work);
     }
     let telemetry = start_telemetry(&store, flags.scrape_interval);
+    let judgements = start_canary_controller(&flags, &store, &telemetry);
     serve_api(
         api.listener,
         ApiState {
@@ -165,6 +167,7 @@ async fn run(flags: Flags) -> Result<(), String> {
             tokens: identity.tokens.clone(),
             ca: identity.ca.clone(),
             shared_ca,
+            judgements,
             kubernetes: flags.kubernetes,
         },
     );
@@ -309,6 +312,24 @@ fn start_telemetry(store: &Arc<Store>, interval_secs: u64) -> Arc<Telemetry> {
         Duration::from_secs(interval_secs),
     ));
     telemetry
+}
+
+/// The guarded-canary controller, judging running `--auto` canaries every second. Not in
+/// Kubernetes mode: there the routes are the cluster's, and canary actions are refused.
+fn start_canary_controller(
+    flags: &Flags,
+    store: &Arc<Store>,
+    telemetry: &Arc<Telemetry>,
+) -> Arc<canary::controller::Judgements> {
+    let judgements = Arc::new(canary::controller::Judgements::default());
+    if !flags.kubernetes {
+        tokio::spawn(canary::controller::run(
+            store.clone(),
+            telemetry.clone(),
+            judgements.clone(),
+        ));
+    }
+    judgements
 }
 
 /// The REST API on its listener.

@@ -56,6 +56,8 @@ pub struct LoadReport {
     /// Whether a worker ran out of its request or time budget before being stopped
     /// (the test's phases took longer than the load was sized for).
     pub exhausted: bool,
+    /// When the first failed request was sent.
+    pub first_failure: Option<tokio::time::Instant>,
 }
 
 impl LoadReport {
@@ -63,6 +65,10 @@ impl LoadReport {
         self.ok += other.ok;
         self.failed += other.failed;
         self.exhausted |= other.exhausted;
+        self.first_failure = match (self.first_failure, other.first_failure) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         for f in other.failures {
             if self.failures.len() < 10 {
                 self.failures.push(f);
@@ -227,6 +233,7 @@ async fn worker(
         };
         if let Some(f) = failure {
             report.failed += 1;
+            report.first_failure.get_or_insert(started);
             if report.failures.len() < 10 {
                 report.failures.push(format!(
                     "{kind} request #{sent} via {target} (took {:?}): {f}",

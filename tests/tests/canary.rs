@@ -4,7 +4,10 @@
 //! - `canary abort` sends every new request back to the stable within one second of the
 //!   command returning (and the test records how soon it actually switched);
 //! - `canary status` reports request rates, success rates and p99 for both backends from
-//!   the proxies' own metrics once traffic flows.
+//!   the proxies' own metrics once traffic flows;
+//! - a guarded canary (`--auto`) that fails 20% of its requests is rolled back by the
+//!   control plane within 10 s of its first failure, with at most 0.5% of the load
+//!   failed; a healthy one is stepped and promoted by itself with no failed request.
 
 // Test helpers panic on failure by design, like the tests that call them.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -231,4 +234,197 @@ async fn canary_status_reports_rates_for_both_backends_from_the_proxies_metrics(
 
     let report = load.stop().await;
     report.assert_no_failures("load during canary status");
+}
+
+/// How long a guarded-canary experiment keeps its load going after `canary start`.
+const EXPERIMENT: Duration = Duration::from_secs(15);
+
+/// `web` → web-v1 (healthy) and web-v2 (`v2`), routed 100/0 by an HTTPRoute, a client
+/// proxy, and steady load through it.
+async fn loaded_mesh(v2: HttpServer) -> (HttpServer, HttpServer, ControlPlane, Proxy, Load) {
+    let v1 = HttpServer::echo("web-v1").await;
+    let cp = ControlPlane::start().await;
+    cp.apply_ok(&docs(&[
+        service("web"),
+        service("web-v1"),
+        service("web-v2"),
+        endpoint("web-v1", v1.addr()),
+        endpoint("web-v2", v2.addr()),
+        mesh::split_route("web", "web", &[("web-v1", 100), ("web-v2", 0)]),
+    ]))
+    .await;
+    let proxy = Proxy::start_xds(cp.xds(), "client", &["--workers", "1"]).await;
+    mesh::wait_split(
+        &proxy,
+        "web",
+        &[("web-v1", 100), ("web-v2", 0)],
+        PROPAGATION,
+    )
+    .await;
+    let load = Load::start(&[proxy.outbound()], LoadSpec::new("web"));
+    load.wait_more(100, Duration::from_secs(30)).await;
+    (v1, v2, cp, proxy, load)
+}
+
+/// The newest revision in `tandemctl history -o json`.
+async fn last_revision(cp: &ControlPlane) -> serde_json::Value {
+    cp.history()
+        .await
+        .into_iter()
+        .max_by_key(|r| r["revision"].as_u64())
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guarded_canary_that_fails_is_rolled_back_by_the_control_plane() {
+    let failing = HttpServer::builder("web-v2").fail_ratio(0.2).start().await;
+    let (_v1, v2, cp, proxy, load) = loaded_mesh(failing).await;
+    let started = tokio::time::Instant::now();
+    ctl_ok(
+        &cp,
+        &[
+            "canary",
+            "start",
+            "web",
+            "--stable",
+            "web-v1",
+            "--canary",
+            "web-v2",
+            "--auto",
+            "--max-error-rate",
+            "1%",
+            "--min-requests",
+            "20",
+            "--step-time",
+            "30s",
+        ],
+    )
+    .await;
+    // No person acts from here: the guard sees web-v2 fail and puts everything back.
+    eventually(PROPAGATION, "the controller's decision", || async {
+        let last = last_revision(&cp).await;
+        (last["who"] == "canary-controller")
+            .then_some(())
+            .ok_or(last.to_string())
+    })
+    .await;
+    mesh::wait_split(
+        &proxy,
+        "web",
+        &[("web-v1", 100), ("web-v2", 0)],
+        PROPAGATION,
+    )
+    .await;
+    let rolled_back = tokio::time::Instant::now();
+    // The experiment: steady load from before the start until EXPERIMENT after it.
+    tokio::time::sleep_until(started + EXPERIMENT).await;
+    let report = load.stop().await;
+
+    let decision = last_revision(&cp).await;
+    assert_eq!(decision["who"], "canary-controller", "{decision}");
+    let summary = decision["summary"].as_str().unwrap();
+    assert!(
+        summary.starts_with("canary default/web rolled back: web-v2 error rate ")
+            && summary.contains("> 1% over"),
+        "{summary}"
+    );
+    let status = ctl_ok(&cp, &["canary", "status", "web", "-o", "json"]).await;
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(status["state"]["phase"], "aborted", "{status}");
+
+    let first_failure = report
+        .first_failure
+        .expect("the canary failed some requests");
+    let detect = rolled_back.duration_since(first_failure);
+    let total = report.ok + report.failed;
+    let share = report.failed as f64 / total as f64;
+    eprintln!(
+        "guarded rollback, {EXPERIMENT:?} of load from the start: {} of {total} requests failed ({:.3}%), web-v2 answered {}; \
+         first failure {:?} after start, rolled back on the proxy {detect:?} after it ({summary})",
+        report.failed,
+        share * 100.0,
+        v2.requests(),
+        first_failure.duration_since(started),
+    );
+    assert!(detect < Duration::from_secs(10), "rollback took {detect:?}");
+    assert!(
+        share <= 0.005,
+        "{} of {total} requests failed",
+        report.failed
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_healthy_guarded_canary_is_promoted_by_the_control_plane_with_no_failed_request() {
+    let healthy = HttpServer::echo("web-v2").await;
+    let (_v1, _v2, cp, proxy, load) = loaded_mesh(healthy).await;
+    let started = tokio::time::Instant::now();
+    ctl_ok(
+        &cp,
+        &[
+            "canary",
+            "start",
+            "web",
+            "--stable",
+            "web-v1",
+            "--canary",
+            "web-v2",
+            "--steps",
+            "20,50,100",
+            "--auto",
+            "--max-error-rate",
+            "1%",
+            "--max-p99",
+            "1s",
+            "--min-requests",
+            "10",
+            "--step-time",
+            "2s",
+        ],
+    )
+    .await;
+    mesh::wait_split(
+        &proxy,
+        "web",
+        &[("web-v1", 0), ("web-v2", 100)],
+        Duration::from_secs(40),
+    )
+    .await;
+    // The last step holds for its time too, then the canary ends in promotion.
+    eventually(Duration::from_secs(20), "the promotion", || async {
+        let (code, body) = cp.api_call("GET", "/v1/canaries/default/web", None).await;
+        (code == 404).then_some(()).ok_or(body.to_string())
+    })
+    .await;
+    let promoted = started.elapsed();
+    load.wait_more(100, Duration::from_secs(30)).await;
+    let report = load.stop().await;
+    report.assert_no_failures("a healthy guarded canary from start to promotion");
+
+    // Each decision is a revision by the controller, with its reason.
+    let mut decisions: Vec<serde_json::Value> = cp
+        .history()
+        .await
+        .into_iter()
+        .filter(|r| r["who"] == "canary-controller")
+        .collect();
+    decisions.sort_by_key(|r| r["revision"].as_u64());
+    let steps: Vec<String> = decisions
+        .iter()
+        .map(|r| r["summary"].as_str().unwrap().to_string())
+        .collect();
+    eprintln!("guarded promotion in {promoted:?}: {steps:#?}");
+    assert_eq!(steps.len(), 3, "{steps:#?}");
+    assert!(
+        steps[0].starts_with("canary default/web stepped to 50%: web-v2 healthy for "),
+        "{steps:#?}"
+    );
+    assert!(
+        steps[1].starts_with("canary default/web stepped to 100%: "),
+        "{steps:#?}"
+    );
+    assert!(
+        steps[2].starts_with("canary default/web promoted: "),
+        "{steps:#?}"
+    );
 }

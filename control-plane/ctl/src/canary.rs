@@ -1,5 +1,6 @@
-//! `tandemctl canary start|set|step|promote|abort|status SERVICE ...`: canary releases
-//! over `/v1/canaries/{namespace}/{service}`.
+//! `tandemctl canary start|set|step|pause|resume|promote|abort|status SERVICE ...`:
+//! canary releases over `/v1/canaries/{namespace}/{service}`; `start --auto` hands the
+//! release to the control plane's guard.
 
 use clap::Subcommand;
 use http::Method;
@@ -25,6 +26,40 @@ pub enum CanaryCommand {
         /// Percentages, increasing, comma-separated.
         #[arg(long, default_value = "5,10,25,50,100")]
         steps: String,
+        /// Let the control plane step, promote and roll back by itself, judging the
+        /// canary every second against the objectives below.
+        #[arg(long)]
+        auto: bool,
+        /// With --auto: the canary's highest error rate (5xx), absolute (`1%`) or above
+        /// the stable's (`+0.5%`); comma-separated for both.
+        #[arg(long, requires = "auto")]
+        max_error_rate: Option<String>,
+        /// With --auto: the canary's highest p99 latency, absolute (`500ms`) or a factor
+        /// of the stable's (`1.5x`); comma-separated for both.
+        #[arg(long, requires = "auto")]
+        max_p99: Option<String>,
+        /// With --auto: requests a step must see before it is judged healthy.
+        #[arg(long, requires = "auto")]
+        min_requests: Option<u64>,
+        /// With --auto: how long a healthy step lasts before the next (e.g. 30s, 2m).
+        #[arg(long, requires = "auto")]
+        step_time: Option<String>,
+        /// Namespace.
+        #[arg(short = 'n', long, default_value = DEFAULT_NAMESPACE)]
+        namespace: String,
+    },
+    /// Hold a guarded (--auto) canary at its step; a breach still rolls it back.
+    Pause {
+        /// The parent service.
+        service: String,
+        /// Namespace.
+        #[arg(short = 'n', long, default_value = DEFAULT_NAMESPACE)]
+        namespace: String,
+    },
+    /// Let a paused guarded canary go on; its step starts over.
+    Resume {
+        /// The parent service.
+        service: String,
         /// Namespace.
         #[arg(short = 'n', long, default_value = DEFAULT_NAMESPACE)]
         namespace: String,
@@ -89,6 +124,11 @@ pub async fn run(
             stable,
             canary,
             steps,
+            auto,
+            max_error_rate,
+            max_p99,
+            min_requests,
+            step_time,
             namespace,
         } => {
             let steps = steps
@@ -99,9 +139,30 @@ pub async fn run(
                         .map_err(|_| CtlError(format!("--steps: {s:?} is not a number")))
                 })
                 .collect::<Result<Vec<_>, _>>()?;
-            let body =
+            let mut body =
                 json!({"action": "start", "stable": stable, "canary": canary, "steps": steps});
+            if auto {
+                let mut spec = serde_json::Map::new();
+                let fields = [
+                    ("maxErrorRate", max_error_rate.map(Value::from)),
+                    ("maxP99", max_p99.map(Value::from)),
+                    ("minRequests", min_requests.map(Value::from)),
+                    ("stepTime", step_time.map(Value::from)),
+                ];
+                for (k, v) in fields {
+                    if let Some(v) = v {
+                        spec.insert(k.into(), v);
+                    }
+                }
+                body["auto"] = Value::Object(spec);
+            }
             (namespace, service, body)
+        }
+        CanaryCommand::Pause { service, namespace } => {
+            (namespace, service, json!({"action": "pause"}))
+        }
+        CanaryCommand::Resume { service, namespace } => {
+            (namespace, service, json!({"action": "resume"}))
         }
         CanaryCommand::Set {
             service,
@@ -219,6 +280,37 @@ fn status_text(a: &Value) -> String {
         routes.join(", "),
         s(&a["revision"]),
     );
+    let auto = &state["auto"];
+    if auto.is_object() {
+        let limits: Vec<String> = [
+            ("error rate", &auto["maxErrorRate"]),
+            ("p99", &auto["maxP99"]),
+        ]
+        .iter()
+        .filter(|(_, v)| v.as_str().is_some_and(|t| !t.is_empty()))
+        .map(|(name, v)| format!("{name} ≤ {}", s(v)))
+        .collect();
+        out.push_str(&format!(
+            "guarded{}: {}, at least {} requests and {}s per step, step since {}\n",
+            if auto["paused"] == true {
+                " (paused)"
+            } else {
+                ""
+            },
+            limits.join(", "),
+            s(&auto["minRequests"]),
+            s(&auto["stepTimeSeconds"]),
+            s(&auto["stepStarted"]),
+        ));
+        let j = &a["judgement"];
+        if j.is_object() {
+            out.push_str(&format!(
+                "last judgement: {}: {}\n",
+                s(&j["decision"]),
+                s(&j["reason"])
+            ));
+        }
+    }
     let mut rows = vec![vec![
         "BACKEND".to_string(),
         "ROLE".into(),

@@ -186,7 +186,7 @@ fn every_canary_action_is_one_revision_and_walks_the_weights() {
     let last = history["items"].as_array().unwrap().last().unwrap().clone();
     assert_eq!(
         last["summary"],
-        "apply: updated HTTPRoute default/web-canary"
+        "canary default/web promote: updated HTTPRoute default/web-canary"
     );
 }
 

@@ -2,16 +2,18 @@
 //!
 //! - `GET` → the canary's state, the current weights and, per backend, request rate,
 //!   success rate and p99 from the proxies' metrics (`?window=SECONDS`, default 30).
-//! - `POST {"action": "start", "stable", "canary", "steps"?}` | `{"action": "set",
-//!   "percent"}` | `{"action": "step"}` | `{"action": "promote"}` | `{"action": "abort"}`
-//!   → the state after, with the revision it made.
+//! - `POST {"action": "start", "stable", "canary", "steps"?, "auto"?}` | `{"action":
+//!   "set", "percent"}` | `{"action": "step"}` | `{"action": "pause"}` | `{"action":
+//!   "resume"}` | `{"action": "promote"}` | `{"action": "abort"}` → the state after, with
+//!   the revision it made. `auto` (`maxErrorRate`, `maxP99`, `minRequests`, `stepTime`)
+//!   makes the canary guarded: the controller ([`crate::canary::controller`]) moves it.
+//!   `GET` adds the controller's latest `judgement`.
 //!
 //! Every action is planned by [`crate::canary`] (pure) and its route documents applied
-//! with [`Store::apply`]: one revision covering every touched route, or nothing. Actions
+//! with [`crate::store::Store::apply_as`]: one revision covering every touched route, or nothing. Actions
 //! are serialized by a lock so two canary commands never plan from the same state; a
 //! concurrent `apply` of the same routes by hand is last-writer-wins, as any apply.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use http::{Method, StatusCode};
@@ -19,40 +21,14 @@ use serde_json::{json, Value};
 
 use super::routes::{blocking, body, query};
 use super::{ApiError, ApiState, Call};
-use crate::canary::{self, Action, CanaryState, Target};
-use crate::resources::validate::dns_label;
-use crate::resources::{domain, validate_documents, Kind};
-use crate::store::{Store, StoreError, WHO_API};
+use crate::canary::controller::{read_world, ACTIONS};
+use crate::canary::guard::join;
+use crate::canary::{self, Action, CanaryState};
+use crate::resources::validate::{dns_label, validate_documents};
+use crate::store::WHO_API;
 use crate::telemetry::{BackendStats, DEFAULT_WINDOW, RETENTION};
 
 type Answer = Result<(StatusCode, Option<Value>), ApiError>;
-
-/// Serializes canary actions: plan and apply happen under it, so an action always plans
-/// from the state the previous one left.
-static ACTIONS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// What a plan needs from the store: the namespace's services (with their first port)
-/// and every HTTPRoute document.
-struct World {
-    services: BTreeMap<String, Option<u16>>,
-    routes: Vec<Value>,
-}
-
-fn read_world(store: &Store, namespace: &str) -> Result<World, StoreError> {
-    let mut services = BTreeMap::new();
-    for s in store.list(Kind::Service, Some(namespace))? {
-        let port = domain::service(&s.doc)
-            .ok()
-            .and_then(|svc| svc.ports.first().map(|p| p.port));
-        services.insert(s.key.name.clone(), port);
-    }
-    let routes = store
-        .list(Kind::HttpRoute, None)?
-        .into_iter()
-        .map(|r| r.doc)
-        .collect();
-    Ok(World { services, routes })
-}
 
 /// Handles `/v1/canaries/{namespace}/{service}`.
 pub(crate) async fn handle(
@@ -75,18 +51,18 @@ async fn act(state: &ApiState, call: &Call, namespace: &str, service: &str) -> A
     let _serial = ACTIONS.lock().await;
     let ns = namespace.to_string();
     let world = blocking(state, move |s| read_world(s, &ns)).await?;
-    let target = Target {
-        namespace,
-        service,
-        services: &world.services,
-        routes: &world.routes,
-    };
+    let target = world.target(namespace, service);
     let plan = canary::plan(&target, &action)?;
     let resources = validate_documents(plan.documents)?;
     for r in &resources {
         super::routes::cluster_owned(state, r.key.kind)?;
     }
-    let outcome = blocking(state, move |s| s.apply(resources, WHO_API)).await?;
+    if plan.state.as_ref().is_some_and(|s| s.guard.is_some()) {
+        // The guard's first judgement needs fresh readings: start them now.
+        state.telemetry.hurry();
+    }
+    let what = format!("canary {namespace}/{service} {}", action.name());
+    let outcome = blocking(state, move |s| s.apply_as(resources, WHO_API, &what)).await?;
     tracing::info!(
         namespace,
         service,
@@ -109,14 +85,25 @@ async fn act(state: &ApiState, call: &Call, namespace: &str, service: &str) -> A
 }
 
 fn state_json(s: &CanaryState) -> Value {
-    json!({
+    let mut v = json!({
         "phase": s.phase,
         "stable": s.stable,
         "canary": s.canary,
         "steps": s.steps,
         "step": s.step,
         "percent": s.percent,
-    })
+    });
+    if let Some(g) = &s.guard {
+        v["auto"] = json!({
+            "maxErrorRate": join(&g.max_error_rate),
+            "maxP99": join(&g.max_p99),
+            "minRequests": g.min_requests,
+            "stepTimeSeconds": g.step_time.as_secs(),
+            "stepStarted": s.step_started.map(crate::resources::clock::rfc3339),
+            "paused": s.paused,
+        });
+    }
+    v
 }
 
 async fn status(state: &ApiState, call: &Call, namespace: &str, service: &str) -> Answer {
@@ -138,12 +125,7 @@ async fn status(state: &ApiState, call: &Call, namespace: &str, service: &str) -
     };
     let ns = namespace.to_string();
     let world = blocking(state, move |s| read_world(s, &ns)).await?;
-    let target = Target {
-        namespace,
-        service,
-        services: &world.services,
-        routes: &world.routes,
-    };
+    let target = world.target(namespace, service);
     let (current, routes) = canary::current(&target)?;
     let weights =
         canary::observed_weights(&target, &current.stable, &current.canary).unwrap_or_default();
@@ -168,6 +150,7 @@ async fn status(state: &ApiState, call: &Call, namespace: &str, service: &str) -
             "state": state_json(&current),
             "routes": routes,
             "weights": weights,
+            "judgement": state.judgements.get(&format!("{namespace}/{service}")),
             "backends": [backend(&current.stable, "stable"), backend(&current.canary, "canary")],
             "metrics": {
                 "window_seconds": stats.window_seconds,

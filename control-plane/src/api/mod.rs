@@ -48,6 +48,8 @@ pub struct ApiState {
     pub tokens: Arc<JoinTokens>,
     /// The CA (`/v1/ca/...`: root status and rotation).
     pub ca: Arc<Ca>,
+    /// The guarded-canary controller's latest judgements (`canary status`).
+    pub judgements: Arc<crate::canary::controller::Judgements>,
     /// Kubernetes mode with the CA in its Secret: rotation steps go through the Secret
     /// (every replica follows it), not to `ca` directly.
     pub shared_ca: Option<Arc<crate::kubernetes::ca_secret::SharedCa>>,

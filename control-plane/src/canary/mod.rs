@@ -5,8 +5,12 @@
 //!
 //! The state lives where the traffic decision lives: in annotations on those routes
 //! (`canary.tandem.dev/*`), so it survives restarts, travels with backups and rollbacks,
-//! and shows in `tandemctl get routes`. Everything here is pure (documents in, documents
-//! out); the API applies a [`Plan`]'s documents as one store revision.
+//! and shows in `tandemctl get routes`. Planning is pure (documents in, documents out);
+//! the API applies a [`Plan`]'s documents as one store revision.
+//!
+//! A canary started with objectives (`--auto`) is guarded: [`controller`] judges it every
+//! second from the proxies' metrics ([`guard`]) and steps, promotes or rolls it back by
+//! itself, each decision a revision whose summary gives the reason and the figures.
 //!
 //! Which rules a canary edits: in every route whose parentRefs include the service, each
 //! rule that names the stable among its backendRefs and sends traffic nowhere else than
@@ -23,12 +27,15 @@ use serde_json::{Map, Value};
 
 use crate::resources::GATEWAY_API_VERSION;
 
+pub mod controller;
 mod edit;
+pub mod guard;
 #[cfg(test)]
 mod tests;
 
 use edit::{new_route, refers_to, route_id, route_namespace, set_annotations};
 pub use edit::{observed_weights, set_weights};
+use guard::Guard;
 
 /// Prefix of every canary annotation; all of them are removed on promote.
 pub const ANNOTATION_PREFIX: &str = "canary.tandem.dev/";
@@ -44,6 +51,20 @@ pub const STEP_ANNOTATION: &str = "canary.tandem.dev/step";
 pub const PERCENT_ANNOTATION: &str = "canary.tandem.dev/percent";
 /// `running` or `aborted`.
 pub const STATE_ANNOTATION: &str = "canary.tandem.dev/state";
+/// `true` on a canary the control plane drives by its objectives.
+pub const AUTO_ANNOTATION: &str = "canary.tandem.dev/auto";
+/// A guarded canary's error-rate limits (`1%`, `+0.5%`), comma-separated.
+pub const MAX_ERROR_RATE_ANNOTATION: &str = "canary.tandem.dev/max-error-rate";
+/// A guarded canary's p99 limits (`500ms`, `1.5x`), comma-separated.
+pub const MAX_P99_ANNOTATION: &str = "canary.tandem.dev/max-p99";
+/// Requests a step must see before it is judged healthy.
+pub const MIN_REQUESTS_ANNOTATION: &str = "canary.tandem.dev/min-requests";
+/// How long a healthy step lasts (`30s`).
+pub const STEP_TIME_ANNOTATION: &str = "canary.tandem.dev/step-time";
+/// When the current step began (RFC 3339), so a restarted control plane keeps the pace.
+pub const STEP_STARTED_ANNOTATION: &str = "canary.tandem.dev/step-started";
+/// `true` while a person holds a guarded canary at its step.
+pub const PAUSED_ANNOTATION: &str = "canary.tandem.dev/paused";
 
 /// The steps when `start` names none.
 pub const DEFAULT_STEPS: [u8; 5] = [5, 10, 25, 50, 100];
@@ -80,6 +101,10 @@ pub enum Action {
         /// Percentages, strictly increasing, 1..=100 (default 5,10,25,50,100).
         #[serde(default)]
         steps: Option<Vec<i64>>,
+        /// Objectives: present, the control plane steps, promotes and rolls back by
+        /// itself.
+        #[serde(default)]
+        auto: Option<AutoSpec>,
     },
     /// Give the canary `percent` of the traffic.
     Set {
@@ -94,6 +119,62 @@ pub enum Action {
     Promote {},
     /// Everything back to the stable, at once.
     Abort {},
+    /// Hold a guarded canary at its step (a breach still rolls it back).
+    Pause {},
+    /// Let a paused guarded canary go on; the step starts over.
+    Resume {},
+}
+
+/// A guarded canary's objectives as a client sends them (`tandemctl canary start --auto`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AutoSpec {
+    /// Error-rate limits: `1%` (absolute), `+0.5%` (over the stable's), comma-separated.
+    #[serde(default)]
+    pub max_error_rate: Option<String>,
+    /// p99 limits: `500ms` (absolute), `1.5x` (times the stable's), comma-separated.
+    #[serde(default)]
+    pub max_p99: Option<String>,
+    /// Requests a step must see before it is judged healthy (default 20).
+    #[serde(default)]
+    pub min_requests: Option<u64>,
+    /// How long a healthy step lasts (default `30s`).
+    #[serde(default)]
+    pub step_time: Option<String>,
+}
+
+impl AutoSpec {
+    /// The guard, or what is wrong with the spec, naming the field.
+    pub fn guard(&self) -> Result<Guard, CanaryError> {
+        let bad = |field: &str, e: String| CanaryError::Invalid(format!("auto.{field}: {e}"));
+        let mut g = Guard::default();
+        if let Some(t) = &self.max_error_rate {
+            g.max_error_rate =
+                guard::parse_list(t, guard::parse_rate).map_err(|e| bad("maxErrorRate", e))?;
+        }
+        if let Some(t) = &self.max_p99 {
+            g.max_p99 = guard::parse_list(t, guard::parse_latency).map_err(|e| bad("maxP99", e))?;
+        }
+        if g.max_error_rate.is_empty() && g.max_p99.is_empty() {
+            return Err(CanaryError::Invalid(
+                "auto: give at least one objective (maxErrorRate, maxP99)".into(),
+            ));
+        }
+        if let Some(n) = self.min_requests {
+            if !(1..=1_000_000).contains(&n) {
+                return Err(bad("minRequests", format!("{n} is not 1..=1000000")));
+            }
+            g.min_requests = n;
+        }
+        if let Some(t) = &self.step_time {
+            let d = crate::resources::duration::parse(t).map_err(|e| bad("stepTime", e))?;
+            if d < std::time::Duration::from_secs(1) || d > std::time::Duration::from_secs(86_400) {
+                return Err(bad("stepTime", format!("{t:?} is not 1s..=24h")));
+            }
+            g.step_time = d;
+        }
+        Ok(g)
+    }
 }
 
 impl Action {
@@ -105,6 +186,8 @@ impl Action {
             Action::Step {} => "step",
             Action::Promote {} => "promote",
             Action::Abort {} => "abort",
+            Action::Pause {} => "pause",
+            Action::Resume {} => "resume",
         }
     }
 }
@@ -143,19 +226,72 @@ pub struct CanaryState {
     pub step: usize,
     /// The canary's share, 0..=100.
     pub percent: u8,
+    /// A guarded canary's objectives and pace (`None`: moved by hand only).
+    #[serde(skip)]
+    pub guard: Option<Guard>,
+    /// When the current step began (Unix seconds), for a guarded canary.
+    #[serde(skip)]
+    pub step_started: Option<u64>,
+    /// A guarded canary held at its step by a person.
+    #[serde(skip)]
+    pub paused: bool,
 }
 
 impl CanaryState {
-    fn annotations(&self) -> [(&'static str, String); 6] {
+    fn annotations(&self) -> Vec<(&'static str, String)> {
         let steps: Vec<String> = self.steps.iter().map(u8::to_string).collect();
-        [
+        let mut out = vec![
             (STATE_ANNOTATION, self.phase.to_string()),
             (STABLE_ANNOTATION, self.stable.clone()),
             (CANARY_ANNOTATION, self.canary.clone()),
             (STEPS_ANNOTATION, steps.join(",")),
             (STEP_ANNOTATION, self.step.to_string()),
             (PERCENT_ANNOTATION, self.percent.to_string()),
-        ]
+        ];
+        if let Some(g) = &self.guard {
+            out.push((AUTO_ANNOTATION, "true".into()));
+            if !g.max_error_rate.is_empty() {
+                out.push((MAX_ERROR_RATE_ANNOTATION, guard::join(&g.max_error_rate)));
+            }
+            if !g.max_p99.is_empty() {
+                out.push((MAX_P99_ANNOTATION, guard::join(&g.max_p99)));
+            }
+            out.push((MIN_REQUESTS_ANNOTATION, g.min_requests.to_string()));
+            out.push((STEP_TIME_ANNOTATION, format!("{}s", g.step_time.as_secs())));
+            if let Some(t) = self.step_started {
+                out.push((STEP_STARTED_ANNOTATION, crate::resources::clock::rfc3339(t)));
+            }
+            if self.paused {
+                out.push((PAUSED_ANNOTATION, "true".into()));
+            }
+        }
+        out
+    }
+
+    /// The guard from the annotations, when the canary is guarded.
+    fn guard_from(
+        a: &Map<String, Value>,
+        bad: &dyn Fn(&str, String) -> CanaryError,
+    ) -> Result<Option<Guard>, CanaryError> {
+        if a.get(AUTO_ANNOTATION).and_then(Value::as_str) != Some("true") {
+            return Ok(None);
+        }
+        let text = |key: &str| a.get(key).and_then(Value::as_str);
+        let spec = AutoSpec {
+            max_error_rate: text(MAX_ERROR_RATE_ANNOTATION).map(str::to_string),
+            max_p99: text(MAX_P99_ANNOTATION).map(str::to_string),
+            min_requests: match text(MIN_REQUESTS_ANNOTATION) {
+                Some(t) => Some(
+                    t.parse()
+                        .map_err(|_| bad(MIN_REQUESTS_ANNOTATION, format!("{t:?}")))?,
+                ),
+                None => None,
+            },
+            step_time: text(STEP_TIME_ANNOTATION).map(str::to_string),
+        };
+        spec.guard()
+            .map(Some)
+            .map_err(|e| bad(AUTO_ANNOTATION, e.to_string()))
     }
 
     /// Reads the state from a route's annotations; `Ok(None)` when it carries none.
@@ -192,6 +328,11 @@ impl CanaryState {
             .ok()
             .filter(|p| *p <= 100)
             .ok_or_else(|| bad(PERCENT_ANNOTATION, "not 0..=100".into()))?;
+        let guard = Self::guard_from(a, &bad)?;
+        let step_started = a
+            .get(STEP_STARTED_ANNOTATION)
+            .and_then(Value::as_str)
+            .and_then(crate::resources::clock::parse_rfc3339);
         Ok(Some(CanaryState {
             phase,
             stable: get(STABLE_ANNOTATION)?.to_string(),
@@ -199,7 +340,25 @@ impl CanaryState {
             steps,
             step,
             percent,
+            paused: guard.is_some()
+                && a.get(PAUSED_ANNOTATION).and_then(Value::as_str) == Some("true"),
+            guard,
+            step_started,
         }))
+    }
+}
+
+impl CanaryState {
+    /// A guarded canary's step starts at `now`.
+    fn restart_step(&mut self, now: u64) {
+        if self.guard.is_some() {
+            self.step_started = Some(now);
+        }
+    }
+
+    /// Whether its weights stand at the last step (nothing left but promotion).
+    pub fn at_last_step(&self) -> bool {
+        self.steps.last().is_none_or(|last| self.percent >= *last)
     }
 }
 
@@ -334,8 +493,14 @@ fn state_of(attached: &[&Value]) -> Result<Option<(CanaryState, Vec<String>)>, C
     Ok(found)
 }
 
-/// Plans `action` for the target's service.
+/// Plans `action` for the target's service, now.
 pub fn plan(target: &Target<'_>, action: &Action) -> Result<Plan, CanaryError> {
+    plan_at(target, action, crate::resources::clock::unix_now())
+}
+
+/// Plans `action` for the target's service at `now` (Unix seconds: a guarded canary's
+/// step starts then when its weights change).
+pub fn plan_at(target: &Target<'_>, action: &Action, now: u64) -> Result<Plan, CanaryError> {
     let attached = target.attached_or_unknown()?;
     let current = state_of(&attached)?.map(|(s, _)| s);
     let running = || match &current {
@@ -351,6 +516,7 @@ pub fn plan(target: &Target<'_>, action: &Action) -> Result<Plan, CanaryError> {
             stable,
             canary,
             steps,
+            auto,
         } => {
             if let Some(s) = current.as_ref().filter(|s| s.phase == Phase::Running) {
                 return Err(CanaryError::Conflict(format!(
@@ -388,6 +554,7 @@ pub fn plan(target: &Target<'_>, action: &Action) -> Result<Plan, CanaryError> {
                 None => DEFAULT_STEPS.to_vec(),
             };
             let percent = steps.first().copied().unwrap_or(100);
+            let guard = auto.as_ref().map(AutoSpec::guard).transpose()?;
             Some(CanaryState {
                 phase: Phase::Running,
                 stable: stable.clone(),
@@ -395,6 +562,9 @@ pub fn plan(target: &Target<'_>, action: &Action) -> Result<Plan, CanaryError> {
                 steps,
                 step: 1,
                 percent,
+                step_started: guard.as_ref().map(|_| now),
+                guard,
+                paused: false,
             })
         }
         Action::Set { percent } => {
@@ -407,6 +577,7 @@ pub fn plan(target: &Target<'_>, action: &Action) -> Result<Plan, CanaryError> {
             let mut s = running()?;
             s.percent = p;
             s.step = s.steps.iter().filter(|x| **x <= p).count();
+            s.restart_step(now);
             Some(s)
         }
         Action::Step {} => {
@@ -415,6 +586,7 @@ pub fn plan(target: &Target<'_>, action: &Action) -> Result<Plan, CanaryError> {
                 Some(p) => {
                     s.percent = p;
                     s.step = s.steps.iter().filter(|x| **x <= p).count();
+                    s.restart_step(now);
                 }
                 None if s.percent >= 100 => {
                     return Err(CanaryError::Conflict(format!(
@@ -445,6 +617,24 @@ pub fn plan(target: &Target<'_>, action: &Action) -> Result<Plan, CanaryError> {
             s.phase = Phase::Aborted;
             s.percent = 0;
             s.step = 0;
+            s.paused = false;
+            Some(s)
+        }
+        Action::Pause {} | Action::Resume {} => {
+            let mut s = running()?;
+            if s.guard.is_none() {
+                return Err(CanaryError::Conflict(format!(
+                    "the canary of {} is moved by hand (started without --auto): nothing to {}",
+                    target.id(),
+                    action.name()
+                )));
+            }
+            let pause = matches!(action, Action::Pause {});
+            if !pause && s.paused {
+                // The step gets its whole time again after a hold.
+                s.restart_step(now);
+            }
+            s.paused = pause;
             Some(s)
         }
     };

@@ -30,6 +30,7 @@ fn start() -> Action {
         stable: "web-v1".into(),
         canary: "web-v2".into(),
         steps: None,
+        auto: None,
     }
 }
 
@@ -207,6 +208,7 @@ fn set_step_promote_abort_walk_the_weights() {
         stable: "web-v2".into(),
         canary: "web-v1".into(),
         steps: Some(vec![20, 100]),
+        auto: None,
     };
     let p = go(&mut routes, next);
     assert_eq!(
@@ -285,6 +287,7 @@ fn bad_requests_are_refused() {
         stable: "web-v1".into(),
         canary: "web-v9".into(),
         steps: None,
+        auto: None,
     };
     assert!(
         matches!(run(&routes, &bad_canary), Err(CanaryError::UnknownService(m)) if m.contains("web-v9"))
@@ -293,6 +296,7 @@ fn bad_requests_are_refused() {
         stable: "web-v1".into(),
         canary: "web-v1".into(),
         steps: None,
+        auto: None,
     };
     assert!(matches!(run(&routes, &same), Err(CanaryError::Invalid(_))));
     for steps in [vec![], vec![0, 100], vec![10, 5], vec![10, 10], vec![101]] {
@@ -300,6 +304,7 @@ fn bad_requests_are_refused() {
             stable: "web-v1".into(),
             canary: "web-v2".into(),
             steps: Some(steps.clone()),
+            auto: None,
         };
         assert!(
             matches!(run(&routes, &a), Err(CanaryError::Invalid(_))),
@@ -375,4 +380,148 @@ fn the_state_round_trips_through_annotations_and_is_reported() {
             "{percent}"
         );
     }
+}
+
+fn run_at(routes: &[Value], action: &Action, now: u64) -> Result<Plan, CanaryError> {
+    let services = services();
+    plan_at(
+        &Target {
+            namespace: "default",
+            service: "web",
+            services: &services,
+            routes,
+        },
+        action,
+        now,
+    )
+}
+
+fn guarded_start() -> Action {
+    Action::Start {
+        stable: "web-v1".into(),
+        canary: "web-v2".into(),
+        steps: Some(vec![10, 50, 100]),
+        auto: Some(AutoSpec {
+            max_error_rate: Some("1%,+0.5%".into()),
+            max_p99: Some("500ms".into()),
+            min_requests: Some(50),
+            step_time: Some("1m".into()),
+        }),
+    }
+}
+
+#[test]
+fn a_guarded_canary_keeps_its_objectives_and_step_start_in_the_annotations() {
+    let routes = vec![route(
+        "a",
+        "web",
+        json!([{"backendRefs": [{"name": "web-v1"}]}]),
+    )];
+    let p = run_at(&routes, &guarded_start(), 1_000).unwrap();
+    let a = &p.documents[0]["metadata"]["annotations"];
+    assert_eq!(a[AUTO_ANNOTATION], "true");
+    assert_eq!(a[MAX_ERROR_RATE_ANNOTATION], "1%,+0.5%");
+    assert_eq!(a[MAX_P99_ANNOTATION], "500ms");
+    assert_eq!(a[MIN_REQUESTS_ANNOTATION], "50");
+    assert_eq!(a[STEP_TIME_ANNOTATION], "60s");
+    assert_eq!(a[STEP_STARTED_ANNOTATION], "1970-01-01T00:16:40Z");
+    let routes = applied(&routes, &p);
+    let services = services();
+    let target = Target {
+        namespace: "default",
+        service: "web",
+        services: &services,
+        routes: &routes,
+    };
+    let (state, _) = current(&target).unwrap();
+    assert_eq!(Some(state.clone()), p.state);
+    let guard = state.guard.unwrap();
+    assert_eq!(guard.min_requests, 50);
+    assert_eq!(guard.step_time, std::time::Duration::from_secs(60));
+    assert_eq!(state.step_started, Some(1_000));
+
+    // A step restarts the step's clock; pause holds, resume restarts it again.
+    let stepped = run_at(&routes, &Action::Step {}, 1_060).unwrap();
+    assert_eq!(stepped.state.as_ref().unwrap().step_started, Some(1_060));
+    let routes = applied(&routes, &stepped);
+    let paused = run_at(&routes, &Action::Pause {}, 1_070).unwrap();
+    let s = paused.state.as_ref().unwrap();
+    assert!(s.paused);
+    assert_eq!(s.step_started, Some(1_060));
+    assert_eq!(
+        paused.documents[0]["metadata"]["annotations"][PAUSED_ANNOTATION],
+        "true"
+    );
+    let routes = applied(&routes, &paused);
+    let resumed = run_at(&routes, &Action::Resume {}, 1_200).unwrap();
+    let s = resumed.state.as_ref().unwrap();
+    assert!(!s.paused);
+    assert_eq!(s.step_started, Some(1_200));
+    assert!(resumed.documents[0]["metadata"]["annotations"]
+        .get(PAUSED_ANNOTATION)
+        .is_none());
+    // Promotion removes every canary annotation, the guard's included.
+    let routes = applied(&routes, &resumed);
+    let promoted = run_at(&routes, &Action::Promote {}, 1_300).unwrap();
+    assert!(promoted.documents[0]["metadata"]
+        .get("annotations")
+        .is_none());
+}
+
+#[test]
+fn bad_objectives_are_refused_with_their_field_and_manual_canaries_do_not_pause() {
+    let routes = vec![route(
+        "a",
+        "web",
+        json!([{"backendRefs": [{"name": "web-v1"}]}]),
+    )];
+    let with = |spec: AutoSpec| Action::Start {
+        stable: "web-v1".into(),
+        canary: "web-v2".into(),
+        steps: None,
+        auto: Some(spec),
+    };
+    let cases = [
+        (AutoSpec::default(), "auto: give at least one objective"),
+        (
+            AutoSpec {
+                max_error_rate: Some("lots".into()),
+                ..AutoSpec::default()
+            },
+            "auto.maxErrorRate: \"lots\"",
+        ),
+        (
+            AutoSpec {
+                max_p99: Some("0ms".into()),
+                ..AutoSpec::default()
+            },
+            "auto.maxP99",
+        ),
+        (
+            AutoSpec {
+                max_p99: Some("1s".into()),
+                min_requests: Some(0),
+                ..AutoSpec::default()
+            },
+            "auto.minRequests",
+        ),
+        (
+            AutoSpec {
+                max_p99: Some("1s".into()),
+                step_time: Some("100ms".into()),
+                ..AutoSpec::default()
+            },
+            "auto.stepTime",
+        ),
+    ];
+    for (spec, want) in cases {
+        match run(&routes, &with(spec)) {
+            Err(CanaryError::Invalid(m)) => assert!(m.starts_with(want), "{m}"),
+            other => panic!("{want}: {other:?}"),
+        }
+    }
+    let manual = applied(&routes, &run(&routes, &start()).unwrap());
+    assert!(
+        matches!(run(&manual, &Action::Pause {}), Err(CanaryError::Conflict(m)) if m.contains("--auto"))
+    );
 }

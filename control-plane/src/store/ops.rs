@@ -100,22 +100,34 @@ impl Store {
     /// A `DestinationPolicy` whose service already has another one is rejected with the
     /// path `documents[i].spec.targetRef` (`i` = its index in `resources`).
     pub fn apply(&self, resources: Vec<Resource>, who: &str) -> Result<Outcome, StoreError> {
-        self.apply_checked(resources, who, false)
+        self.apply_checked(resources, who, "apply", false)
+    }
+
+    /// [`Store::apply`] with the revision's summary starting with `what` instead of
+    /// `apply` (the canary controller says what it decided and why).
+    pub fn apply_as(
+        &self,
+        resources: Vec<Resource>,
+        who: &str,
+        what: &str,
+    ) -> Result<Outcome, StoreError> {
+        self.apply_checked(resources, who, what, false)
     }
 
     /// [`Store::apply`], refusing (with the field path) a route that names a Service,
     /// mirror or FaultInjection that would not exist once the documents are applied.
     pub fn apply_strict(&self, resources: Vec<Resource>, who: &str) -> Result<Outcome, StoreError> {
-        self.apply_checked(resources, who, true)
+        self.apply_checked(resources, who, "apply", true)
     }
 
     fn apply_checked(
         &self,
         resources: Vec<Resource>,
         who: &str,
+        what: &str,
         strict: bool,
     ) -> Result<Outcome, StoreError> {
-        self.commit(who, "apply", |view| {
+        self.commit(who, what, |view| {
             for r in &resources {
                 if r.key.kind == Kind::Endpoint {
                     checks::endpoint_conflict(view, r)?;

@@ -338,14 +338,56 @@ pub fn combine<'a>(
     stats
 }
 
+/// The time between two scrapes while [`Telemetry::hurry`] was called recently.
+pub const FAST_INTERVAL: Duration = Duration::from_secs(1);
+/// How long one [`Telemetry::hurry`] keeps the scraper fast.
+const HURRY_FOR: Duration = Duration::from_secs(5);
+
 /// The readings of every scraped proxy. Share it as `Arc<Telemetry>`.
 #[derive(Debug, Default)]
 pub struct Telemetry {
     proxies: Mutex<BTreeMap<String, VecDeque<Reading>>>,
     identity: Mutex<BTreeMap<String, IdentityExpiry>>,
+    /// Until when the scraper runs at [`FAST_INTERVAL`].
+    fast_until: Mutex<Option<Instant>>,
+    /// Wakes a scraper sleeping its slow interval when [`Telemetry::hurry`] is called.
+    hurried: tokio::sync::Notify,
 }
 
 impl Telemetry {
+    /// Asks for scrapes every [`FAST_INTERVAL`] for the next few seconds (a guarded
+    /// canary is being judged).
+    pub fn hurry(&self) {
+        let was_fast = match self.fast_until.lock() {
+            Ok(mut until) => {
+                let now = Instant::now();
+                let was = until.is_some_and(|u| now < u);
+                *until = Some(now + HURRY_FOR);
+                was
+            }
+            Err(_) => true,
+        };
+        if !was_fast {
+            // A scraper asleep for its slow interval reads at once.
+            self.hurried.notify_one();
+        }
+    }
+
+    /// The wait before the next scrape: `interval`, or [`FAST_INTERVAL`] when hurried.
+    fn next_wait(&self, interval: Duration) -> Duration {
+        let fast = self
+            .fast_until
+            .lock()
+            .ok()
+            .and_then(|u| *u)
+            .is_some_and(|u| Instant::now() < u);
+        if fast {
+            interval.min(FAST_INTERVAL)
+        } else {
+            interval
+        }
+    }
+
     /// Per-backend stats over `window`, from the readings kept.
     pub fn stats(&self, window: Duration) -> WindowStats {
         match self.proxies.lock() {
@@ -404,15 +446,20 @@ impl Telemetry {
     }
 }
 
-/// Scrapes every connected proxy with an admin address every `interval`, forever.
+/// Scrapes every connected proxy with an admin address every `interval` (every
+/// [`FAST_INTERVAL`] while hurried), forever.
 pub async fn run_scraper(telemetry: Arc<Telemetry>, store: Arc<Store>, interval: Duration) {
     let client: Client<HttpConnector, Empty<Bytes>> =
         Client::builder(TokioExecutor::new()).build_http();
-    let mut tick = tokio::time::interval(interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let timeout = SCRAPE_TIMEOUT.min(interval);
+    let mut next = Instant::now();
     loop {
-        tick.tick().await;
+        tokio::select! {
+            () = tokio::time::sleep_until(next) => {}
+            () = telemetry.hurried.notified() => {}
+        }
+        // The pace is read every round: a guarded canary asks for faster readings.
+        next = Instant::now() + telemetry.next_wait(interval);
         let targets: Vec<(String, SocketAddr)> = store
             .proxies()
             .list()
