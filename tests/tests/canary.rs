@@ -357,7 +357,7 @@ async fn a_guarded_canary_that_fails_is_rolled_back_by_the_control_plane() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_healthy_guarded_canary_is_promoted_by_the_control_plane_with_no_failed_request() {
     let healthy = HttpServer::echo("web-v2").await;
-    let (_v1, _v2, cp, proxy, load) = loaded_mesh(healthy).await;
+    let (_v1, _v2, mut cp, proxy, load) = loaded_mesh(healthy).await;
     let started = tokio::time::Instant::now();
     ctl_ok(
         &cp,
@@ -383,6 +383,17 @@ async fn a_healthy_guarded_canary_is_promoted_by_the_control_plane_with_no_faile
         ],
     )
     .await;
+    // The control plane restarts after the first decision: the guard's state is in the
+    // routes, so the release goes on from where it was.
+    mesh::wait_split(
+        &proxy,
+        "web",
+        &[("web-v1", 50), ("web-v2", 50)],
+        PROPAGATION,
+    )
+    .await;
+    cp.kill().await;
+    cp.restart().await;
     mesh::wait_split(
         &proxy,
         "web",
@@ -399,7 +410,7 @@ async fn a_healthy_guarded_canary_is_promoted_by_the_control_plane_with_no_faile
     let promoted = started.elapsed();
     load.wait_more(100, Duration::from_secs(30)).await;
     let report = load.stop().await;
-    report.assert_no_failures("a healthy guarded canary from start to promotion");
+    report.assert_no_failures("a healthy guarded canary from start to promotion, across a restart");
 
     // Each decision is a revision by the controller, with its reason.
     let mut decisions: Vec<serde_json::Value> = cp
