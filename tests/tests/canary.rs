@@ -7,7 +7,9 @@
 //!   the proxies' own metrics once traffic flows;
 //! - a guarded canary (`--auto`) that fails 20% of its requests is rolled back by the
 //!   control plane within 10 s of its first failure, with at most 0.5% of the load
-//!   failed; a healthy one is stepped and promoted by itself with no failed request.
+//!   failed; a healthy one is stepped and promoted by itself with no failed request;
+//! - `tandemctl stat` shows golden signals per service, route and backend, and the
+//!   connections a service's sidecars hold open.
 
 // Test helpers panic on failure by design, like the tests that call them.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -20,6 +22,7 @@ use tandem_tests::control_plane::ControlPlane;
 use tandem_tests::load::{Load, LoadSpec};
 use tandem_tests::mesh::{self, docs, endpoint, service};
 use tandem_tests::upstream::{self, HttpServer};
+use tandem_tests::zero_trust::{register, sidecar, wait_mtls_to};
 use tandem_tests::{client, eventually, within, Proxy, STEP_TIMEOUT};
 use tokio::sync::watch;
 
@@ -266,6 +269,15 @@ async fn loaded_mesh(v2: HttpServer) -> (HttpServer, HttpServer, ControlPlane, P
     (v1, v2, cp, proxy, load)
 }
 
+/// `canary start web` from web-v1 to web-v2 with `--auto` and `objectives`.
+fn guarded_start<'a>(objectives: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "canary", "start", "web", "--stable", "web-v1", "--canary", "web-v2", "--auto",
+    ];
+    args.extend_from_slice(objectives);
+    args
+}
+
 /// The newest revision in `tandemctl history -o json`.
 async fn last_revision(cp: &ControlPlane) -> serde_json::Value {
     cp.history()
@@ -282,22 +294,14 @@ async fn a_guarded_canary_that_fails_is_rolled_back_by_the_control_plane() {
     let started = tokio::time::Instant::now();
     ctl_ok(
         &cp,
-        &[
-            "canary",
-            "start",
-            "web",
-            "--stable",
-            "web-v1",
-            "--canary",
-            "web-v2",
-            "--auto",
+        &guarded_start(&[
             "--max-error-rate",
             "1%",
             "--min-requests",
             "20",
             "--step-time",
             "30s",
-        ],
+        ]),
     )
     .await;
     // No person acts from here: the guard sees web-v2 fail and puts everything back.
@@ -361,17 +365,9 @@ async fn a_healthy_guarded_canary_is_promoted_by_the_control_plane_with_no_faile
     let started = tokio::time::Instant::now();
     ctl_ok(
         &cp,
-        &[
-            "canary",
-            "start",
-            "web",
-            "--stable",
-            "web-v1",
-            "--canary",
-            "web-v2",
+        &guarded_start(&[
             "--steps",
             "20,50,100",
-            "--auto",
             "--max-error-rate",
             "1%",
             "--max-p99",
@@ -380,7 +376,7 @@ async fn a_healthy_guarded_canary_is_promoted_by_the_control_plane_with_no_faile
             "10",
             "--step-time",
             "2s",
-        ],
+        ]),
     )
     .await;
     // The control plane restarts after the first decision: the guard's state is in the
@@ -438,4 +434,80 @@ async fn a_healthy_guarded_canary_is_promoted_by_the_control_plane_with_no_faile
         steps[2].starts_with("canary default/web promoted: "),
         "{steps:#?}"
     );
+}
+
+/// `tandemctl stat` of `what`, as JSON, once its item `name` has requests.
+async fn stat_item(cp: &ControlPlane, what: &str, name: &str) -> serde_json::Value {
+    eventually(
+        Duration::from_secs(30),
+        &format!("stat {what} {name}"),
+        || async {
+            let out = cp
+                .tandemctl(&["stat", what, "--window", "10", "-o", "json"])
+                .await;
+            let v: serde_json::Value =
+                serde_json::from_str(out.expect_ok("stat")).map_err(|e| e.to_string())?;
+            v["items"]
+                .as_array()
+                .and_then(|items| items.iter().find(|i| i["name"] == name))
+                .filter(|i| i["requests"].as_f64().unwrap_or(0.0) > 0.0)
+                .cloned()
+                .ok_or(v.to_string())
+        },
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stat_shows_golden_signals_per_service_route_and_backend() {
+    let cp = ControlPlane::start().await;
+    cp.apply_ok(&docs(&[service("web"), service("api")])).await;
+    let app = HttpServer::echo("api-app").await;
+    let server = sidecar(&cp, "api", app.addr().port(), &[]).await;
+    register(&cp, "api", server.inbound()).await;
+    let client = sidecar(&cp, "web", 1, &[]).await;
+    wait_mtls_to(&client, "api").await;
+    let load = Load::start(&[client.outbound()], LoadSpec::new("api"));
+    load.wait_more(100, Duration::from_secs(30)).await;
+
+    let api = stat_item(&cp, "services", "api").await;
+    assert!(api["requests_per_second"].as_f64().unwrap() > 1.0, "{api}");
+    assert_eq!(api["success_rate"], 1.0, "{api}");
+    let (p50, p95, p99) = (
+        api["p50_seconds"].as_f64().unwrap(),
+        api["p95_seconds"].as_f64().unwrap(),
+        api["p99_seconds"].as_f64().unwrap(),
+    );
+    assert!(0.0 < p50 && p50 <= p95 && p95 <= p99 && p99 < 1.0, "{api}");
+    // The pooled load worker keeps a connection open to api's sidecar.
+    eventually(
+        Duration::from_secs(20),
+        "api's open connections",
+        || async {
+            let out = cp.tandemctl(&["stat", "-o", "json"]).await;
+            let v: serde_json::Value = serde_json::from_str(out.expect_ok("stat")).unwrap();
+            let open = v["items"]
+                .as_array()
+                .and_then(|i| i.iter().find(|i| i["name"] == "api"))
+                .and_then(|i| i["tcp_open_inbound"].as_f64())
+                .unwrap_or(0.0);
+            (open >= 1.0).then_some(()).ok_or(v.to_string())
+        },
+    )
+    .await;
+    let backend = stat_item(&cp, "backends", "api").await;
+    assert_eq!(backend["success_rate"], 1.0, "{backend}");
+    let routes = cp.tandemctl(&["stat", "routes", "-o", "json"]).await;
+    let routes: serde_json::Value = serde_json::from_str(routes.expect_ok("stat routes")).unwrap();
+    assert_eq!(routes["by"], "route", "{routes}");
+    let table = ctl_ok(&cp, &["stat"]).await;
+    assert!(
+        table.starts_with("SERVICE") && table.contains("\napi "),
+        "{table}"
+    );
+    assert!(table.contains("TCP_CONN"), "{table}");
+    eprintln!("{table}{routes}");
+    load.stop()
+        .await
+        .assert_no_failures("load while stat reads");
 }

@@ -19,6 +19,7 @@ mod endpoint;
 mod inject;
 pub mod install;
 mod output;
+mod stat;
 mod token;
 
 use std::path::PathBuf;
@@ -113,6 +114,9 @@ pub enum Command {
         #[command(subcommand)]
         command: canary::CanaryCommand,
     },
+    /// Golden signals from the proxies' own metrics: request rate, success rate,
+    /// p50/p95/p99 and open connections, per service, route or backend.
+    Stat(stat::StatArgs),
     /// Join tokens: short-lived credentials a proxy trades for its first certificate.
     Token {
         /// create.
@@ -328,6 +332,7 @@ pub async fn run(args: CtlArgs) -> Result<(), CtlError> {
         }
         Command::Endpoint { command } => endpoint::run(&client, out, command).await,
         Command::Canary { command } => canary::run(&client, out, command).await,
+        Command::Stat(args) => stat::run(&client, out, args).await,
         Command::Token { command } => token::run(&client, out, command).await,
         Command::Ca { command } => ca::run(&client, out, command).await,
         Command::Check { warn_within } => ca::check(&client, out, warn_within).await,

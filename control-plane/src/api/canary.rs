@@ -14,19 +14,17 @@
 //! are serialized by a lock so two canary commands never plan from the same state; a
 //! concurrent `apply` of the same routes by hand is last-writer-wins, as any apply.
 
-use std::time::Duration;
-
 use http::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use super::routes::{blocking, body, query};
+use super::routes::{blocking, body};
 use super::{ApiError, ApiState, Call};
 use crate::canary::controller::{read_world, ACTIONS};
 use crate::canary::guard::join;
 use crate::canary::{self, Action, CanaryState};
 use crate::resources::validate::{dns_label, validate_documents};
 use crate::store::WHO_API;
-use crate::telemetry::{BackendStats, DEFAULT_WINDOW, RETENTION};
+use crate::telemetry::BackendStats;
 
 type Answer = Result<(StatusCode, Option<Value>), ApiError>;
 
@@ -107,22 +105,7 @@ fn state_json(s: &CanaryState) -> Value {
 }
 
 async fn status(state: &ApiState, call: &Call, namespace: &str, service: &str) -> Answer {
-    let window = match query(call, "window") {
-        Some(w) => {
-            let secs = w
-                .parse::<u64>()
-                .ok()
-                .filter(|s| (1..=RETENTION.as_secs()).contains(s))
-                .ok_or_else(|| {
-                    ApiError::Invalid(format!(
-                        "window: {w:?} is not 1..={} seconds",
-                        RETENTION.as_secs()
-                    ))
-                })?;
-            Duration::from_secs(secs)
-        }
-        None => DEFAULT_WINDOW,
-    };
+    let window = super::stat::window(call)?;
     let ns = namespace.to_string();
     let world = blocking(state, move |s| read_world(s, &ns)).await?;
     let target = world.target(namespace, service);

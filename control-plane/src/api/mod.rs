@@ -7,6 +7,7 @@ mod ca;
 mod canary;
 pub mod error;
 mod routes;
+mod stat;
 mod tokens;
 
 use std::convert::Infallible;

@@ -108,6 +108,10 @@ pub(crate) async fn route(state: &ApiState, call: Call) -> Answer {
             only(m, Method::GET)?;
             status(state).await
         }
+        ["v1", "stat"] => {
+            only(m, Method::GET)?;
+            super::stat::stat(state, &call)
+        }
         ["v1", "tokens"] => {
             only(m, Method::POST)?;
             super::tokens::create(state, &call).await

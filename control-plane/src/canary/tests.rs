@@ -35,16 +35,19 @@ fn start() -> Action {
 }
 
 fn run(routes: &[Value], action: &Action) -> Result<Plan, CanaryError> {
+    run_at(routes, action, crate::resources::clock::unix_now())
+}
+
+/// The first state found on `routes` for `web`.
+fn state_in(routes: &[Value]) -> CanaryState {
     let services = services();
-    plan(
-        &Target {
-            namespace: "default",
-            service: "web",
-            services: &services,
-            routes,
-        },
-        action,
-    )
+    let target = Target {
+        namespace: "default",
+        service: "web",
+        services: &services,
+        routes,
+    };
+    current(&target).unwrap().0
 }
 
 /// Applies a plan's documents over `routes` (as the store would).
@@ -426,14 +429,7 @@ fn a_guarded_canary_keeps_its_objectives_and_step_start_in_the_annotations() {
     assert_eq!(a[STEP_TIME_ANNOTATION], "60s");
     assert_eq!(a[STEP_STARTED_ANNOTATION], "1970-01-01T00:16:40Z");
     let routes = applied(&routes, &p);
-    let services = services();
-    let target = Target {
-        namespace: "default",
-        service: "web",
-        services: &services,
-        routes: &routes,
-    };
-    let (state, _) = current(&target).unwrap();
+    let state = state_in(&routes);
     assert_eq!(Some(state.clone()), p.state);
     let guard = state.guard.unwrap();
     assert_eq!(guard.min_requests, 50);

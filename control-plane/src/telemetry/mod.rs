@@ -93,13 +93,15 @@ const SCRAPE_TIMEOUT: Duration = Duration::from_secs(2);
 const MAX_BODY: usize = 8 << 20;
 /// Scrapes in flight at once.
 const MAX_CONCURRENT: usize = 16;
-/// Backends kept per reading: a bound against a proxy exporting unbounded label values.
-const MAX_BACKENDS: usize = 1024;
+/// Series kept per reading: a bound against a proxy exporting unbounded label values.
+const MAX_SERIES: usize = 4096;
 
 /// The requests counter the proxies export.
 pub const REQUESTS_METRIC: &str = "tandem_requests_total";
 /// The latency histogram's buckets.
 pub const DURATION_BUCKET_METRIC: &str = "tandem_request_duration_seconds_bucket";
+/// The proxies' open client connections gauge.
+pub const OPEN_CONNECTIONS_METRIC: &str = "tandem_tcp_connections_open";
 
 /// Why a scrape failed.
 #[derive(Debug, thiserror::Error)]
@@ -177,19 +179,80 @@ impl BackendCounts {
     }
 }
 
+/// Where a proxy's outbound requests went: the service called, the route that matched,
+/// the backend that answered (the proxies' `dst_service`, `route` and `backend` labels).
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SeriesKey {
+    /// The service called.
+    pub service: String,
+    /// The route (`namespace/name/rule-N`), empty when none matched.
+    pub route: String,
+    /// The backend service.
+    pub backend: String,
+}
+
+/// A proxy's open client connections, as its `tandem_tcp_connections_open` says.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct OpenConnections {
+    /// Connections its service's callers hold to it.
+    pub inbound: f64,
+    /// Connections its app holds to it, to call others.
+    pub outbound: f64,
+}
+
 /// One scrape of one proxy.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reading {
     /// When it was taken.
     pub at: Instant,
-    /// Backend short name → counters.
-    pub backends: BTreeMap<String, BackendCounts>,
+    /// Counters per (service, route, backend) of its outbound requests.
+    pub series: BTreeMap<SeriesKey, BackendCounts>,
+    /// Its open client connections.
+    pub open: OpenConnections,
+}
+
+/// How [`Telemetry::stats_by`] groups the series.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Group {
+    /// By the service called.
+    Service,
+    /// By route.
+    Route,
+    /// By backend service.
+    Backend,
+}
+
+impl Group {
+    fn key(self, k: &SeriesKey) -> &str {
+        match self {
+            Group::Service => &k.service,
+            Group::Route => &k.route,
+            Group::Backend => &k.backend,
+        }
+    }
+}
+
+/// The open-connection gauges of a scrape.
+pub fn extract_open(samples: &[prometheus::Sample]) -> OpenConnections {
+    let mut open = OpenConnections::default();
+    for s in samples
+        .iter()
+        .filter(|s| s.name == OPEN_CONNECTIONS_METRIC && s.value.is_finite())
+    {
+        match s.label("direction") {
+            Some("inbound") => open.inbound += s.value,
+            Some("outbound") => open.outbound += s.value,
+            _ => {}
+        }
+    }
+    open
 }
 
 /// Picks the series the control plane uses out of a scrape: outbound requests and latency
-/// buckets with a `backend` label, summed per backend (over routes, callers and codes).
-pub fn extract(samples: &[prometheus::Sample]) -> BTreeMap<String, BackendCounts> {
-    let mut out: BTreeMap<String, BackendCounts> = BTreeMap::new();
+/// buckets with a `backend` label, summed per (service, route, backend) over callers and
+/// codes.
+pub fn extract(samples: &[prometheus::Sample]) -> BTreeMap<SeriesKey, BackendCounts> {
+    let mut out: BTreeMap<SeriesKey, BackendCounts> = BTreeMap::new();
     for s in samples {
         let is_requests = s.name == REQUESTS_METRIC;
         if !is_requests && s.name != DURATION_BUCKET_METRIC {
@@ -201,10 +264,15 @@ pub fn extract(samples: &[prometheus::Sample]) -> BTreeMap<String, BackendCounts
         let Some(backend) = s.label("backend").filter(|b| !b.is_empty()) else {
             continue;
         };
-        if !out.contains_key(backend) && out.len() >= MAX_BACKENDS {
+        let key = SeriesKey {
+            service: s.label("dst_service").unwrap_or_default().to_string(),
+            route: s.label("route").unwrap_or_default().to_string(),
+            backend: backend.to_string(),
+        };
+        if !out.contains_key(&key) && out.len() >= MAX_SERIES {
             continue;
         }
-        let entry = out.entry(backend.to_string()).or_default();
+        let entry = out.entry(key).or_default();
         if is_requests {
             entry.requests += s.value;
             if s.label("code").is_some_and(|c| c.starts_with('5')) {
@@ -236,6 +304,10 @@ pub struct BackendStats {
     /// 99th percentile latency in seconds, interpolated within its bucket; `None` without
     /// requests.
     pub p99_seconds: Option<f64>,
+    /// Median latency in seconds, likewise.
+    pub p50_seconds: Option<f64>,
+    /// 95th percentile latency in seconds, likewise.
+    pub p95_seconds: Option<f64>,
 }
 
 /// What [`Telemetry::stats`] reports.
@@ -251,12 +323,12 @@ pub struct WindowStats {
     pub backends: BTreeMap<String, BackendStats>,
 }
 
-/// Increases per backend and the seconds they span, for one proxy's readings over
+/// Increases per series and the seconds they span, for one proxy's readings over
 /// `window` (ending at its newest reading). `None` with fewer than two readings.
 fn increase(
     readings: &VecDeque<Reading>,
     window: Duration,
-) -> Option<(f64, BTreeMap<String, BackendCounts>)> {
+) -> Option<(f64, BTreeMap<SeriesKey, BackendCounts>)> {
     let newest = readings.back()?;
     let cutoff = newest.at.checked_sub(window);
     let base = readings
@@ -269,9 +341,9 @@ fn increase(
         return None;
     }
     let deltas = newest
-        .backends
+        .series
         .iter()
-        .map(|(name, counts)| (name.clone(), counts.since(base.backends.get(name))))
+        .map(|(key, counts)| (key.clone(), counts.since(base.series.get(key))))
         .collect();
     Some((secs, deltas))
 }
@@ -307,6 +379,16 @@ pub fn combine<'a>(
     proxies: impl Iterator<Item = &'a VecDeque<Reading>>,
     window: Duration,
 ) -> WindowStats {
+    combine_by(proxies, window, Group::Backend)
+}
+
+/// Combines the proxies' readings into stats over `window`, per `group` (the map
+/// [`WindowStats::backends`] is then keyed by service, route or backend).
+pub fn combine_by<'a>(
+    proxies: impl Iterator<Item = &'a VecDeque<Reading>>,
+    window: Duration,
+    group: Group,
+) -> WindowStats {
     let mut stats = WindowStats {
         window_seconds: window.as_secs_f64(),
         ..WindowStats::default()
@@ -318,7 +400,8 @@ pub fn combine<'a>(
             continue;
         };
         stats.proxies_reporting += 1;
-        for (name, d) in deltas {
+        for (key, d) in deltas {
+            let name = group.key(&key).to_string();
             stats
                 .backends
                 .entry(name.clone())
@@ -332,6 +415,8 @@ pub fn combine<'a>(
         s.requests = t.requests;
         if t.requests > 0.0 {
             s.success_rate = Some(1.0 - t.errors / t.requests);
+            s.p50_seconds = quantile(0.5, &t.buckets);
+            s.p95_seconds = quantile(0.95, &t.buckets);
             s.p99_seconds = quantile(0.99, &t.buckets);
         }
     }
@@ -390,9 +475,25 @@ impl Telemetry {
 
     /// Per-backend stats over `window`, from the readings kept.
     pub fn stats(&self, window: Duration) -> WindowStats {
+        self.stats_by(window, Group::Backend)
+    }
+
+    /// Stats over `window` per service, route or backend.
+    pub fn stats_by(&self, window: Duration, group: Group) -> WindowStats {
         match self.proxies.lock() {
-            Ok(map) => combine(map.values(), window),
+            Ok(map) => combine_by(map.values(), window, group),
             Err(_) => WindowStats::default(),
+        }
+    }
+
+    /// Each scraped proxy's open connections, from its newest reading.
+    pub fn open_connections(&self) -> BTreeMap<String, OpenConnections> {
+        match self.proxies.lock() {
+            Ok(map) => map
+                .iter()
+                .filter_map(|(node, r)| Some((node.clone(), r.back()?.open)))
+                .collect(),
+            Err(_) => BTreeMap::new(),
         }
     }
 
@@ -484,12 +585,13 @@ pub async fn run_scraper(telemetry: Arc<Telemetry>, store: Arc<Store>, interval:
                 break;
             };
             match done {
-                Ok((node, Ok((backends, identity)))) => {
+                Ok((node, Ok((series, open, identity)))) => {
                     telemetry.record(
                         &node,
                         Reading {
                             at: Instant::now(),
-                            backends,
+                            series,
+                            open,
                         },
                     );
                     telemetry.record_identity(&node, identity);
@@ -508,7 +610,14 @@ pub async fn scrape(
     client: &Client<HttpConnector, Empty<Bytes>>,
     addr: SocketAddr,
     timeout: Duration,
-) -> Result<(BTreeMap<String, BackendCounts>, IdentityExpiry), ScrapeError> {
+) -> Result<
+    (
+        BTreeMap<SeriesKey, BackendCounts>,
+        OpenConnections,
+        IdentityExpiry,
+    ),
+    ScrapeError,
+> {
     let url = format!("http://{addr}/metrics");
     let fetch = async {
         let uri: Uri = url
@@ -536,7 +645,11 @@ pub async fn scrape(
         .map_err(|_| ScrapeError::Timeout(url.clone(), timeout))??;
     let text = String::from_utf8_lossy(&body);
     let samples = prometheus::parse(&text).map_err(|e| ScrapeError::Parse(url.clone(), e))?;
-    Ok((extract(&samples), extract_identity(&samples)))
+    Ok((
+        extract(&samples),
+        extract_open(&samples),
+        extract_identity(&samples),
+    ))
 }
 
 #[cfg(test)]
@@ -563,13 +676,21 @@ mod tests {
         }
     }
 
+    fn backend(name: &str) -> SeriesKey {
+        SeriesKey {
+            backend: name.to_string(),
+            ..SeriesKey::default()
+        }
+    }
+
     fn reading(at: Instant, backends: &[(&str, BackendCounts)]) -> Reading {
         Reading {
             at,
-            backends: backends
+            series: backends
                 .iter()
-                .map(|(n, c)| (n.to_string(), c.clone()))
+                .map(|(n, c)| (backend(n), c.clone()))
                 .collect(),
+            open: OpenConnections::default(),
         }
     }
 
@@ -588,10 +709,55 @@ tandem_request_duration_seconds_bucket{backend="web-v1",direction="outbound",rou
 tandem_request_duration_seconds_count{backend="web-v1",direction="outbound",route="default/r/rule-0"} 95
 "#;
         let got = extract(&prometheus::parse(text).unwrap());
-        assert_eq!(got.len(), 1, "{got:?}");
+        let key = |route: &str, service: &str| SeriesKey {
+            service: service.to_string(),
+            route: route.to_string(),
+            backend: "web-v1".to_string(),
+        };
+        assert_eq!(got.len(), 4, "{got:?}");
+        assert_eq!(got[&key("default/r/rule-0", "web")], counts(95.0, 5.0, &[]));
+        assert_eq!(got[&key("default/r/rule-1", "web")], counts(5.0, 0.0, &[]));
+        // The buckets above carry no dst_service: their own series.
         assert_eq!(
-            got["web-v1"],
-            counts(100.0, 5.0, &[(0.01, 55.0), (f64::INFINITY, 100.0)])
+            got[&key("default/r/rule-0", "")],
+            counts(0.0, 0.0, &[(0.01, 50.0), (f64::INFINITY, 95.0)])
+        );
+        // Summed per backend, as the canary reads them.
+        let readings: VecDeque<Reading> = [
+            Reading {
+                at: Instant::now(),
+                series: BTreeMap::new(),
+                open: OpenConnections::default(),
+            },
+            Reading {
+                at: Instant::now() + Duration::from_secs(10),
+                series: got,
+                open: OpenConnections::default(),
+            },
+        ]
+        .into();
+        let stats = combine([&readings].into_iter(), Duration::from_secs(30));
+        assert_eq!(stats.backends["web-v1"].requests, 100.0);
+        assert_eq!(stats.backends["web-v1"].success_rate, Some(0.95));
+        let by_route = combine_by(
+            [&readings].into_iter(),
+            Duration::from_secs(30),
+            Group::Route,
+        );
+        assert_eq!(by_route.backends["default/r/rule-1"].requests, 5.0);
+    }
+
+    #[test]
+    fn open_connections_sum_per_direction() {
+        let text = "tandem_tcp_connections_open{direction=\"inbound\"} 3\n\
+                    tandem_tcp_connections_open{direction=\"outbound\"} 2\n";
+        let open = extract_open(&prometheus::parse(text).unwrap());
+        assert_eq!(
+            open,
+            OpenConnections {
+                inbound: 3.0,
+                outbound: 2.0
+            }
         );
     }
 
