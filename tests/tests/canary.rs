@@ -37,17 +37,26 @@ const MAX_PROBES: usize = 5000;
 /// Two versions of `web` behind their own services, registered with the control plane,
 /// and a client-side proxy in xDS mode. No route yet: `canary start` creates one.
 async fn mesh_with_two_versions() -> (HttpServer, HttpServer, ControlPlane, Proxy) {
+    mesh_of(HttpServer::echo("web-v2").await, &[]).await
+}
+
+/// web-v1 (healthy) and `v2` registered as the backends of `web`, with `extra`
+/// documents, and a client-side proxy in xDS mode.
+async fn mesh_of(
+    v2: HttpServer,
+    extra: &[String],
+) -> (HttpServer, HttpServer, ControlPlane, Proxy) {
     let v1 = HttpServer::echo("web-v1").await;
-    let v2 = HttpServer::echo("web-v2").await;
     let cp = ControlPlane::start().await;
-    cp.apply_ok(&docs(&[
+    let mut documents = vec![
         service("web"),
         service("web-v1"),
         service("web-v2"),
         endpoint("web-v1", v1.addr()),
         endpoint("web-v2", v2.addr()),
-    ]))
-    .await;
+    ];
+    documents.extend_from_slice(extra);
+    cp.apply_ok(&docs(&documents)).await;
     let proxy = Proxy::start_xds(cp.xds(), "client", &["--workers", "1"]).await;
     (v1, v2, cp, proxy)
 }
@@ -245,18 +254,8 @@ const EXPERIMENT: Duration = Duration::from_secs(15);
 /// `web` → web-v1 (healthy) and web-v2 (`v2`), routed 100/0 by an HTTPRoute, a client
 /// proxy, and steady load through it.
 async fn loaded_mesh(v2: HttpServer) -> (HttpServer, HttpServer, ControlPlane, Proxy, Load) {
-    let v1 = HttpServer::echo("web-v1").await;
-    let cp = ControlPlane::start().await;
-    cp.apply_ok(&docs(&[
-        service("web"),
-        service("web-v1"),
-        service("web-v2"),
-        endpoint("web-v1", v1.addr()),
-        endpoint("web-v2", v2.addr()),
-        mesh::split_route("web", "web", &[("web-v1", 100), ("web-v2", 0)]),
-    ]))
-    .await;
-    let proxy = Proxy::start_xds(cp.xds(), "client", &["--workers", "1"]).await;
+    let route = mesh::split_route("web", "web", &[("web-v1", 100), ("web-v2", 0)]);
+    let (v1, v2, cp, proxy) = mesh_of(v2, &[route]).await;
     mesh::wait_split(
         &proxy,
         "web",

@@ -244,16 +244,6 @@ fn action_text(a: &Value) -> String {
     )
 }
 
-fn percent(v: &Value) -> String {
-    v.as_f64()
-        .map_or_else(|| "-".into(), |x| format!("{:.2}%", x * 100.0))
-}
-
-fn millis(v: &Value) -> String {
-    v.as_f64()
-        .map_or_else(|| "-".into(), |x| format!("{:.1}ms", x * 1000.0))
-}
-
 /// The status as a table.
 fn status_text(a: &Value) -> String {
     let state = &a["state"];
@@ -327,25 +317,18 @@ fn status_text(a: &Value) -> String {
             b["requests_per_second"]
                 .as_f64()
                 .map_or_else(|| "-".into(), |r| format!("{r:.2}")),
-            percent(&b["success_rate"]),
-            millis(&b["p99_seconds"]),
+            output::percent(&b["success_rate"]),
+            output::millis(&b["p99_seconds"]),
         ]);
     }
     out.push_str(&output::render(&rows));
     let m = &a["metrics"];
-    if m["proxies_reporting"].as_u64().unwrap_or(0) == 0 {
-        out.push_str(&format!(
-            "no metrics from proxies yet ({} proxies scraped; rates need two scrapes)\n",
-            s(&m["proxies_scraped"])
-        ));
-    } else {
-        let n = m["proxies_reporting"].as_u64().unwrap_or(0);
-        out.push_str(&format!(
-            "metrics: last {:.0} s, {n} {} reporting\n",
-            m["window_seconds"].as_f64().unwrap_or(0.0),
-            if n == 1 { "proxy" } else { "proxies" }
-        ));
-    }
+    out.push_str(&output::metrics_footer(
+        &m["window_seconds"],
+        &m["proxies_scraped"],
+        &m["proxies_reporting"],
+        "metrics: ",
+    ));
     out
 }
 

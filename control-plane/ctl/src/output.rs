@@ -341,6 +341,38 @@ pub fn render(rows: &[Vec<String>]) -> String {
     out
 }
 
+/// A share (0..=1) as `98.00%`, `-` when absent.
+pub fn percent(v: &Value) -> String {
+    v.as_f64()
+        .map_or_else(|| "-".into(), |x| format!("{:.2}%", x * 100.0))
+}
+
+/// Seconds as `4.2ms`, `-` when absent.
+pub fn millis(v: &Value) -> String {
+    v.as_f64()
+        .map_or_else(|| "-".into(), |x| format!("{:.1}ms", x * 1000.0))
+}
+
+/// The line under a table of the proxies' metrics: how many proxies report over which
+/// window, or why there is nothing yet.
+pub fn metrics_footer(
+    window_seconds: &Value,
+    scraped: &Value,
+    reporting: &Value,
+    what: &str,
+) -> String {
+    let n = reporting.as_u64().unwrap_or(0);
+    if n == 0 {
+        format!("no metrics from proxies yet ({scraped} proxies scraped; rates need two scrapes)\n")
+    } else {
+        format!(
+            "{what}last {:.0} s, {n} {} reporting\n",
+            window_seconds.as_f64().unwrap_or(0.0),
+            if n == 1 { "proxy" } else { "proxies" }
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

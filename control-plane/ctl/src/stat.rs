@@ -59,16 +59,6 @@ pub async fn run(client: &ApiClient, out: Option<Format>, args: StatArgs) -> Res
     }
 }
 
-fn percent(v: &Value) -> String {
-    v.as_f64()
-        .map_or_else(|| "-".into(), |x| format!("{:.2}%", x * 100.0))
-}
-
-fn millis(v: &Value) -> String {
-    v.as_f64()
-        .map_or_else(|| "-".into(), |x| format!("{:.1}ms", x * 1000.0))
-}
-
 /// The answer as a table.
 fn text(a: &Value) -> String {
     let services = a["by"] == "service";
@@ -90,10 +80,10 @@ fn text(a: &Value) -> String {
             i["requests_per_second"]
                 .as_f64()
                 .map_or_else(|| "-".into(), |r| format!("{r:.2}")),
-            percent(&i["success_rate"]),
-            millis(&i["p50_seconds"]),
-            millis(&i["p95_seconds"]),
-            millis(&i["p99_seconds"]),
+            output::percent(&i["success_rate"]),
+            output::millis(&i["p50_seconds"]),
+            output::millis(&i["p95_seconds"]),
+            output::millis(&i["p99_seconds"]),
         ];
         if services {
             row.push(
@@ -105,19 +95,12 @@ fn text(a: &Value) -> String {
         rows.push(row);
     }
     let mut out = output::render(&rows);
-    let reporting = a["proxies_reporting"].as_u64().unwrap_or(0);
-    if reporting == 0 {
-        out.push_str(&format!(
-            "no metrics from proxies yet ({} proxies scraped; rates need two scrapes)\n",
-            a["proxies_scraped"]
-        ));
-    } else {
-        out.push_str(&format!(
-            "last {:.0} s, {reporting} {} reporting (the callers' view)\n",
-            a["window_seconds"].as_f64().unwrap_or(0.0),
-            if reporting == 1 { "proxy" } else { "proxies" }
-        ));
-    }
+    out.push_str(&output::metrics_footer(
+        &a["window_seconds"],
+        &a["proxies_scraped"],
+        &a["proxies_reporting"],
+        "",
+    ));
     out
 }
 
@@ -143,10 +126,7 @@ mod tests {
             t.contains("web      12.50  98.00%   2.0ms  9.0ms  12.3ms  3"),
             "{t}"
         );
-        assert!(
-            t.ends_with("last 30 s, 1 proxy reporting (the callers' view)\n"),
-            "{t}"
-        );
+        assert!(t.ends_with("\nlast 30 s, 1 proxy reporting\n"), "{t}");
         let empty =
             json!({"by": "route", "items": [], "proxies_scraped": 0, "proxies_reporting": 0});
         assert!(text(&empty).contains("no metrics from proxies yet"));
