@@ -17,7 +17,7 @@
 use http::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use super::routes::{blocking, body};
+use super::request::{blocking, body, cluster_owned};
 use super::{ApiError, ApiState, Call};
 use crate::canary::controller::{read_world, ACTIONS};
 use crate::canary::guard::join;
@@ -53,7 +53,7 @@ async fn act(state: &ApiState, call: &Call, namespace: &str, service: &str) -> A
     let plan = canary::plan(&target, &action)?;
     let resources = validate_documents(plan.documents)?;
     for r in &resources {
-        super::routes::cluster_owned(state, r.key.kind)?;
+        cluster_owned(state, r.key.kind)?;
     }
     if plan.state.as_ref().is_some_and(|s| s.guard.is_some()) {
         // The guard's first judgement needs fresh readings: start them now.

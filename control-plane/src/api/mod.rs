@@ -6,6 +6,7 @@
 mod ca;
 mod canary;
 pub mod error;
+mod request;
 mod routes;
 mod stat;
 mod tokens;

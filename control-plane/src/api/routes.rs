@@ -2,20 +2,19 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Method, StatusCode};
-use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tandem_xds::domain::DEFAULT_NAMESPACE;
 
+use super::request::{blocking, body, cluster_owned, query, refuse_in_kubernetes};
 use super::{ApiError, ApiState, Call};
 use crate::discovery::registrations::Registration;
 use crate::resources::validate::dns_label;
 use crate::resources::{status, validate_documents, Kind, ResourceKey};
-use crate::store::{Backup, Store, StoreError, StoredResource, WHO_API};
+use crate::store::{Backup, StoredResource, WHO_API};
 
 type Answer = Result<(StatusCode, Option<Value>), ApiError>;
 
@@ -157,38 +156,6 @@ fn collection(word: &str) -> Result<Kind, ApiError> {
         })
 }
 
-pub(super) fn body<T: DeserializeOwned>(call: &Call) -> Result<T, ApiError> {
-    let mut de = serde_json::Deserializer::from_slice(&call.body);
-    serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        if path.is_empty() || path == "." {
-            ApiError::Invalid(format!("body: {inner}"))
-        } else {
-            ApiError::Invalid(format!("{path}: {inner}"))
-        }
-    })
-}
-
-pub(super) fn query(call: &Call, name: &str) -> Option<String> {
-    call.query.as_deref()?.split('&').find_map(|pair| {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        (k == name).then(|| v.to_string())
-    })
-}
-
-pub(super) async fn blocking<T, F>(state: &ApiState, f: F) -> Result<T, ApiError>
-where
-    T: Send + 'static,
-    F: FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
-{
-    let store: Arc<Store> = state.store.clone();
-    tokio::task::spawn_blocking(move || f(&store))
-        .await
-        .map_err(|e| ApiError::Internal(format!("store task failed: {e}")))?
-        .map_err(ApiError::from)
-}
-
 fn ok(value: Value) -> Answer {
     Ok((StatusCode::OK, Some(value)))
 }
@@ -279,26 +246,6 @@ async fn get(state: &ApiState, key: ResourceKey) -> Answer {
         Some((r, world)) => ok(shown(&r, world.as_ref())),
         None => Err(ApiError::NotFound(format!("{key} not found"))),
     }
-}
-
-/// In Kubernetes mode, the kinds mirrored from the cluster are written there, not here.
-pub(super) fn cluster_owned(state: &ApiState, kind: Kind) -> Result<(), ApiError> {
-    if state.kubernetes && crate::kubernetes::kinds::owned_kinds().contains(&kind) {
-        return Err(ApiError::Conflict(format!(
-            "{kind} is the cluster's in Kubernetes mode: change it with kubectl (the control plane mirrors it)"
-        )));
-    }
-    Ok(())
-}
-
-/// Whole-config writes (rollback, restore) would fight the cluster's copy.
-pub(super) fn refuse_in_kubernetes(state: &ApiState, what: &str) -> Result<(), ApiError> {
-    if state.kubernetes {
-        return Err(ApiError::Conflict(format!(
-            "{what} is not available in Kubernetes mode: the cluster holds routes and policies (use kubectl, or your GitOps history)"
-        )));
-    }
-    Ok(())
 }
 
 async fn delete(state: &ApiState, key: ResourceKey) -> Answer {

@@ -10,7 +10,7 @@ use std::time::Duration;
 use http::StatusCode;
 use serde_json::{json, Value};
 
-use super::routes::query;
+use super::request::query;
 use super::{ApiError, ApiState, Call};
 use crate::telemetry::{Group, OpenConnections, DEFAULT_WINDOW, RETENTION};
 

@@ -4,7 +4,7 @@ use http::StatusCode;
 use serde::Deserialize;
 use tandem_xds::domain::DEFAULT_NAMESPACE;
 
-use super::routes::body;
+use super::request::body;
 use super::{ApiError, ApiState, Call};
 use crate::identity::tokens::DEFAULT_TTL;
 use crate::resources::clock::unix_now;
