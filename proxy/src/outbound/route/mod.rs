@@ -168,7 +168,9 @@ impl RouteTable {
     /// The destination of `host` (lowercase) called on `port`: that port's, for a service
     /// with a destination per port, else the host's.
     pub fn destination_at(&self, host: &str, port: Option<u16>) -> Option<&Arc<Destination>> {
-        port.and_then(|p| self.by_host_port.get(host)?.get(&p))
+        // Most meshes have no service with several ports: no second hash of the host.
+        port.filter(|_| !self.by_host_port.is_empty())
+            .and_then(|p| self.by_host_port.get(host)?.get(&p))
             .or_else(|| self.by_name.get(host))
     }
 
