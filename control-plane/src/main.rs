@@ -106,15 +106,15 @@ async fn run(flags: Flags) -> Result<(), String> {
         ),
         _ => None,
     };
-    let secret_backed = ca_from_secret.is_some();
-    let identity = load_identity(&flags, ca_from_secret)?;
-    let shared_ca = match (&kube_client, secret_backed) {
-        (Some(client), true) => {
+    let identity = load_identity(&flags, ca_from_secret.as_ref().map(|l| l.data_dir.clone()))?;
+    let shared_ca = match (&kube_client, ca_from_secret) {
+        (Some(client), Some(loaded)) => {
             let shared = Arc::new(kubernetes::ca_secret::SharedCa::new(
                 client.clone(),
                 &flags.kubernetes_namespace,
                 identity.ca.clone(),
                 &flags.data_dir,
+                loaded,
                 &flags.trust_domain,
             ));
             tokio::spawn(shared.clone().follow());

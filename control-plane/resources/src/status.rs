@@ -40,12 +40,10 @@ impl World {
     /// Adds the Service `namespace/name` stored as `doc`, with the ports it declares.
     pub fn add_service(&mut self, namespace: &str, name: &str, doc: &Value) {
         let key = (namespace.to_string(), name.to_string());
-        let ports: BTreeSet<u16> = doc["spec"]["ports"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|p| u16::try_from(p["port"].as_u64()?).ok())
-            .collect();
+        // A stored Service was validated; one that no longer parses declares no ports.
+        let ports: BTreeSet<u16> = crate::domain::service_spec(doc)
+            .map(|spec| spec.ports.iter().map(|p| p.port).collect())
+            .unwrap_or_default();
         if ports.is_empty() {
             self.ports.remove(&key);
         } else {

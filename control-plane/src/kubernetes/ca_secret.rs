@@ -71,15 +71,23 @@ pub enum Step {
     Remove(String),
 }
 
-/// Reads the Secret (creating it with a new root on the first start), writes its CA
-/// directory under `data_dir`, and returns the data dir to load the CA from
-/// ([`CaSource::Generated`]).
+/// The CA as [`ensure`] found it in the Secret.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// The data dir to load the CA from ([`CaSource::Generated`]).
+    pub data_dir: PathBuf,
+    /// The Secret's resourceVersion the directory was written from.
+    pub version: Option<String>,
+}
+
+/// Reads the Secret (creating it with a new root on the first start) and writes its CA
+/// directory under `data_dir`.
 pub async fn ensure(
     client: kube::Client,
     namespace: &str,
     data_dir: &Path,
     trust_domain: &str,
-) -> Result<PathBuf, KubeError> {
+) -> Result<Loaded, KubeError> {
     let api: Api<Secret> = Api::namespaced(client, namespace);
     let secret = match api.get_opt(CA_SECRET).await? {
         Some(s) => s,
@@ -115,13 +123,17 @@ pub async fn ensure(
         }
     };
     let base = live_base(data_dir);
+    let version = secret.metadata.resource_version.clone();
     materialize(&secret.data.unwrap_or_default(), &base.join(CA_DIR))
         .map_err(|e| KubeError::Config(format!("Secret {namespace}/{CA_SECRET}: {e}")))?;
     // Files of the layout before rotation existed in this mode.
     for old in ["ca.crt", "ca.key"] {
         let _ = std::fs::remove_file(base.join(old));
     }
-    Ok(base)
+    Ok(Loaded {
+        data_dir: base,
+        version,
+    })
 }
 
 /// The data dir whose `ca/` is this replica's copy of the Secret.
@@ -153,12 +165,14 @@ impl std::fmt::Debug for SharedCa {
 }
 
 impl SharedCa {
-    /// The shared CA of `ca`, loaded from [`ensure`]'s directory under `data_dir`.
+    /// The shared CA of `ca`, loaded from what [`ensure`] wrote (`loaded`); `data_dir` is
+    /// the control plane's.
     pub fn new(
         client: kube::Client,
         namespace: &str,
         ca: Arc<Ca>,
         data_dir: &Path,
+        loaded: Loaded,
         trust_domain: &str,
     ) -> SharedCa {
         SharedCa {
@@ -166,7 +180,8 @@ impl SharedCa {
             ca,
             trust_domain: trust_domain.to_string(),
             scratch: data_dir.join("ca-secret-scratch"),
-            applied: tokio::sync::Mutex::new(None),
+            // The watch's first event is that version again: nothing to rewrite.
+            applied: tokio::sync::Mutex::new(loaded.version),
             steps: tokio::sync::Mutex::new(()),
         }
     }
