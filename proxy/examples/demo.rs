@@ -93,6 +93,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         transparent: false,
         app_probes: None,
         pod_ip: None,
+        access_log: None,
+        trace_collector: None,
+        trace_sampling: 0.01,
     };
     let result = tandem_proxy::startup::run(args).await;
     let _ = std::fs::remove_dir_all(&dir);

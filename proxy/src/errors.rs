@@ -189,6 +189,33 @@ impl ProxyError {
         }
     }
 
+    /// A short name for the kind of failure: the access log's `response_flag` and a
+    /// span's `error.type` (what Envoy's response flags say, spelled out).
+    pub fn flag(&self) -> &'static str {
+        match self {
+            ProxyError::NoAuthority => "no_authority",
+            ProxyError::BadRequest(_) => "bad_request",
+            ProxyError::BadPath(_) => "bad_path",
+            ProxyError::UriTooLong { .. } => "uri_too_long",
+            ProxyError::HeadersTooLarge(_) => "headers_too_large",
+            ProxyError::UnknownService(_) => "unknown_service",
+            ProxyError::NoRoute(_) => "no_route",
+            ProxyError::NoBackend(_) => "no_backend",
+            ProxyError::Denied => "denied",
+            ProxyError::NoInboundPolicy => "no_inbound_policy",
+            ProxyError::Overflow { .. } => "overflow",
+            ProxyError::NoEndpoints(_) => "no_endpoints",
+            ProxyError::Connect { .. } => "connect_failed",
+            ProxyError::ConnectTimeout(..) => "connect_timeout",
+            ProxyError::Handshake { .. } => "handshake_failed",
+            ProxyError::Upstream { .. } => "upstream_reset",
+            ProxyError::Tls { .. } => "tls_failed",
+            ProxyError::Timeout(_) => "timeout",
+            ProxyError::AttemptTimeout(_) => "attempt_timeout",
+            ProxyError::NoIdentity(_) => "no_identity",
+        }
+    }
+
     /// Whether the request may be sent again after this failure.
     pub fn retryable(&self) -> Retryable {
         match self {

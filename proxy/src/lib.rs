@@ -16,7 +16,8 @@
 //!
 //! Around the request path: [`discovery`] (a config file or xDS) publishes [`snapshot`]s
 //! built from [`config`]; [`identity`] obtains and renews the workload certificate that
-//! [`tls`] turns into rustls configs; [`admin`] and [`metrics`] report; [`drain`] shuts
+//! [`tls`] turns into rustls configs; [`admin`] and [`metrics`] report, and [`observe`]
+//! writes access logs and trace spans; [`drain`] shuts
 //! down; [`startup`] runs it all in named steps, and the one-shot `init` (the redirection
 //! rules of [`intercept`]) and `wait-ready`. [`errors`], [`random`] and [`backoff`]
 //! are leaves everyone may use.
@@ -35,6 +36,7 @@ pub mod inbound;
 pub mod intercept;
 pub mod io;
 pub mod metrics;
+pub mod observe;
 pub mod outbound;
 pub mod random;
 pub mod snapshot;

@@ -36,7 +36,9 @@ pub mod kube_api;
 pub mod kube_validate;
 pub mod load;
 pub mod mesh;
+
 pub mod metrics;
+pub mod otlp;
 pub mod pods;
 pub mod proxy;
 pub mod proxyless;

@@ -165,14 +165,18 @@ async fn xds_endpoint_add_and_remove_reach_the_proxy() {
     // The default balancer (peak EWMA) follows latency, so a fixed split of a few
     // requests is not promised; both endpoints taking a share of the load is.
     let (a_before, b_before) = (a.requests(), b.requests());
-    eventually(PROPAGATION, "both A and B to take a share of the load", || async {
-        let (a_more, b_more) = (a.requests() - a_before, b.requests() - b_before);
-        if a_more >= 5 && b_more >= 5 {
-            Ok(())
-        } else {
-            Err(format!("A answered {a_more} more, B {b_more} more"))
-        }
-    })
+    eventually(
+        PROPAGATION,
+        "both A and B to take a share of the load",
+        || async {
+            let (a_more, b_more) = (a.requests() - a_before, b.requests() - b_before);
+            if a_more >= 5 && b_more >= 5 {
+                Ok(())
+            } else {
+                Err(format!("A answered {a_more} more, B {b_more} more"))
+            }
+        },
+    )
     .await;
 
     cp.tandemctl(&["endpoint", "remove", "api", &a_addr])

@@ -20,6 +20,8 @@ use crate::errors::{ProxyError, ERROR_HEADER};
 use crate::http::headers::authority;
 use crate::inbound::Inbound;
 use crate::metrics::{Direction, Metrics, RequestLabels};
+use crate::observe::body::ObservedBody;
+use crate::observe::{Observer, Outcome};
 use crate::outbound::{Labels, Outbound, Settings};
 use crate::snapshot::{Snapshot, Store};
 use crate::tls::accept::Peer;
@@ -62,6 +64,8 @@ pub struct Forwarder {
     /// Whether connections are intercepted (`tandem-proxy init`): their original
     /// destination decides where they go.
     pub transparent: bool,
+    /// Access log and tracing.
+    pub observer: Arc<Observer>,
 }
 
 /// The connection a request arrived on.
@@ -86,17 +90,27 @@ pub struct ConnContext {
 const UNKNOWN: &str = "unknown";
 
 impl Forwarder {
-    /// Proxies one request and records it in the metrics. Never fails: errors become
-    /// responses with a `tandem-proxy-error` header.
-    pub async fn handle(&self, conn: &ConnContext, req: Request<Incoming>) -> Response<ProxyBody> {
+    /// Proxies one request and records it in the metrics (and, when configured, the
+    /// access log and a span). Never fails: errors become responses with a
+    /// `tandem-proxy-error` header.
+    pub async fn handle(
+        &self,
+        conn: &ConnContext,
+        mut req: Request<Incoming>,
+    ) -> Response<ObservedBody> {
         let start = Instant::now();
         let snapshot = self.store.load();
         let mut labels = Labels::default();
+        let mut record =
+            self.observer
+                .begin(conn.kind.direction(), conn.peer.identity.as_ref(), &mut req);
         let grpc = respond::is_grpc(req.headers());
+        let mut flag = None;
         let mut resp = match self.forward(&snapshot, conn, req, &mut labels).await {
             Ok(resp) => resp,
             Err(e) => {
                 tracing::debug!(error = %e, blame = ?e.blame(), "request failed");
+                flag = Some(e.flag());
                 respond::error_response(&e)
             }
         };
@@ -110,20 +124,32 @@ impl Forwarder {
             WireProtocol::Http2 => Version::HTTP_2,
         };
         let inbound = matches!(conn.kind, ListenerKind::Inbound);
+        let done = labels;
         let labels = RequestLabels {
-            dst: labels.dst.as_deref().unwrap_or(UNKNOWN),
-            route: labels.route.as_deref().unwrap_or(""),
-            backend: labels.backend.as_deref().unwrap_or(""),
+            dst: done.dst.as_deref().unwrap_or(UNKNOWN),
+            route: done.route.as_deref().unwrap_or(""),
+            backend: done.backend.as_deref().unwrap_or(""),
             src: if inbound {
                 conn.peer.service.as_deref().unwrap_or(UNKNOWN)
             } else {
                 &snapshot.own_service
             },
-            tls: if inbound { conn.peer.tls } else { labels.tls },
+            tls: if inbound { conn.peer.tls } else { done.tls },
         };
         self.metrics
             .request(conn.kind.direction(), &labels, status, start.elapsed());
-        resp
+        if let Some(record) = record.as_mut() {
+            record.respond(&Outcome {
+                status,
+                flag,
+                upstream: done.endpoint,
+                dst_service: done.dst.as_ref(),
+                route: done.route.as_ref(),
+                backend: done.backend.as_ref(),
+                retries: done.attempts.saturating_sub(1),
+            });
+        }
+        resp.map(|body| ObservedBody::new(body, record))
     }
 
     /// The checks every request passes, then the side its listener stands for.
@@ -150,6 +176,8 @@ impl Forwarder {
         let dest = match &conn.kind {
             ListenerKind::Inbound => {
                 labels.dst = Some(snapshot.own_service.clone());
+                labels.endpoint = Some(self.app_target(conn.original_dst).0);
+                labels.attempts = 1;
                 let inbound = self.inbound(snapshot, conn);
                 return inbound.call(req, authority.as_ref()).await;
             }

@@ -12,10 +12,12 @@ use prometheus::{
     Opts, Registry, TextEncoder,
 };
 
+mod observe;
 pub mod process;
 mod security;
 mod traffic;
 
+pub use observe::ObserveMetrics;
 pub use security::SecurityMetrics;
 pub use traffic::{RetryReason, TrafficMetrics};
 
@@ -61,6 +63,8 @@ pub struct Metrics {
     pub traffic: TrafficMetrics,
     /// Handshakes, plaintext refused, authorization denials.
     pub security: SecurityMetrics,
+    /// Access log lines and trace spans.
+    pub observe: ObserveMetrics,
     registry: Registry,
     requests: IntCounterVec,
     duration: HistogramVec,
@@ -222,6 +226,7 @@ impl Metrics {
         Ok(Metrics {
             traffic: TrafficMetrics::register(&registry)?,
             security: SecurityMetrics::register(&registry)?,
+            observe: ObserveMetrics::register(&registry)?,
             registry,
             requests,
             duration,

@@ -77,6 +77,10 @@ pub struct Labels {
     pub backend: Option<Arc<str>>,
     /// Whether the upstream hop (outbound) used mutual TLS.
     pub tls: bool,
+    /// The endpoint of the last attempt.
+    pub endpoint: Option<SocketAddr>,
+    /// Attempts made (retries are all but the first).
+    pub attempts: u32,
 }
 
 /// The outbound side of one worker, for one request.
@@ -189,6 +193,8 @@ impl Outbound<'_> {
             }
             .ok_or_else(|| ProxyError::NoEndpoints(x.cluster.name.to_string()))?
             .clone();
+            labels.endpoint = Some(ep.addr);
+            labels.attempts += 1;
             let attempt = Attempt {
                 client: self.client,
                 tls: self.tls,

@@ -122,6 +122,22 @@ pub struct Args {
     /// The pod's IP: where app probes connect when they name no host (default 127.0.0.1).
     #[arg(long, env = "TANDEM_POD_IP")]
     pub pod_ip: Option<std::net::IpAddr>,
+
+    /// Access log, one JSON line per HTTP request: `stdout` or a file path (appended to).
+    /// Written off the request path; lines the writer cannot keep up with are dropped and
+    /// counted.
+    #[arg(long, env = "TANDEM_ACCESS_LOG")]
+    pub access_log: Option<String>,
+
+    /// OpenTelemetry collector for trace spans, OTLP over gRPC: `http://host:4317`.
+    /// Without it the proxy makes no spans (trace headers pass through untouched).
+    #[arg(long, env = "TANDEM_TRACE_COLLECTOR")]
+    pub trace_collector: Option<String>,
+
+    /// The share of new traces sampled, 0 to 1; a caller's decision (the sampled flag of
+    /// `traceparent` or B3) is always followed.
+    #[arg(long, env = "TANDEM_TRACE_SAMPLING", default_value_t = 0.01)]
+    pub trace_sampling: f64,
 }
 
 /// `tandem-proxy <command>`.

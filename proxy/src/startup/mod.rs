@@ -28,6 +28,9 @@ use crate::drain::Drain;
 use crate::forward::{Forwarder, ListenerKind};
 use crate::identity::{self, IdentityConfig, IdentityError, IdentityStore};
 use crate::metrics::Metrics;
+use crate::observe::access_log::Target;
+use crate::observe::trace::TraceSettings;
+use crate::observe::{ObserveError, ObserveSettings, Observer};
 use crate::snapshot::Store;
 use crate::tls::TlsState;
 use crate::transport::listener::{accept_loop, bind_ipv6_only, ipv6_twin};
@@ -81,6 +84,9 @@ pub enum StartupError {
     /// Metrics registration failed (a programming error).
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    /// The access log or tracing could not start.
+    #[error("{0}")]
+    Observe(#[from] ObserveError),
 }
 
 /// What every part of the proxy shares, made before anything listens.
@@ -91,6 +97,8 @@ struct Shared {
     identity: Option<Arc<IdentityStore>>,
     /// Mutual TLS, with an identity.
     tls: Option<Arc<TlsState>>,
+    /// Access log and tracing.
+    observer: Arc<Observer>,
 }
 
 /// The fixed listeners, bound and not yet accepting.
@@ -131,7 +139,7 @@ pub async fn run(args: Args) -> Result<(), StartupError> {
         Some(json) => AppProbes::parse(json, args.pod_ip).map_err(StartupError::Flag)?,
         None => AppProbes::default(),
     };
-    let shared = Shared::new(&mode, &config, args.transparent)?;
+    let shared = Shared::new(&mode, &config, &args)?;
     let (listening, bound) = listen(&args, &mode, &config, &shared).await?;
     let (drain_tx, drain_rx) = mpsc::channel(1);
     let state = admin_state(
@@ -169,10 +177,11 @@ impl Signals {
 impl Shared {
     /// Metrics, the first snapshot, and (with a join token) the identity store and TLS,
     /// which rebuilds its configs whenever the identity changes.
-    fn new(mode: &Mode, config: &Config, transparent: bool) -> Result<Self, StartupError> {
+    fn new(mode: &Mode, config: &Config, args: &Args) -> Result<Self, StartupError> {
         let metrics = Metrics::new()?;
         metrics.set_config_version(1);
-        let store = Store::from_static(config.clone(), transparent).map_err(|source| {
+        let observer = Observer::start(&observe_settings(args, config)?, &metrics.observe)?;
+        let store = Store::from_static(config.clone(), args.transparent).map_err(|source| {
             StartupError::Config {
                 path: mode.describe(),
                 source,
@@ -190,8 +199,34 @@ impl Shared {
             store: Arc::new(store),
             identity,
             tls,
+            observer: Arc::new(observer),
         })
     }
+}
+
+/// The access log and tracing the flags ask for.
+fn observe_settings(args: &Args, config: &Config) -> Result<ObserveSettings, StartupError> {
+    let access_log = match &args.access_log {
+        Some(s) => Some(Target::parse(s).map_err(StartupError::Flag)?),
+        None => None,
+    };
+    let tracing = args
+        .trace_collector
+        .as_ref()
+        .map(|collector| TraceSettings {
+            collector: collector.clone(),
+            sampling: args.trace_sampling,
+            // The workload's service names the spans, as an instrumented app's would.
+            service: args
+                .service
+                .clone()
+                .unwrap_or_else(|| config.service.clone()),
+            namespace: args.namespace.clone(),
+        });
+    Ok(ObserveSettings {
+        access_log,
+        tracing,
+    })
 }
 
 /// Starts the workers and binds every listener: the fixed three, the config's
@@ -211,6 +246,7 @@ async fn listen(
             app_addr,
             tls: shared.tls.clone(),
             transparent: args.transparent,
+            observer: shared.observer.clone(),
         }
     })
     .map_err(StartupError::Workers)?;

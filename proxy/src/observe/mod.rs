@@ -1,0 +1,247 @@
+//! What the proxy reports about each HTTP request beyond its metrics: a JSON access log
+//! line ([`access_log`]) and one trace span per hop ([`trace`], with the context in
+//! headers in [`propagation`] and the OTLP export in [`export`]).
+//!
+//! Both are off unless configured, and then cost one [`Record`] per request: started in
+//! [`crate::forward`] before the request goes anywhere, told the outcome when the
+//! response head is ready, finished by [`body::ObservedBody`] when the response body
+//! ends, so durations and byte counts cover the whole exchange as Envoy's and Linkerd's
+//! logs do. Neither can slow or fail a request: both leave through bounded queues whose
+//! overflow is counted.
+
+pub mod access_log;
+pub mod body;
+pub mod export;
+pub mod propagation;
+pub mod trace;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use http::{HeaderMap, Request};
+use opentelemetry::KeyValue;
+use tokio::time::Instant;
+
+use crate::metrics::{Direction, ObserveMetrics};
+use access_log::{AccessLog, AccessLogError, Entry, Target};
+use trace::{HopSpan, TraceError, TraceSettings, Tracing};
+
+/// What to report.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ObserveSettings {
+    /// Where access log lines go (`None`: no access log).
+    pub access_log: Option<Target>,
+    /// Where spans go and how many (`None`: no tracing).
+    pub tracing: Option<TraceSettings>,
+}
+
+/// Why reporting could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ObserveError {
+    /// The access log.
+    #[error(transparent)]
+    AccessLog(#[from] AccessLogError),
+    /// Tracing.
+    #[error(transparent)]
+    Trace(#[from] TraceError),
+}
+
+/// The proxy's reporters, shared by every worker.
+#[derive(Debug, Default)]
+pub struct Observer {
+    log: Option<AccessLog>,
+    tracing: Option<Tracing>,
+}
+
+/// What the request path learned by the time the response head is ready.
+#[derive(Debug, Default)]
+pub struct Outcome<'a> {
+    /// The status the client gets.
+    pub status: u16,
+    /// The proxy's own error kind ([`crate::errors::ProxyError::flag`]), if it answered
+    /// itself.
+    pub flag: Option<&'static str>,
+    /// The endpoint of the last attempt.
+    pub upstream: Option<SocketAddr>,
+    /// Destination service, route and backend.
+    pub dst_service: Option<&'a Arc<str>>,
+    /// Route.
+    pub route: Option<&'a Arc<str>>,
+    /// Backend.
+    pub backend: Option<&'a Arc<str>>,
+    /// Attempts after the first.
+    pub retries: u32,
+}
+
+impl Observer {
+    /// Starts what `settings` asks for (inside the runtime: the span exporter's channel
+    /// lives there).
+    pub fn start(
+        settings: &ObserveSettings,
+        metrics: &ObserveMetrics,
+    ) -> Result<Self, ObserveError> {
+        let log = match &settings.access_log {
+            Some(target) => Some(AccessLog::start(target, metrics)?),
+            None => None,
+        };
+        let tracing = match &settings.tracing {
+            Some(t) => Some(Tracing::start(t, metrics)?),
+            None => None,
+        };
+        Ok(Observer { log, tracing })
+    }
+
+    /// Begins observing `req` (and, when tracing, rewrites its trace context for the next
+    /// hop); `None` when nothing is reported, which is the whole cost then.
+    pub fn begin<B>(
+        &self,
+        direction: Direction,
+        peer_identity: Option<&Arc<str>>,
+        req: &mut Request<B>,
+    ) -> Option<Box<Record>> {
+        if self.log.is_none() && self.tracing.is_none() {
+            return None;
+        }
+        let authority = crate::http::headers::authority(req.uri(), req.headers());
+        let path = req
+            .uri()
+            .path_and_query()
+            .map_or_else(|| "/".to_string(), |p| p.as_str().to_string());
+        let span = self.tracing.as_ref().map(|t| {
+            let mut attrs = vec![
+                KeyValue::new("http.request.method", req.method().as_str().to_string()),
+                KeyValue::new("url.path", req.uri().path().to_string()),
+                KeyValue::new("url.scheme", "http"),
+                KeyValue::new(
+                    "network.protocol.version",
+                    match req.version() {
+                        http::Version::HTTP_2 => "2",
+                        http::Version::HTTP_10 => "1.0",
+                        _ => "1.1",
+                    },
+                ),
+            ];
+            if let Some(q) = req.uri().query() {
+                attrs.push(KeyValue::new("url.query", q.to_string()));
+            }
+            if let Some(a) = &authority {
+                attrs.push(KeyValue::new("server.address", a.host().to_string()));
+                if let Some(port) = a.port_u16() {
+                    attrs.push(KeyValue::new("server.port", i64::from(port)));
+                }
+                if direction == Direction::Outbound {
+                    attrs.push(KeyValue::new("url.full", format!("http://{a}{path}")));
+                }
+            }
+            if let Some(ua) = text(req.headers(), "user-agent") {
+                attrs.push(KeyValue::new("user_agent.original", ua));
+            }
+            if let Some(id) = peer_identity {
+                attrs.push(KeyValue::new("tandem.peer.identity", id.to_string()));
+            }
+            t.begin(direction == Direction::Inbound, req.headers_mut(), attrs)
+        });
+        let headers = req.headers();
+        let entry = Entry {
+            start: SystemTime::now(),
+            duration: Default::default(),
+            direction,
+            method: req.method().clone(),
+            authority: authority.map(|a| a.to_string()),
+            path,
+            protocol: req.version(),
+            status: 0,
+            request_bytes: text(headers, "content-length").and_then(|v| v.parse().ok()),
+            response_bytes: 0,
+            upstream: None,
+            dst_service: None,
+            route: None,
+            backend: None,
+            retries: 0,
+            peer_identity: peer_identity.cloned(),
+            trace_id: span.as_ref().and_then(HopSpan::trace_id),
+            response_flag: None,
+            user_agent: text(headers, "user-agent"),
+            request_id: text(headers, "x-request-id"),
+        };
+        Some(Box::new(Record {
+            started: Instant::now(),
+            entry,
+            log: self.log.clone(),
+            span,
+        }))
+    }
+}
+
+/// One observed request, from arrival to the end of its response body.
+#[derive(Debug)]
+pub struct Record {
+    started: Instant,
+    entry: Entry,
+    log: Option<AccessLog>,
+    span: Option<HopSpan>,
+}
+
+impl Record {
+    /// The response head is ready: what the request path decided.
+    pub fn respond(&mut self, outcome: &Outcome<'_>) {
+        let e = &mut self.entry;
+        e.status = outcome.status;
+        e.response_flag = outcome.flag.map(str::to_string);
+        e.upstream = outcome.upstream;
+        e.dst_service = outcome.dst_service.cloned();
+        e.route = outcome.route.cloned();
+        e.backend = outcome.backend.cloned();
+        e.retries = outcome.retries;
+    }
+
+    /// The response body ended after `bytes` (`cut`: the flag of a body that did not end
+    /// normally); writes the line and ends the span.
+    pub fn finish(self: Box<Self>, bytes: u64, cut: Option<&'static str>) {
+        let Record {
+            started,
+            mut entry,
+            log,
+            span,
+        } = *self;
+        entry.duration = started.elapsed();
+        entry.response_bytes = bytes;
+        if entry.response_flag.is_none() {
+            entry.response_flag = cut.map(str::to_string);
+        }
+        if let Some(span) = span {
+            let mut attrs = Vec::with_capacity(6);
+            if let Some(up) = entry.upstream {
+                attrs.push(KeyValue::new("network.peer.address", up.ip().to_string()));
+                attrs.push(KeyValue::new("network.peer.port", i64::from(up.port())));
+            }
+            for (key, value) in [
+                ("tandem.dst_service", &entry.dst_service),
+                ("tandem.route", &entry.route),
+                ("tandem.backend", &entry.backend),
+            ] {
+                if let Some(v) = value {
+                    attrs.push(KeyValue::new(key, v.to_string()));
+                }
+            }
+            if entry.retries > 0 {
+                attrs.push(KeyValue::new(
+                    "http.request.resend_count",
+                    i64::from(entry.retries),
+                ));
+            }
+            span.end(entry.status, entry.response_flag.as_deref(), attrs);
+        }
+        if let Some(log) = log {
+            log.log(entry);
+        }
+    }
+}
+
+/// A header's value as text, if it is.
+fn text(h: &HeaderMap, name: &str) -> Option<String> {
+    h.get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
