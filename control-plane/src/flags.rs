@@ -122,6 +122,21 @@ pub struct Flags {
     #[arg(long, env = "TANDEM_INJECTOR_LOG_LEVEL", default_value = "info")]
     pub injector_log_level: String,
 
+    /// Injected proxies' access log, `stdout` or an absolute path (annotation
+    /// `config.tandem.dev/access-log` wins, `off` included). Default: none.
+    #[arg(long, env = "TANDEM_INJECTOR_ACCESS_LOG")]
+    pub injector_access_log: Option<String>,
+
+    /// The OpenTelemetry collector injected proxies send spans to, `http://host:4317`
+    /// (annotation `config.tandem.dev/trace-collector` wins). Default: no tracing.
+    #[arg(long, env = "TANDEM_INJECTOR_TRACE_COLLECTOR")]
+    pub injector_trace_collector: Option<String>,
+
+    /// The share of new traces injected proxies sample, 0 to 1 (annotation
+    /// `config.tandem.dev/trace-sampling` wins). Default: the proxy's, 0.01.
+    #[arg(long, env = "TANDEM_INJECTOR_TRACE_SAMPLING")]
+    pub injector_trace_sampling: Option<String>,
+
     /// Outbound ports and ranges injected pods reach without the proxy, comma list
     /// (annotation `config.tandem.dev/skip-outbound-ports` replaces it).
     #[arg(

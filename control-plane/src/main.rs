@@ -401,6 +401,9 @@ fn serve_injector(flags: &Flags, ca: &Arc<Ca>, bound: Bound) -> Result<SocketAdd
         excluded_namespaces: flags.injector_exclude_namespaces.clone(),
         proxy_uid: flags.injector_proxy_uid,
         log_level: flags.injector_log_level.clone(),
+        access_log: flags.injector_access_log.clone(),
+        trace_collector: flags.injector_trace_collector.clone(),
+        trace_sampling: flags.injector_trace_sampling.clone(),
         skip_outbound_ports,
         skip_outbound_cidrs,
         ..tandem_inject::Settings::default()

@@ -52,6 +52,12 @@ pub const OUTBOUND_PORT: &str = "config.tandem.dev/outbound-port";
 pub const SERVICE: &str = "config.tandem.dev/service";
 /// The control plane's xDS address for this pod's proxy.
 pub const CONTROL_PLANE: &str = "config.tandem.dev/control-plane";
+/// The proxy's access log: `stdout`, a file path, or `off`.
+pub const ACCESS_LOG: &str = "config.tandem.dev/access-log";
+/// The OpenTelemetry collector the proxy sends spans to (`http://host:4317`), or `off`.
+pub const TRACE_COLLECTOR: &str = "config.tandem.dev/trace-collector";
+/// The share of new traces the proxy samples, 0 to 1.
+pub const TRACE_SAMPLING: &str = "config.tandem.dev/trace-sampling";
 
 /// Every `config.tandem.dev/` key the injector knows; another key under that prefix is
 /// a typo and is reported as a warning.
@@ -73,6 +79,9 @@ pub const CONFIG_KEYS: &[&str] = &[
     OUTBOUND_PORT,
     SERVICE,
     CONTROL_PLANE,
+    ACCESS_LOG,
+    TRACE_COLLECTOR,
+    TRACE_SAMPLING,
 ];
 
 /// kubectl's default container for `logs`/`exec`: set in legacy mode, where the proxy is

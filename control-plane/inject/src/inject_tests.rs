@@ -335,3 +335,62 @@ fn records_of_version_1_still_uninject_and_unknown_versions_are_refused() {
     let e = uninject(&pod_at(&out)).unwrap_err();
     assert!(e.to_string().contains("version 3"), "{e}");
 }
+
+#[test]
+fn access_log_and_tracing_annotations_reach_the_proxy_and_bad_ones_are_refused() {
+    let mut pod = web();
+    let (out, _) = injected(&pod, &Settings::default());
+    let proxy = &out["spec"]["initContainers"][1];
+    for name in [
+        "TANDEM_ACCESS_LOG",
+        "TANDEM_TRACE_COLLECTOR",
+        "TANDEM_TRACE_SAMPLING",
+    ] {
+        assert!(env_of(proxy, name).is_none(), "{name} is opt-in");
+    }
+    pod["metadata"]["annotations"] = json!({
+        "config.tandem.dev/access-log": "stdout",
+        "config.tandem.dev/trace-collector": "http://otel-collector.observability:4317",
+        "config.tandem.dev/trace-sampling": "0.25"
+    });
+    let (out, _) = injected(&pod, &Settings::default());
+    let proxy = &out["spec"]["initContainers"][1];
+    assert_eq!(
+        env_of(proxy, "TANDEM_ACCESS_LOG").unwrap()["value"],
+        "stdout"
+    );
+    assert_eq!(
+        env_of(proxy, "TANDEM_TRACE_COLLECTOR").unwrap()["value"],
+        "http://otel-collector.observability:4317"
+    );
+    assert_eq!(
+        env_of(proxy, "TANDEM_TRACE_SAMPLING").unwrap()["value"],
+        "0.25"
+    );
+
+    // A cluster default turned off by one workload.
+    let on = Settings {
+        access_log: Some("stdout".into()),
+        ..Settings::default()
+    };
+    pod["metadata"]["annotations"] = json!({"config.tandem.dev/access-log": "off"});
+    let (out, _) = injected(&pod, &on);
+    assert!(env_of(&out["spec"]["initContainers"][1], "TANDEM_ACCESS_LOG").is_none());
+
+    for (key, value) in [
+        ("config.tandem.dev/access-log", "relative/path"),
+        ("config.tandem.dev/trace-collector", "otel:4317"),
+        ("config.tandem.dev/trace-collector", "https://otel:4317"),
+        ("config.tandem.dev/trace-sampling", "1.5"),
+        ("config.tandem.dev/trace-sampling", "ten percent"),
+    ] {
+        pod["metadata"]["annotations"] = json!({ key: value });
+        let e = inject(
+            &pod_at(&pod),
+            &Settings::default(),
+            NamespacePolicy::Enabled,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains(key), "{key}={value}: {e}");
+    }
+}

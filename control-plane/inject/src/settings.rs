@@ -98,6 +98,13 @@ pub struct Settings {
     /// from the CA at every admission; empty: the proxy gets none and cannot obtain its
     /// certificate.
     pub ca_pins: Vec<String>,
+    /// The proxy's access log (`TANDEM_ACCESS_LOG`: `stdout` or a path); `None`: off.
+    pub access_log: Option<String>,
+    /// The OTLP/gRPC collector for spans (`TANDEM_TRACE_COLLECTOR`); `None`: no tracing.
+    pub trace_collector: Option<String>,
+    /// The sampling ratio of new traces (`TANDEM_TRACE_SAMPLING`), as written; `None`:
+    /// the proxy's default.
+    pub trace_sampling: Option<String>,
 }
 
 impl Default for Settings {
@@ -129,6 +136,9 @@ impl Default for Settings {
                 "kube-node-lease".to_string(),
             ],
             ca_pins: Vec::new(),
+            access_log: None,
+            trace_collector: None,
+            trace_sampling: None,
         }
     }
 }
@@ -194,6 +204,9 @@ impl Settings {
                 a::INBOUND_PORT => s.inbound_port = port(v).map_err(err)?,
                 a::OUTBOUND_PORT => s.outbound_port = port(v).map_err(err)?,
                 a::CONTROL_PLANE => s.control_plane = host_port(v).map_err(err)?,
+                a::ACCESS_LOG => s.access_log = access_log(v).map_err(err)?,
+                a::TRACE_COLLECTOR => s.trace_collector = collector(v).map_err(err)?,
+                a::TRACE_SAMPLING => s.trace_sampling = Some(ratio(v).map_err(err)?),
                 _ => {}
             }
         }
@@ -218,6 +231,15 @@ impl Settings {
             (a::PROXY_UID, self.proxy_uid.to_string()),
         ]
         .into_iter()
+        .chain(
+            [
+                (a::ACCESS_LOG, &self.access_log),
+                (a::TRACE_COLLECTOR, &self.trace_collector),
+                (a::TRACE_SAMPLING, &self.trace_sampling),
+            ]
+            .into_iter()
+            .filter_map(|(k, v)| v.clone().map(|v| (k, v))),
+        )
         .map(|(k, v)| (k.to_string(), v))
         .collect();
         self.with_annotations(&as_annotations).map(|_| ())
@@ -241,6 +263,35 @@ fn pull_policy(v: &str) -> Result<String, String> {
 
 /// A tracing filter such as `info` or `tandem_proxy=debug,info`: it travels as one
 /// argument, so only the characters such filters use are allowed.
+/// `stdout`, an absolute path, or `off`.
+fn access_log(v: &str) -> Result<Option<String>, String> {
+    match v {
+        "off" => Ok(None),
+        "stdout" => Ok(Some(v.to_string())),
+        p if p.starts_with('/') && !p.chars().any(char::is_control) => Ok(Some(v.to_string())),
+        _ => Err("stdout, an absolute file path, or off".into()),
+    }
+}
+
+/// `http://host:port`, or `off`.
+fn collector(v: &str) -> Result<Option<String>, String> {
+    if v == "off" {
+        return Ok(None);
+    }
+    match v.strip_prefix("http://") {
+        Some(rest) if host_port(rest).is_ok() => Ok(Some(v.to_string())),
+        _ => Err("an OTLP/gRPC collector as http://host:port, or off".into()),
+    }
+}
+
+/// A sampling ratio from 0 to 1.
+fn ratio(v: &str) -> Result<String, String> {
+    match v.parse::<f64>() {
+        Ok(r) if (0.0..=1.0).contains(&r) => Ok(v.to_string()),
+        _ => Err("a ratio from 0 to 1, such as 0.01".into()),
+    }
+}
+
 fn log_level(v: &str) -> Result<String, String> {
     let ok = !v.is_empty()
         && v.chars()

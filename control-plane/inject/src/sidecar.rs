@@ -167,6 +167,15 @@ pub fn proxy_container(s: &Settings, service: &str, app_probes: &BTreeMap<String
     if !s.ca_pins.is_empty() {
         env.push(json!({"name": "TANDEM_CA_PINS", "value": s.ca_pins.join(",")}));
     }
+    for (name, value) in [
+        ("TANDEM_ACCESS_LOG", &s.access_log),
+        ("TANDEM_TRACE_COLLECTOR", &s.trace_collector),
+        ("TANDEM_TRACE_SAMPLING", &s.trace_sampling),
+    ] {
+        if let Some(v) = value {
+            env.push(json!({"name": name, "value": v}));
+        }
+    }
     if !app_probes.is_empty() {
         let probes = serde_json::to_string(app_probes).unwrap_or_default();
         env.push(json!({"name": APP_PROBES_ENV, "value": probes}));
