@@ -104,44 +104,29 @@ impl Observer {
             return None;
         }
         let authority = crate::http::headers::authority(req.uri(), req.headers());
+        let span = self
+            .tracing
+            .as_ref()
+            .map(|t| {
+                // The headers leave the request while the context is rewritten, so the
+                // attributes can read the rest of it.
+                let mut headers = std::mem::take(req.headers_mut());
+                let inbound = direction == Direction::Inbound;
+                let span = t.begin(inbound, req.method(), &mut headers, |h| {
+                    span_attributes(direction, req, h, authority.as_ref(), peer_identity)
+                });
+                *req.headers_mut() = headers;
+                span
+            })
+            // An unsampled span has nothing to report: it needs no record.
+            .filter(HopSpan::is_recording);
+        if self.log.is_none() && span.is_none() {
+            return None;
+        }
         let path = req
             .uri()
             .path_and_query()
             .map_or_else(|| "/".to_string(), |p| p.as_str().to_string());
-        let span = self.tracing.as_ref().map(|t| {
-            let mut attrs = vec![
-                KeyValue::new("http.request.method", req.method().as_str().to_string()),
-                KeyValue::new("url.path", req.uri().path().to_string()),
-                KeyValue::new("url.scheme", "http"),
-                KeyValue::new(
-                    "network.protocol.version",
-                    match req.version() {
-                        http::Version::HTTP_2 => "2",
-                        http::Version::HTTP_10 => "1.0",
-                        _ => "1.1",
-                    },
-                ),
-            ];
-            if let Some(q) = req.uri().query() {
-                attrs.push(KeyValue::new("url.query", q.to_string()));
-            }
-            if let Some(a) = &authority {
-                attrs.push(KeyValue::new("server.address", a.host().to_string()));
-                if let Some(port) = a.port_u16() {
-                    attrs.push(KeyValue::new("server.port", i64::from(port)));
-                }
-                if direction == Direction::Outbound {
-                    attrs.push(KeyValue::new("url.full", format!("http://{a}{path}")));
-                }
-            }
-            if let Some(ua) = text(req.headers(), "user-agent") {
-                attrs.push(KeyValue::new("user_agent.original", ua));
-            }
-            if let Some(id) = peer_identity {
-                attrs.push(KeyValue::new("tandem.peer.identity", id.to_string()));
-            }
-            t.begin(direction == Direction::Inbound, req.headers_mut(), attrs)
-        });
         let headers = req.headers();
         let entry = Entry {
             start: SystemTime::now(),
@@ -244,4 +229,49 @@ fn text(h: &HeaderMap, name: &str) -> Option<String> {
     h.get(name)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string)
+}
+
+/// A span's request attributes, by OpenTelemetry's HTTP conventions (built only for a
+/// sampled span).
+fn span_attributes<B>(
+    direction: Direction,
+    req: &Request<B>,
+    headers: &HeaderMap,
+    authority: Option<&http::uri::Authority>,
+    peer_identity: Option<&Arc<str>>,
+) -> Vec<KeyValue> {
+    let uri = req.uri();
+    let mut attrs = vec![
+        KeyValue::new("http.request.method", req.method().as_str().to_string()),
+        KeyValue::new("url.path", uri.path().to_string()),
+        KeyValue::new("url.scheme", "http"),
+        KeyValue::new(
+            "network.protocol.version",
+            match req.version() {
+                http::Version::HTTP_2 => "2",
+                http::Version::HTTP_10 => "1.0",
+                _ => "1.1",
+            },
+        ),
+    ];
+    if let Some(q) = uri.query() {
+        attrs.push(KeyValue::new("url.query", q.to_string()));
+    }
+    if let Some(a) = authority {
+        attrs.push(KeyValue::new("server.address", a.host().to_string()));
+        if let Some(port) = a.port_u16() {
+            attrs.push(KeyValue::new("server.port", i64::from(port)));
+        }
+        if direction == Direction::Outbound {
+            let path = uri.path_and_query().map_or("/", |p| p.as_str());
+            attrs.push(KeyValue::new("url.full", format!("http://{a}{path}")));
+        }
+    }
+    if let Some(ua) = text(headers, "user-agent") {
+        attrs.push(KeyValue::new("user_agent.original", ua));
+    }
+    if let Some(id) = peer_identity {
+        attrs.push(KeyValue::new("tandem.peer.identity", id.to_string()));
+    }
+    attrs
 }

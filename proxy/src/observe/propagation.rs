@@ -63,6 +63,9 @@ pub fn extract(headers: &HeaderMap, ratio: f64) -> (Context, B3Form) {
 pub fn inject(span: &SpanContext, form: B3Form, headers: &mut HeaderMap) {
     let cx = Context::new().with_remote_span_context(span.clone());
     TraceContextPropagator::new().inject_context(&cx, &mut HeadersMut(headers));
+    if form == B3Form::None {
+        return;
+    }
     let sampled = if span.is_sampled() { "1" } else { "0" };
     let trace = format!("{:032x}", span.trace_id());
     let id = format!("{:016x}", span.span_id());

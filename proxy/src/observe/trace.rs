@@ -101,31 +101,45 @@ impl Tracing {
     }
 
     /// Starts this hop's span as the child of the caller's context in `headers`, and
-    /// rewrites `headers` so the next hop is this span's child.
-    pub fn begin(&self, inbound: bool, headers: &mut HeaderMap, attrs: Vec<KeyValue>) -> HopSpan {
+    /// rewrites `headers` so the next hop is this span's child. `attrs` is only called
+    /// for a sampled span: an unsampled one costs its ids and the headers, nothing more.
+    pub fn begin(
+        &self,
+        inbound: bool,
+        method: &http::Method,
+        headers: &mut HeaderMap,
+        attrs: impl FnOnce(&HeaderMap) -> Vec<KeyValue>,
+    ) -> HopSpan {
         let (parent, form): (_, B3Form) = propagation::extract(headers, self.sampling);
         let kind = if inbound {
             SpanKind::Server
         } else {
             SpanKind::Client
         };
-        let name = attrs
-            .iter()
-            .find(|kv| kv.key.as_str() == "http.request.method")
-            .map(|kv| Cow::Owned(kv.value.as_str().into_owned()))
-            .unwrap_or(Cow::Borrowed("HTTP"));
-        let span = self
+        let name: Cow<'static, str> = match method.as_str() {
+            "GET" => Cow::Borrowed("GET"),
+            "POST" => Cow::Borrowed("POST"),
+            other => Cow::Owned(other.to_string()),
+        };
+        let mut span = self
             .tracer
             .span_builder(name)
             .with_kind(kind.clone())
-            .with_attributes(attrs)
             .start_with_context(&self.tracer, &parent);
+        if span.is_recording() {
+            span.set_attributes(attrs(headers));
+        }
         propagation::inject(span.span_context(), form, headers);
         HopSpan { span, kind }
     }
 }
 
 impl HopSpan {
+    /// Whether the span is sampled (recorded and exported).
+    pub fn is_recording(&self) -> bool {
+        self.span.is_recording()
+    }
+
     /// The trace id, for the access log (only for a sampled span: an unsampled id
     /// names nothing a collector will have).
     pub fn trace_id(&self) -> Option<String> {
