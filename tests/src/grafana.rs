@@ -3,8 +3,8 @@
 //!
 //! Support for `tests/tests/dashboards.rs`, which holds the dashboards in `deploy/grafana/`
 //! to the metrics real proxies export: this module finds every query a dashboard runs
-//! ([`queries`]) for [`crate::promql`] to read, and checks the rest of the JSON
-//! ([`check_structure`]).
+//! ([`queries`]) for [`crate::promql`] to read, checks the rest of the JSON
+//! ([`check_structure`]), and the links between the dashboards ([`check_links`]).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -200,7 +200,33 @@ pub fn check_structure(file: &str, dash: &Value) -> Vec<String> {
         {
             fail(format!("panel {id} needs gridPos h, w, x, y"));
         }
+        // Grafana interpolates variables in titles and descriptions too.
+        for key in ["title", "description"] {
+            for used in panel[key].as_str().map(grafana_vars).unwrap_or_default() {
+                if !vars.contains(used.as_str()) && !BUILTINS.contains(&used.as_str()) {
+                    fail(format!("panel {id} {key} uses undefined ${used}"));
+                }
+            }
+        }
         if panel["type"] == "row" {
+            continue;
+        }
+        if panel["type"] == "text" {
+            // Markdown and no query: nothing to check but its variables.
+            let content = panel["options"]["content"].as_str().unwrap_or("");
+            if content.trim().is_empty() {
+                fail(format!("text panel {id} has no `options.content`"));
+            }
+            for used in grafana_vars(content) {
+                if !vars.contains(used.as_str()) && !BUILTINS.contains(&used.as_str()) {
+                    fail(format!("text panel {id} uses undefined ${used}"));
+                }
+            }
+            if panel["targets"].as_array().is_some_and(|t| !t.is_empty()) {
+                fail(format!(
+                    "text panel {id} has targets, which Grafana ignores"
+                ));
+            }
             continue;
         }
         if panel["type"].as_str().is_none() {
@@ -235,6 +261,135 @@ pub fn check_structure(file: &str, dash: &Value) -> Vec<String> {
                     fail(format!("panel {id} target {r} uses undefined ${used}"));
                 }
             }
+        }
+    }
+    problems
+}
+
+/// Where a dashboard link leads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Link {
+    /// A URL (a dashboard `link`, a panel link, a data link).
+    Url(String),
+    /// Every dashboard with all these tags (a dashboard link of type `dashboards`).
+    Tags(Vec<String>),
+}
+
+/// Every link of a dashboard, with where it is (for messages): its own `links`, and each
+/// panel's links and data links (field defaults and overrides).
+pub fn links(dash: &Value) -> Vec<(String, Link)> {
+    let mut out = Vec::new();
+    for (i, l) in dash["links"].as_array().into_iter().flatten().enumerate() {
+        let place = format!(
+            "dashboard link {i} {:?}",
+            l["title"].as_str().unwrap_or("?")
+        );
+        let link = if l["type"] == "dashboards" {
+            let tags = l["tags"].as_array().into_iter().flatten();
+            Link::Tags(tags.filter_map(|t| t.as_str().map(str::to_owned)).collect())
+        } else {
+            Link::Url(l["url"].as_str().unwrap_or_default().to_owned())
+        };
+        out.push((place, link));
+    }
+    for panel in all_panels(dash) {
+        let place = format!(
+            "panel {} {:?}",
+            panel["id"],
+            panel["title"].as_str().unwrap_or("?")
+        );
+        let field = &panel["fieldConfig"];
+        let overrides = field["overrides"].as_array().into_iter().flatten();
+        let properties = overrides.flat_map(|o| o["properties"].as_array().into_iter().flatten());
+        let lists = [&panel["links"], &field["defaults"]["links"]]
+            .into_iter()
+            .chain(
+                properties
+                    .filter(|p| p["id"] == "links")
+                    .map(|p| &p["value"]),
+            );
+        for l in lists.flat_map(|l| l.as_array().into_iter().flatten()) {
+            let url = l["url"].as_str().unwrap_or_default().to_owned();
+            out.push((
+                format!("{place} link {:?}", l["title"].as_str().unwrap_or("?")),
+                Link::Url(url),
+            ));
+        }
+    }
+    out
+}
+
+/// What is wrong with the links of `dashboards` among themselves: a `/d/<uid>` URL must
+/// name one of them and set only variables (`var-name=`, `${name:queryparam}`) that one
+/// defines; a tag link must match another; and each dashboard must be reachable from
+/// another by a link.
+pub fn check_links(dashboards: &[(String, Value)]) -> Vec<String> {
+    let mut problems = Vec::new();
+    let uid = |d: &Value| d["uid"].as_str().unwrap_or_default().to_owned();
+    let tags = |d: &Value| -> BTreeSet<String> {
+        let list = d["tags"].as_array().into_iter().flatten();
+        list.filter_map(|t| t.as_str().map(str::to_owned)).collect()
+    };
+    let mut reached = BTreeSet::new();
+    for (file, dash) in dashboards {
+        for (place, link) in links(dash) {
+            let mut fail = |p: String| problems.push(format!("{file}: {place}: {p}"));
+            match link {
+                Link::Tags(want) => {
+                    if want.is_empty() {
+                        fail("a dashboards link without tags lists every dashboard".into());
+                    }
+                    let hits: Vec<_> = dashboards
+                        .iter()
+                        .filter(|(f, d)| f != file && want.iter().all(|t| tags(d).contains(t)))
+                        .collect();
+                    if hits.is_empty() {
+                        fail(format!("no other dashboard has the tags {want:?}"));
+                    }
+                    reached.extend(hits.iter().map(|(_, d)| uid(d)));
+                }
+                Link::Url(url) if url.trim().is_empty() => fail("empty URL".into()),
+                Link::Url(url) => {
+                    let Some(rest) = url.strip_prefix("/d/") else {
+                        continue;
+                    };
+                    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+                    let target_uid = path.split('/').next().unwrap_or_default();
+                    let Some((_, target)) = dashboards.iter().find(|(_, d)| uid(d) == target_uid)
+                    else {
+                        fail(format!("{url:?}: no dashboard has uid {target_uid:?}"));
+                        continue;
+                    };
+                    if uid(target) != uid(dash) {
+                        reached.insert(uid(target));
+                    }
+                    let defined: BTreeSet<&str> = variables(target)
+                        .filter_map(|v| v["name"].as_str())
+                        .collect();
+                    for param in query.split('&') {
+                        let name = if let Some(n) = param.strip_prefix("var-") {
+                            n.split('=').next().unwrap_or_default().to_owned()
+                        } else if let Some(n) = param
+                            .strip_prefix("${")
+                            .and_then(|p| p.strip_suffix(":queryparam}"))
+                        {
+                            n.to_owned()
+                        } else {
+                            continue;
+                        };
+                        if !defined.contains(name.as_str()) {
+                            fail(format!(
+                                "{url:?} sets ${name}, which {target_uid} does not define"
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    for (file, dash) in dashboards {
+        if dashboards.len() > 1 && !reached.contains(&uid(dash)) {
+            problems.push(format!("{file}: no other dashboard links to it"));
         }
     }
     problems
@@ -303,6 +458,74 @@ mod tests {
         let p = check_structure("t.json", &bad);
         assert!(p.iter().any(|p| p.contains("id 1 is used twice")), "{p:?}");
         assert!(p.iter().any(|p| p.contains("uid ${datasource}")), "{p:?}");
+    }
+
+    #[test]
+    fn a_text_panel_needs_content_and_no_query() {
+        let mut dash = dashboard("up");
+        let text = json!({"id": 2, "type": "text", "title": "About $pod",
+                          "gridPos": {"h": 8, "w": 12, "x": 12, "y": 0},
+                          "options": {"mode": "markdown", "content": "Pods: $pod"}});
+        dash["panels"].as_array_mut().unwrap().push(text);
+        assert_eq!(check_structure("t.json", &dash), Vec::<String>::new());
+        dash["panels"][1]["options"]["content"] = json!("Nodes: $node");
+        dash["panels"][1]["title"] = json!("");
+        let p = check_structure("t.json", &dash);
+        assert!(
+            p.iter()
+                .any(|p| p.contains("text panel 2 uses undefined $node")),
+            "{p:?}"
+        );
+        assert!(
+            p.iter().any(|p| p.contains("panel 2 has no title")),
+            "{p:?}"
+        );
+    }
+
+    #[test]
+    fn links_must_lead_to_dashboards_and_variables_that_exist() {
+        let mut a = dashboard("up");
+        a["uid"] = json!("a");
+        a["tags"] = json!(["tandem"]);
+        let mut b = a.clone();
+        b["uid"] = json!("b");
+        a["links"] = json!([{"type": "link", "title": "B", "url": "/d/b"}]);
+        b["links"] = json!([{"type": "dashboards", "title": "all", "tags": ["tandem"]}]);
+        b["panels"][0]["fieldConfig"] = json!({"defaults": {}, "overrides": [{
+            "matcher": {"id": "byName", "options": "Pod"},
+            "properties": [{"id": "links", "value": [{"title": "pod",
+                "url": "/d/a?var-pod=${__value.raw}&${datasource:queryparam}"}]}]}]});
+        let found = links(&b);
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(matches!(&found[1].1, Link::Url(u) if u.starts_with("/d/a?")));
+        let two =
+            |a: &Value, b: &Value| vec![("a.json".into(), a.clone()), ("b.json".into(), b.clone())];
+        assert_eq!(check_links(&two(&a, &b)), Vec::<String>::new());
+
+        a["links"] = json!([{"type": "link", "title": "B", "url": "/d/c?var-pods=x"}]);
+        b["links"] = json!([{"type": "dashboards", "title": "all", "tags": ["other"]}]);
+        let p = check_links(&two(&a, &b));
+        assert!(
+            p.iter().any(|p| p.contains("no dashboard has uid \"c\"")),
+            "{p:?}"
+        );
+        assert!(
+            p.iter()
+                .any(|p| p.contains("no other dashboard has the tags")),
+            "{p:?}"
+        );
+        assert!(
+            p.iter()
+                .any(|p| p.contains("b.json: no other dashboard links to it")),
+            "{p:?}"
+        );
+        a["links"] = json!([{"type": "link", "title": "B", "url": "/d/b?var-pods=x"}]);
+        let p = check_links(&two(&a, &b));
+        assert!(
+            p.iter()
+                .any(|p| p.contains("sets $pods, which b does not define")),
+            "{p:?}"
+        );
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //! matches or groups by is looked up in the `/metrics` of real proxies that carried the
 //! traffic those panels are about: a canary split with retries, a retry budget running
 //! out, an outlier ejection, a pool limit, opaque TCP. The dashboards' JSON is also held
-//! to what Grafana needs to import it.
+//! to what Grafana needs to import it, and their links to each other to dashboards and
+//! variables that exist.
 //!
 //! The queries are found by [`tandem_tests::grafana`] and read by [`tandem_tests::promql`],
 //! a small PromQL parser rather than a regular expression: grouping labels must be tied to
@@ -410,6 +411,13 @@ fn dashboards_have_what_grafana_needs_to_import_them() {
             ));
         }
     }
+    assert!(problems.is_empty(), "\n{}", problems.join("\n"));
+}
+
+#[test]
+fn dashboards_link_to_each_other_by_uids_tags_and_variables_that_exist() {
+    let dashboards = load_dashboards();
+    let problems = grafana::check_links(&dashboards);
     assert!(problems.is_empty(), "\n{}", problems.join("\n"));
 }
 
