@@ -2,7 +2,8 @@
 //! crash-safe store with numbered revisions, the REST API, the admin token, and the
 //! discovery sources that feed endpoints into the store, and workload identity (the CA,
 //! join tokens and the identity endpoint), and the sidecar injector's admission webhook
-//! ([`injector`], over the pure `tandem-inject` crate).
+//! ([`injector`], over the pure `tandem-inject` crate); [`canary`] and [`chaos`] act on
+//! the proxies' metrics ([`telemetry`]), and the API serves a read-only web page.
 //!
 //! The binary `tandem-control-plane` is a thin shell over this crate (its flags: [`flags`]).
 //! Request path through the modules: [`api`] (HTTP, auth via [`auth`]) → [`resources`]
@@ -18,6 +19,7 @@ pub use tandem_resources as resources;
 pub mod api;
 pub mod auth;
 pub mod canary;
+pub mod chaos;
 pub mod discovery;
 pub mod flags;
 pub mod identity;

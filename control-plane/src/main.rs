@@ -17,7 +17,6 @@ use arc_swap::ArcSwap;
 use clap::Parser;
 use tandem_control_plane::api::{self, ApiState};
 use tandem_control_plane::auth::AdminToken;
-use tandem_control_plane::canary;
 use tandem_control_plane::discovery::dns::Dns;
 use tandem_control_plane::discovery::registrations::{Expiry, Registrations};
 use tandem_control_plane::discovery::static_file::StaticFile;
@@ -34,6 +33,7 @@ use tandem_control_plane::security::{self, SecuritySettings};
 use tandem_control_plane::store::Store;
 use tandem_control_plane::telemetry::{self, Telemetry};
 use tandem_control_plane::xds_server::{self, XdsSource};
+use tandem_control_plane::{canary, chaos};
 use tokio::net::TcpListener;
 
 /// A bound listener and the address it got (port 0 becomes a real port).
@@ -157,6 +157,14 @@ async fn run(flags: Flags) -> Result<(), String> {
     }
     let telemetry = start_telemetry(&store, flags.scrape_interval);
     let judgements = start_canary_controller(&flags, &store, &telemetry);
+    let chaos = Arc::new(chaos::controller::Verdicts::default());
+    if !flags.kubernetes {
+        tokio::spawn(chaos::controller::run(
+            store.clone(),
+            telemetry.clone(),
+            chaos.clone(),
+        ));
+    }
     serve_api(
         api.listener,
         ApiState {
@@ -168,6 +176,7 @@ async fn run(flags: Flags) -> Result<(), String> {
             ca: identity.ca.clone(),
             shared_ca,
             judgements,
+            chaos,
             kubernetes: flags.kubernetes,
         },
     );

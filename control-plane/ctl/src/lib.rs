@@ -13,6 +13,7 @@
 
 mod ca;
 mod canary;
+mod chaos;
 pub mod client;
 mod demo;
 mod endpoint;
@@ -113,6 +114,13 @@ pub enum Command {
         /// start | set | step | promote | abort | status.
         #[command(subcommand)]
         command: canary::CanaryCommand,
+    },
+    /// Chaos experiments: a fault for a bounded time, ended by itself the moment the
+    /// steady state (the callers' SLOs) breaks.
+    Chaos {
+        /// run | status | stop.
+        #[command(subcommand)]
+        command: chaos::ChaosCommand,
     },
     /// Golden signals from the proxies' own metrics: request rate, success rate,
     /// p50/p95/p99 and open connections, per service, route or backend.
@@ -333,6 +341,7 @@ pub async fn run(args: CtlArgs) -> Result<(), CtlError> {
         Command::Endpoint { command } => endpoint::run(&client, out, command).await,
         Command::Canary { command } => canary::run(&client, out, command).await,
         Command::Stat(args) => stat::run(&client, out, args).await,
+        Command::Chaos { command } => chaos::run(&client, out, command).await,
         Command::Token { command } => token::run(&client, out, command).await,
         Command::Ca { command } => ca::run(&client, out, command).await,
         Command::Check { warn_within } => ca::check(&client, out, warn_within).await,

@@ -104,7 +104,13 @@ fn state_json(s: &CanaryState) -> Value {
     v
 }
 
-async fn status(state: &ApiState, call: &Call, namespace: &str, service: &str) -> Answer {
+/// `GET /v1/canaries/{namespace}/{service}`: also what the web page shows of a canary.
+pub(crate) async fn status(
+    state: &ApiState,
+    call: &Call,
+    namespace: &str,
+    service: &str,
+) -> Answer {
     let window = super::stat::window(call)?;
     let ns = namespace.to_string();
     let world = blocking(state, move |s| read_world(s, &ns)).await?;

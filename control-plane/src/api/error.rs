@@ -68,6 +68,30 @@ impl From<CanaryError> for ApiError {
     }
 }
 
+impl From<crate::chaos::ChaosError> for ApiError {
+    fn from(e: crate::chaos::ChaosError) -> Self {
+        use crate::chaos::ChaosError;
+        match e {
+            ChaosError::UnknownService(_) | ChaosError::NotRunning(_) => {
+                ApiError::NotFound(e.to_string())
+            }
+            ChaosError::Invalid(m) => ApiError::Invalid(m),
+            ChaosError::Running(..) => ApiError::Conflict(e.to_string()),
+        }
+    }
+}
+
+impl From<crate::canary::controller::ActError> for ApiError {
+    fn from(e: crate::canary::controller::ActError) -> Self {
+        use crate::canary::controller::ActError;
+        match e {
+            ActError::Canary(e) => e.into(),
+            ActError::Store(e) => e.into(),
+            ActError::Invalid(m) => ApiError::Internal(m),
+        }
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {

@@ -2,14 +2,18 @@
 //!
 //! [`serve`] accepts connections; every request is authenticated, its body read within
 //! [`MAX_BODY`], then routed by [`routes`]; errors become statuses in [`error`] only.
+//! The one exception is the web page ([`web`]: `GET /` and `/ui/...`), read-only,
+//! answered before the token check.
 
 mod ca;
-mod canary;
+pub(crate) mod canary;
+mod chaos;
 pub mod error;
 mod request;
 mod routes;
-mod stat;
+pub(crate) mod stat;
 mod tokens;
+pub(crate) mod web;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -52,6 +56,8 @@ pub struct ApiState {
     pub ca: Arc<Ca>,
     /// The guarded-canary controller's latest judgements (`canary status`).
     pub judgements: Arc<crate::canary::controller::Judgements>,
+    /// How each chaos experiment stands or ended (`chaos status`).
+    pub chaos: Arc<crate::chaos::controller::Verdicts>,
     /// Kubernetes mode with the CA in its Secret: rotation steps go through the Secret
     /// (every replica follows it), not to `ca` directly.
     pub shared_ca: Option<Arc<crate::kubernetes::ca_secret::SharedCa>>,
@@ -94,6 +100,12 @@ pub(crate) struct Call {
 }
 
 async fn handle(state: &ApiState, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    // Before the token check: the page must load for someone without the token, and it
+    // can only be read (any method but GET there is a 405).
+    let (method, uri) = (req.method(), req.uri());
+    if let Some(page) = web::serve(state, method, uri.path(), uri.query()).await {
+        return page;
+    }
     match handle_inner(state, req).await {
         Ok((status, body)) => json(status, body),
         Err(e) => {

@@ -117,6 +117,7 @@ pub(crate) async fn route(state: &ApiState, call: Call) -> Answer {
         }
         ["v1", "ca", rest @ ..] => super::ca::handle(state, &call, rest).await,
         ["v1", "canaries", ns, name] => super::canary::handle(state, &call, ns, name).await,
+        ["v1", "chaos", rest @ ..] => super::chaos::handle(state, &call, rest).await,
         ["v1", kind] => {
             let kind = collection(kind)?;
             {

@@ -15,7 +15,7 @@ use super::{ApiError, ApiState, Call};
 use crate::telemetry::{Group, OpenConnections, DEFAULT_WINDOW, RETENTION};
 
 /// `?window=S`: 1..=[`RETENTION`] seconds, default [`DEFAULT_WINDOW`].
-pub(super) fn window(call: &Call) -> Result<Duration, ApiError> {
+pub(crate) fn window(call: &Call) -> Result<Duration, ApiError> {
     let Some(w) = query(call, "window") else {
         return Ok(DEFAULT_WINDOW);
     };
@@ -45,6 +45,11 @@ pub(super) fn stat(state: &ApiState, call: &Call) -> Result<(StatusCode, Option<
         }
     };
     let window = window(call)?;
+    Ok((StatusCode::OK, Some(answer(state, window, group))))
+}
+
+/// The answer of `GET /v1/stat` for `group` over `window` (the web page shows the same).
+pub(crate) fn answer(state: &ApiState, window: Duration, group: Group) -> Value {
     let stats = state.telemetry.stats_by(window, group);
     // Open connections per service: the inbound side of its own proxies.
     let mut open: BTreeMap<String, OpenConnections> = BTreeMap::new();
@@ -83,18 +88,15 @@ pub(super) fn stat(state: &ApiState, call: &Call) -> Result<(StatusCode, Option<
             item
         })
         .collect();
-    Ok((
-        StatusCode::OK,
-        Some(json!({
-            "by": match group {
-                Group::Service => "service",
-                Group::Route => "route",
-                Group::Backend => "backend",
-            },
-            "window_seconds": stats.window_seconds,
-            "proxies_scraped": stats.proxies_scraped,
-            "proxies_reporting": stats.proxies_reporting,
-            "items": items,
-        })),
-    ))
+    json!({
+        "by": match group {
+            Group::Service => "service",
+            Group::Route => "route",
+            Group::Backend => "backend",
+        },
+        "window_seconds": stats.window_seconds,
+        "proxies_scraped": stats.proxies_scraped,
+        "proxies_reporting": stats.proxies_reporting,
+        "items": items,
+    })
 }

@@ -161,13 +161,13 @@ pub fn observed_weights(
     None
 }
 
-pub(super) fn route_namespace(doc: &Value) -> &str {
+pub(crate) fn route_namespace(doc: &Value) -> &str {
     doc["metadata"]["namespace"]
         .as_str()
         .unwrap_or(tandem_xds::domain::DEFAULT_NAMESPACE)
 }
 
-pub(super) fn route_id(doc: &Value) -> String {
+pub(crate) fn route_id(doc: &Value) -> String {
     format!(
         "{}/{}",
         route_namespace(doc),
@@ -177,7 +177,7 @@ pub(super) fn route_id(doc: &Value) -> String {
 
 /// Whether a parentRef/backendRef (in a route of namespace `route_ns`) names Service
 /// `namespace/name`.
-pub(super) fn refers_to(r: &Value, route_ns: &str, namespace: &str, name: &str) -> bool {
+pub(crate) fn refers_to(r: &Value, route_ns: &str, namespace: &str, name: &str) -> bool {
     let group_ok = r
         .get("group")
         .and_then(Value::as_str)

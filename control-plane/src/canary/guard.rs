@@ -203,7 +203,8 @@ pub fn judge(
     }
 }
 
-fn percent(share: f64) -> String {
+/// A share as a percentage with at most one decimal (`12.5%`, `1%`).
+pub fn percent(share: f64) -> String {
     let p = (share * 1000.0).round() / 10.0;
     if p == p.trunc() {
         format!("{p:.0}%")

@@ -28,7 +28,7 @@ use serde_json::{Map, Value};
 use crate::resources::GATEWAY_API_VERSION;
 
 pub mod controller;
-mod edit;
+pub(crate) mod edit;
 pub mod guard;
 #[cfg(test)]
 mod tests;
@@ -426,7 +426,7 @@ impl Target<'_> {
     }
 
     /// The routes whose parentRefs include the service, by (namespace, name).
-    fn attached(&self) -> Vec<&Value> {
+    pub(crate) fn attached(&self) -> Vec<&Value> {
         let mut out: Vec<&Value> = self
             .routes
             .iter()

@@ -158,6 +158,27 @@ impl Store {
         })
     }
 
+    /// Sets `resources` and deletes `deletes` (those still present) as one revision by
+    /// `who`, its summary starting with `what`: a change that must land whole or not at
+    /// all, such as a chaos experiment's end (its fault gone and the routes restored).
+    pub fn change_as(
+        &self,
+        resources: Vec<Resource>,
+        deletes: Vec<ResourceKey>,
+        who: &str,
+        what: &str,
+    ) -> Result<Outcome, StoreError> {
+        self.commit(who, what, |view| {
+            let mut puts: Vec<Put> = resources.into_iter().map(Put::set).collect();
+            for key in deletes {
+                if view.get(&key)?.is_some() {
+                    puts.push(Put::delete(key));
+                }
+            }
+            Ok(puts)
+        })
+    }
+
     /// Deletes one resource; deleting a service deletes its endpoints in the same revision.
     pub fn delete(&self, key: &ResourceKey, who: &str) -> Result<Outcome, StoreError> {
         self.commit(who, "delete", |view| {

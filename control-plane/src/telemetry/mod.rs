@@ -180,9 +180,13 @@ impl BackendCounts {
 }
 
 /// Where a proxy's outbound requests went: the service called, the route that matched,
-/// the backend that answered (the proxies' `dst_service`, `route` and `backend` labels).
+/// the backend that answered (the proxies' `dst_service`, `route` and `backend` labels),
+/// and who called (`src_service`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct SeriesKey {
+    /// The calling service: on outbound series, the proxy's own service (empty when the
+    /// proxy exports none).
+    pub caller: String,
     /// The service called.
     pub service: String,
     /// The route (`namespace/name/rule-N`), empty when none matched.
@@ -249,8 +253,9 @@ pub fn extract_open(samples: &[prometheus::Sample]) -> OpenConnections {
 }
 
 /// Picks the series the control plane uses out of a scrape: outbound requests and latency
-/// buckets with a `backend` label, summed per (service, route, backend) over callers and
-/// codes.
+/// buckets (an empty `backend` included), summed per (caller, service, route, backend) over
+/// codes and TLS. The caller adds no series in practice: a proxy's outbound series all
+/// carry its own service.
 pub fn extract(samples: &[prometheus::Sample]) -> BTreeMap<SeriesKey, BackendCounts> {
     let mut out: BTreeMap<SeriesKey, BackendCounts> = BTreeMap::new();
     for s in samples {
@@ -261,10 +266,13 @@ pub fn extract(samples: &[prometheus::Sample]) -> BTreeMap<SeriesKey, BackendCou
         if s.label("direction") != Some("outbound") || !s.value.is_finite() {
             continue;
         }
-        let Some(backend) = s.label("backend").filter(|b| !b.is_empty()) else {
+        // A request the proxy answered before picking a backend (an injected fault, no
+        // route) has an empty `backend`: it still counts for its service.
+        let Some(backend) = s.label("backend") else {
             continue;
         };
         let key = SeriesKey {
+            caller: s.label("src_service").unwrap_or_default().to_string(),
             service: s.label("dst_service").unwrap_or_default().to_string(),
             route: s.label("route").unwrap_or_default().to_string(),
             backend: backend.to_string(),
@@ -389,29 +397,51 @@ pub fn combine_by<'a>(
     window: Duration,
     group: Group,
 ) -> WindowStats {
-    let mut stats = WindowStats {
+    let (proxies_scraped, proxies_reporting, mut backends) =
+        combine_keyed(proxies, window, |k| group.key(k).to_string());
+    // Requests answered before a route or backend was picked have none to be filed under.
+    backends.retain(|name, _| !name.is_empty());
+    WindowStats {
+        proxies_scraped,
+        proxies_reporting,
         window_seconds: window.as_secs_f64(),
-        ..WindowStats::default()
-    };
-    let mut totals: BTreeMap<String, BackendCounts> = BTreeMap::new();
+        backends,
+    }
+}
+
+/// Who calls whom over `window`: stats per (caller, service called), from the callers'
+/// outbound series. A caller whose proxy exports no `src_service` is the empty name.
+pub fn combine_edges<'a>(
+    proxies: impl Iterator<Item = &'a VecDeque<Reading>>,
+    window: Duration,
+) -> BTreeMap<(String, String), BackendStats> {
+    combine_keyed(proxies, window, |k| (k.caller.clone(), k.service.clone())).2
+}
+
+/// Sums the proxies' increases over `window` per `key` of their series: (proxies scraped,
+/// proxies reporting, stats per key).
+fn combine_keyed<'a, K: Ord + Clone>(
+    proxies: impl Iterator<Item = &'a VecDeque<Reading>>,
+    window: Duration,
+    key: impl Fn(&SeriesKey) -> K,
+) -> (usize, usize, BTreeMap<K, BackendStats>) {
+    let (mut scraped, mut reporting) = (0, 0);
+    let mut stats: BTreeMap<K, BackendStats> = BTreeMap::new();
+    let mut totals: BTreeMap<K, BackendCounts> = BTreeMap::new();
     for readings in proxies {
-        stats.proxies_scraped += 1;
+        scraped += 1;
         let Some((secs, deltas)) = increase(readings, window) else {
             continue;
         };
-        stats.proxies_reporting += 1;
-        for (key, d) in deltas {
-            let name = group.key(&key).to_string();
-            stats
-                .backends
-                .entry(name.clone())
-                .or_default()
-                .requests_per_second += d.requests / secs;
-            totals.entry(name).or_default().add(&d);
+        reporting += 1;
+        for (series, d) in deltas {
+            let k = key(&series);
+            stats.entry(k.clone()).or_default().requests_per_second += d.requests / secs;
+            totals.entry(k).or_default().add(&d);
         }
     }
-    for (name, t) in totals {
-        let s = stats.backends.entry(name).or_default();
+    for (k, t) in totals {
+        let s = stats.entry(k).or_default();
         s.requests = t.requests;
         if t.requests > 0.0 {
             s.success_rate = Some(1.0 - t.errors / t.requests);
@@ -420,7 +450,7 @@ pub fn combine_by<'a>(
             s.p99_seconds = quantile(0.99, &t.buckets);
         }
     }
-    stats
+    (scraped, reporting, stats)
 }
 
 /// The time between two scrapes while [`Telemetry::hurry`] was called recently.
@@ -483,6 +513,14 @@ impl Telemetry {
         match self.proxies.lock() {
             Ok(map) => combine_by(map.values(), window, group),
             Err(_) => WindowStats::default(),
+        }
+    }
+
+    /// Who calls whom over `window`: per (caller, service called), from the readings kept.
+    pub fn edges(&self, window: Duration) -> BTreeMap<(String, String), BackendStats> {
+        match self.proxies.lock() {
+            Ok(map) => combine_edges(map.values(), window),
+            Err(_) => BTreeMap::new(),
         }
     }
 
@@ -713,6 +751,7 @@ tandem_request_duration_seconds_count{backend="web-v1",direction="outbound",rout
             service: service.to_string(),
             route: route.to_string(),
             backend: "web-v1".to_string(),
+            ..SeriesKey::default()
         };
         assert_eq!(got.len(), 4, "{got:?}");
         assert_eq!(got[&key("default/r/rule-0", "web")], counts(95.0, 5.0, &[]));
@@ -745,6 +784,53 @@ tandem_request_duration_seconds_count{backend="web-v1",direction="outbound",rout
             Group::Route,
         );
         assert_eq!(by_route.backends["default/r/rule-1"].requests, 5.0);
+    }
+
+    #[test]
+    fn edges_sum_per_caller_and_service_called_over_proxies() {
+        let scrape = |text: &str| extract(&prometheus::parse(text).unwrap());
+        // Two proxies of `web` and one of `shop` call `api`; `web` also calls `db`.
+        let web = |n: f64| {
+            scrape(&format!(
+                "tandem_requests_total{{backend=\"api-v1\",code=\"200\",direction=\"outbound\",dst_service=\"api\",src_service=\"web\"}} {n}\n\
+                 tandem_requests_total{{backend=\"api-v2\",code=\"503\",direction=\"outbound\",dst_service=\"api\",src_service=\"web\"}} {}\n\
+                 tandem_requests_total{{backend=\"db\",code=\"200\",direction=\"outbound\",dst_service=\"db\",src_service=\"web\"}} {n}\n\
+                 tandem_requests_total{{backend=\"web\",code=\"200\",direction=\"inbound\",dst_service=\"web\",src_service=\"edge\"}} {n}\n",
+                n / 10.0
+            ))
+        };
+        let shop = |n: f64| {
+            scrape(&format!(
+                "tandem_requests_total{{backend=\"api-v1\",code=\"200\",direction=\"outbound\",dst_service=\"api\",src_service=\"shop\"}} {n}\n"
+            ))
+        };
+        let t0 = Instant::now();
+        let two =
+            |series: &dyn Fn(f64) -> BTreeMap<SeriesKey, BackendCounts>| -> VecDeque<Reading> {
+                [(0, 0.0), (10, 100.0)]
+                    .into_iter()
+                    .map(|(at, n)| Reading {
+                        at: t0 + Duration::from_secs(at),
+                        series: series(n),
+                        open: OpenConnections::default(),
+                    })
+                    .collect()
+            };
+        let (a, b, c) = (two(&web), two(&web), two(&shop));
+        let edges = combine_edges([&a, &b, &c].into_iter(), DEFAULT_WINDOW);
+        let edge = |from: &str, to: &str| &edges[&(from.to_string(), to.to_string())];
+        assert_eq!(edges.len(), 3, "{edges:?}");
+        let web_api = edge("web", "api");
+        assert_eq!(web_api.requests, 220.0);
+        assert!(
+            (web_api.requests_per_second - 22.0).abs() < 1e-9,
+            "{web_api:?}"
+        );
+        assert_eq!(web_api.success_rate, Some(200.0 / 220.0));
+        assert_eq!(edge("web", "db").requests, 200.0);
+        assert_eq!(edge("shop", "api").success_rate, Some(1.0));
+        // Inbound series say who called this proxy's app: not an edge of its own.
+        assert!(!edges.contains_key(&("edge".to_string(), "web".to_string())));
     }
 
     #[test]

@@ -1,0 +1,502 @@
+//! Chaos experiments with a steady-state check: a fault (abort or delay a share of a
+//! service's requests) applied for a bounded time while the SLOs of the services that
+//! must hold steady are watched with the guarded canary's judge, ended by the
+//! [`controller`] — fault removed, one revision recorded with the reason and figures — at
+//! the first breach or when the time is up.
+//!
+//! The experiment is stored as what it does, so a restarted control plane carries on: a
+//! `FaultInjection` named `chaos-SERVICE` whose `chaos.tandem.dev/*` annotations hold the
+//! objectives and the deadline, and an `ExtensionRef` to it in every rule of the routes
+//! attached to the service (marked with [`ROUTE_ANNOTATION`]) — or, when none is, a
+//! catch-all route `chaos-SERVICE` the experiment owns. The fault is the mesh's own
+//! (injected by the callers' proxies, before retries), so what the callers see is what
+//! the steady state is judged on.
+
+pub mod controller;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+
+use crate::canary::edit::{refers_to, route_namespace};
+use crate::canary::guard::{parse_latency, parse_list, parse_rate, Guard, LatencyLimit, RateLimit};
+use crate::canary::Target;
+use crate::resources::{Kind, ResourceKey, GATEWAY_API_VERSION, TANDEM_API_VERSION};
+
+/// Prefix of the experiment's annotations.
+pub const ANNOTATION_PREFIX: &str = "chaos.tandem.dev/";
+/// On the FaultInjection: the service under test.
+pub const TARGET_ANNOTATION: &str = "chaos.tandem.dev/target";
+/// On the FaultInjection: start, Unix seconds.
+pub const STARTED_ANNOTATION: &str = "chaos.tandem.dev/started";
+/// On the FaultInjection: the experiment's length in seconds.
+pub const DURATION_ANNOTATION: &str = "chaos.tandem.dev/duration";
+/// On the FaultInjection: services whose SLOs must hold, comma list.
+pub const STEADY_ANNOTATION: &str = "chaos.tandem.dev/steady-state";
+/// On the FaultInjection: error-rate limits.
+pub const MAX_ERROR_RATE_ANNOTATION: &str = "chaos.tandem.dev/max-error-rate";
+/// On the FaultInjection: p99 limits.
+pub const MAX_P99_ANNOTATION: &str = "chaos.tandem.dev/max-p99";
+/// On the FaultInjection: requests needed before the error rate can break the steady state.
+pub const MIN_REQUESTS_ANNOTATION: &str = "chaos.tandem.dev/min-requests";
+/// On a route: the experiment whose fault this route's rules carry.
+pub const ROUTE_ANNOTATION: &str = "chaos.tandem.dev/fault";
+/// On a route the experiment created (deleted at the end).
+pub const OWNED_ANNOTATION: &str = "chaos.tandem.dev/owned";
+
+/// The longest experiment: a fault forgotten for a day is an outage, not an experiment.
+pub const MAX_DURATION: Duration = Duration::from_secs(3600);
+/// The length of an experiment that names none.
+pub const DEFAULT_DURATION: Duration = Duration::from_secs(60);
+
+/// What `POST /v1/chaos/{namespace}/{service}` asks for.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChaosSpec {
+    /// Answer a share of requests with an error.
+    #[serde(default)]
+    pub abort: Option<AbortSpec>,
+    /// Delay a share of requests.
+    #[serde(default)]
+    pub delay: Option<DelaySpec>,
+    /// How long, as a duration (`60s`, `5m`); default 60 s, at most 1 h.
+    #[serde(default)]
+    pub duration: Option<String>,
+    /// Services whose callers' view must stay within the limits (default: the service
+    /// under test).
+    #[serde(default)]
+    pub steady_state: Vec<String>,
+    /// Error-rate limits (`1%`), comma list.
+    #[serde(default)]
+    pub max_error_rate: Option<String>,
+    /// p99 limits (`500ms`), comma list.
+    #[serde(default)]
+    pub max_p99: Option<String>,
+    /// Requests before the steady state can be judged broken (default 20).
+    #[serde(default)]
+    pub min_requests: Option<u64>,
+}
+
+/// An injected error.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AbortSpec {
+    /// Share of requests, 0 to 100.
+    pub percent: f64,
+    /// Status answered (default 503).
+    #[serde(default)]
+    pub status: Option<u16>,
+}
+
+/// An injected delay.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DelaySpec {
+    /// How long (`200ms`, `1s`: a Gateway API duration).
+    pub duration: String,
+    /// Share of requests, 0 to 100 (default 100).
+    #[serde(default)]
+    pub percent: Option<f64>,
+}
+
+/// Why an experiment cannot start or stop.
+#[derive(Debug, thiserror::Error)]
+pub enum ChaosError {
+    /// The request is malformed (the message names the field).
+    #[error("{0}")]
+    Invalid(String),
+    /// No such service.
+    #[error("service {0} not found")]
+    UnknownService(String),
+    /// An experiment on this service is already running.
+    #[error("a chaos experiment on {0} is already running (tandemctl chaos stop {1})")]
+    Running(String, String),
+    /// No experiment on this service is running.
+    #[error("no chaos experiment on {0} is running")]
+    NotRunning(String),
+}
+
+/// A running experiment, as read back from its FaultInjection.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Experiment {
+    /// Namespace.
+    pub namespace: String,
+    /// The service under test.
+    pub service: String,
+    /// Start, Unix seconds.
+    pub started: u64,
+    /// Length.
+    pub duration: Duration,
+    /// Services whose SLOs must hold.
+    pub steady_state: Vec<String>,
+    /// The objectives (`step_time` is the experiment's length).
+    pub guard: Guard,
+    /// The fault, as stored (`spec` of the FaultInjection).
+    pub fault: Value,
+}
+
+impl Experiment {
+    /// `namespace/service`.
+    pub fn id(&self) -> String {
+        format!("{}/{}", self.namespace, self.service)
+    }
+
+    /// When it ends by itself, Unix seconds.
+    pub fn deadline(&self) -> u64 {
+        self.started + self.duration.as_secs()
+    }
+
+    /// Reads an experiment from its FaultInjection document; `None` if it is not one.
+    pub fn from_fault(doc: &Value) -> Option<Experiment> {
+        let a = &doc["metadata"]["annotations"];
+        let get = |k: &str| a[k].as_str();
+        let service = get(TARGET_ANNOTATION)?.to_string();
+        let guard = Guard {
+            max_error_rate: parse_list(get(MAX_ERROR_RATE_ANNOTATION).unwrap_or(""), parse_rate)
+                .ok()?,
+            max_p99: parse_list(get(MAX_P99_ANNOTATION).unwrap_or(""), parse_latency).ok()?,
+            min_requests: get(MIN_REQUESTS_ANNOTATION)?.parse().ok()?,
+            step_time: Duration::from_secs(get(DURATION_ANNOTATION)?.parse().ok()?),
+        };
+        Some(Experiment {
+            namespace: route_namespace(doc).to_string(),
+            service,
+            started: get(STARTED_ANNOTATION)?.parse().ok()?,
+            duration: guard.step_time,
+            steady_state: get(STEADY_ANNOTATION)?
+                .split(',')
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect(),
+            guard,
+            fault: doc["spec"].clone(),
+        })
+    }
+
+    /// One line: the fault, its length and the objectives.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} for {}s; steady state: {}",
+            describe_fault(&self.fault),
+            self.duration.as_secs(),
+            self.objectives()
+        )
+    }
+
+    /// The objectives, as `api error rate ≤ 1%, p99 ≤ 500ms`.
+    pub fn objectives(&self) -> String {
+        let mut limits: Vec<String> = Vec::new();
+        if !self.guard.max_error_rate.is_empty() {
+            limits.push(format!(
+                "error rate ≤ {}",
+                crate::canary::guard::join(&self.guard.max_error_rate)
+            ));
+        }
+        if !self.guard.max_p99.is_empty() {
+            limits.push(format!(
+                "p99 ≤ {}",
+                crate::canary::guard::join(&self.guard.max_p99)
+            ));
+        }
+        format!("{} {}", self.steady_state.join(", "), limits.join(", "))
+    }
+}
+
+/// `abort 10% (503), delay 200ms on 50%`.
+pub fn describe_fault(spec: &Value) -> String {
+    let mut parts = Vec::new();
+    if let Some(a) = spec.get("abort") {
+        parts.push(format!(
+            "abort {}% ({})",
+            a["percent"].as_f64().unwrap_or(100.0),
+            a["httpStatus"].as_u64().unwrap_or(503)
+        ));
+    }
+    if let Some(d) = spec.get("delay") {
+        parts.push(format!(
+            "delay {} on {}%",
+            d["fixedDelay"].as_str().unwrap_or("?"),
+            d["percent"].as_f64().unwrap_or(100.0)
+        ));
+    }
+    parts.join(", ")
+}
+
+/// The name of the experiment's FaultInjection (and of a route it creates).
+pub fn fault_name(service: &str) -> String {
+    format!("chaos-{service}")
+}
+
+/// The store key of the experiment's FaultInjection.
+pub fn fault_key(namespace: &str, service: &str) -> ResourceKey {
+    ResourceKey::new(Kind::FaultInjection, namespace, fault_name(service))
+}
+
+/// The documents that start `spec` on `target` at `now`: the FaultInjection and every
+/// route edited or created. Validation of the result (durations, shares, statuses) is
+/// the resources' own, with its field paths.
+pub fn plan_start(
+    target: &Target<'_>,
+    spec: &ChaosSpec,
+    now: u64,
+) -> Result<Vec<Value>, ChaosError> {
+    let id = format!("{}/{}", target.namespace, target.service);
+    if !target.services.contains_key(target.service) {
+        return Err(ChaosError::UnknownService(id));
+    }
+    if spec.abort.is_none() && spec.delay.is_none() {
+        return Err(ChaosError::Invalid(
+            "a fault is needed: abort and/or delay".into(),
+        ));
+    }
+    let duration = match &spec.duration {
+        Some(d) => crate::resources::duration::parse(d)
+            .map_err(|e| ChaosError::Invalid(format!("duration: {d:?}: {e}")))?,
+        None => DEFAULT_DURATION,
+    };
+    if duration.is_zero() || duration > MAX_DURATION {
+        return Err(ChaosError::Invalid(format!(
+            "duration: from 1s to {}s",
+            MAX_DURATION.as_secs()
+        )));
+    }
+    let rates = spec.max_error_rate.as_deref().unwrap_or("");
+    let rates = parse_list(rates, parse_rate)
+        .map_err(|e| ChaosError::Invalid(format!("max_error_rate: {e}")))?;
+    let p99s = spec.max_p99.as_deref().unwrap_or("");
+    let p99s = parse_list(p99s, parse_latency)
+        .map_err(|e| ChaosError::Invalid(format!("max_p99: {e}")))?;
+    if rates.is_empty() && p99s.is_empty() {
+        return Err(ChaosError::Invalid(
+            "a steady state is needed: max_error_rate and/or max_p99".into(),
+        ));
+    }
+    // Relative limits compare a canary with its stable; an experiment has no second
+    // population to compare with.
+    if rates.iter().any(|r| matches!(r, RateLimit::OverStable(_)))
+        || p99s
+            .iter()
+            .any(|l| matches!(l, LatencyLimit::TimesStable(_)))
+    {
+        return Err(ChaosError::Invalid(
+            "max_error_rate, max_p99: a chaos experiment takes absolute limits (1%, 500ms)".into(),
+        ));
+    }
+    let steady: Vec<String> = if spec.steady_state.is_empty() {
+        vec![target.service.to_string()]
+    } else {
+        spec.steady_state.clone()
+    };
+    for s in &steady {
+        if !target.services.contains_key(s) {
+            return Err(ChaosError::Invalid(format!(
+                "steady_state: service {}/{s} not found",
+                target.namespace
+            )));
+        }
+    }
+    let name = fault_name(target.service);
+    let mut fault = Map::new();
+    if let Some(a) = &spec.abort {
+        fault.insert(
+            "abort".into(),
+            json!({"httpStatus": a.status.unwrap_or(503), "percent": a.percent}),
+        );
+    }
+    if let Some(d) = &spec.delay {
+        fault.insert(
+            "delay".into(),
+            json!({"fixedDelay": d.duration, "percent": d.percent.unwrap_or(100.0)}),
+        );
+    }
+    let min_requests = spec
+        .min_requests
+        .unwrap_or(crate::canary::guard::DEFAULT_MIN_REQUESTS);
+    let mut docs = vec![json!({
+        "apiVersion": TANDEM_API_VERSION,
+        "kind": "FaultInjection",
+        "metadata": {
+            "name": name,
+            "namespace": target.namespace,
+            "annotations": {
+                TARGET_ANNOTATION: target.service,
+                STARTED_ANNOTATION: now.to_string(),
+                DURATION_ANNOTATION: duration.as_secs().to_string(),
+                STEADY_ANNOTATION: steady.join(","),
+                MAX_ERROR_RATE_ANNOTATION: crate::canary::guard::join(&rates),
+                MAX_P99_ANNOTATION: crate::canary::guard::join(&p99s),
+                MIN_REQUESTS_ANNOTATION: min_requests.to_string(),
+            },
+        },
+        "spec": Value::Object(fault),
+    })];
+    let attached = target.attached();
+    if attached.is_empty() {
+        docs.push(owned_route(target, &name));
+    }
+    for route in attached {
+        if route_namespace(route) != target.namespace {
+            // A FaultInjection is referenced from the route's own namespace.
+            return Err(ChaosError::Invalid(format!(
+                "route {}/{} attached to {id} lives in another namespace; \
+                 chaos edits only routes of the service's namespace",
+                route_namespace(route),
+                route["metadata"]["name"].as_str().unwrap_or_default()
+            )));
+        }
+        let mut doc = route.clone();
+        add_fault(&mut doc, &name);
+        docs.push(doc);
+    }
+    Ok(docs)
+}
+
+/// The documents and deletions that end the experiment `fault` names on `routes`: the
+/// filters taken out of the routes that carry them, the owned route and the
+/// FaultInjection deleted.
+pub fn plan_end(
+    namespace: &str,
+    service: &str,
+    routes: &[Value],
+) -> (Vec<Value>, Vec<ResourceKey>) {
+    let name = fault_name(service);
+    let mut sets = Vec::new();
+    let mut deletes = vec![fault_key(namespace, service)];
+    for route in routes {
+        let a = &route["metadata"]["annotations"];
+        if route_namespace(route) != namespace || a[ROUTE_ANNOTATION].as_str() != Some(&name) {
+            continue;
+        }
+        let route_name = route["metadata"]["name"].as_str().unwrap_or_default();
+        if a[OWNED_ANNOTATION] == "true" {
+            deletes.push(ResourceKey::new(Kind::HttpRoute, namespace, route_name));
+        } else {
+            let mut doc = route.clone();
+            remove_fault(&mut doc, &name);
+            sets.push(doc);
+        }
+    }
+    (sets, deletes)
+}
+
+/// `chaos-SERVICE`: one catch-all rule to the service itself, carrying the fault.
+fn owned_route(target: &Target<'_>, name: &str) -> Value {
+    let mut reference = Map::new();
+    reference.insert("kind".into(), json!("Service"));
+    reference.insert("name".into(), json!(target.service));
+    if let Some(Some(port)) = target.services.get(target.service) {
+        reference.insert("port".into(), json!(port));
+    }
+    json!({
+        "apiVersion": GATEWAY_API_VERSION,
+        "kind": "HTTPRoute",
+        "metadata": {
+            "name": name,
+            "namespace": target.namespace,
+            "annotations": {ROUTE_ANNOTATION: name, OWNED_ANNOTATION: "true"},
+        },
+        "spec": {
+            "parentRefs": [{"kind": "Service", "name": target.service}],
+            "rules": [{
+                "backendRefs": [Value::Object(reference)],
+                "filters": [fault_filter(name)],
+            }],
+        },
+    })
+}
+
+fn fault_filter(name: &str) -> Value {
+    json!({
+        "type": "ExtensionRef",
+        "extensionRef": {"group": "tandem.dev", "kind": "FaultInjection", "name": name},
+    })
+}
+
+fn is_fault_filter(f: &Value, name: &str) -> bool {
+    f["type"] == "ExtensionRef"
+        && f["extensionRef"]["kind"] == "FaultInjection"
+        && f["extensionRef"]["name"] == name
+}
+
+/// Adds the experiment's filter to every rule that forwards (a redirect answers before
+/// any fault would) and does not carry another fault (a rule takes one).
+fn add_fault(doc: &mut Value, name: &str) {
+    for rule in doc["spec"]["rules"].as_array_mut().into_iter().flatten() {
+        let filters = rule
+            .as_object_mut()
+            .map(|r| r.entry("filters").or_insert_with(|| json!([])));
+        let Some(filters) = filters.and_then(Value::as_array_mut) else {
+            continue;
+        };
+        let busy = filters.iter().any(|f| {
+            f["type"] == "RequestRedirect"
+                || (f["type"] == "ExtensionRef" && f["extensionRef"]["kind"] == "FaultInjection")
+        });
+        if !busy {
+            filters.push(fault_filter(name));
+        }
+    }
+    set_annotation(doc, ROUTE_ANNOTATION, Some(name));
+}
+
+fn remove_fault(doc: &mut Value, name: &str) {
+    for rule in doc["spec"]["rules"].as_array_mut().into_iter().flatten() {
+        let Some(r) = rule.as_object_mut() else {
+            continue;
+        };
+        if let Some(filters) = r.get_mut("filters").and_then(Value::as_array_mut) {
+            filters.retain(|f| !is_fault_filter(f, name));
+            if filters.is_empty() {
+                r.remove("filters");
+            }
+        }
+    }
+    set_annotation(doc, ROUTE_ANNOTATION, None);
+}
+
+fn set_annotation(doc: &mut Value, key: &str, value: Option<&str>) {
+    let Some(meta) = doc.get_mut("metadata").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let annotations = meta
+        .entry("annotations")
+        .or_insert_with(|| json!({}))
+        .as_object_mut();
+    if let Some(a) = annotations {
+        match value {
+            Some(v) => {
+                a.insert(key.into(), json!(v));
+            }
+            None => {
+                a.remove(key);
+            }
+        }
+        if a.is_empty() {
+            meta.remove("annotations");
+        }
+    }
+}
+
+/// Whether `route` (of any namespace) has `namespace/service` among its parents.
+pub fn attaches_to(route: &Value, namespace: &str, service: &str) -> bool {
+    let ns = route_namespace(route);
+    route["spec"]["parentRefs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|p| refers_to(p, ns, namespace, service))
+}
+
+/// The running experiments in `faults` (FaultInjection documents), by `namespace/service`.
+pub fn running(faults: &[Value]) -> BTreeMap<String, Experiment> {
+    faults
+        .iter()
+        .filter_map(Experiment::from_fault)
+        .map(|e| (e.id(), e))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;
