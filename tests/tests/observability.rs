@@ -307,21 +307,32 @@ async fn access_log_has_one_json_line_per_request() {
     assert_eq!(client::send(&client, req).await.unwrap().status(), 200);
     let req = client::request("GET", "http://nowhere/x", client::empty());
     assert_eq!(client::send(&client, req).await.unwrap().status(), 503);
+    // A body streamed without Content-Length is counted as it is read.
+    let (chunks, body) = client::channel_body();
+    let req = client::request("PUT", "http://app/stream", body);
+    let sent = tokio::spawn(async move {
+        for chunk in ["ab", "cde", "f"] {
+            chunks.send(bytes::Bytes::from(chunk)).await.unwrap();
+        }
+    });
+    let resp = client::send(&client, req).await.unwrap();
+    sent.await.unwrap();
+    assert_eq!(resp.status(), 200);
 
-    let lines = eventually(SPANS, "two access log lines", || async {
+    let lines = eventually(SPANS, "three access log lines", || async {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         let lines: Vec<serde_json::Value> = text
             .lines()
             .map(|l| serde_json::from_str(l).expect("a JSON line"))
             .collect();
-        if lines.len() >= 2 {
+        if lines.len() >= 3 {
             Ok(lines)
         } else {
             Err(format!("{} lines: {text}", lines.len()))
         }
     })
     .await;
-    assert_eq!(lines.len(), 2);
+    assert_eq!(lines.len(), 3);
     let ok = &lines[0];
     assert_eq!(ok["method"], "POST");
     assert_eq!(ok["authority"], "app");
@@ -343,9 +354,13 @@ async fn access_log_has_one_json_line_per_request() {
     assert_eq!(failed["status"], 503);
     assert_eq!(failed["response_flag"], "unknown_service");
     assert!(failed["upstream"].is_null());
+    let streamed = &lines[2];
+    assert_eq!(streamed["method"], "PUT");
+    assert_eq!(streamed["request_bytes"], 6, "{streamed}");
+    assert_eq!(streamed["response_bytes"], 6);
     let metrics = proxy.metrics().await;
     assert_eq!(
         metrics.value("tandem_access_log_lines_total", &[("result", "written")]),
-        2.0
+        3.0
     );
 }

@@ -7,6 +7,7 @@
 //! from the current attempt.
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
@@ -14,6 +15,23 @@ use bytes::Bytes;
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+
+/// Request body bytes read from the client, for the access log: a request extension
+/// put there by [`crate::observe`] when the request is observed (absent otherwise, so
+/// unobserved bodies count nothing).
+#[derive(Debug, Clone, Default)]
+pub struct ReceivedBytes(Arc<AtomicU64>);
+
+impl ReceivedBytes {
+    fn add(&self, n: usize) {
+        self.0.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// Bytes read so far.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
 
 /// The state shared by the attempts of one request body.
 #[derive(Debug)]
@@ -29,6 +47,8 @@ pub struct Shared {
     trailers: Option<HeaderMap>,
     /// The generation allowed to read.
     generation: u64,
+    /// Where the bytes read from the client are counted, when observed.
+    received: Option<ReceivedBytes>,
 }
 
 /// A request body sent upstream.
@@ -36,8 +56,9 @@ pub struct Shared {
 pub enum RequestBody {
     /// No body at all (most requests): nothing to buffer or share.
     Empty,
-    /// Streamed as is, no copy kept (nothing on the route could replay it).
-    Stream(Incoming),
+    /// Streamed as is, no copy kept (nothing on the route could replay it), with its
+    /// bytes counted when the request is observed.
+    Stream(Incoming, Option<ReceivedBytes>),
     /// The client's body, replayable while it fits the buffer.
     Replay(ReplayBody),
 }
@@ -67,13 +88,13 @@ pub enum BodyHandle {
 
 impl RequestBody {
     /// Wraps a client's body, keeping up to `cap` bytes for replays (0: stream it with no
-    /// copy and no lock).
-    pub fn new(body: Incoming, cap: usize) -> (Self, BodyHandle) {
+    /// copy and no lock), counting what is read from the client in `received`.
+    pub fn new(body: Incoming, cap: usize, received: Option<ReceivedBytes>) -> (Self, BodyHandle) {
         if body.is_end_stream() {
             return (RequestBody::Empty, BodyHandle::Empty);
         }
         if cap == 0 {
-            return (RequestBody::Stream(body), BodyHandle::Gone);
+            return (RequestBody::Stream(body, received), BodyHandle::Gone);
         }
         let hint = body.size_hint();
         let shared = Arc::new(Mutex::new(Shared {
@@ -84,6 +105,7 @@ impl RequestBody {
             source: Some(body),
             trailers: None,
             generation: 0,
+            received,
         }));
         let body = ReplayBody::from_start(shared.clone(), 0, hint);
         (body, BodyHandle::Shared(shared, hint))
@@ -128,6 +150,7 @@ impl BodyHandle {
                     source: None,
                     trailers: shared.trailers.clone(),
                     generation: 0,
+                    received: None,
                     ..*shared
                 };
                 let hint = SizeHint::with_exact(shared.buffered as u64);
@@ -147,7 +170,16 @@ impl Body for RequestBody {
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
             RequestBody::Empty => Poll::Ready(None),
-            RequestBody::Stream(b) => Pin::new(b).poll_frame(cx),
+            RequestBody::Stream(b, None) => Pin::new(b).poll_frame(cx),
+            RequestBody::Stream(b, Some(received)) => {
+                let polled = Pin::new(b).poll_frame(cx);
+                if let Poll::Ready(Some(Ok(frame))) = &polled {
+                    if let Some(data) = frame.data_ref() {
+                        received.add(data.len());
+                    }
+                }
+                polled
+            }
             RequestBody::Replay(r) => r.poll(cx),
         }
     }
@@ -155,7 +187,7 @@ impl Body for RequestBody {
     fn is_end_stream(&self) -> bool {
         match self {
             RequestBody::Empty => true,
-            RequestBody::Stream(b) => b.is_end_stream(),
+            RequestBody::Stream(b, _) => b.is_end_stream(),
             RequestBody::Replay(r) => r.ended,
         }
     }
@@ -163,7 +195,7 @@ impl Body for RequestBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             RequestBody::Empty => SizeHint::with_exact(0),
-            RequestBody::Stream(b) => b.size_hint(),
+            RequestBody::Stream(b, _) => b.size_hint(),
             RequestBody::Replay(r) if r.pos == 0 => r.hint,
             RequestBody::Replay(_) => SizeHint::default(),
         }
@@ -228,6 +260,9 @@ impl ReplayBody {
             }
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
+                    if let Some(r) = &shared.received {
+                        r.add(data.len());
+                    }
                     if !shared.overflowed && shared.buffered + data.len() <= shared.cap {
                         shared.buffered += data.len();
                         shared.chunks.push(data.clone());

@@ -27,7 +27,7 @@ use crate::config::Protocol;
 use crate::drain::Watch;
 use crate::errors::ProxyError;
 use crate::http::headers::{is_upgrading, retarget, strip_hop_by_hop};
-use crate::http::request_body::RequestBody;
+use crate::http::request_body::{ReceivedBytes, RequestBody};
 use crate::metrics::{Direction, Metrics};
 use crate::tls::accept::Peer;
 use authz::{Caller, Decision, HttpRequest};
@@ -122,7 +122,8 @@ impl Inbound<'_> {
         strip_hop_by_hop(&mut parts.headers, upgrading);
         set_client_cert_header(&mut parts.headers, self.peer.identity.as_deref());
         retarget(&mut parts, authority, wire == WireProtocol::Http2);
-        let (body, _) = RequestBody::new(body, 0);
+        let received = parts.extensions.get::<ReceivedBytes>().cloned();
+        let (body, _) = RequestBody::new(body, 0, received);
         let req = Request::from_parts(parts, body);
         let timeout = self.request_timeout;
         let transport = Transport {

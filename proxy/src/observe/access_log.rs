@@ -61,8 +61,8 @@ pub struct Entry {
     pub protocol: Version,
     /// The status the client got.
     pub status: u16,
-    /// Request body bytes as declared by `Content-Length` (absent when streamed without).
-    pub request_bytes: Option<u64>,
+    /// Request body bytes read from the client.
+    pub request_bytes: u64,
     /// Response body bytes sent to the client.
     pub response_bytes: u64,
     /// The endpoint of the last attempt (the app, inbound).
@@ -99,7 +99,7 @@ struct Line<'a> {
     protocol: &'static str,
     status: u16,
     duration_ms: f64,
-    request_bytes: Option<u64>,
+    request_bytes: u64,
     response_bytes: u64,
     upstream: Option<String>,
     dst_service: Option<&'a str>,
@@ -254,7 +254,7 @@ mod tests {
             path: "/v1/items?x=\"1\"".into(),
             protocol: Version::HTTP_2,
             status: 503,
-            request_bytes: Some(12),
+            request_bytes: 12,
             response_bytes: 34,
             upstream: Some("10.0.0.7:8080".parse().unwrap()),
             dst_service: Some("api".into()),

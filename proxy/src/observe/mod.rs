@@ -23,6 +23,7 @@ use http::{HeaderMap, Request};
 use opentelemetry::KeyValue;
 use tokio::time::Instant;
 
+use crate::http::request_body::ReceivedBytes;
 use crate::metrics::{Direction, ObserveMetrics};
 use access_log::{AccessLog, AccessLogError, Entry, Target};
 use trace::{HopSpan, TraceError, TraceSettings, Tracing};
@@ -137,7 +138,7 @@ impl Observer {
             path,
             protocol: req.version(),
             status: 0,
-            request_bytes: text(headers, "content-length").and_then(|v| v.parse().ok()),
+            request_bytes: 0,
             response_bytes: 0,
             upstream: None,
             dst_service: None,
@@ -150,8 +151,11 @@ impl Observer {
             user_agent: text(headers, "user-agent"),
             request_id: text(headers, "x-request-id"),
         };
+        let received = ReceivedBytes::default();
+        req.extensions_mut().insert(received.clone());
         Some(Box::new(Record {
             started: Instant::now(),
+            received,
             entry,
             log: self.log.clone(),
             span,
@@ -163,6 +167,8 @@ impl Observer {
 #[derive(Debug)]
 pub struct Record {
     started: Instant,
+    /// The request body's bytes, counted as the body is read.
+    received: ReceivedBytes,
     entry: Entry,
     log: Option<AccessLog>,
     span: Option<HopSpan>,
@@ -186,12 +192,14 @@ impl Record {
     pub fn finish(self: Box<Self>, bytes: u64, cut: Option<&'static str>) {
         let Record {
             started,
+            received,
             mut entry,
             log,
             span,
         } = *self;
         entry.duration = started.elapsed();
         entry.response_bytes = bytes;
+        entry.request_bytes = received.get();
         if entry.response_flag.is_none() {
             entry.response_flag = cut.map(str::to_string);
         }

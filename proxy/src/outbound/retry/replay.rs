@@ -6,7 +6,7 @@ use http::request::Parts;
 use http::{HeaderMap, Method, Request, Uri};
 use hyper::body::Incoming;
 
-use crate::http::request_body::{BodyHandle, RequestBody};
+use crate::http::request_body::{BodyHandle, ReceivedBytes, RequestBody};
 
 /// The request, ready to be built again.
 #[derive(Debug)]
@@ -26,7 +26,8 @@ impl Replay {
         body: Incoming,
         keep: Option<usize>,
     ) -> (Request<RequestBody>, Option<Replay>) {
-        let (body, handle) = RequestBody::new(body, keep.unwrap_or(0));
+        let received = parts.extensions.get::<ReceivedBytes>().cloned();
+        let (body, handle) = RequestBody::new(body, keep.unwrap_or(0), received);
         let replay = keep.map(|_| Replay {
             method: parts.method.clone(),
             uri: parts.uri.clone(),
