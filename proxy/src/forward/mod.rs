@@ -21,7 +21,7 @@ use crate::http::headers::authority;
 use crate::inbound::Inbound;
 use crate::metrics::{Direction, Metrics, RequestLabels};
 use crate::observe::body::ObservedBody;
-use crate::observe::{Observer, Outcome};
+use crate::observe::Observer;
 use crate::outbound::{Labels, Outbound, Settings};
 use crate::snapshot::{Snapshot, Store};
 use crate::tls::accept::Peer;
@@ -139,15 +139,7 @@ impl Forwarder {
         self.metrics
             .request(conn.kind.direction(), &labels, status, start.elapsed());
         if let Some(record) = record.as_mut() {
-            record.respond(&Outcome {
-                status,
-                flag,
-                upstream: done.endpoint,
-                dst_service: done.dst.as_ref(),
-                route: done.route.as_ref(),
-                backend: done.backend.as_ref(),
-                retries: done.attempts.saturating_sub(1),
-            });
+            record.respond(status, flag, &done);
         }
         resp.map(|body| ObservedBody::new(body, record))
     }
@@ -176,9 +168,9 @@ impl Forwarder {
         let dest = match &conn.kind {
             ListenerKind::Inbound => {
                 labels.dst = Some(snapshot.own_service.clone());
-                labels.endpoint = Some(self.app_target(conn.original_dst).0);
-                labels.attempts = 1;
                 let inbound = self.inbound(snapshot, conn);
+                labels.endpoint = Some(inbound.app_addr);
+                labels.attempts = 1;
                 return inbound.call(req, authority.as_ref()).await;
             }
             ListenerKind::Outbound => {

@@ -15,7 +15,6 @@ pub mod export;
 pub mod propagation;
 pub mod trace;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -25,6 +24,7 @@ use tokio::time::Instant;
 
 use crate::http::request_body::ReceivedBytes;
 use crate::metrics::{Direction, ObserveMetrics};
+use crate::outbound::Labels;
 use access_log::{AccessLog, AccessLogError, Entry, Target};
 use trace::{HopSpan, TraceError, TraceSettings, Tracing};
 
@@ -53,26 +53,6 @@ pub enum ObserveError {
 pub struct Observer {
     log: Option<AccessLog>,
     tracing: Option<Tracing>,
-}
-
-/// What the request path learned by the time the response head is ready.
-#[derive(Debug, Default)]
-pub struct Outcome<'a> {
-    /// The status the client gets.
-    pub status: u16,
-    /// The proxy's own error kind ([`crate::errors::ProxyError::flag`]), if it answered
-    /// itself.
-    pub flag: Option<&'static str>,
-    /// The endpoint of the last attempt.
-    pub upstream: Option<SocketAddr>,
-    /// Destination service, route and backend.
-    pub dst_service: Option<&'a Arc<str>>,
-    /// Route.
-    pub route: Option<&'a Arc<str>>,
-    /// Backend.
-    pub backend: Option<&'a Arc<str>>,
-    /// Attempts after the first.
-    pub retries: u32,
 }
 
 impl Observer {
@@ -175,16 +155,18 @@ pub struct Record {
 }
 
 impl Record {
-    /// The response head is ready: what the request path decided.
-    pub fn respond(&mut self, outcome: &Outcome<'_>) {
+    /// The response head is ready: its `status`, the proxy's own error kind (`flag`,
+    /// [`crate::errors::ProxyError::flag`]) if it answered itself, and where the request
+    /// went (`labels`, as the metrics have them).
+    pub fn respond(&mut self, status: u16, flag: Option<&'static str>, labels: &Labels) {
         let e = &mut self.entry;
-        e.status = outcome.status;
-        e.response_flag = outcome.flag.map(str::to_string);
-        e.upstream = outcome.upstream;
-        e.dst_service = outcome.dst_service.cloned();
-        e.route = outcome.route.cloned();
-        e.backend = outcome.backend.cloned();
-        e.retries = outcome.retries;
+        e.status = status;
+        e.response_flag = flag.map(str::to_string);
+        e.upstream = labels.endpoint;
+        e.dst_service = labels.dst.clone();
+        e.route = labels.route.clone();
+        e.backend = labels.backend.clone();
+        e.retries = labels.attempts.saturating_sub(1);
     }
 
     /// The response body ended after `bytes` (`cut`: the flag of a body that did not end
