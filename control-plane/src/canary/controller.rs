@@ -216,12 +216,11 @@ async fn judge_one(
     let window = elapsed.clamp(ANALYSIS_INTERVAL, RETENTION);
     let stats = telemetry.stats(window);
     let figures = |name: &str| {
-        let b = stats.backends.get(name).cloned().unwrap_or_default();
-        Figures {
-            requests: b.requests,
-            errors: b.requests * (1.0 - b.success_rate.unwrap_or(1.0)),
-            p99_seconds: b.p99_seconds,
-        }
+        stats
+            .backends
+            .get(name)
+            .map(Figures::from_stats)
+            .unwrap_or_default()
     };
     let decision = judge(
         &guard,

@@ -68,13 +68,63 @@ pub struct Figures {
 }
 
 impl Figures {
-    fn error_rate(&self) -> f64 {
+    /// A backend's (or service's) figures over a window, as the telemetry sums them.
+    pub fn from_stats(b: &crate::telemetry::BackendStats) -> Self {
+        Figures {
+            requests: b.requests,
+            errors: b.requests * (1.0 - b.success_rate.unwrap_or(1.0)),
+            p99_seconds: b.p99_seconds,
+        }
+    }
+
+    /// The share of requests answered 5xx (0 without requests).
+    pub fn error_rate(&self) -> f64 {
         if self.requests > 0.0 {
             self.errors / self.requests
         } else {
             0.0
         }
     }
+}
+
+/// Why objectives as a client wrote them are not a [`Guard`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ObjectiveError {
+    /// The error-rate limits do not parse.
+    Rate(String),
+    /// The p99 limits do not parse.
+    P99(String),
+    /// The minimum request count is outside 1..=1,000,000.
+    MinRequests(u64),
+    /// Neither an error-rate nor a p99 limit.
+    Missing,
+}
+
+/// Parses and checks the objectives a guarded canary or a chaos experiment is given
+/// (comma lists of limits, the requests needed before judging); the step time stays the
+/// default for the caller to set.
+pub fn objectives(
+    rates: Option<&str>,
+    p99s: Option<&str>,
+    min_requests: Option<u64>,
+) -> Result<Guard, ObjectiveError> {
+    let mut g = Guard::default();
+    if let Some(t) = rates {
+        g.max_error_rate = parse_list(t, parse_rate).map_err(ObjectiveError::Rate)?;
+    }
+    if let Some(t) = p99s {
+        g.max_p99 = parse_list(t, parse_latency).map_err(ObjectiveError::P99)?;
+    }
+    if g.max_error_rate.is_empty() && g.max_p99.is_empty() {
+        return Err(ObjectiveError::Missing);
+    }
+    if let Some(n) = min_requests {
+        if !(1..=1_000_000).contains(&n) {
+            return Err(ObjectiveError::MinRequests(n));
+        }
+        g.min_requests = n;
+    }
+    Ok(g)
 }
 
 /// What the controller does after a judgement.

@@ -147,25 +147,21 @@ impl AutoSpec {
     /// The guard, or what is wrong with the spec, naming the field.
     pub fn guard(&self) -> Result<Guard, CanaryError> {
         let bad = |field: &str, e: String| CanaryError::Invalid(format!("auto.{field}: {e}"));
-        let mut g = Guard::default();
-        if let Some(t) = &self.max_error_rate {
-            g.max_error_rate =
-                guard::parse_list(t, guard::parse_rate).map_err(|e| bad("maxErrorRate", e))?;
-        }
-        if let Some(t) = &self.max_p99 {
-            g.max_p99 = guard::parse_list(t, guard::parse_latency).map_err(|e| bad("maxP99", e))?;
-        }
-        if g.max_error_rate.is_empty() && g.max_p99.is_empty() {
-            return Err(CanaryError::Invalid(
-                "auto: give at least one objective (maxErrorRate, maxP99)".into(),
-            ));
-        }
-        if let Some(n) = self.min_requests {
-            if !(1..=1_000_000).contains(&n) {
-                return Err(bad("minRequests", format!("{n} is not 1..=1000000")));
+        let mut g = guard::objectives(
+            self.max_error_rate.as_deref(),
+            self.max_p99.as_deref(),
+            self.min_requests,
+        )
+        .map_err(|e| match e {
+            guard::ObjectiveError::Rate(e) => bad("maxErrorRate", e),
+            guard::ObjectiveError::P99(e) => bad("maxP99", e),
+            guard::ObjectiveError::MinRequests(n) => {
+                bad("minRequests", format!("{n} is not 1..=1000000"))
             }
-            g.min_requests = n;
-        }
+            guard::ObjectiveError::Missing => CanaryError::Invalid(
+                "auto: give at least one objective (maxErrorRate, maxP99)".into(),
+            ),
+        })?;
         if let Some(t) = &self.step_time {
             let d = crate::resources::duration::parse(t).map_err(|e| bad("stepTime", e))?;
             if d < std::time::Duration::from_secs(1) || d > std::time::Duration::from_secs(86_400) {

@@ -127,12 +127,10 @@ pub fn look(
     let elapsed = Duration::from_secs(now.saturating_sub(experiment.started));
     let mut so_far = Vec::new();
     for service in &experiment.steady_state {
-        let b = stats.get(service).cloned().unwrap_or_default();
-        let figures = Figures {
-            requests: b.requests,
-            errors: b.requests * (1.0 - b.success_rate.unwrap_or(1.0)),
-            p99_seconds: b.p99_seconds,
-        };
+        let figures = stats
+            .get(service)
+            .map(Figures::from_stats)
+            .unwrap_or_default();
         // Judged as a canary in its only step that never promotes: a breach is a
         // rollback, anything else a hold.
         match judge(
@@ -147,11 +145,7 @@ pub fn look(
             _ => so_far.push(format!(
                 "{service}: {} requests, error rate {}{}",
                 figures.requests.round(),
-                crate::canary::guard::percent(if figures.requests > 0.0 {
-                    figures.errors / figures.requests
-                } else {
-                    0.0
-                }),
+                crate::canary::guard::percent(figures.error_rate()),
                 figures
                     .p99_seconds
                     .map(|p| format!(", p99 {:.0}ms", p * 1e3))

@@ -20,8 +20,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use crate::canary::edit::{refers_to, route_namespace};
-use crate::canary::guard::{parse_latency, parse_list, parse_rate, Guard, LatencyLimit, RateLimit};
+use crate::canary::edit::route_namespace;
+use crate::canary::guard::{join, objectives, Guard, LatencyLimit, ObjectiveError, RateLimit};
 use crate::canary::Target;
 use crate::resources::{Kind, ResourceKey, GATEWAY_API_VERSION, TANDEM_API_VERSION};
 
@@ -153,13 +153,13 @@ impl Experiment {
         let a = &doc["metadata"]["annotations"];
         let get = |k: &str| a[k].as_str();
         let service = get(TARGET_ANNOTATION)?.to_string();
-        let guard = Guard {
-            max_error_rate: parse_list(get(MAX_ERROR_RATE_ANNOTATION).unwrap_or(""), parse_rate)
-                .ok()?,
-            max_p99: parse_list(get(MAX_P99_ANNOTATION).unwrap_or(""), parse_latency).ok()?,
-            min_requests: get(MIN_REQUESTS_ANNOTATION)?.parse().ok()?,
-            step_time: Duration::from_secs(get(DURATION_ANNOTATION)?.parse().ok()?),
-        };
+        let mut guard = objectives(
+            get(MAX_ERROR_RATE_ANNOTATION),
+            get(MAX_P99_ANNOTATION),
+            get(MIN_REQUESTS_ANNOTATION)?.parse().ok(),
+        )
+        .ok()?;
+        guard.step_time = Duration::from_secs(get(DURATION_ANNOTATION)?.parse().ok()?);
         Some(Experiment {
             namespace: route_namespace(doc).to_string(),
             service,
@@ -189,16 +189,10 @@ impl Experiment {
     pub fn objectives(&self) -> String {
         let mut limits: Vec<String> = Vec::new();
         if !self.guard.max_error_rate.is_empty() {
-            limits.push(format!(
-                "error rate ≤ {}",
-                crate::canary::guard::join(&self.guard.max_error_rate)
-            ));
+            limits.push(format!("error rate ≤ {}", join(&self.guard.max_error_rate)));
         }
         if !self.guard.max_p99.is_empty() {
-            limits.push(format!(
-                "p99 ≤ {}",
-                crate::canary::guard::join(&self.guard.max_p99)
-            ));
+            limits.push(format!("p99 ≤ {}", join(&self.guard.max_p99)));
         }
         format!("{} {}", self.steady_state.join(", "), limits.join(", "))
     }
@@ -262,21 +256,30 @@ pub fn plan_start(
             MAX_DURATION.as_secs()
         )));
     }
-    let rates = spec.max_error_rate.as_deref().unwrap_or("");
-    let rates = parse_list(rates, parse_rate)
-        .map_err(|e| ChaosError::Invalid(format!("max_error_rate: {e}")))?;
-    let p99s = spec.max_p99.as_deref().unwrap_or("");
-    let p99s = parse_list(p99s, parse_latency)
-        .map_err(|e| ChaosError::Invalid(format!("max_p99: {e}")))?;
-    if rates.is_empty() && p99s.is_empty() {
-        return Err(ChaosError::Invalid(
-            "a steady state is needed: max_error_rate and/or max_p99".into(),
-        ));
-    }
+    let mut guard = objectives(
+        spec.max_error_rate.as_deref(),
+        spec.max_p99.as_deref(),
+        spec.min_requests,
+    )
+    .map_err(|e| {
+        ChaosError::Invalid(match e {
+            ObjectiveError::Rate(e) => format!("max_error_rate: {e}"),
+            ObjectiveError::P99(e) => format!("max_p99: {e}"),
+            ObjectiveError::MinRequests(n) => format!("min_requests: {n} is not 1..=1000000"),
+            ObjectiveError::Missing => {
+                "a steady state is needed: max_error_rate and/or max_p99".into()
+            }
+        })
+    })?;
+    guard.step_time = duration;
     // Relative limits compare a canary with its stable; an experiment has no second
     // population to compare with.
-    if rates.iter().any(|r| matches!(r, RateLimit::OverStable(_)))
-        || p99s
+    if guard
+        .max_error_rate
+        .iter()
+        .any(|r| matches!(r, RateLimit::OverStable(_)))
+        || guard
+            .max_p99
             .iter()
             .any(|l| matches!(l, LatencyLimit::TimesStable(_)))
     {
@@ -311,9 +314,6 @@ pub fn plan_start(
             json!({"fixedDelay": d.duration, "percent": d.percent.unwrap_or(100.0)}),
         );
     }
-    let min_requests = spec
-        .min_requests
-        .unwrap_or(crate::canary::guard::DEFAULT_MIN_REQUESTS);
     let mut docs = vec![json!({
         "apiVersion": TANDEM_API_VERSION,
         "kind": "FaultInjection",
@@ -325,9 +325,9 @@ pub fn plan_start(
                 STARTED_ANNOTATION: now.to_string(),
                 DURATION_ANNOTATION: duration.as_secs().to_string(),
                 STEADY_ANNOTATION: steady.join(","),
-                MAX_ERROR_RATE_ANNOTATION: crate::canary::guard::join(&rates),
-                MAX_P99_ANNOTATION: crate::canary::guard::join(&p99s),
-                MIN_REQUESTS_ANNOTATION: min_requests.to_string(),
+                MAX_ERROR_RATE_ANNOTATION: join(&guard.max_error_rate),
+                MAX_P99_ANNOTATION: join(&guard.max_p99),
+                MIN_REQUESTS_ANNOTATION: guard.min_requests.to_string(),
             },
         },
         "spec": Value::Object(fault),
@@ -477,16 +477,6 @@ fn set_annotation(doc: &mut Value, key: &str, value: Option<&str>) {
             meta.remove("annotations");
         }
     }
-}
-
-/// Whether `route` (of any namespace) has `namespace/service` among its parents.
-pub fn attaches_to(route: &Value, namespace: &str, service: &str) -> bool {
-    let ns = route_namespace(route);
-    route["spec"]["parentRefs"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .any(|p| refers_to(p, ns, namespace, service))
 }
 
 /// The running experiments in `faults` (FaultInjection documents), by `namespace/service`.
