@@ -364,3 +364,103 @@ async fn access_log_has_one_json_line_per_request() {
         3.0
     );
 }
+
+/// `api` with one HTTP port and the access log annotation set to `log` (none: absent).
+fn api_service(log: Option<&str>) -> String {
+    let annotations = log
+        .map(|l| format!(", annotations: {{ \"config.tandem.dev/access-log\": \"{l}\" }}"))
+        .unwrap_or_default();
+    format!(
+        "apiVersion: tandem.dev/v1alpha1\nkind: Service\n\
+         metadata: {{ name: api, namespace: default{annotations} }}\n\
+         spec:\n  ports:\n    - {{ port: 80, name: main, protocol: http }}\n"
+    )
+}
+
+fn lines_of(path: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect()
+}
+
+async fn call_api(web: &Proxy, path: &str) -> u16 {
+    let pool = client::http1(web.outbound());
+    let req = client::request("GET", &format!("http://api{path}"), client::empty());
+    client::send(&pool, req).await.unwrap().status().as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_services_access_log_is_switched_from_the_control_plane() {
+    use tandem_tests::control_plane::ControlPlane;
+    use tandem_tests::mesh;
+    use tandem_tests::traffic::wait_dump;
+    use tandem_tests::zero_trust::{register, sidecar, wait_mtls_to};
+
+    let dir = TempDir::new("asked-log");
+    let log = dir.path().join("api.log");
+    let cp = ControlPlane::start().await;
+    // A typo is refused with the field path, and nothing changes.
+    let bad = cp.apply(&api_service(Some("logs/api.log"))).await;
+    assert!(!bad.status.success(), "a relative path is refused");
+    assert!(
+        bad.stderr
+            .contains("metadata.annotations[\"config.tandem.dev/access-log\"]"),
+        "{}",
+        bad.stderr
+    );
+    cp.apply_ok(&mesh::docs(&[mesh::service("web"), api_service(None)]))
+        .await;
+    let app = HttpServer::echo("api-app").await;
+    let api = sidecar(&cp, "api", app.addr().port(), &[]).await;
+    register(&cp, "api", api.inbound()).await;
+    let web = sidecar(&cp, "web", 1, &[]).await;
+    wait_mtls_to(&web, "api").await;
+    assert_eq!(call_api(&web, "/before").await, 200);
+
+    // Switched on: api's sidecar logs what it receives, without a restart.
+    let log_arg = log.display().to_string();
+    cp.apply_ok(&api_service(Some(&log_arg))).await;
+    wait_dump(&api, SPANS, "the inbound access log", |d| {
+        d["routes"]["inbound"]["access_log"]["file"] == log_arg.as_str()
+    })
+    .await;
+    for i in 0..3 {
+        assert_eq!(call_api(&web, &format!("/on/{i}")).await, 200);
+    }
+    let lines = eventually(SPANS, "three lines", || async {
+        let lines = lines_of(&log);
+        if lines.len() >= 3 {
+            Ok(lines)
+        } else {
+            Err(format!("{} lines", lines.len()))
+        }
+    })
+    .await;
+    assert_eq!(lines.len(), 3, "only requests after the switch: {lines:?}");
+    for (i, line) in lines.iter().enumerate() {
+        assert_eq!(line["direction"], "inbound");
+        assert_eq!(line["path"], format!("/on/{i}"));
+        assert_eq!(line["status"], 200);
+        assert_eq!(
+            line["peer_identity"],
+            "spiffe://cluster.local/ns/default/sa/web"
+        );
+    }
+    // The caller's sidecar was not asked: it writes nowhere (its outbound lines would be
+    // in the same file, marked outbound).
+
+    // Switched off: no more lines.
+    cp.apply_ok(&api_service(Some("off"))).await;
+    wait_dump(&api, SPANS, "no inbound access log", |d| {
+        d["routes"]["inbound"].is_object() && d["routes"]["inbound"]["access_log"].is_null()
+    })
+    .await;
+    for i in 0..3 {
+        assert_eq!(call_api(&web, &format!("/off/{i}")).await, 200);
+    }
+    // The log is written off the request path: give a stray line the time to land.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(lines_of(&log).len(), 3, "{:?}", lines_of(&log));
+}

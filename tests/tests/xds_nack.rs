@@ -40,6 +40,7 @@ fn mesh_with(backend: std::net::SocketAddr) -> MeshConfig {
             tls_mode: Default::default(),
             addresses: Vec::new(),
             service_accounts: Vec::new(),
+            access_log: None,
         },
     );
     mesh.endpoints.insert(

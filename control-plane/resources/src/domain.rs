@@ -78,6 +78,14 @@ pub fn endpoint_spec(doc: &Value) -> Result<EndpointSpec, ResourceError> {
 pub fn service(doc: &Value) -> Result<Service, ResourceError> {
     let (namespace, name) = identity(doc);
     let spec = service_spec(doc)?;
+    let access_log = match metadata_of(doc)
+        .annotations
+        .get(crate::ACCESS_LOG_ANNOTATION)
+    {
+        // Validated at apply time, like the spec.
+        Some(v) => super::validate::access_log("", v)?,
+        None => None,
+    };
     Ok(Service {
         id: ServiceRef::new(namespace, name),
         ports: spec
@@ -106,6 +114,7 @@ pub fn service(doc: &Value) -> Result<Service, ResourceError> {
             .map(|(i, a)| super::validate::virtual_address(&format!("spec.addresses[{i}]"), a))
             .collect::<Result<_, _>>()?,
         service_accounts: spec.service_accounts,
+        access_log,
     })
 }
 

@@ -45,6 +45,10 @@ pub const REGISTRATION_TTL_ANNOTATION: &str = "tandem.dev/ttl-seconds";
 /// HTTPRoute annotation: `"true"` lets every rule's `retry` retry non-idempotent methods
 /// (`POST`, `PATCH`) too. Gateway API has no field for this, hence an annotation.
 pub const NON_IDEMPOTENT_RETRY_ANNOTATION: &str = "retry.tandem.dev/non-idempotent";
+/// Service annotation: where the service's workloads' proxies log the requests they
+/// receive (`stdout` or an absolute path), switched on and off from the control plane
+/// without restarting them. The same key as the injector's pod annotation.
+pub const ACCESS_LOG_ANNOTATION: &str = "config.tandem.dev/access-log";
 /// The API group of Tandem's filter resources, as an `ExtensionRef` names it.
 pub const TANDEM_GROUP: &str = "tandem.dev";
 /// Prefix of a `GRPCRoute`'s name in [`tandem_xds::domain::MeshConfig::routes`] (and so in

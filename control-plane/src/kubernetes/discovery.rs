@@ -33,7 +33,9 @@ use tokio_stream::StreamExt;
 
 use super::SOURCE;
 use crate::resources::validate::validate_document;
-use crate::resources::{Kind, Resource, SOURCE_ANNOTATION, TANDEM_API_VERSION};
+use crate::resources::{
+    Kind, Resource, ACCESS_LOG_ANNOTATION, SOURCE_ANNOTATION, TANDEM_API_VERSION,
+};
 use crate::store::Store;
 
 /// One watcher event of any of the three kinds (boxed: a Pod is large, and most events
@@ -179,7 +181,19 @@ fn desired(
                 continue;
             }
         };
-        warned.remove(key);
+        let log = match access_log(svc) {
+            Ok(log) => {
+                warned.remove(key);
+                log
+            }
+            Err(reason) => {
+                if warned.get(key) != Some(&reason) {
+                    tracing::warn!(namespace = %key.0, name = %key.1, %reason, "Service annotation ignored");
+                    warned.insert(key.clone(), reason);
+                }
+                None
+            }
+        };
         let addresses: Vec<&String> = svc
             .spec
             .as_ref()
@@ -192,10 +206,14 @@ fn desired(
             .values()
             .filter(|s| belongs(s, &key.0, &key.1))
             .collect();
+        let mut annotations = json!({SOURCE_ANNOTATION: SOURCE});
+        if let Some(log) = log {
+            annotations[ACCESS_LOG_ANNOTATION] = json!(log);
+        }
         let doc = json!({
             "apiVersion": TANDEM_API_VERSION,
             "kind": "Service",
-            "metadata": {"name": key.1, "namespace": key.0, "annotations": {SOURCE_ANNOTATION: SOURCE}},
+            "metadata": {"name": key.1, "namespace": key.0, "annotations": annotations},
             "spec": {
                 "ports": ports.iter().map(|p| &p.doc).collect::<Vec<_>>(),
                 "addresses": addresses,
@@ -210,6 +228,17 @@ fn desired(
         }
     }
     out
+}
+
+/// The Service's access log annotation, or why it is ignored: a typo there must not take
+/// the Service out of the mesh.
+fn access_log(svc: &Service) -> Result<Option<&String>, String> {
+    let Some(value) = svc.annotations().get(ACCESS_LOG_ANNOTATION) else {
+        return Ok(None);
+    };
+    crate::resources::validate::access_log("", value)
+        .map(|_| Some(value))
+        .map_err(|e| e.to_string())
 }
 
 fn push(out: &mut Vec<Resource>, doc: Value) {
@@ -433,6 +462,42 @@ mod tests {
         [(key, serde_json::from_value(v).unwrap())]
             .into_iter()
             .collect()
+    }
+
+    #[test]
+    fn a_services_access_log_annotation_is_carried_and_a_bad_one_ignored() {
+        let service = |value: &str| {
+            object::<Service>(json!({
+                "metadata": {"namespace": "shop", "name": "web",
+                             "annotations": {ACCESS_LOG_ANNOTATION: value}},
+                "spec": {"ports": [{"name": "http", "port": 80}]},
+            }))
+        };
+        let mut warned = BTreeMap::new();
+        let out = desired(
+            &service("stdout"),
+            &BTreeMap::new(),
+            &BTreeMap::new(),
+            &mut warned,
+        );
+        assert!(warned.is_empty(), "{warned:?}");
+        assert_eq!(
+            out[0].doc["metadata"]["annotations"][ACCESS_LOG_ANNOTATION],
+            "stdout"
+        );
+
+        let out = desired(
+            &service("logs/web.log"),
+            &BTreeMap::new(),
+            &BTreeMap::new(),
+            &mut warned,
+        );
+        assert_eq!(out.len(), 1, "the Service stays in the mesh");
+        assert!(out[0].doc["metadata"]["annotations"]
+            .get(ACCESS_LOG_ANNOTATION)
+            .is_none());
+        let reason = warned.get(&("shop".into(), "web".into())).unwrap();
+        assert!(reason.contains("absolute"), "{reason}");
     }
 
     #[test]

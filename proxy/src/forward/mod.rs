@@ -101,9 +101,20 @@ impl Forwarder {
         let start = Instant::now();
         let snapshot = self.store.load();
         let mut labels = Labels::default();
-        let mut record =
-            self.observer
-                .begin(conn.kind.direction(), conn.peer.identity.as_ref(), &mut req);
+        let asked_log = match conn.kind {
+            ListenerKind::Inbound => snapshot
+                .view
+                .inbound
+                .as_ref()
+                .and_then(|p| p.access_log.as_ref()),
+            _ => None,
+        };
+        let mut record = self.observer.begin(
+            conn.kind.direction(),
+            conn.peer.identity.as_ref(),
+            asked_log,
+            &mut req,
+        );
         let grpc = respond::is_grpc(req.headers());
         let mut flag = None;
         let mut resp = match self.forward(&snapshot, conn, req, &mut labels).await {

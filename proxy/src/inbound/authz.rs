@@ -136,6 +136,7 @@ mod tests {
             mode: TlsMode::Mutual,
             deny,
             allow,
+            access_log: None,
         }
     }
 

@@ -8,7 +8,6 @@
 use std::fs::OpenOptions;
 use std::io::{BufWriter, Write};
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -22,25 +21,8 @@ use crate::metrics::{Direction, ObserveMetrics};
 /// Lines waiting for the writer before new ones are dropped.
 const QUEUE: usize = 16 * 1024;
 
-/// Where the log goes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Target {
-    /// The proxy's standard output (the container log in Kubernetes).
-    Stdout,
-    /// A file, appended to.
-    File(PathBuf),
-}
-
-impl Target {
-    /// `stdout` (or `-`) or a file path, as `--access-log` takes it.
-    pub fn parse(s: &str) -> Result<Self, String> {
-        match s.trim() {
-            "" => Err("--access-log: expected `stdout` or a file path".to_string()),
-            "stdout" | "-" => Ok(Target::Stdout),
-            path => Ok(Target::File(PathBuf::from(path))),
-        }
-    }
-}
+/// Where the log goes (the proxy's flag, or the control plane through xDS).
+pub use tandem_xds::domain::AccessLogTarget as Target;
 
 /// Everything one line says about a request.
 #[derive(Debug)]
@@ -157,7 +139,7 @@ fn version_text(v: Version) -> &'static str {
 #[derive(Debug, thiserror::Error)]
 pub enum AccessLogError {
     /// The file could not be opened for appending.
-    #[error("--access-log: cannot open {path}: {source}")]
+    #[error("access log: cannot open {path}: {source}")]
     Open {
         /// The file.
         path: String,
@@ -165,7 +147,7 @@ pub enum AccessLogError {
         source: std::io::Error,
     },
     /// The writer thread could not be started.
-    #[error("--access-log: cannot start the writer thread: {0}")]
+    #[error("access log: cannot start the writer thread: {0}")]
     Thread(std::io::Error),
 }
 
@@ -301,15 +283,5 @@ mod tests {
         log.log(entry());
         log.log(entry());
         assert_eq!(metrics.log_lines("dropped").get(), 2);
-    }
-
-    #[test]
-    fn target_parses_stdout_and_paths() {
-        assert_eq!(Target::parse("stdout").unwrap(), Target::Stdout);
-        assert_eq!(
-            Target::parse("/var/log/a.log").unwrap(),
-            Target::File("/var/log/a.log".into())
-        );
-        assert!(Target::parse(" ").is_err());
     }
 }

@@ -10,6 +10,7 @@
 //! overflow is counted.
 
 pub mod access_log;
+pub mod asked_log;
 pub mod body;
 pub mod export;
 pub mod propagation;
@@ -26,6 +27,8 @@ use crate::http::request_body::ReceivedBytes;
 use crate::metrics::{Direction, ObserveMetrics};
 use crate::outbound::Labels;
 use access_log::{AccessLog, AccessLogError, Entry, Target};
+use asked_log::AskedLog;
+use tandem_xds::domain::AccessLogTarget;
 use trace::{HopSpan, TraceError, TraceSettings, Tracing};
 
 /// What to report.
@@ -49,9 +52,13 @@ pub enum ObserveError {
 }
 
 /// The proxy's reporters, shared by every worker.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Observer {
+    /// The proxy's own access log (`--access-log`): both directions.
     log: Option<AccessLog>,
+    /// The access log the control plane asks for: inbound requests, when there is no
+    /// `--access-log`.
+    asked: AskedLog,
     tracing: Option<Tracing>,
 }
 
@@ -70,18 +77,30 @@ impl Observer {
             Some(t) => Some(Tracing::start(t, metrics)?),
             None => None,
         };
-        Ok(Observer { log, tracing })
+        Ok(Observer {
+            log,
+            asked: AskedLog::new(metrics.clone()),
+            tracing,
+        })
     }
 
     /// Begins observing `req` (and, when tracing, rewrites its trace context for the next
-    /// hop); `None` when nothing is reported, which is the whole cost then.
+    /// hop); `None` when nothing is reported, which is the whole cost then. `asked`: the
+    /// access log the control plane asks for on this request's listener.
     pub fn begin<B>(
         &self,
         direction: Direction,
         peer_identity: Option<&Arc<str>>,
+        asked: Option<&AccessLogTarget>,
         req: &mut Request<B>,
     ) -> Option<Box<Record>> {
-        if self.log.is_none() && self.tracing.is_none() {
+        // The proxy's own flag wins: it was given for this proxy alone.
+        let log = match (&self.log, asked) {
+            (Some(log), _) => Some(log.clone()),
+            (None, Some(target)) => self.asked.get(target),
+            (None, None) => None,
+        };
+        if log.is_none() && self.tracing.is_none() {
             return None;
         }
         let authority = crate::http::headers::authority(req.uri(), req.headers());
@@ -101,7 +120,7 @@ impl Observer {
             })
             // An unsampled span has nothing to report: it needs no record.
             .filter(HopSpan::is_recording);
-        if self.log.is_none() && span.is_none() {
+        if log.is_none() && span.is_none() {
             return None;
         }
         let path = req
@@ -137,7 +156,7 @@ impl Observer {
             started: Instant::now(),
             received,
             entry,
-            log: self.log.clone(),
+            log,
             span,
         }))
     }

@@ -207,7 +207,9 @@ impl Shared {
 /// The access log and tracing the flags ask for.
 fn observe_settings(args: &Args, config: &Config) -> Result<ObserveSettings, StartupError> {
     let access_log = match &args.access_log {
-        Some(s) => Some(Target::parse(s).map_err(StartupError::Flag)?),
+        Some(s) => {
+            Some(Target::parse(s).map_err(|e| StartupError::Flag(format!("--access-log: {e}")))?)
+        }
         None => None,
     };
     let tracing = args

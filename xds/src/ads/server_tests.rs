@@ -50,6 +50,7 @@ fn mesh(endpoints: u8) -> MeshConfig {
                 tls_mode: Default::default(),
                 addresses: Vec::new(),
                 service_accounts: Vec::new(),
+                access_log: None,
             },
         );
     }

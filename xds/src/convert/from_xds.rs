@@ -14,6 +14,7 @@
 //! Resources that are valid but reference ones not (yet) present give
 //! [`FromXdsError::Incomplete`], so a client can wait for the rest.
 
+mod access_log;
 mod action;
 mod cluster;
 mod filters;

@@ -18,6 +18,7 @@ use prost::Name;
 use super::*;
 use crate::domain::*;
 
+mod access_log;
 mod addresses;
 mod determinism;
 mod policy;
@@ -43,6 +44,7 @@ fn service(name: &str, protocol: AppProtocol) -> (ServiceRef, Service) {
             tls_mode: Default::default(),
             addresses: Vec::new(),
             service_accounts: Vec::new(),
+            access_log: None,
         },
     )
 }

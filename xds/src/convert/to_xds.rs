@@ -32,6 +32,7 @@
 //! `prefix: ""`. [`from_xds`](super::from_xds) recognises that exact regex shape and gives
 //! back `PathMatch::Prefix`.
 
+mod access_log;
 mod action;
 mod cluster;
 mod ports;
@@ -67,6 +68,7 @@ use crate::domain::{
     inbound_listener_name, CallPolicy, HttpRoute, MeshConfig, Service, TRUST_BUNDLE_SECRET,
 };
 
+pub use access_log::{FILE_ACCESS_LOGGER, STDOUT_ACCESS_LOGGER};
 pub use route::precedence;
 pub use security::{
     AUTHZ_ALLOW_FILTER, AUTHZ_DENY_FILTER, HTTP_CONNECTION_MANAGER, INBOUND_PORT,

@@ -10,9 +10,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+mod observe;
 mod security;
 mod traffic;
 
+pub use observe::*;
 pub use security::*;
 pub use traffic::*;
 
@@ -113,6 +115,10 @@ pub struct Service {
     /// presenting any of them, and a proxy authenticated as one may serve this service.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub service_accounts: Vec<String>,
+    /// Where its workloads' proxies log the requests they receive (`None`: as each
+    /// proxy's own flags say).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_log: Option<AccessLogTarget>,
 }
 
 impl Service {

@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::ServiceRef;
+use super::{AccessLogTarget, ServiceRef};
 
 /// The SDS secret that carries the mesh's trusted roots (Istio's name for the same thing,
 /// so Envoy configs read familiarly).
@@ -234,6 +234,10 @@ pub struct InboundPolicy {
     pub deny: Vec<AuthzRule>,
     /// `None`: allowed unless denied; `Some(rules)`: allowed only if one matches.
     pub allow: Option<Vec<AuthzRule>>,
+    /// Where the proxy logs the requests it receives, as the control plane asks (`None`:
+    /// as the proxy's own flags say).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_log: Option<AccessLogTarget>,
 }
 
 /// How a cluster's endpoints are called: mutual TLS with these expected server identities.
@@ -256,11 +260,8 @@ impl super::MeshConfig {
     /// rule of the policies that apply to it, and the allow rules, which exist (`Some`) as
     /// soon as one `ALLOW` policy applies or the mesh default is `deny`.
     pub fn inbound_policy(&self, service: &ServiceRef) -> InboundPolicy {
-        let mode = self
-            .services
-            .get(service)
-            .map(|s| s.tls_mode)
-            .unwrap_or_default();
+        let svc = self.services.get(service);
+        let mode = svc.map(|s| s.tls_mode).unwrap_or_default();
         let mut deny = Vec::new();
         let mut allow: Option<Vec<AuthzRule>> = match self.security.default_action {
             AuthzDefault::Allow => None,
@@ -279,6 +280,7 @@ impl super::MeshConfig {
             mode,
             deny,
             allow,
+            access_log: svc.and_then(|s| s.access_log.clone()),
         }
     }
 

@@ -128,6 +128,9 @@ pub fn validate_document(at: &str, doc: Value) -> Result<Resource, ResourceError
         Kind::Service => {
             let spec: ServiceSpec = from_value(&spec_at, doc.spec)?;
             service(&spec_at, &spec)?;
+            if let Some(v) = meta.annotations.get(crate::ACCESS_LOG_ANNOTATION) {
+                access_log(at, v)?;
+            }
             to_json(&spec)
         }
         Kind::Endpoint => {
@@ -298,6 +301,27 @@ fn host_name(path: &str, s: &str) -> Result<(), ResourceError> {
     } else {
         Err(ResourceError::new(path, format!("{s:?} is not a DNS name")))
     }
+}
+
+/// A Service's [`crate::ACCESS_LOG_ANNOTATION`]: `stdout`, an absolute path or `off`.
+pub fn access_log(
+    at: &str,
+    value: &str,
+) -> Result<Option<tandem_xds::domain::AccessLogTarget>, ResourceError> {
+    if value.trim() == "off" {
+        return Ok(None);
+    }
+    tandem_xds::domain::AccessLogTarget::parse_remote(value)
+        .map(Some)
+        .map_err(|e| {
+            ResourceError::new(
+                format!(
+                    "{at}.metadata.annotations[\"{}\"]",
+                    crate::ACCESS_LOG_ANNOTATION
+                ),
+                format!("{e}, or `off`"),
+            )
+        })
 }
 
 fn service(at: &str, spec: &ServiceSpec) -> Result<(), ResourceError> {

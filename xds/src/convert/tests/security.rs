@@ -70,13 +70,13 @@ fn as_v1(res: &Resources) -> Resources {
     res
 }
 
-fn v1_view(m: &MeshConfig) -> ProxyView {
+pub(super) fn v1_view(m: &MeshConfig) -> ProxyView {
     let snap = to_snapshot(m, "v1").unwrap();
     snap.check_consistent().unwrap();
     to_proxy_view(&as_v1(snap.resources())).unwrap()
 }
 
-fn secure_resources() -> Resources {
+pub(super) fn secure_resources() -> Resources {
     let m = secure_mesh(
         TlsMode::Permissive,
         vec![
@@ -128,7 +128,7 @@ pub(super) fn rule_shapes() -> Vec<AuthzRule> {
     ]
 }
 
-fn invalid_at(res: &Resources, path: &str) -> ConvertError {
+pub(super) fn invalid_at(res: &Resources, path: &str) -> ConvertError {
     match to_proxy_view(res) {
         Err(FromXdsError::Invalid(e)) => {
             assert_eq!(e.path, path, "{e}");
@@ -156,7 +156,7 @@ fn edit_upstream(res: &Resources, f: impl FnOnce(&mut UpstreamTlsContext)) -> Re
 
 /// Edits the HTTP connection manager of filter chain `chain` of reviews-v1's inbound
 /// listener.
-fn edit_inbound_hcm(
+pub(super) fn edit_inbound_hcm(
     res: &Resources,
     chain: usize,
     f: impl FnOnce(&mut HttpConnectionManager),
@@ -192,7 +192,7 @@ fn edit_rbac(res: &Resources, i: usize, f: impl Fn(&mut HttpRbac)) -> Resources 
     out
 }
 
-const INBOUND: &str = "Listener[inbound|default|reviews-v1]";
+pub(super) const INBOUND: &str = "Listener[inbound|default|reviews-v1]";
 
 #[test]
 fn secret_type_url_matches_the_generated_type() {

@@ -259,6 +259,7 @@ fn inbound_hcm(name: &str, policy: &InboundPolicy, trust_domain: &str) -> Filter
             ..Default::default()
         })),
         http_filters,
+        access_log: super::access_log::access_logs(policy.access_log.as_ref()),
         ..Default::default()
     };
     Filter {

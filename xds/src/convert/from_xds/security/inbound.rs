@@ -19,11 +19,13 @@ use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
 use envoy_types::pb::google::protobuf::Any;
 use prost::Name;
 
+use crate::convert::from_xds::access_log::access_log;
 use crate::convert::from_xds::{name_mismatch, reject_rest};
 use crate::convert::to_xds::{INBOUND_PORT, RAW_PROTOCOL, TLS_INSPECTOR, TLS_PROTOCOL};
 use crate::convert::{unpack, ConvertError};
 use crate::domain::{
-    inbound_listener_service, AuthzRule, InboundPolicy, TlsMode, TRUST_BUNDLE_SECRET,
+    inbound_listener_service, AccessLogTarget, AuthzRule, InboundPolicy, TlsMode,
+    TRUST_BUNDLE_SECRET,
 };
 
 use super::policies::rbac_filter;
@@ -57,7 +59,7 @@ pub(in crate::convert::from_xds) fn inbound_listener(
 
     let mut tls = false;
     let mut raw = false;
-    let mut rules: Option<Authz> = None;
+    let mut rules: Option<Chain> = None;
     for (i, chain) in chains.into_iter().enumerate() {
         let cpath = format!("{path}.filter_chains[{i}]");
         let (is_tls, chain_rules) = filter_chain(chain, name, &cpath)?;
@@ -74,7 +76,7 @@ pub(in crate::convert::from_xds) fn inbound_listener(
             Some(_) => {
                 return Err(ConvertError::new(
                     format!("{cpath}.filters[0]"),
-                    "every filter chain must enforce the same authorization",
+                    "every filter chain must enforce the same authorization and access log",
                 ))
             }
         }
@@ -91,12 +93,17 @@ pub(in crate::convert::from_xds) fn inbound_listener(
         }
     };
     inspector(listener_filters, tls, &format!("{path}.listener_filters"))?;
-    let (deny, allow) = rules.unwrap_or_default();
+    let Chain {
+        deny,
+        allow,
+        access_log,
+    } = rules.unwrap_or_default();
     Ok(InboundPolicy {
         service,
         mode,
         deny,
         allow,
+        access_log,
     })
 }
 
@@ -169,16 +176,21 @@ fn inspector(filters: Vec<ListenerFilter>, tls: bool, path: &str) -> Result<(), 
     }
 }
 
-/// What an inbound HTTP connection manager enforces: deny rules, then allow rules (as in
-/// [`InboundPolicy`]).
-type Authz = (Vec<AuthzRule>, Option<Vec<AuthzRule>>);
+/// What an inbound HTTP connection manager enforces — deny rules, then allow rules (as in
+/// [`InboundPolicy`]) — and where it logs.
+#[derive(Debug, Default, PartialEq)]
+struct Chain {
+    deny: Vec<AuthzRule>,
+    allow: Option<Vec<AuthzRule>>,
+    access_log: Option<AccessLogTarget>,
+}
 
 /// One inbound filter chain: whether it is the TLS one, and what it enforces.
 fn filter_chain(
     mut chain: FilterChain,
     listener: &str,
     path: &str,
-) -> Result<(bool, Authz), ConvertError> {
+) -> Result<(bool, Chain), ConvertError> {
     let fcm = chain.filter_chain_match.take();
     let socket = chain.transport_socket.take();
     let filters = std::mem::take(&mut chain.filters);
@@ -271,11 +283,15 @@ fn downstream_tls(any: &Any, path: &str) -> Result<(), ConvertError> {
 
 /// The inbound HTTP connection manager: an empty inline route configuration named after
 /// the listener (the proxy forwards inbound requests to its application itself), then
-/// optional RBAC deny, optional RBAC allow, router.
-fn inbound_hcm(any: &Any, listener: &str, path: &str) -> Result<Authz, ConvertError> {
+/// optional RBAC deny, optional RBAC allow, router; optionally an access log.
+fn inbound_hcm(any: &Any, listener: &str, path: &str) -> Result<Chain, ConvertError> {
     let mut hcm: HttpConnectionManager = unpack(any, path)?;
     let route = hcm.route_specifier.take();
     let filters = std::mem::take(&mut hcm.http_filters);
+    let access_log = access_log(
+        std::mem::take(&mut hcm.access_log),
+        &format!("{path}.access_log"),
+    )?;
     hcm.stat_prefix.clear();
     hcm.codec_type = 0;
     reject_rest(&hcm, path)?;
@@ -322,7 +338,11 @@ fn inbound_hcm(any: &Any, listener: &str, path: &str) -> Result<Authz, ConvertEr
             }
         }
     }
-    Ok((deny.unwrap_or_default(), allow))
+    Ok(Chain {
+        deny: deny.unwrap_or_default(),
+        allow,
+        access_log,
+    })
 }
 
 fn router(f: &HttpFilter, path: &str) -> Result<(), ConvertError> {
