@@ -21,6 +21,7 @@ pub mod auth;
 pub mod canary;
 pub mod chaos;
 pub mod discovery;
+pub mod edits;
 pub mod flags;
 pub mod identity;
 pub mod injector;

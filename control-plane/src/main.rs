@@ -21,6 +21,7 @@ use tandem_control_plane::discovery::dns::Dns;
 use tandem_control_plane::discovery::registrations::{Expiry, Registrations};
 use tandem_control_plane::discovery::static_file::StaticFile;
 use tandem_control_plane::discovery::{self, Source};
+use tandem_control_plane::edits::Edits;
 use tandem_control_plane::flags::Flags;
 use tandem_control_plane::identity::ca::{Ca, CaSource};
 use tandem_control_plane::identity::server::{self as identity_server, IdentityService};
@@ -28,6 +29,7 @@ use tandem_control_plane::identity::tokens::JoinTokens;
 use tandem_control_plane::identity::Authenticator;
 use tandem_control_plane::injector;
 use tandem_control_plane::kubernetes;
+use tandem_control_plane::kubernetes::writer::ClusterWriter;
 use tandem_control_plane::resources::clock::unix_now;
 use tandem_control_plane::security::{self, SecuritySettings};
 use tandem_control_plane::store::Store;
@@ -137,6 +139,11 @@ async fn run(flags: Flags) -> Result<(), String> {
             identity.tokens.clone(),
         ))
     });
+    let edits = match &kube_client {
+        Some(client) => Edits::Cluster(ClusterWriter::new(client.clone())),
+        None => Edits::Store,
+    };
+    let mut leader = None;
     if let Some(client) = kube_client {
         let replica = flags.kubernetes_identity.clone().unwrap_or_else(|| {
             let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -153,10 +160,17 @@ async fn run(flags: Flags) -> Result<(), String> {
             ca: identity.ca.clone(),
             webhook: Some(flags.injector_webhook.clone()).filter(|n| !n.is_empty()),
         };
-        kubernetes::start(client, store.clone(), lease, leader_work);
+        leader = Some(kubernetes::start(client, store.clone(), lease, leader_work));
     }
     let telemetry = start_telemetry(&store, flags.scrape_interval);
-    let judgements = start_canary_controller(&flags, &store, &telemetry);
+    let judgements = Arc::new(canary::controller::Judgements::default());
+    tokio::spawn(canary::controller::run(canary::controller::Controller {
+        store: store.clone(),
+        telemetry: telemetry.clone(),
+        judgements: judgements.clone(),
+        edits: edits.clone(),
+        leader: leader.clone(),
+    }));
     let chaos = Arc::new(chaos::controller::Verdicts::default());
     if !flags.kubernetes {
         tokio::spawn(chaos::controller::run(
@@ -178,6 +192,7 @@ async fn run(flags: Flags) -> Result<(), String> {
             judgements,
             chaos,
             kubernetes: flags.kubernetes,
+            edits,
         },
     );
     let source = serve_xds(&flags, &store, &identity.ca, xds.listener)?;
@@ -321,24 +336,6 @@ fn start_telemetry(store: &Arc<Store>, interval_secs: u64) -> Arc<Telemetry> {
         Duration::from_secs(interval_secs),
     ));
     telemetry
-}
-
-/// The guarded-canary controller, judging running `--auto` canaries every second. Not in
-/// Kubernetes mode: there the routes are the cluster's, and canary actions are refused.
-fn start_canary_controller(
-    flags: &Flags,
-    store: &Arc<Store>,
-    telemetry: &Arc<Telemetry>,
-) -> Arc<canary::controller::Judgements> {
-    let judgements = Arc::new(canary::controller::Judgements::default());
-    if !flags.kubernetes {
-        tokio::spawn(canary::controller::run(
-            store.clone(),
-            telemetry.clone(),
-            judgements.clone(),
-        ));
-    }
-    judgements
 }
 
 /// The REST API on its listener.

@@ -10,19 +10,20 @@
 //!   `GET` adds the controller's latest `judgement`.
 //!
 //! Every action is planned by [`crate::canary`] (pure) and its route documents applied
-//! with [`crate::store::Store::apply_as`]: one revision covering every touched route, or nothing. Actions
+//! through [`crate::edits`]: one revision covering every touched route, or nothing; in
+//! Kubernetes mode, written to the cluster's HTTPRoutes and mirrored back. Actions
 //! are serialized by a lock so two canary commands never plan from the same state; a
 //! concurrent `apply` of the same routes by hand is last-writer-wins, as any apply.
 
 use http::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use super::request::{blocking, body, cluster_owned};
+use super::request::{blocking, body};
 use super::{ApiError, ApiState, Call};
-use crate::canary::controller::{read_world, ACTIONS};
+use crate::canary::controller::{edit_of, read_world, ActError, ACTIONS};
 use crate::canary::guard::join;
 use crate::canary::{self, Action, CanaryState};
-use crate::resources::validate::{dns_label, validate_documents};
+use crate::resources::validate::dns_label;
 use crate::store::WHO_API;
 use crate::telemetry::BackendStats;
 
@@ -51,16 +52,18 @@ async fn act(state: &ApiState, call: &Call, namespace: &str, service: &str) -> A
     let world = blocking(state, move |s| read_world(s, &ns)).await?;
     let target = world.target(namespace, service);
     let plan = canary::plan(&target, &action)?;
-    let resources = validate_documents(plan.documents)?;
-    for r in &resources {
-        cluster_owned(state, r.key.kind)?;
-    }
     if plan.state.as_ref().is_some_and(|s| s.guard.is_some()) {
         // The guard's first judgement needs fresh readings: start them now.
         state.telemetry.hurry();
     }
     let what = format!("canary {namespace}/{service} {}", action.name());
-    let outcome = blocking(state, move |s| s.apply_as(resources, WHO_API, &what)).await?;
+    // In Kubernetes mode the routes are written to the cluster (the mirror brings them
+    // back): a canary is the control plane's own edit, as Flagger's are.
+    let outcome = state
+        .edits
+        .apply(&state.store, edit_of(&plan, &world), WHO_API, &what)
+        .await
+        .map_err(ActError::from)?;
     tracing::info!(
         namespace,
         service,

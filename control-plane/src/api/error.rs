@@ -33,6 +33,9 @@ pub enum ApiError {
     /// The store failed; nothing was applied (500).
     #[error("{0}")]
     Internal(String),
+    /// Something the request needs (the Kubernetes API) did not answer in time (503).
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl ApiError {
@@ -46,6 +49,7 @@ impl ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }
@@ -88,6 +92,26 @@ impl From<crate::canary::controller::ActError> for ApiError {
             ActError::Canary(e) => e.into(),
             ActError::Store(e) => e.into(),
             ActError::Invalid(m) => ApiError::Internal(m),
+            ActError::Edit(e) => e.into(),
+        }
+    }
+}
+
+impl From<crate::edits::EditError> for ApiError {
+    fn from(e: crate::edits::EditError) -> Self {
+        use crate::edits::EditError;
+        use crate::kubernetes::writer::WriteError;
+        match e {
+            EditError::Invalid(e) => {
+                ApiError::Internal(format!("a planned document does not validate: {e}"))
+            }
+            EditError::Store(e) => e.into(),
+            EditError::Cluster(e @ WriteError::Moved(_)) => ApiError::Conflict(e.to_string()),
+            EditError::Cluster(e @ (WriteError::Api(_) | WriteError::NotMirroredYet(_))) => {
+                tracing::warn!(error = %e, "an edit in the cluster failed");
+                ApiError::Unavailable(e.to_string())
+            }
+            EditError::Cluster(e) => ApiError::Internal(e.to_string()),
         }
     }
 }

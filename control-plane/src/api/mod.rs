@@ -64,6 +64,8 @@ pub struct ApiState {
     /// Kubernetes mode: routes and policies are the cluster's, and writes of them here
     /// are refused.
     pub kubernetes: bool,
+    /// Where canary and chaos edits go (the cluster in Kubernetes mode).
+    pub edits: crate::edits::Edits,
 }
 
 /// Serves the API on `listener` until the process exits.

@@ -17,10 +17,12 @@ use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::Value;
+use tokio::sync::watch;
 
 use super::guard::{judge, Decision, Figures};
 use super::{Action, CanaryError, Phase, Plan, Target, AUTO_ANNOTATION, STATE_ANNOTATION};
-use crate::resources::{domain, validate_documents, Kind};
+use crate::edits::{Edit, EditError, Edits};
+use crate::resources::{domain, Kind};
 use crate::store::{Store, StoreError};
 use crate::telemetry::{Telemetry, RETENTION};
 
@@ -84,18 +86,19 @@ pub enum ActError {
     /// A planned document does not validate (a bug: plans edit valid routes).
     #[error("{0}")]
     Invalid(String),
+    /// The edit was not made (in Kubernetes mode: the cluster refused it, changed
+    /// meanwhile, or was not reachable).
+    #[error(transparent)]
+    Edit(#[from] EditError),
 }
 
-/// Applies `plan` as one revision by `who`, its summary starting with `what`.
-pub fn apply_plan(
-    store: &Store,
-    plan: &Plan,
-    who: &str,
-    what: &str,
-) -> Result<crate::store::Outcome, ActError> {
-    let resources =
-        validate_documents(plan.documents.clone()).map_err(|e| ActError::Invalid(e.to_string()))?;
-    Ok(store.apply_as(resources, who, what)?)
+/// The edit that carries out `plan`, planned from `world`'s routes.
+pub fn edit_of(plan: &Plan, world: &World) -> Edit {
+    Edit {
+        documents: plan.documents.clone(),
+        deletes: Vec::new(),
+        read: world.routes.clone(),
+    }
 }
 
 /// The controller's latest judgement of each guarded canary, for `canary status`.
@@ -132,12 +135,39 @@ impl Judgements {
     }
 }
 
-/// Judges every running guarded canary each [`ANALYSIS_INTERVAL`], forever.
-pub async fn run(store: Arc<Store>, telemetry: Arc<Telemetry>, judgements: Arc<Judgements>) {
+/// What the controller works with.
+#[derive(Debug, Clone)]
+pub struct Controller {
+    /// Where the routes are read.
+    pub store: Arc<Store>,
+    /// The proxies' metrics.
+    pub telemetry: Arc<Telemetry>,
+    /// Where its latest judgements are kept.
+    pub judgements: Arc<Judgements>,
+    /// Where its decisions are written.
+    pub edits: Edits,
+    /// Kubernetes mode: whether this replica holds the Lease (only the holder acts).
+    pub leader: Option<watch::Receiver<bool>>,
+}
+
+/// Judges every running guarded canary each [`ANALYSIS_INTERVAL`], forever (in
+/// Kubernetes mode, while this replica holds the Lease).
+pub async fn run(c: Controller) {
+    let Controller {
+        store,
+        telemetry,
+        judgements,
+        edits,
+        leader,
+    } = c;
     let mut tick = tokio::time::interval(ANALYSIS_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        if leader.as_ref().is_some_and(|l| !*l.borrow()) {
+            judgements.retain(&BTreeSet::new());
+            continue;
+        }
         let s = store.clone();
         let found = match tokio::task::spawn_blocking(move || guarded(&s)).await {
             Ok(Ok(found)) => found,
@@ -156,7 +186,16 @@ pub async fn run(store: Arc<Store>, telemetry: Arc<Telemetry>, judgements: Arc<J
         }
         telemetry.hurry();
         for (namespace, service) in found {
-            if let Err(e) = judge_one(&store, &telemetry, &judgements, &namespace, &service).await {
+            if let Err(e) = judge_one(
+                &store,
+                &telemetry,
+                &judgements,
+                &edits,
+                &namespace,
+                &service,
+            )
+            .await
+            {
                 tracing::warn!(namespace, service, error = %e, "canary controller");
             }
         }
@@ -188,6 +227,7 @@ async fn judge_one(
     store: &Arc<Store>,
     telemetry: &Telemetry,
     judgements: &Judgements,
+    edits: &Edits,
     namespace: &str,
     service: &str,
 ) -> Result<(), ActError> {
@@ -259,10 +299,9 @@ async fn judge_one(
         Action::Promote {} => format!("canary {id} promoted: {reason}"),
         _ => format!("canary {id} rolled back: {reason}"),
     };
-    let s = store.clone();
-    let outcome = tokio::task::spawn_blocking(move || apply_plan(&s, &plan, WHO_CONTROLLER, &what))
-        .await
-        .map_err(|e| ActError::Invalid(e.to_string()))??;
+    let outcome = edits
+        .apply(store, edit_of(&plan, &world), WHO_CONTROLLER, &what)
+        .await?;
     tracing::info!(
         namespace,
         service,

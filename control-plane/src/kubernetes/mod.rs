@@ -20,6 +20,7 @@ pub mod mirror;
 pub mod status;
 pub mod token_review;
 pub mod webhook_ca;
+pub mod writer;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -28,6 +29,9 @@ use crate::store::Store;
 
 /// The `tandem.dev/source` of resources mirrored from the cluster.
 pub const SOURCE: &str = "kubernetes";
+/// Kubernetes' annotation for why an object last changed (`kubectl rollout history`
+/// reads it): set on the control plane's own edits in the cluster.
+pub const CHANGE_CAUSE: &str = "kubernetes.io/change-cause";
 
 /// Why the cluster cannot be reached at startup.
 #[derive(Debug, thiserror::Error)]
@@ -68,7 +72,14 @@ async fn sync(
 ) {
     let store = store.clone();
     let synced = tokio::task::spawn_blocking(move || {
-        store.replace_owned(SOURCE, &kinds, desired, crate::store::WHO_KUBERNETES)
+        let summary = change_causes(&store, &desired);
+        store.replace_owned(
+            SOURCE,
+            &kinds,
+            desired,
+            crate::store::WHO_KUBERNETES,
+            summary.as_deref().unwrap_or(SOURCE),
+        )
     })
     .await;
     match synced {
@@ -85,6 +96,26 @@ async fn sync(
     }
 }
 
+/// The `kubernetes.io/change-cause` of each desired object whose cause is new (the
+/// control plane's own edits carry one: "canary default/web rolled back: ..."), so the
+/// revision that mirrors them says why in `tandemctl history`.
+fn change_causes(store: &Store, desired: &[crate::resources::Resource]) -> Option<String> {
+    let mut causes: Vec<&str> = Vec::new();
+    for r in desired {
+        let Some(cause) = r.doc["metadata"]["annotations"][CHANGE_CAUSE].as_str() else {
+            continue;
+        };
+        let before = store.get(&r.key).ok().flatten();
+        let old = before
+            .as_ref()
+            .and_then(|b| b.doc["metadata"]["annotations"][CHANGE_CAUSE].as_str());
+        if old != Some(cause) && !causes.contains(&cause) {
+            causes.push(cause);
+        }
+    }
+    (!causes.is_empty()).then(|| causes.join("; "))
+}
+
 /// What the Lease holder does besides route status.
 pub struct LeaderWork {
     /// The mesh CA, whose bundle goes into the webhook's `caBundle`.
@@ -95,13 +126,14 @@ pub struct LeaderWork {
 
 /// Starts mirroring the cluster's configuration into `store` (every replica), competing
 /// for the Lease, and, on the Lease holder only, writing route status back and keeping
-/// the webhook's `caBundle`; runs until the process exits.
+/// the webhook's `caBundle`; runs until the process exits. Returns whether this replica
+/// holds the Lease, for the other once-only work (guarded canaries, chaos experiments).
 pub fn start(
     client: kube::Client,
     store: Arc<Store>,
     lease: lease::LeaseConfig,
     leader_work: LeaderWork,
-) {
+) -> tokio::sync::watch::Receiver<bool> {
     let (published_tx, published_rx) = tokio::sync::watch::channel(Default::default());
     let (leader_tx, leader_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(mirror::run(client.clone(), store.clone(), published_tx));
@@ -115,5 +147,6 @@ pub fn start(
             leader_rx.clone(),
         ));
     }
-    tokio::spawn(status::run(client, store, published_rx, leader_rx));
+    tokio::spawn(status::run(client, store, published_rx, leader_rx.clone()));
+    leader_rx
 }

@@ -276,16 +276,18 @@ impl Store {
     }
 
     /// Makes the resources of `kinds` owned by `source` (annotation `tandem.dev/source`)
-    /// exactly `desired`, as one revision (or none when they already are): what the
-    /// source no longer has is deleted. The caller sets the annotation on `desired`.
+    /// exactly `desired`, as one revision (or none when they already are) whose summary
+    /// starts with `what`: what the source no longer has is deleted. The caller sets the
+    /// annotation on `desired`.
     pub fn replace_owned(
         &self,
         source: &str,
         kinds: &[Kind],
         desired: Vec<Resource>,
         who: &str,
+        what: &str,
     ) -> Result<Outcome, StoreError> {
-        self.commit(who, source, |view| {
+        self.commit(who, what, |view| {
             let wanted: BTreeSet<ResourceKey> = desired.iter().map(|r| r.key.clone()).collect();
             let mut puts = Vec::new();
             for kind in kinds {

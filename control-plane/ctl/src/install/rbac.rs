@@ -52,12 +52,20 @@ fn cluster_rules() -> Vec<Rule> {
             &["gateway.networking.k8s.io"], &["httproutes", "grpcroutes"], READ,
         ),
         rule(
-            "Route status (Accepted, ResolvedRefs) is written back; only the status subresource, never the routes themselves.",
+            "Route status (Accepted, ResolvedRefs) is written back.",
             &["gateway.networking.k8s.io"], &["httproutes/status", "grpcroutes/status"], &["update", "patch"],
         ),
         rule(
-            "Configuration: Tandem's own kinds. They have no status subresource, so nothing is written.",
+            "Canaries and chaos experiments (tandemctl canary, chaos; the guarded-canary controller on the Lease holder) edit HTTPRoutes' weights, annotations and filters, create a route when a service has none and delete the one a chaos experiment created. GRPCRoutes are only read.",
+            &["gateway.networking.k8s.io"], &["httproutes"], &["create", "update", "delete"],
+        ),
+        rule(
+            "Configuration: Tandem's own kinds (they have no status subresource).",
             &["tandem.dev"], &["destinationpolicies", "authorizationpolicies", "faultinjections"], READ,
+        ),
+        rule(
+            "Chaos experiments: the experiment's FaultInjection chaos-SERVICE is created, and deleted when it ends.",
+            &["tandem.dev"], &["faultinjections"], &["create", "update", "delete"],
         ),
         rule(
             "Identity: a proxy's projected ServiceAccount token (audience tandem) is checked with a TokenReview before its CSR is signed.",

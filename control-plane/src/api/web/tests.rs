@@ -61,6 +61,7 @@ async fn server(tag: &str) -> Server {
         chaos: Arc::default(),
         shared_ca: None,
         kubernetes: false,
+        edits: crate::edits::Edits::Store,
     });
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
