@@ -172,13 +172,13 @@ async fn run(flags: Flags) -> Result<(), String> {
         leader: leader.clone(),
     }));
     let chaos = Arc::new(chaos::controller::Verdicts::default());
-    if !flags.kubernetes {
-        tokio::spawn(chaos::controller::run(
-            store.clone(),
-            telemetry.clone(),
-            chaos.clone(),
-        ));
-    }
+    tokio::spawn(chaos::controller::run(
+        store.clone(),
+        telemetry.clone(),
+        chaos.clone(),
+        edits.clone(),
+        leader,
+    ));
     serve_api(
         api.listener,
         ApiState {

@@ -8,16 +8,19 @@
 //!   revision: the FaultInjection and the routes that carry it); 409 if one runs.
 //! - `POST /v1/chaos/{namespace}/{service}/stop` → ends it now (one revision).
 //!
-//! Refused in Kubernetes mode, where routes and FaultInjections are the cluster's.
+//! In Kubernetes mode the experiment's FaultInjection and route edits are written to the
+//! cluster (which owns those kinds there) and mirrored back; the controller runs on the
+//! Lease holder.
 
 use http::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use super::request::{blocking, body, refuse_in_kubernetes};
+use super::request::{blocking, body};
 use super::{ApiError, ApiState, Call};
 use crate::canary::controller::{read_world, ACTIONS};
 use crate::chaos::controller::{end, experiments, Verdict};
 use crate::chaos::{plan_start, ChaosError, ChaosSpec, Experiment};
+use crate::edits::Edit;
 use crate::resources::validate::{dns_label, validate_documents};
 use crate::store::WHO_API;
 
@@ -85,7 +88,6 @@ async fn one(state: &ApiState, ns: &str, svc: &str) -> Answer {
 }
 
 async fn start(state: &ApiState, call: &Call, ns: &str, svc: &str) -> Answer {
-    refuse_in_kubernetes(state, "tandemctl chaos")?;
     let spec: ChaosSpec = body(call)?;
     // One planner at a time, canary actions included: both edit the same routes.
     let _serial = ACTIONS.lock().await;
@@ -97,13 +99,21 @@ async fn start(state: &ApiState, call: &Call, ns: &str, svc: &str) -> Answer {
     let world = blocking(state, move |s| read_world(s, &namespace)).await?;
     let now = crate::resources::clock::unix_now();
     let docs = plan_start(&world.target(ns, svc), &spec, now)?;
-    let resources = validate_documents(docs)?;
-    let experiment = resources
+    let experiment = validate_documents(docs.clone())?
         .iter()
         .find_map(|r| Experiment::from_fault(&r.doc))
         .ok_or_else(|| ApiError::Internal("the planned experiment is unreadable".into()))?;
     let what = format!("chaos {id} started: {}", experiment.describe());
-    let outcome = blocking(state, move |s| s.apply_as(resources, WHO_API, &what)).await?;
+    // In Kubernetes mode the FaultInjection and the route edits go to the cluster.
+    let edit = Edit {
+        documents: docs,
+        deletes: Vec::new(),
+        read: world.routes.clone(),
+    };
+    let outcome = state
+        .edits
+        .apply(&state.store, edit, WHO_API, &what)
+        .await?;
     state.telemetry.hurry();
     state.chaos.set(
         &id,
@@ -121,7 +131,6 @@ async fn start(state: &ApiState, call: &Call, ns: &str, svc: &str) -> Answer {
 }
 
 async fn stop(state: &ApiState, ns: &str, svc: &str) -> Answer {
-    refuse_in_kubernetes(state, "tandemctl chaos")?;
     let _serial = ACTIONS.lock().await;
     let id = format!("{ns}/{svc}");
     let found = blocking(state, experiments).await?;
@@ -131,11 +140,7 @@ async fn stop(state: &ApiState, ns: &str, svc: &str) -> Answer {
         .ok_or_else(|| ChaosError::NotRunning(id.clone()))?;
     let reason = "stopped by hand".to_string();
     let summary = format!("chaos {id} ended: {reason}");
-    let e = experiment.clone();
-    let store = state.store.clone();
-    let revision = tokio::task::spawn_blocking(move || end(&store, &e, &summary))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    let revision = end(&state.store, &state.edits, &experiment, &summary).await?;
     let verdict = Verdict {
         at: crate::resources::clock::unix_now(),
         state: "stopped",

@@ -9,11 +9,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
+use serde_json::Value;
+use tokio::sync::watch;
 
 use super::{plan_end, running, Experiment};
 use crate::canary::controller::{ActError, ANALYSIS_INTERVAL};
 use crate::canary::guard::{judge, Decision, Figures};
-use crate::resources::{validate_documents, Kind};
+use crate::edits::{Edit, Edits};
+use crate::resources::Kind;
 use crate::store::{Store, StoreError};
 use crate::telemetry::{Group, Telemetry, RETENTION};
 
@@ -63,26 +66,54 @@ pub fn experiments(store: &Store) -> Result<BTreeMap<String, Experiment>, StoreE
     Ok(running(&faults))
 }
 
-/// Ends `experiment` as one revision by [`WHO_CHAOS`]: `summary` says why.
-pub fn end(store: &Store, experiment: &Experiment, summary: &str) -> Result<u64, ActError> {
-    let routes: Vec<_> = store
-        .list(Kind::HttpRoute, Some(&experiment.namespace))?
-        .into_iter()
-        .map(|r| r.doc)
-        .collect();
-    let (sets, deletes) = plan_end(&experiment.namespace, &experiment.service, &routes);
-    let resources = validate_documents(sets).map_err(|e| ActError::Invalid(e.to_string()))?;
-    Ok(store
-        .change_as(resources, deletes, WHO_CHAOS, summary)?
-        .revision)
+/// Ends `experiment` as one revision by [`WHO_CHAOS`] (in Kubernetes mode, one edit of
+/// the cluster, mirrored back): `summary` says why.
+pub async fn end(
+    store: &Arc<Store>,
+    edits: &Edits,
+    experiment: &Experiment,
+    summary: &str,
+) -> Result<u64, ActError> {
+    let s = store.clone();
+    let ns = experiment.namespace.clone();
+    let (routes, faults) = tokio::task::spawn_blocking(move || {
+        let docs = |kind| -> Result<Vec<Value>, StoreError> {
+            Ok(s.list(kind, Some(&ns))?
+                .into_iter()
+                .map(|r| r.doc)
+                .collect())
+        };
+        Ok::<_, StoreError>((docs(Kind::HttpRoute)?, docs(Kind::FaultInjection)?))
+    })
+    .await
+    .map_err(|e| ActError::Invalid(e.to_string()))??;
+    let (documents, deletes) = plan_end(&experiment.namespace, &experiment.service, &routes);
+    let mut read = routes;
+    read.extend(faults);
+    let edit = Edit {
+        documents,
+        deletes,
+        read,
+    };
+    Ok(edits.apply(store, edit, WHO_CHAOS, summary).await?.revision)
 }
 
-/// Judges every running experiment each [`ANALYSIS_INTERVAL`], forever.
-pub async fn run(store: Arc<Store>, telemetry: Arc<Telemetry>, verdicts: Arc<Verdicts>) {
+/// Judges every running experiment each [`ANALYSIS_INTERVAL`], forever (in Kubernetes
+/// mode, while this replica holds the Lease: `leader`).
+pub async fn run(
+    store: Arc<Store>,
+    telemetry: Arc<Telemetry>,
+    verdicts: Arc<Verdicts>,
+    edits: Edits,
+    leader: Option<watch::Receiver<bool>>,
+) {
     let mut tick = tokio::time::interval(ANALYSIS_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        if leader.as_ref().is_some_and(|l| !*l.borrow()) {
+            continue;
+        }
         let s = store.clone();
         let found = match tokio::task::spawn_blocking(move || experiments(&s)).await {
             Ok(Ok(found)) => found,
@@ -100,7 +131,7 @@ pub async fn run(store: Arc<Store>, telemetry: Arc<Telemetry>, verdicts: Arc<Ver
         }
         telemetry.hurry();
         for experiment in found.into_values() {
-            if let Err(e) = judge_one(&store, &telemetry, &verdicts, &experiment).await {
+            if let Err(e) = judge_one(&store, &telemetry, &verdicts, &edits, &experiment).await {
                 tracing::warn!(experiment = %experiment.id(), error = %e, "chaos");
             }
         }
@@ -168,6 +199,7 @@ async fn judge_one(
     store: &Arc<Store>,
     telemetry: &Telemetry,
     verdicts: &Verdicts,
+    edits: &Edits,
     experiment: &Experiment,
 ) -> Result<(), ActError> {
     let now = crate::resources::clock::unix_now();
@@ -196,11 +228,9 @@ async fn judge_one(
         Look::Held(why) => ("held", why),
     };
     let summary = format!("chaos {id} ended: {reason}");
-    let s = store.clone();
-    let e = experiment.clone();
-    let revision = tokio::task::spawn_blocking(move || end(&s, &e, &summary))
-        .await
-        .map_err(|e| ActError::Invalid(e.to_string()))??;
+    // Under the lock canary actions and `chaos stop` take: all of them edit routes.
+    let _serial = crate::canary::controller::ACTIONS.lock().await;
+    let revision = end(store, edits, experiment, &summary).await?;
     tracing::info!(experiment = %id, state, revision, %reason, "chaos experiment ended");
     verdicts.set(
         &id,

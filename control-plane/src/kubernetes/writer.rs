@@ -136,7 +136,12 @@ impl ClusterWriter {
             return Err(WriteError::Moved(key.to_string()));
         }
         object["metadata"]["annotations"] = Value::Object(annotations(doc, Some(&object)));
-        object["spec"] = doc["spec"].clone();
+        // The store's spec is in validation's normal form; the cluster keeps the user's
+        // form wherever the meaning did not change (a chaos experiment's end gives the
+        // route back byte for byte).
+        if spec_of(m, &object).as_ref() != Some(&doc["spec"]) {
+            object["spec"] = pruned(&doc["spec"], &object["spec"]);
+        }
         let object: DynamicObject =
             serde_json::from_value(object).map_err(|e| WriteError::Invalid(e.to_string()))?;
         // The object keeps its resourceVersion: a write in between fails with 409.
@@ -194,6 +199,47 @@ fn same(m: &Mirrored, object: &Value, read: Option<&Value>) -> bool {
     }
 }
 
+/// The spec of the cluster's `object` in the store's form.
+fn spec_of(m: &Mirrored, object: &Value) -> Option<Value> {
+    validate_document("", normalize(m, object))
+        .ok()
+        .map(|r| r.doc["spec"].clone())
+}
+
+/// `new` without the empty lists and maps that validation added where `old` (the
+/// cluster's form) has no such key, pairing list items by position.
+fn pruned(new: &Value, old: &Value) -> Value {
+    match (new, old) {
+        (Value::Object(n), Value::Object(o)) => Value::Object(
+            n.iter()
+                .filter(|(k, v)| o.contains_key(*k) || !is_empty(v))
+                .map(|(k, v)| (k.clone(), pruned(v, o.get(k).unwrap_or(&Value::Null))))
+                .collect(),
+        ),
+        (Value::Object(n), _) => Value::Object(
+            n.iter()
+                .filter(|(_, v)| !is_empty(v))
+                .map(|(k, v)| (k.clone(), pruned(v, &Value::Null)))
+                .collect(),
+        ),
+        (Value::Array(n), _) => Value::Array(
+            n.iter()
+                .enumerate()
+                .map(|(i, v)| pruned(v, old.get(i).unwrap_or(&Value::Null)))
+                .collect(),
+        ),
+        _ => new.clone(),
+    }
+}
+
+fn is_empty(v: &Value) -> bool {
+    match v {
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
+        _ => false,
+    }
+}
+
 /// What the store must hold for an edit to count as mirrored: the annotations (but the
 /// source marker) and the spec.
 type Essence = (Map<String, Value>, Value);
@@ -244,5 +290,28 @@ async fn wait_mirrored(
             Ok(Ok(())) => {}
             _ => return Err(WriteError::NotMirroredYet(MIRROR_WAIT)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn pruning_drops_only_the_empty_defaults_the_cluster_form_lacks() {
+        let old = json!({"rules": [{"backendRefs": [{"name": "a", "weight": 100}], "filters": []}]});
+        let new = json!({"rules": [
+            {"backendRefs": [{"name": "a", "weight": 90}], "filters": [], "matches": []},
+            {"backendRefs": [{"name": "b"}], "matches": [], "filters": [{"type": "x"}]},
+        ]});
+        assert_eq!(
+            pruned(&new, &old),
+            json!({"rules": [
+                {"backendRefs": [{"name": "a", "weight": 90}], "filters": []},
+                {"backendRefs": [{"name": "b"}], "filters": [{"type": "x"}]},
+            ]})
+        );
     }
 }

@@ -1,8 +1,10 @@
-//! Guarded canaries in Kubernetes mode, against the Kubernetes API test server: the
-//! canary is written to the cluster's HTTPRoute (weights, `canary.tandem.dev/*` state,
-//! `kubernetes.io/change-cause`), as Flagger does, mirrored back and served to a real
-//! proxy; the Lease holder's controller rolls a failing canary back by itself, and the
-//! reason is in the cluster object and in `tandemctl history`.
+//! The control plane's own edits in Kubernetes mode, against the Kubernetes API test
+//! server. A guarded canary is written to the cluster's HTTPRoute (weights,
+//! `canary.tandem.dev/*` state, `kubernetes.io/change-cause`), as Flagger does, mirrored
+//! back and served to a real proxy; the Lease holder's controller rolls a failing canary
+//! back by itself, and the reason is in the cluster object and in `tandemctl history`. A
+//! chaos experiment's FaultInjection and route edits land in the cluster and are taken
+//! out of it when the steady state breaks.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -56,8 +58,9 @@ async fn ctl_ok(cp: &ControlPlane, args: &[&str]) -> String {
         .to_owned()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_guarded_canary_in_the_cluster_is_rolled_back_by_the_lease_holder() {
+/// The API test server with the control plane's namespace, and a control plane in
+/// Kubernetes mode on it.
+async fn cluster_and_control_plane() -> (KubeApi, ControlPlane) {
     let api = KubeApi::start().await.expect("API test server");
     api.create(
         "v1",
@@ -74,6 +77,12 @@ async fn a_guarded_canary_in_the_cluster_is_rolled_back_by_the_lease_holder() {
         "3s",
     ])
     .await;
+    (api, cp)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guarded_canary_in_the_cluster_is_rolled_back_by_the_lease_holder() {
+    let (api, cp) = cluster_and_control_plane().await;
     let v1 = HttpServer::echo("web-v1").await;
     let v2 = HttpServer::builder("web-v2").fail_ratio(0.2).start().await;
     cp.apply_ok(&docs(&[
@@ -219,4 +228,70 @@ async fn a_guarded_canary_in_the_cluster_is_rolled_back_by_the_lease_holder() {
     mesh::wait_split(&proxy, "web", &[("web-v1", 50), ("web-v2", 50)], LIMIT).await;
     ctl_ok(&cp, &["canary", "abort", "web"]).await;
     mesh::wait_split(&proxy, "web", &[("web-v1", 100), ("web-v2", 0)], LIMIT).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chaos_experiment_in_the_cluster_ends_by_itself_and_leaves_the_route_as_it_was() {
+    const FAULTS: (&str, &str) = ("tandem.dev/v1alpha1", "faultinjections");
+    let (api, cp) = cluster_and_control_plane().await;
+    let v1 = HttpServer::echo("web-v1").await;
+    let v2 = HttpServer::echo("web-v2").await;
+    cp.apply_ok(&docs(&[
+        service("web"),
+        service("web-v1"),
+        service("web-v2"),
+        endpoint("web-v1", v1.addr()),
+        endpoint("web-v2", v2.addr()),
+    ]))
+    .await;
+    let created = api.create(ROUTES.0, ROUTES.1, route()).unwrap();
+    let proxy = Proxy::start_xds(cp.xds(), "client", &["--workers", "1"]).await;
+    mesh::wait_split(&proxy, "web", &[("web-v1", 100), ("web-v2", 0)], LIMIT).await;
+    let load = Load::start(&[proxy.outbound()], LoadSpec::new("web"));
+    load.wait_more(100, Duration::from_secs(30)).await;
+
+    let out = cp
+        .tandemctl(&[
+            "chaos",
+            "run",
+            "web",
+            "--abort",
+            "30%",
+            "--for",
+            "60s",
+            "--max-error-rate",
+            "5%",
+        ])
+        .await;
+    assert!(!out.status.success(), "the steady state broke: {out:?}");
+    assert!(out.stderr.contains("broken"), "{out:?}");
+    let report = load.stop().await;
+    assert!(report.failed > 0, "the fault was injected");
+
+    // In the cluster: the FaultInjection is gone and the route is back to its spec.
+    assert!(
+        api.list(FAULTS.0, FAULTS.1, Some("default"))
+            .unwrap()
+            .is_empty(),
+        "the FaultInjection is deleted from the cluster"
+    );
+    let o = api.get(ROUTES.0, ROUTES.1, "default", "web").unwrap();
+    assert_eq!(o["spec"], created["spec"], "the route is restored: {o}");
+    let cause = o["metadata"]["annotations"]["kubernetes.io/change-cause"]
+        .as_str()
+        .unwrap();
+    assert!(
+        cause.starts_with("chaos default/web ended: steady state broken: web error rate"),
+        "{cause}"
+    );
+    let history = cp.history().await;
+    assert!(
+        history.iter().any(|r| r["summary"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("chaos default/web started: abort 30%"))),
+        "{history:?}"
+    );
+    // Every request succeeds again.
+    let seen = mesh::answered_by(&proxy, "web", 30).await;
+    assert_eq!(seen.get("web-v1"), Some(&30), "{seen:?}");
 }
