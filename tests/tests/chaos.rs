@@ -6,7 +6,9 @@
 //!   history records why;
 //! - a fault the steady state absorbs runs to its deadline, `run` exits 0, and a route the
 //!   service already had gets back exactly what it had;
-//! - `chaos stop` ends one at once; bad requests are refused with the field.
+//! - `chaos stop` ends one at once; bad requests are refused with the field;
+//! - ejecting an endpoint takes it out of the caller's load balancing for the experiment
+//!   and gives it back at the end, with no failed request.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -250,4 +252,85 @@ async fn stop_ends_an_experiment_at_once_and_bad_requests_are_refused() {
         );
     }
     load.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ejected_endpoints_leave_the_callers_balancing_and_come_back_at_the_end() {
+    let a = HttpServer::echo("api-a").await;
+    let b = HttpServer::echo("api-b").await;
+    let cp = ControlPlane::start().await;
+    cp.apply_ok(&docs(&[
+        service("api"),
+        endpoint("api", a.addr()),
+        endpoint("api", b.addr()),
+    ]))
+    .await;
+    let proxy = Proxy::start_xds(cp.xds(), "client", &["--workers", "1"]).await;
+    eventually(PROPAGATION, "both endpoints answering", || async {
+        let by = tandem_tests::mesh::answered_by(&proxy, "api", 40).await;
+        (by.len() == 2).then_some(()).ok_or(format!("{by:?}"))
+    })
+    .await;
+    let load = Load::start(&[proxy.outbound()], LoadSpec::new("api"));
+    load.wait_more(50, PROPAGATION).await;
+
+    // The lower address is the one chosen.
+    let (ejected, kept) = if a.addr() < b.addr() {
+        ("api-a", "api-b")
+    } else {
+        ("api-b", "api-a")
+    };
+    let out = cp
+        .tandemctl(&[
+            "chaos",
+            "run",
+            "api",
+            "--eject",
+            "1",
+            "--for",
+            "4s",
+            "--max-error-rate",
+            "5%",
+            "--detach",
+        ])
+        .await;
+    let text = out.expect_ok("chaos run --eject");
+    assert!(text.contains("eject 1 endpoint(s) of api"), "{text}");
+    // While it runs, only the kept endpoint answers.
+    eventually(PROPAGATION, "the endpoint ejected", || async {
+        let by = tandem_tests::mesh::answered_by(&proxy, "api", 20).await;
+        (by.get(kept) == Some(&20))
+            .then_some(())
+            .ok_or(format!("{by:?}"))
+    })
+    .await;
+    let status = cp.tandemctl(&["chaos", "status", "api"]).await;
+    assert!(
+        status.stdout.contains(&format!(
+            "{}",
+            if ejected == "api-a" {
+                a.addr()
+            } else {
+                b.addr()
+            }
+        )),
+        "{status:?}"
+    );
+    // At the deadline it ends by itself and both answer again.
+    eventually(Duration::from_secs(20), "the endpoint back", || async {
+        let by = tandem_tests::mesh::answered_by(&proxy, "api", 40).await;
+        (by.get(ejected).is_some_and(|n| *n > 0))
+            .then_some(())
+            .ok_or(format!("{by:?}"))
+    })
+    .await;
+    let summaries = chaos_summaries(&cp.history().await);
+    assert!(
+        summaries
+            .iter()
+            .any(|s| s.starts_with("chaos default/api ended: steady state held")),
+        "{summaries:?}"
+    );
+    let report = load.stop().await;
+    assert_eq!(report.failed, 0, "no request failed: {report:?}");
 }

@@ -14,6 +14,8 @@ use super::{output, CtlError, Format};
 use crate::client::ApiClient;
 
 /// `tandemctl chaos` subcommands.
+// Parsed once per command line: the size of `Run` costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum ChaosCommand {
     /// Inject a fault into a service's requests for a bounded time while its callers'
@@ -33,6 +35,13 @@ pub enum ChaosCommand {
         /// The share of requests delayed.
         #[arg(long, default_value = "100%", requires = "delay")]
         delay_percent: String,
+        /// Take endpoints of the service out of every caller's load balancing: a count
+        /// (1) or a share (50%, rounded up); every endpoint only as 100%.
+        #[arg(long)]
+        eject: Option<String>,
+        /// Eject only endpoints with this label (key=value), e.g. a zone.
+        #[arg(long, requires = "eject")]
+        eject_label: Option<String>,
         /// How long the experiment lasts at most (e.g. 60s, 5m; at most 1h).
         #[arg(long = "for", default_value = "60s")]
         duration: String,
@@ -98,6 +107,8 @@ pub async fn run(
             status,
             delay,
             delay_percent,
+            eject,
+            eject_label,
             duration,
             max_error_rate,
             max_p99,
@@ -113,6 +124,9 @@ pub async fn run(
             if let Some(d) = delay {
                 spec["delay"] =
                     json!({"duration": d, "percent": share("delay-percent", &delay_percent)?});
+            }
+            if let Some(e) = eject {
+                spec["eject"] = json!({"endpoints": e, "label": eject_label});
             }
             if let Some(m) = max_error_rate {
                 spec["max_error_rate"] = json!(m);

@@ -49,6 +49,23 @@ pub const NON_IDEMPOTENT_RETRY_ANNOTATION: &str = "retry.tandem.dev/non-idempote
 /// receive (`stdout` or an absolute path), switched on and off from the control plane
 /// without restarting them. The same key as the injector's pod annotation.
 pub const ACCESS_LOG_ANNOTATION: &str = "config.tandem.dev/access-log";
+/// FaultInjection annotation of a chaos experiment: the service under test.
+pub const CHAOS_TARGET_ANNOTATION: &str = "chaos.tandem.dev/target";
+/// FaultInjection annotation of a chaos experiment: the endpoints of the service under
+/// test taken out of load balancing while it exists (`ip:port`, comma list).
+pub const CHAOS_EJECTED_ANNOTATION: &str = "chaos.tandem.dev/ejected";
+
+/// The endpoints a FaultInjection document ejects ([`CHAOS_EJECTED_ANNOTATION`]).
+pub fn chaos_ejected(doc: &serde_json::Value) -> Vec<String> {
+    doc["metadata"]["annotations"][CHAOS_EJECTED_ANNOTATION]
+        .as_str()
+        .unwrap_or_default()
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
 /// The API group of Tandem's filter resources, as an `ExtensionRef` names it.
 pub const TANDEM_GROUP: &str = "tandem.dev";
 /// Prefix of a `GRPCRoute`'s name in [`tandem_xds::domain::MeshConfig::routes`] (and so in

@@ -19,7 +19,7 @@ use super::request::{blocking, body};
 use super::{ApiError, ApiState, Call};
 use crate::canary::controller::{read_world, ACTIONS};
 use crate::chaos::controller::{end, experiments, Verdict};
-use crate::chaos::{plan_start, ChaosError, ChaosSpec, Experiment};
+use crate::chaos::{plan_start, ChaosError, ChaosSpec, Experiment, Instance};
 use crate::edits::Edit;
 use crate::resources::validate::{dns_label, validate_documents};
 use crate::store::WHO_API;
@@ -97,8 +97,15 @@ async fn start(state: &ApiState, call: &Call, ns: &str, svc: &str) -> Answer {
     }
     let namespace = ns.to_string();
     let world = blocking(state, move |s| read_world(s, &namespace)).await?;
+    let instances = match spec.eject {
+        Some(_) => {
+            let (namespace, service) = (ns.to_string(), svc.to_string());
+            blocking(state, move |s| instances(s, &namespace, &service)).await?
+        }
+        None => Vec::new(),
+    };
     let now = crate::resources::clock::unix_now();
-    let docs = plan_start(&world.target(ns, svc), &spec, now)?;
+    let docs = plan_start(&world.target(ns, svc), &spec, &instances, now)?;
     let experiment = validate_documents(docs.clone())?
         .iter()
         .find_map(|r| Experiment::from_fault(&r.doc))
@@ -128,6 +135,25 @@ async fn start(state: &ApiState, call: &Call, ns: &str, svc: &str) -> Answer {
     let mut answer = experiment_json(&experiment, state.chaos.get(&id));
     answer["revision"] = json!(outcome.revision);
     Ok((StatusCode::OK, Some(answer)))
+}
+
+/// The endpoints of `namespace/service`, as the planner chooses among them.
+fn instances(
+    store: &crate::store::Store,
+    namespace: &str,
+    service: &str,
+) -> Result<Vec<Instance>, crate::store::StoreError> {
+    let mut out = Vec::new();
+    for r in store.list(crate::resources::Kind::Endpoint, Some(namespace))? {
+        let e = crate::resources::domain::endpoint(&r.doc)?;
+        if e.service.name == service {
+            out.push(Instance {
+                address: e.address.to_string(),
+                labels: e.labels,
+            });
+        }
+    }
+    Ok(out)
 }
 
 async fn stop(state: &ApiState, ns: &str, svc: &str) -> Answer {

@@ -1,5 +1,5 @@
 //! Chaos experiments with a steady-state check: a fault (abort or delay a share of a
-//! service's requests) applied for a bounded time while the SLOs of the services that
+//! service's requests, or eject some of its endpoints from every caller's balancing) applied for a bounded time while the SLOs of the services that
 //! must hold steady are watched with the guarded canary's judge, ended by the
 //! [`controller`] — fault removed, one revision recorded with the reason and figures — at
 //! the first breach or when the time is up.
@@ -10,7 +10,9 @@
 //! attached to the service (marked with [`ROUTE_ANNOTATION`]) — or, when none is, a
 //! catch-all route `chaos-SERVICE` the experiment owns. The fault is the mesh's own
 //! (injected by the callers' proxies, before retries), so what the callers see is what
-//! the steady state is judged on.
+//! the steady state is judged on. Ejected endpoints are listed on the FaultInjection
+//! ([`EJECTED_ANNOTATION`]) and left out of the mesh's config by the store while it
+//! exists ([`crate::store::mesh_config_of`]).
 
 pub mod controller;
 
@@ -28,7 +30,7 @@ use crate::resources::{Kind, ResourceKey, GATEWAY_API_VERSION, TANDEM_API_VERSIO
 /// Prefix of the experiment's annotations.
 pub const ANNOTATION_PREFIX: &str = "chaos.tandem.dev/";
 /// On the FaultInjection: the service under test.
-pub const TARGET_ANNOTATION: &str = "chaos.tandem.dev/target";
+pub const TARGET_ANNOTATION: &str = crate::resources::CHAOS_TARGET_ANNOTATION;
 /// On the FaultInjection: start, Unix seconds.
 pub const STARTED_ANNOTATION: &str = "chaos.tandem.dev/started";
 /// On the FaultInjection: the experiment's length in seconds.
@@ -41,6 +43,9 @@ pub const MAX_ERROR_RATE_ANNOTATION: &str = "chaos.tandem.dev/max-error-rate";
 pub const MAX_P99_ANNOTATION: &str = "chaos.tandem.dev/max-p99";
 /// On the FaultInjection: requests needed before the error rate can break the steady state.
 pub const MIN_REQUESTS_ANNOTATION: &str = "chaos.tandem.dev/min-requests";
+/// On the FaultInjection: the endpoints taken out of load balancing (`ip:port`, comma
+/// list), read by the store when it builds the mesh's config.
+pub const EJECTED_ANNOTATION: &str = crate::resources::CHAOS_EJECTED_ANNOTATION;
 /// On a route: the experiment whose fault this route's rules carry.
 pub const ROUTE_ANNOTATION: &str = "chaos.tandem.dev/fault";
 /// On a route the experiment created (deleted at the end).
@@ -61,6 +66,9 @@ pub struct ChaosSpec {
     /// Delay a share of requests.
     #[serde(default)]
     pub delay: Option<DelaySpec>,
+    /// Take some of the service's endpoints out of every caller's load balancing.
+    #[serde(default)]
+    pub eject: Option<EjectSpec>,
     /// How long, as a duration (`60s`, `5m`); default 60 s, at most 1 h.
     #[serde(default)]
     pub duration: Option<String>,
@@ -101,6 +109,27 @@ pub struct DelaySpec {
     pub percent: Option<f64>,
 }
 
+/// Endpoints ejected for the experiment.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EjectSpec {
+    /// How many: a count (`2`) or a share of the selected endpoints (`50%`, rounded up).
+    /// Every endpoint of the service only when asked for as `100%`.
+    pub endpoints: String,
+    /// Only endpoints with this label (`key=value`), such as a zone or a version.
+    #[serde(default)]
+    pub label: Option<String>,
+}
+
+/// One endpoint of the service under test, as the planner sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Instance {
+    /// `ip:port`.
+    pub address: String,
+    /// Its labels.
+    pub labels: BTreeMap<String, String>,
+}
+
 /// Why an experiment cannot start or stop.
 #[derive(Debug, thiserror::Error)]
 pub enum ChaosError {
@@ -135,6 +164,8 @@ pub struct Experiment {
     pub guard: Guard,
     /// The fault, as stored (`spec` of the FaultInjection).
     pub fault: Value,
+    /// The endpoints taken out of load balancing (`ip:port`).
+    pub ejected: Vec<String>,
 }
 
 impl Experiment {
@@ -172,14 +203,28 @@ impl Experiment {
                 .collect(),
             guard,
             fault: doc["spec"].clone(),
+            ejected: crate::resources::chaos_ejected(doc),
         })
     }
 
     /// One line: the fault, its length and the objectives.
     pub fn describe(&self) -> String {
+        let mut what = Vec::new();
+        if !self.ejected.is_empty() {
+            what.push(format!(
+                "eject {} endpoint(s) of {} ({})",
+                self.ejected.len(),
+                self.service,
+                self.ejected.join(", ")
+            ));
+        }
+        let fault = describe_fault(&self.fault);
+        if !fault.is_empty() {
+            what.push(fault);
+        }
         format!(
             "{} for {}s; steady state: {}",
-            describe_fault(&self.fault),
+            what.join(", "),
             self.duration.as_secs(),
             self.objectives()
         )
@@ -198,10 +243,14 @@ impl Experiment {
     }
 }
 
-/// `abort 10% (503), delay 200ms on 50%`.
+/// `abort 10% (503), delay 200ms on 50%` (an abort of 0%, the record of an experiment
+/// that only ejects endpoints, says nothing).
 pub fn describe_fault(spec: &Value) -> String {
     let mut parts = Vec::new();
-    if let Some(a) = spec.get("abort") {
+    if let Some(a) = spec
+        .get("abort")
+        .filter(|a| a["percent"].as_f64() != Some(0.0))
+    {
         parts.push(format!(
             "abort {}% ({})",
             a["percent"].as_f64().unwrap_or(100.0),
@@ -229,22 +278,28 @@ pub fn fault_key(namespace: &str, service: &str) -> ResourceKey {
 }
 
 /// The documents that start `spec` on `target` at `now`: the FaultInjection and every
-/// route edited or created. Validation of the result (durations, shares, statuses) is
+/// route edited or created (none when the experiment only ejects some of `instances`,
+/// the service's endpoints). Validation of the result (durations, shares, statuses) is
 /// the resources' own, with its field paths.
 pub fn plan_start(
     target: &Target<'_>,
     spec: &ChaosSpec,
+    instances: &[Instance],
     now: u64,
 ) -> Result<Vec<Value>, ChaosError> {
     let id = format!("{}/{}", target.namespace, target.service);
     if !target.services.contains_key(target.service) {
         return Err(ChaosError::UnknownService(id));
     }
-    if spec.abort.is_none() && spec.delay.is_none() {
+    if spec.abort.is_none() && spec.delay.is_none() && spec.eject.is_none() {
         return Err(ChaosError::Invalid(
-            "a fault is needed: abort and/or delay".into(),
+            "a fault is needed: abort, delay and/or eject".into(),
         ));
     }
+    let ejected = match &spec.eject {
+        Some(e) => select_ejected(e, instances, &id)?,
+        None => Vec::new(),
+    };
     let duration = match &spec.duration {
         Some(d) => crate::resources::duration::parse(d)
             .map_err(|e| ChaosError::Invalid(format!("duration: {d:?}: {e}")))?,
@@ -301,7 +356,13 @@ pub fn plan_start(
         }
     }
     let name = fault_name(target.service);
+    let routed = spec.abort.is_some() || spec.delay.is_some();
     let mut fault = Map::new();
+    if !routed {
+        // The record of an experiment that only ejects: a FaultInjection that injects
+        // nothing and no route references.
+        fault.insert("abort".into(), json!({"httpStatus": 503, "percent": 0}));
+    }
     if let Some(a) = &spec.abort {
         fault.insert(
             "abort".into(),
@@ -332,6 +393,12 @@ pub fn plan_start(
         },
         "spec": Value::Object(fault),
     })];
+    if !ejected.is_empty() {
+        docs[0]["metadata"]["annotations"][EJECTED_ANNOTATION] = json!(ejected.join(","));
+    }
+    if !routed {
+        return Ok(docs);
+    }
     let attached = target.attached();
     if attached.is_empty() {
         docs.push(owned_route(target, &name));
@@ -351,6 +418,78 @@ pub fn plan_start(
         docs.push(doc);
     }
     Ok(docs)
+}
+
+/// The endpoints `eject` takes: those with its label, by address, the first N (a share
+/// rounds up). Every endpoint only when asked for as `100%`.
+fn select_ejected(
+    eject: &EjectSpec,
+    instances: &[Instance],
+    id: &str,
+) -> Result<Vec<String>, ChaosError> {
+    let bad = |why: String| ChaosError::Invalid(format!("eject.endpoints: {why}"));
+    let mut pool: Vec<&Instance> = match &eject.label {
+        Some(l) => {
+            let (k, v) = l.split_once('=').ok_or_else(|| {
+                ChaosError::Invalid(format!("eject.label: {l:?} is not key=value"))
+            })?;
+            instances
+                .iter()
+                .filter(|i| i.labels.get(k).map(String::as_str) == Some(v))
+                .collect()
+        }
+        None => instances.iter().collect(),
+    };
+    // By address as a socket address (port 9000 before 10000), not as text.
+    pool.sort_by_key(|i| {
+        (
+            i.address.parse::<std::net::SocketAddr>().ok(),
+            i.address.clone(),
+        )
+    });
+    if pool.is_empty() {
+        return Err(ChaosError::Invalid(match &eject.label {
+            Some(l) => format!("eject.label: no endpoint of {id} has {l}"),
+            None => format!("eject.endpoints: {id} has no endpoints"),
+        }));
+    }
+    let text = eject.endpoints.trim();
+    let (n, everything_asked) = match text.strip_suffix('%') {
+        Some(p) => {
+            let p: f64 = p
+                .trim()
+                .parse()
+                .ok()
+                .filter(|p: &f64| *p > 0.0 && *p <= 100.0)
+                .ok_or_else(|| bad(format!("{text:?} is not a share in (0%, 100%]")))?;
+            let n = ((p / 100.0) * pool.len() as f64).ceil() as usize;
+            (n.max(1), p >= 100.0)
+        }
+        None => {
+            let n: usize = text.parse().ok().filter(|n| *n >= 1).ok_or_else(|| {
+                bad(format!(
+                    "{text:?} is not a count (1, 2, ...) or a share (50%)"
+                ))
+            })?;
+            (n, false)
+        }
+    };
+    if n > pool.len() {
+        return Err(bad(format!(
+            "{n} asked for, {} endpoint(s) to choose from",
+            pool.len()
+        )));
+    }
+    if n == instances.len() && !everything_asked {
+        return Err(bad(format!(
+            "that is every endpoint of {id}: an outage, not a partial loss; ask for 100% to drill one"
+        )));
+    }
+    Ok(pool
+        .into_iter()
+        .take(n)
+        .map(|i| i.address.clone())
+        .collect())
 }
 
 /// The documents and deletions that end the experiment `fault` names on `routes`: the

@@ -45,7 +45,7 @@ fn without_a_route_the_experiment_owns_one_and_removes_it_at_the_end() {
         services: &svcs,
         routes: &[],
     };
-    let docs = plan_start(&target, &spec(), 1_000).unwrap();
+    let docs = plan_start(&target, &spec(), &[], 1_000).unwrap();
     assert_eq!(docs.len(), 2);
     let resources = validate_documents(docs.clone()).expect("planned documents validate");
     assert_eq!(resources[0].key, fault_key("default", "api"));
@@ -96,7 +96,7 @@ fn attached_routes_carry_the_fault_and_get_back_exactly_what_they_had() {
         services: &svcs,
         routes: &routes,
     };
-    let docs = plan_start(&target, &spec(), 1_000).unwrap();
+    let docs = plan_start(&target, &spec(), &[], 1_000).unwrap();
     validate_documents(docs.clone()).expect("planned documents validate");
     let edited = &docs[1];
     let rules = edited["spec"]["rules"].as_array().unwrap();
@@ -164,7 +164,7 @@ fn bad_specs_are_refused_with_the_field() {
         ),
     ];
     for (s, want) in cases {
-        let e = plan_start(&target, &s, 0).unwrap_err().to_string();
+        let e = plan_start(&target, &s, &[], 0).unwrap_err().to_string();
         assert!(e.contains(want), "{want}: {e}");
     }
     let unknown = Target {
@@ -172,7 +172,7 @@ fn bad_specs_are_refused_with_the_field() {
         ..target
     };
     assert!(matches!(
-        plan_start(&unknown, &spec(), 0),
+        plan_start(&unknown, &spec(), &[], 0),
         Err(ChaosError::UnknownService(_))
     ));
     // Out-of-range shares and statuses are the FaultInjection's own validation.
@@ -183,7 +183,7 @@ fn bad_specs_are_refused_with_the_field() {
         }),
         ..spec()
     };
-    let docs = plan_start(&target, &bad, 0).unwrap();
+    let docs = plan_start(&target, &bad, &[], 0).unwrap();
     let e = validate_documents(docs).unwrap_err().to_string();
     assert!(e.contains("percent"), "{e}");
 }
@@ -203,6 +203,7 @@ fn the_steady_state_breaks_at_the_first_breach_and_holds_to_the_deadline() {
             max_p99: Some("200ms".into()),
             ..spec()
         },
+        &[],
         1_000,
     )
     .unwrap();
@@ -280,4 +281,91 @@ tandem_requests_total{backend="",code="503",direction="outbound",dst_service="ap
     assert_eq!(api.success_rate, Some(0.7));
     let by_backend = combine_by(std::iter::once(&readings), window, Group::Backend);
     assert_eq!(by_backend.backends.keys().collect::<Vec<_>>(), ["api"]);
+}
+
+fn instances() -> Vec<Instance> {
+    ["10.0.0.4:80", "10.0.0.1:80", "10.0.0.3:80", "10.0.0.2:80"]
+        .iter()
+        .enumerate()
+        .map(|(i, a)| Instance {
+            address: a.to_string(),
+            labels: BTreeMap::from([(
+                "zone".to_string(),
+                if i % 2 == 0 { "a" } else { "b" }.to_string(),
+            )]),
+        })
+        .collect()
+}
+
+fn eject(endpoints: &str, label: Option<&str>) -> ChaosSpec {
+    ChaosSpec {
+        abort: None,
+        eject: Some(EjectSpec {
+            endpoints: endpoints.into(),
+            label: label.map(str::to_string),
+        }),
+        ..spec()
+    }
+}
+
+#[test]
+fn ejection_chooses_by_address_count_share_and_label_and_touches_no_route() {
+    let svcs = services();
+    let routes = [route("api", json!([{"backendRefs": [{"name": "api"}]}]))];
+    let target = Target {
+        namespace: "default",
+        service: "api",
+        services: &svcs,
+        routes: &routes,
+    };
+    let plan = |s: ChaosSpec| plan_start(&target, &s, &instances(), 1_000);
+    let ejected = |s: ChaosSpec| {
+        let docs = plan(s).unwrap();
+        assert_eq!(docs.len(), 1, "an eject-only experiment edits no route");
+        validate_documents(docs.clone()).expect("the record validates");
+        Experiment::from_fault(&docs[0]).unwrap().ejected
+    };
+    assert_eq!(ejected(eject("2", None)), ["10.0.0.1:80", "10.0.0.2:80"]);
+    // 30% of 4 rounds up to 2.
+    assert_eq!(ejected(eject("30%", None)), ["10.0.0.1:80", "10.0.0.2:80"]);
+    assert_eq!(ejected(eject("1", Some("zone=b"))), ["10.0.0.1:80"]);
+    assert_eq!(
+        ejected(eject("100%", Some("zone=a"))),
+        ["10.0.0.3:80", "10.0.0.4:80"]
+    );
+    assert_eq!(
+        ejected(eject("100%", None)).len(),
+        4,
+        "an outage drill, asked for"
+    );
+    let docs = plan(eject("1", None)).unwrap();
+    assert_eq!(
+        Experiment::from_fault(&docs[0]).unwrap().describe(),
+        "eject 1 endpoint(s) of api (10.0.0.1:80) for 30s; steady state: api error rate ≤ 5%"
+    );
+    // With an abort as well, the routes carry the fault.
+    let both = plan(ChaosSpec {
+        abort: spec().abort,
+        ..eject("1", None)
+    })
+    .unwrap();
+    assert_eq!(both.len(), 2);
+
+    for (s, why) in [
+        (eject("4", None), "every endpoint"),
+        (eject("5", None), "5 asked for, 4"),
+        (eject("0", None), "not a count"),
+        (eject("0%", None), "not a share"),
+        (eject("x", None), "not a count"),
+        (eject("1", Some("zone")), "not key=value"),
+        (
+            eject("1", Some("zone=c")),
+            "no endpoint of default/api has zone=c",
+        ),
+    ] {
+        let e = plan(s).unwrap_err().to_string();
+        assert!(e.contains(why), "{e}");
+    }
+    let none = plan_start(&target, &eject("1", None), &[], 0).unwrap_err();
+    assert!(none.to_string().contains("has no endpoints"), "{none}");
 }

@@ -301,7 +301,8 @@ mod tests {
 
     #[test]
     fn pruning_drops_only_the_empty_defaults_the_cluster_form_lacks() {
-        let old = json!({"rules": [{"backendRefs": [{"name": "a", "weight": 100}], "filters": []}]});
+        let old =
+            json!({"rules": [{"backendRefs": [{"name": "a", "weight": 100}], "filters": []}]});
         let new = json!({"rules": [
             {"backendRefs": [{"name": "a", "weight": 90}], "filters": [], "matches": []},
             {"backendRefs": [{"name": "b"}], "matches": [], "filters": [{"type": "x"}]},

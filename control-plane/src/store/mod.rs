@@ -159,6 +159,7 @@ pub fn mesh_config_of<'a>(
     resources: impl Iterator<Item = &'a StoredResource>,
 ) -> Result<MeshConfig, StoreError> {
     let mut config = MeshConfig::default();
+    let mut ejected: Vec<(ServiceRef, Vec<String>)> = Vec::new();
     for r in resources {
         match r.key.kind {
             Kind::Service => {
@@ -192,6 +193,17 @@ pub fn mesh_config_of<'a>(
                     .insert((p.namespace.clone(), p.name.clone()), p);
             }
             Kind::FaultInjection => {
+                // A chaos experiment that ejects endpoints keeps the list on its record.
+                if let Some(target) = r.doc["metadata"]["annotations"]
+                    [crate::resources::CHAOS_TARGET_ANNOTATION]
+                    .as_str()
+                {
+                    let addresses = crate::resources::chaos_ejected(&r.doc);
+                    if !addresses.is_empty() {
+                        let service = ServiceRef::new(r.key.namespace.clone(), target);
+                        ejected.push((service, addresses));
+                    }
+                }
                 let f = domain::fault_injection(&r.doc)?;
                 config
                     .faults
@@ -208,6 +220,11 @@ pub fn mesh_config_of<'a>(
     for list in config.endpoints.values_mut() {
         list.sort_by_key(|e| e.address);
         list.dedup_by(|a, b| a.address == b.address);
+    }
+    for (service, addresses) in ejected {
+        if let Some(list) = config.endpoints.get_mut(&service) {
+            list.retain(|e| !addresses.contains(&e.address.to_string()));
+        }
     }
     Ok(config)
 }

@@ -810,3 +810,47 @@ fn authorization_policies_become_the_mesh_config() {
         .authz
         .contains_key(&id("no-admin")));
 }
+
+#[test]
+fn a_chaos_record_ejects_exactly_its_endpoints_of_its_service() {
+    let dir = TempDir::new("eject");
+    let store = Store::open(&dir.0).unwrap();
+    let fault = json!({"apiVersion": "tandem.dev/v1alpha1", "kind": "FaultInjection",
+        "metadata": {"name": "chaos-api", "annotations": {
+            "chaos.tandem.dev/target": "api",
+            "chaos.tandem.dev/ejected": "127.0.0.1:1,127.0.0.1:3"}},
+        "spec": {"abort": {"httpStatus": 503, "percent": 0}}});
+    store
+        .apply(
+            docs(vec![
+                svc("api", 80),
+                svc("web", 80),
+                ep("api", "127.0.0.1:1"),
+                ep("api", "127.0.0.1:2"),
+                ep("api", "127.0.0.1:3"),
+                // Another service at an ejected address keeps it.
+                ep("web", "127.0.0.1:1"),
+            ]),
+            "test",
+        )
+        .unwrap();
+    let addresses = |config: &MeshConfig, s: &str| -> Vec<String> {
+        config.endpoints[&ServiceRef::new("default", s)]
+            .iter()
+            .map(|e| e.address.to_string())
+            .collect()
+    };
+    store.apply(docs(vec![fault]), "test").unwrap();
+    let config = store.mesh_config().unwrap();
+    assert_eq!(addresses(&config, "api"), ["127.0.0.1:2"]);
+    assert_eq!(addresses(&config, "web"), ["127.0.0.1:1"]);
+    // The record gone, they are back.
+    store
+        .delete(&key(Kind::FaultInjection, "chaos-api"), "test")
+        .unwrap();
+    let config = store.mesh_config().unwrap();
+    assert_eq!(
+        addresses(&config, "api"),
+        ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"]
+    );
+}
