@@ -80,11 +80,22 @@ async fn cluster_and_control_plane() -> (KubeApi, ControlPlane) {
     (api, cp)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_guarded_canary_in_the_cluster_is_rolled_back_by_the_lease_holder() {
+/// `web` → web-v1 (healthy) and `v2` at weight 0 by the cluster's route, a client proxy
+/// following it, and steady load through it.
+struct Mesh {
+    api: KubeApi,
+    cp: ControlPlane,
+    _v1: HttpServer,
+    _v2: HttpServer,
+    proxy: Proxy,
+    load: Load,
+    /// The route as the cluster first stored it.
+    created: Value,
+}
+
+async fn loaded_mesh(v2: HttpServer) -> Mesh {
     let (api, cp) = cluster_and_control_plane().await;
     let v1 = HttpServer::echo("web-v1").await;
-    let v2 = HttpServer::builder("web-v2").fail_ratio(0.2).start().await;
     cp.apply_ok(&docs(&[
         service("web"),
         service("web-v1"),
@@ -93,11 +104,35 @@ async fn a_guarded_canary_in_the_cluster_is_rolled_back_by_the_lease_holder() {
         endpoint("web-v2", v2.addr()),
     ]))
     .await;
-    api.create(ROUTES.0, ROUTES.1, route()).unwrap();
+    let created = api.create(ROUTES.0, ROUTES.1, route()).unwrap();
     let proxy = Proxy::start_xds(cp.xds(), "client", &["--workers", "1"]).await;
     mesh::wait_split(&proxy, "web", &[("web-v1", 100), ("web-v2", 0)], LIMIT).await;
     let load = Load::start(&[proxy.outbound()], LoadSpec::new("web"));
     load.wait_more(100, Duration::from_secs(30)).await;
+    Mesh {
+        api,
+        cp,
+        _v1: v1,
+        _v2: v2,
+        proxy,
+        load,
+        created,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guarded_canary_in_the_cluster_is_rolled_back_by_the_lease_holder() {
+    let v2 = HttpServer::builder("web-v2").fail_ratio(0.2).start().await;
+    // Every field bound: the upstreams must live as long as the test.
+    let Mesh {
+        api,
+        cp,
+        _v1,
+        _v2,
+        proxy,
+        load,
+        created: _,
+    } = loaded_mesh(v2).await;
 
     // Started through the REST API: written to the cluster's route, which the proxy
     // then follows through the mirror.
@@ -233,22 +268,15 @@ async fn a_guarded_canary_in_the_cluster_is_rolled_back_by_the_lease_holder() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chaos_experiment_in_the_cluster_ends_by_itself_and_leaves_the_route_as_it_was() {
     const FAULTS: (&str, &str) = ("tandem.dev/v1alpha1", "faultinjections");
-    let (api, cp) = cluster_and_control_plane().await;
-    let v1 = HttpServer::echo("web-v1").await;
-    let v2 = HttpServer::echo("web-v2").await;
-    cp.apply_ok(&docs(&[
-        service("web"),
-        service("web-v1"),
-        service("web-v2"),
-        endpoint("web-v1", v1.addr()),
-        endpoint("web-v2", v2.addr()),
-    ]))
-    .await;
-    let created = api.create(ROUTES.0, ROUTES.1, route()).unwrap();
-    let proxy = Proxy::start_xds(cp.xds(), "client", &["--workers", "1"]).await;
-    mesh::wait_split(&proxy, "web", &[("web-v1", 100), ("web-v2", 0)], LIMIT).await;
-    let load = Load::start(&[proxy.outbound()], LoadSpec::new("web"));
-    load.wait_more(100, Duration::from_secs(30)).await;
+    let Mesh {
+        api,
+        cp,
+        _v1,
+        _v2,
+        proxy,
+        load,
+        created,
+    } = loaded_mesh(HttpServer::echo("web-v2").await).await;
 
     let out = cp
         .tandemctl(&[
