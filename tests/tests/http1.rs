@@ -252,6 +252,41 @@ async fn hop_by_hop_headers_do_not_reach_the_upstream() {
 }
 
 #[tokio::test]
+async fn an_h2c_upgrade_is_answered_as_http1_and_never_reaches_the_upstream() {
+    let echo = HttpServer::echo("a").await;
+    let proxy = Proxy::start(&echo_config(echo.addr()), &[]).await;
+    let resp = raw::exchange(
+        proxy.outbound(),
+        b"GET /h2c HTTP/1.1\r\n\
+          Host: echo\r\n\
+          Connection: Upgrade, HTTP2-Settings\r\n\
+          Upgrade: h2c\r\n\
+          HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\
+          \r\n",
+    )
+    .await
+    .unwrap()
+    .expect("a response");
+    // RFC 9113 removed the upgrade: the request goes on as HTTP/1.1, not 101.
+    assert_eq!(resp.status, 200, "{resp:?}");
+    let raw = resp.header(upstream::ECHO_HEADERS).expect("echo headers");
+    let seen: std::collections::HashMap<String, Vec<String>> = serde_json::from_str(raw).unwrap();
+    for hop in ["upgrade", "http2-settings"] {
+        assert!(
+            !seen.contains_key(hop),
+            "`{hop}` reached the upstream: {seen:?}"
+        );
+    }
+    if let Some(conn) = seen.get("connection") {
+        assert!(
+            conn.iter()
+                .all(|v| !v.to_ascii_lowercase().contains("upgrade")),
+            "the client's Connection header forwarded: {conn:?}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn port_in_host_and_authority_is_ignored() {
     let echo = HttpServer::echo("a").await;
     let proxy = Proxy::start(&echo_config(echo.addr()), &[]).await;

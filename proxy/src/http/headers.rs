@@ -5,8 +5,9 @@ use http::uri::{Authority, PathAndQuery, Scheme, Uri};
 use http::Version;
 
 /// Headers that describe one connection, never the message (RFC 9110 §7.6.1, plus the
-/// non-standard `Proxy-Connection` and `Keep-Alive` that old clients still send).
-const HOP_BY_HOP: [HeaderName; 7] = [
+/// non-standard `Proxy-Connection` and `Keep-Alive` that old clients still send, and
+/// `HTTP2-Settings`, which only an h2c upgrade uses).
+const HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
     HeaderName::from_static("proxy-connection"),
     HeaderName::from_static("keep-alive"),
@@ -14,16 +15,37 @@ const HOP_BY_HOP: [HeaderName; 7] = [
     header::TRANSFER_ENCODING,
     header::UPGRADE,
     header::PROXY_AUTHORIZATION,
+    HeaderName::from_static("http2-settings"),
 ];
+
+/// The cleartext HTTP/2 upgrade token. RFC 9113 §3.1 removed the h2c upgrade: the mesh
+/// never carries it (the request goes on as HTTP/1.1, as a server ignoring `Upgrade` may
+/// answer it, RFC 9110 §7.8), and HTTP/2 is chosen per connection by prior knowledge.
+const H2C: &str = "h2c";
 
 /// Whether the request asks for an HTTP/1.1 protocol switch (WebSocket and the like).
 pub fn is_upgrading<B>(req: &http::Request<B>) -> bool {
     req.version() == Version::HTTP_11 && is_upgrade(req.headers())
 }
 
-/// Whether a request asks to switch protocols (`Connection: upgrade` + `Upgrade`).
+/// Whether a request asks to switch to a protocol the mesh carries (`Connection: upgrade`
+/// + `Upgrade` offering something other than `h2c`).
 pub fn is_upgrade(headers: &HeaderMap) -> bool {
-    headers.contains_key(header::UPGRADE) && connection_has(headers, "upgrade")
+    connection_has(headers, "upgrade") && carried_upgrades(headers).next().is_some()
+}
+
+/// The protocols `Upgrade` offers, but h2c.
+fn carried_upgrades(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(header::UPGRADE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|p| {
+            let name = p.split('/').next().unwrap_or(p);
+            !p.is_empty() && !name.eq_ignore_ascii_case(H2C)
+        })
 }
 
 fn connection_has(headers: &HeaderMap, token: &str) -> bool {
@@ -74,6 +96,18 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
     if keep_upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        // Offered beside another protocol, h2c is dropped from the list.
+        let carried: Vec<&str> = carried_upgrades(headers).collect();
+        let joined = carried.join(", ");
+        let current = headers
+            .get(header::UPGRADE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        if joined != current || headers.get_all(header::UPGRADE).iter().count() > 1 {
+            if let Ok(v) = HeaderValue::from_str(&joined) {
+                headers.insert(header::UPGRADE, v);
+            }
+        }
     }
     if te_trailers {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
@@ -170,6 +204,29 @@ mod tests {
         assert_eq!(h.len(), 2, "{h:?}");
         assert_eq!(h["x-bar"], "kept");
         assert_eq!(h["te"], "trailers");
+    }
+
+    #[test]
+    fn an_h2c_upgrade_is_not_carried_and_its_headers_go() {
+        let mut h = map(&[
+            ("connection", "Upgrade, HTTP2-Settings"),
+            ("upgrade", "h2c"),
+            ("http2-settings", "AAMAAABkAARAAAAAAAIAAAAA"),
+            ("x-bar", "kept"),
+        ]);
+        assert!(!is_upgrade(&h), "h2c is not an upgrade the mesh carries");
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!(h["x-bar"], "kept");
+        // Sent without naming it in Connection, HTTP2-Settings still goes.
+        let mut h = map(&[("http2-settings", "AAMA")]);
+        strip_hop_by_hop(&mut h, false);
+        assert!(h.is_empty(), "{h:?}");
+        // Offered beside WebSocket, only WebSocket survives.
+        let mut h = map(&[("connection", "upgrade"), ("upgrade", "H2C, websocket")]);
+        assert!(is_upgrade(&h));
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(h["upgrade"], "websocket");
     }
 
     #[test]
