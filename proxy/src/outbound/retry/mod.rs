@@ -157,7 +157,9 @@ mod tests {
     }
 
     /// Backoff on the clock the proxy sleeps on (paused): each wait is at least half of
-    /// base × 2^(n-1), below the whole of it, and capped at the maximum.
+    /// base × 2^(n-1) and at most the whole of it, capped at the maximum. The timer
+    /// rounds a sleep up to the millisecond, so a drawn delay just under the whole waits
+    /// exactly the whole; that the draw itself stays below it is `backoff`'s own test.
     #[tokio::test(start_paused = true)]
     async fn backoff_doubles_from_the_base_with_jitter_up_to_the_cap() {
         let p = policy(6, false);
@@ -168,7 +170,7 @@ mod tests {
             let waited = start.elapsed();
             let full = Duration::from_millis(expected_ms);
             assert!(
-                waited >= full / 2 && waited < full,
+                waited >= full / 2 && waited <= full,
                 "{waited:?} for {full:?}"
             );
         }
