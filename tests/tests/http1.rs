@@ -286,6 +286,85 @@ async fn an_h2c_upgrade_is_answered_as_http1_and_never_reaches_the_upstream() {
     }
 }
 
+/// Reads until the peer closes (`true`) or `limit` passes (`false`).
+async fn closed_within(stream: &mut tokio::net::TcpStream, limit: std::time::Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 1024];
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => {}
+            Err(_) => return false,
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_request_head_trickled_past_its_deadline_closes_the_connection_not_an_idle_one() {
+    use std::time::Duration;
+    use tokio::io::AsyncWriteExt;
+    let echo = HttpServer::echo("a").await;
+    let cfg = format!(
+        "{}timeouts: {{ request_headers: 1s }}\n",
+        echo_config(echo.addr())
+    );
+    let proxy = Proxy::start(&cfg, &[]).await;
+
+    // Slow headers: the request line at once (the connection is HTTP/1 from there), then
+    // a byte every 100 ms; the rest of the head would take 4 s.
+    let mut slow = tokio::net::TcpStream::connect(proxy.outbound())
+        .await
+        .unwrap();
+    slow.write_all(b"GET /slow HTTP/1.1\r\n").await.unwrap();
+    let started = tokio::time::Instant::now();
+    let head = b"Host: echo\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
+    let trickle = async {
+        for b in head.iter() {
+            if slow.write_all(&[*b]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(3), trickle).await;
+    assert!(
+        closed_within(&mut slow, Duration::from_secs(5)).await,
+        "a trickled head keeps its connection"
+    );
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(4), "closed after {took:?}");
+    assert_eq!(
+        echo.requests(),
+        0,
+        "the late head never reached the upstream"
+    );
+
+    // A keep-alive connection idle between requests for longer than the head deadline
+    // is still served: idle time is not head time. (A new connection must speak within
+    // the detect timeout; that is another deadline.)
+    let mut idle = tokio::net::TcpStream::connect(proxy.outbound())
+        .await
+        .unwrap();
+    idle.write_all(b"GET /first HTTP/1.1\r\nHost: echo\r\n\r\n")
+        .await
+        .unwrap();
+    let resp = raw::read_response(&mut idle)
+        .await
+        .unwrap()
+        .expect("a response");
+    assert_eq!(resp.status, 200, "{resp:?}");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    idle.write_all(b"GET /again HTTP/1.1\r\nHost: echo\r\n\r\n")
+        .await
+        .unwrap();
+    let resp = raw::read_response(&mut idle)
+        .await
+        .unwrap()
+        .expect("a response");
+    assert_eq!(resp.status, 200, "{resp:?}");
+}
+
 #[tokio::test]
 async fn port_in_host_and_authority_is_ignored() {
     let echo = HttpServer::echo("a").await;

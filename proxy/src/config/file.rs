@@ -64,6 +64,8 @@ pub struct FileTimeouts {
     pub detect: Option<String>,
     /// Idle client connections.
     pub idle: Option<String>,
+    /// First byte of an HTTP/1 request head → the whole head.
+    pub request_headers: Option<String>,
     /// Idle pooled upstream connections.
     pub upstream_idle: Option<String>,
     /// Grace period on shutdown.

@@ -96,6 +96,10 @@ pub struct Timeouts {
     /// Client connection without activity.
     #[serde(with = "duration_text")]
     pub idle: Duration,
+    /// First byte of an HTTP/1 request head → the whole head received (a client that
+    /// trickles its headers is closed then, whatever `idle` says).
+    #[serde(with = "duration_text")]
+    pub request_headers: Duration,
     /// Pooled upstream connection without use.
     #[serde(with = "duration_text")]
     pub upstream_idle: Duration,
@@ -111,6 +115,9 @@ impl Default for Timeouts {
             request: Duration::from_secs(15),
             detect: Duration::from_secs(1),
             idle: Duration::from_secs(300),
+            // Envoy's recommended edge value; a legitimate head arrives in one packet or
+            // a few round trips.
+            request_headers: Duration::from_secs(10),
             // Below the common 60 s keep-alive of upstream servers, so the proxy closes
             // idle connections before the server does (the classic keep-alive race).
             upstream_idle: Duration::from_secs(20),

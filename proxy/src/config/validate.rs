@@ -188,6 +188,11 @@ fn timeouts(t: FileTimeouts) -> Result<Timeouts, ConfigError> {
         request: duration("timeouts.request", t.request, d.request)?,
         detect: duration("timeouts.detect", t.detect, d.detect)?,
         idle: duration("timeouts.idle", t.idle, d.idle)?,
+        request_headers: duration(
+            "timeouts.request_headers",
+            t.request_headers,
+            d.request_headers,
+        )?,
         upstream_idle: duration("timeouts.upstream_idle", t.upstream_idle, d.upstream_idle)?,
         shutdown_grace: duration(
             "timeouts.shutdown_grace",

@@ -11,6 +11,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use crate::client::WireProtocol;
 use crate::config::{Limits, Timeouts};
 use crate::forward::{ConnContext, Forwarder};
+use crate::io::head_deadline;
 use crate::io::idle::Tracked;
 
 /// Serves HTTP on `io` until the client leaves or a drain completes.
@@ -30,14 +31,21 @@ pub async fn serve<I>(
     let protocol = ctx.client_protocol;
     let expires = expiry(ctx.peer.not_after);
     let ctx = Arc::new(ctx);
-    let service = service_fn(move |req| {
-        let fwd = fwd.clone();
-        let ctx = ctx.clone();
-        async move { Ok::<_, Infallible>(fwd.handle(&ctx, req).await) }
-    });
-    let io = TokioIo::new(io);
     let result = match protocol {
         WireProtocol::Http1 => {
+            let (io, clock) = head_deadline::watch(io);
+            let io = TokioIo::new(io);
+            let head = clock.clone();
+            let service = service_fn(move |req| {
+                let fwd = fwd.clone();
+                let ctx = ctx.clone();
+                let clock = clock.clone();
+                clock.request_started();
+                async move {
+                    let resp = fwd.handle(&ctx, req).await;
+                    Ok::<_, Infallible>(resp.map(|b| head_deadline::Tracked::new(b, clock)))
+                }
+            });
             let mut builder = http1::Builder::new();
             // The parser's own limits sit above the configured ones, so a request over a
             // limit reaches `forward`'s check and gets a 431 that says why; only a request
@@ -47,13 +55,20 @@ pub async fn serve<I>(
                 .keep_alive(true)
                 .max_header_size(limits.max_header_bytes.saturating_mul(2))
                 .max_headers(limits.max_headers.saturating_mul(2))
-                // Starts as soon as the connection waits for a request, so it also closes
-                // idle keep-alive connections.
+                // hyper's header timeout starts as soon as the connection waits for a
+                // request, so it closes idle keep-alive connections; the head's own
+                // deadline, from its first byte, is `head`'s.
                 .header_read_timeout(timeouts.idle);
             let conn = builder.serve_connection(io, service).with_upgrades();
             tokio::pin!(conn);
             tokio::select! {
                 r = conn.as_mut() => r,
+                _ = head.expired(timeouts.request_headers) => {
+                    // Dropping the connection closes it: a client this slow gets no
+                    // answer to wait for.
+                    tracing::debug!("closing a client connection whose request head is late");
+                    Ok(())
+                }
                 _ = watch.signaled() => {
                     conn.as_mut().graceful_shutdown();
                     conn.await
@@ -65,7 +80,12 @@ pub async fn serve<I>(
             }
         }
         WireProtocol::Http2 => {
-            let (io, activity) = Tracked::new(io.into_inner());
+            let service = service_fn(move |req| {
+                let fwd = fwd.clone();
+                let ctx = ctx.clone();
+                async move { Ok::<_, Infallible>(fwd.handle(&ctx, req).await) }
+            });
+            let (io, activity) = Tracked::new(io);
             let io = TokioIo::new(io);
             let mut builder = http2::Builder::new(TokioExecutor::new());
             builder.timer(TokioTimer::new()).max_header_list_size(
